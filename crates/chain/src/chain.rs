@@ -1,0 +1,625 @@
+//! The chain: head state, mempool, block production and the queries RPC serves.
+//!
+//! Locks, in the order they may be taken: `producing` (one block at a time), `state`, `pool`,
+//! `head`. A block is executed and committed to the store while the state's write lock is
+//! held, so readers never see state that no durable block holds.
+
+use crate::{
+    block::{Block, BlockTx},
+    devkeys::{dev_accounts, DevKey},
+    exec::{self, BlockParams, CallError, CallRequest, Executed, Rejected},
+    genesis::Genesis,
+    mempool::{Mempool, PoolError, PoolTx},
+    metrics::Metrics,
+    state::{Account, AccountProof, WorldState},
+    store::{HistoricalState, Store, StoreError},
+    submit::{PoolWriter, TxError},
+};
+use alloy_consensus::{
+    constants::EMPTY_OMMER_ROOT_HASH, proofs, Header, Receipt, ReceiptEnvelope, ReceiptWithBloom,
+    Transaction, TxEnvelope, TxType,
+};
+use alloy_eips::{eip1559::BaseFeeParams, eip7685::EMPTY_REQUESTS_HASH};
+use alloy_primitives::{keccak256, Address, Bloom, Bytes, B256, U256};
+use alloy_trie::EMPTY_ROOT_HASH;
+use parking_lot::{Mutex, RwLock};
+use revm::context_interface::result::{ExecutionResult, InvalidTransaction};
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+use tokio::sync::{broadcast, Notify};
+
+/// How many recent blocks are kept decoded in memory.
+const RECENT_BLOCKS: usize = 256;
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "data directory holds chain {stored}, but the genesis is for chain {given}; \
+         use another --data-dir"
+    )]
+    ChainMismatch { stored: u64, given: u64 },
+}
+
+/// Which block a query is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockId {
+    Latest,
+    Pending,
+    Earliest,
+    Number(u64),
+    Hash(B256),
+}
+
+/// The node's chain.
+pub struct Chain {
+    pub genesis: Genesis,
+    store: Arc<Store>,
+    state: RwLock<WorldState>,
+    pool: Mutex<Mempool>,
+    head: RwLock<Arc<Block>>,
+    recent: RwLock<BTreeMap<u64, Arc<Block>>>,
+    producing: Mutex<()>,
+    writer: PoolWriter,
+    /// Woken when a transaction enters the pool (block time 0 produces on it).
+    pub tx_arrived: Notify,
+    /// Every new block, after it is durable.
+    pub blocks: broadcast::Sender<Arc<Block>>,
+    pub metrics: Metrics,
+    dev_keys: Vec<DevKey>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+impl Chain {
+    /// Opens the chain in `dir`, creating it from `genesis` on first start; `dev` enables the
+    /// dev accounts for `eth_accounts` and `eth_sendTransaction`.
+    pub fn open(dir: &Path, genesis: Genesis, dev: bool) -> Result<Arc<Self>, OpenError> {
+        let store = Arc::new(Store::open(dir)?);
+        if let Some(stored) = store.chain_id()? {
+            if stored != genesis.chain_id {
+                return Err(OpenError::ChainMismatch {
+                    stored,
+                    given: genesis.chain_id,
+                });
+            }
+        }
+        let (state, head) = match store.head()? {
+            Some(number) => {
+                let head = store.block(number)?.ok_or_else(|| {
+                    StoreError::Corrupt(crate::block::CorruptBlock(format!(
+                        "head block {number} is missing"
+                    )))
+                })?;
+                let mut state = store.load_state()?;
+                let root = state.state_root();
+                if root != head.header.state_root {
+                    return Err(StoreError::Corrupt(crate::block::CorruptBlock(format!(
+                        "state root {root} does not match head block {number}'s {}",
+                        head.header.state_root
+                    )))
+                    .into());
+                }
+                tracing::info!(number, hash = %head.hash, "resuming chain");
+                (state, head)
+            }
+            None => {
+                let mut state = WorldState::from_genesis(&genesis);
+                let header = Header {
+                    ommers_hash: EMPTY_OMMER_ROOT_HASH,
+                    beneficiary: genesis.fee_vault,
+                    state_root: state.state_root(),
+                    transactions_root: EMPTY_ROOT_HASH,
+                    receipts_root: EMPTY_ROOT_HASH,
+                    gas_limit: genesis.gas_limit,
+                    timestamp: genesis.timestamp,
+                    base_fee_per_gas: Some(genesis.base_fee_per_gas),
+                    withdrawals_root: Some(EMPTY_ROOT_HASH),
+                    blob_gas_used: Some(0),
+                    excess_blob_gas: Some(0),
+                    parent_beacon_block_root: Some(B256::ZERO),
+                    requests_hash: Some(EMPTY_REQUESTS_HASH),
+                    ..Default::default()
+                };
+                let block = Block {
+                    hash: header.hash_slow(),
+                    header,
+                    txs: vec![],
+                    receipts: vec![],
+                };
+                store.commit_block(&block, &state.take_changes(), genesis.chain_id)?;
+                tracing::info!(hash = %block.hash, chain_id = genesis.chain_id, "created genesis");
+                (state, block)
+            }
+        };
+        let head = Arc::new(head);
+        let mut recent = BTreeMap::new();
+        let mut state = state;
+        let first = head.header.number.saturating_sub(255);
+        for number in first..=head.header.number {
+            if let Some(block) = store.block(number)? {
+                state.record_block_hash(number, block.hash);
+                if head.header.number - number < RECENT_BLOCKS as u64 {
+                    recent.insert(number, Arc::new(block));
+                }
+            }
+        }
+        let (blocks, _) = broadcast::channel(1024);
+        let chain = Arc::new(Self {
+            writer: PoolWriter::start(store.clone()),
+            store,
+            state: RwLock::new(state),
+            pool: Mutex::new(Mempool::default()),
+            head: RwLock::new(head),
+            recent: RwLock::new(recent),
+            producing: Mutex::new(()),
+            tx_arrived: Notify::new(),
+            blocks,
+            metrics: Metrics::default(),
+            dev_keys: if dev { dev_accounts() } else { Vec::new() },
+            genesis,
+        });
+        chain.restore_pool()?;
+        Ok(chain)
+    }
+
+    /// Re-admits the transactions persisted in the mempool; drops those mined or stale.
+    fn restore_pool(&self) -> Result<(), StoreError> {
+        let mut stale = Vec::new();
+        let mut restored = 0usize;
+        for (hash, raw) in self.store.pool()? {
+            match crate::submit::decode(&raw, self.genesis.chain_id)
+                .and_then(|tx| self.admit(tx, raw))
+            {
+                Ok(_) => restored += 1,
+                Err(e) => {
+                    tracing::debug!(%hash, error = %e, "dropping persisted pool transaction");
+                    stale.push(hash);
+                }
+            }
+        }
+        if !stale.is_empty() {
+            self.store.forget_pool(&stale)?;
+        }
+        if restored > 0 {
+            tracing::info!(restored, "restored pending transactions");
+        }
+        self.metrics.set_pool_size(self.pool.lock().len());
+        Ok(())
+    }
+
+    /// Checks a decoded transaction against the head state and puts it in the pool.
+    fn admit(&self, tx: BlockTx, raw: Vec<u8>) -> Result<Option<B256>, TxError> {
+        crate::submit::check_static(&tx, &self.genesis)?;
+        let state = self.state.read();
+        let account = state.account(&tx.sender).unwrap_or_else(Account::empty);
+        if tx.tx.kind().is_call() || account.code_hash == alloy_trie::KECCAK_EMPTY {
+            // EIP-3607: accounts with code cannot send transactions.
+        } else {
+            return Err(TxError::SenderHasCode);
+        }
+        let hash = tx.hash();
+        let mut pool = self.pool.lock();
+        let replaced = pool.insert(PoolTx { tx, hash, raw }, account.nonce, account.balance)?;
+        self.metrics.set_pool_size(pool.len());
+        Ok(replaced.map(|old| old.hash))
+    }
+
+    /// Validates and pools a signed transaction and returns once it is durable.
+    pub async fn submit_raw(&self, raw: Vec<u8>) -> Result<B256, TxError> {
+        let tx = crate::submit::decode(&raw, self.genesis.chain_id)?;
+        let hash = tx.hash();
+        let replaced = self.admit(tx, raw.clone())?;
+        self.writer.persist(hash, raw, replaced).await?;
+        self.metrics.txs_accepted.inc();
+        self.tx_arrived.notify_one();
+        Ok(hash)
+    }
+
+    /// Signs with a dev key and submits (`eth_sendTransaction` in `--dev`).
+    pub async fn submit_dev(&self, req: CallRequest) -> Result<B256, TxError> {
+        let from = req.from.ok_or(TxError::UnknownAccount(Address::ZERO))?;
+        let key = self
+            .dev_keys
+            .iter()
+            .find(|k| k.address == from)
+            .ok_or(TxError::UnknownAccount(from))?;
+        let nonce = match req.nonce {
+            Some(n) => n,
+            None => self
+                .nonce(&from, BlockId::Pending)
+                .map_err(TxError::Store)?,
+        };
+        let gas = match req.gas {
+            Some(g) => g,
+            None => self
+                .estimate_gas(&req, BlockId::Pending)
+                .map_err(|e| TxError::Estimate(e.to_string()))?,
+        };
+        let base = self.head.read().header.base_fee_per_gas.unwrap_or_default() as u128;
+        let tip = req.max_priority_fee_per_gas.unwrap_or(1_000_000_000);
+        let max_fee = req
+            .max_fee_per_gas
+            .or(req.gas_price)
+            .unwrap_or(base * 2 + tip);
+        let raw =
+            crate::submit::sign_dev(key, &req, self.genesis.chain_id, nonce, gas, max_fee, tip);
+        self.submit_raw(raw).await
+    }
+
+    /// The dev accounts (empty unless `--dev`).
+    pub fn dev_addresses(&self) -> Vec<Address> {
+        self.dev_keys.iter().map(|k| k.address).collect()
+    }
+
+    /// The newest block.
+    pub fn head(&self) -> Arc<Block> {
+        self.head.read().clone()
+    }
+
+    /// The base fee the next block will charge.
+    pub fn next_base_fee(&self) -> u64 {
+        let head = self.head();
+        next_base_fee(&self.genesis, &head.header)
+    }
+
+    /// A block by number or hash; `pending` answers the head.
+    pub fn block(&self, id: BlockId) -> Result<Option<Arc<Block>>, StoreError> {
+        let number = match id {
+            BlockId::Latest | BlockId::Pending => return Ok(Some(self.head())),
+            BlockId::Earliest => 0,
+            BlockId::Number(n) => n,
+            BlockId::Hash(hash) => match self.store.block_number(&hash)? {
+                Some(n) => n,
+                None => return Ok(None),
+            },
+        };
+        if let Some(block) = self.recent.read().get(&number) {
+            return Ok(Some(block.clone()));
+        }
+        Ok(self.store.block(number)?.map(Arc::new))
+    }
+
+    /// A block number for a tag; `None` if it is beyond the head.
+    pub fn resolve(&self, id: BlockId) -> Result<Option<u64>, StoreError> {
+        let head = self.head().header.number;
+        Ok(match id {
+            BlockId::Latest | BlockId::Pending => Some(head),
+            BlockId::Earliest => Some(0),
+            BlockId::Number(n) => (n <= head).then_some(n),
+            BlockId::Hash(h) => self.store.block_number(&h)?,
+        })
+    }
+
+    /// A mined transaction: its block and index.
+    pub fn tx_location(&self, hash: &B256) -> Result<Option<(Arc<Block>, usize)>, StoreError> {
+        let Some((number, index)) = self.store.tx_location(hash)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .block(BlockId::Number(number))?
+            .map(|b| (b, index as usize)))
+    }
+
+    /// A pending transaction by hash.
+    pub fn pooled(&self, hash: &B256) -> Option<BlockTx> {
+        self.pool.lock().get(hash).map(|p| p.tx.clone())
+    }
+
+    /// Reads an account at a block; `pending` counts the pool for the nonce.
+    pub fn account(&self, address: &Address, id: BlockId) -> Result<Account, StoreError> {
+        match self.historical(id)? {
+            None => Ok(self
+                .state
+                .read()
+                .account(address)
+                .unwrap_or_else(Account::empty)),
+            Some(old) => Ok(old.account(address)?.unwrap_or_else(Account::empty)),
+        }
+    }
+
+    /// The next nonce of `address`; at `pending` it counts queued transactions too.
+    pub fn nonce(&self, address: &Address, id: BlockId) -> Result<u64, StoreError> {
+        let nonce = self.account(address, id)?.nonce;
+        Ok(if id == BlockId::Pending {
+            self.pool.lock().pending_nonce(address, nonce)
+        } else {
+            nonce
+        })
+    }
+
+    /// A storage slot at a block.
+    pub fn storage(&self, address: &Address, slot: U256, id: BlockId) -> Result<U256, StoreError> {
+        match self.historical(id)? {
+            None => Ok(self.state.read().storage(address, slot)),
+            Some(old) => old.storage(address, &slot),
+        }
+    }
+
+    /// An account's code at a block.
+    pub fn code(&self, address: &Address, id: BlockId) -> Result<Bytes, StoreError> {
+        let account = self.account(address, id)?;
+        if account.code_hash == alloy_trie::KECCAK_EMPTY {
+            return Ok(Bytes::new());
+        }
+        if let Some(code) = self.state.read().code(&account.code_hash) {
+            return Ok(code.original_bytes());
+        }
+        Ok(self
+            .store
+            .state_at(0)?
+            .code(&account.code_hash)?
+            .unwrap_or_default())
+    }
+
+    /// EIP-1186 proofs at the head (older blocks are not proved: their tries are not kept).
+    pub fn proof(
+        &self,
+        address: Address,
+        slots: &[U256],
+        id: BlockId,
+    ) -> Result<AccountProof, String> {
+        let head = self.head().header.number;
+        match self.resolve(id).map_err(|e| e.to_string())? {
+            Some(n) if n == head => Ok(self.state.write().proof(address, slots)),
+            Some(n) => Err(format!(
+                "proofs are served for the latest block ({head}) only, not block {n}"
+            )),
+            None => Err("header not found".into()),
+        }
+    }
+
+    /// `None` when `id` is the head (read the in-memory state), else a historical view.
+    fn historical(&self, id: BlockId) -> Result<Option<HistoricalState>, StoreError> {
+        let head = self.head().header.number;
+        match self.resolve(id)? {
+            Some(n) if n < head => Ok(Some(self.store.state_at(n)?)),
+            _ => Ok(None),
+        }
+    }
+
+    fn params_after(&self, parent: &Header) -> BlockParams {
+        BlockParams {
+            number: parent.number + 1,
+            timestamp: now_secs().max(parent.timestamp),
+            gas_limit: self.genesis.gas_limit,
+            base_fee: next_base_fee(&self.genesis, parent),
+            beneficiary: self.genesis.fee_vault,
+            prevrandao: keccak256(parent.hash_slow()),
+        }
+    }
+
+    /// Executes a call at a block without changing anything.
+    pub fn call(&self, req: &CallRequest, id: BlockId) -> Result<Bytes, CallError> {
+        let chain_id = self.genesis.chain_id;
+        let gas = |p: &BlockParams| req.gas.unwrap_or(p.gas_limit).min(p.gas_limit);
+        match self.call_context(id)? {
+            CallContext::Head(params) => {
+                let state = self.state.read();
+                exec::call(&*state, chain_id, &params, req, gas(&params)).map(|(out, _)| out)
+            }
+            CallContext::Past(old, params) => {
+                exec::call(&old, chain_id, &params, req, gas(&params)).map(|(out, _)| out)
+            }
+        }
+    }
+
+    /// Estimates the gas a call or transaction needs.
+    pub fn estimate_gas(&self, req: &CallRequest, id: BlockId) -> Result<u64, CallError> {
+        let chain_id = self.genesis.chain_id;
+        match self.call_context(id)? {
+            CallContext::Head(params) => {
+                let state = self.state.read();
+                exec::estimate_gas(&*state, chain_id, &params, req)
+            }
+            CallContext::Past(old, params) => exec::estimate_gas(&old, chain_id, &params, req),
+        }
+    }
+
+    fn call_context(&self, id: BlockId) -> Result<CallContext, CallError> {
+        let storage = |e: StoreError| CallError::Invalid(e.to_string());
+        let not_found = || CallError::Invalid("header not found".into());
+        let number = self.resolve(id).map_err(storage)?.ok_or_else(not_found)?;
+        let block = self
+            .block(BlockId::Number(number))
+            .map_err(storage)?
+            .ok_or_else(not_found)?;
+        // At the head, calls run in the context of the next block, as in geth and anvil.
+        let mut params = self.params_after(&block.header);
+        if number == self.head().header.number {
+            return Ok(CallContext::Head(params));
+        }
+        params.number = number;
+        params.timestamp = block.header.timestamp;
+        let old = self.store.state_at(number).map_err(storage)?;
+        Ok(CallContext::Past(old, params))
+    }
+
+    /// Produces the next block from the pool and makes it durable; returns it.
+    pub fn produce_block(&self) -> Result<Arc<Block>, StoreError> {
+        let _one_at_a_time = self.producing.lock();
+        let started = std::time::Instant::now();
+        let parent = self.head();
+        let params = self.params_after(&parent.header);
+        let mut state = self.state.write();
+        let candidates = self
+            .pool
+            .lock()
+            .select(params.base_fee, params.gas_limit, |a| {
+                state.account(a).map_or(0, |acc| acc.nonce)
+            });
+        let mut txs = Vec::with_capacity(candidates.len());
+        let mut receipts = Vec::with_capacity(candidates.len());
+        let mut cumulative = 0u64;
+        let mut skip_sender: Vec<Address> = Vec::new();
+        for pooled in &candidates {
+            let tx = &pooled.tx;
+            if skip_sender.contains(&tx.sender) || cumulative + tx.tx.gas_limit() > params.gas_limit
+            {
+                continue;
+            }
+            match exec::execute(&*state, self.genesis.chain_id, &params, exec::tx_env(tx)) {
+                Ok(Executed {
+                    result,
+                    state: changes,
+                }) => {
+                    let gas_used = result.gas().total_gas_spent();
+                    state.apply(changes);
+                    // The base fee revm would burn goes to the fee vault: OPEN is never
+                    // destroyed, so the supply stays exactly what genesis created.
+                    state.add_balance(
+                        self.genesis.fee_vault,
+                        U256::from(params.base_fee) * U256::from(gas_used),
+                    );
+                    cumulative += gas_used;
+                    receipts.push(receipt(&tx.tx, &result, cumulative));
+                    txs.push(tx.clone());
+                }
+                Err(Rejected::Invalid(e)) => {
+                    // Stays pending (e.g. funds spent by an earlier transaction) unless stale;
+                    // its sender's later nonces cannot run in this block either.
+                    if !matches!(e, InvalidTransaction::NonceTooLow { .. }) {
+                        tracing::debug!(hash = %pooled.hash, error = %e, "transaction deferred");
+                    }
+                    skip_sender.push(tx.sender);
+                }
+                Err(Rejected::Other(e)) => {
+                    return Err(StoreError::Corrupt(crate::block::CorruptBlock(format!(
+                        "execution failed: {e}"
+                    ))))
+                }
+            }
+        }
+        let state_root = state.state_root();
+        let changes = state.take_changes();
+        let logs_bloom = receipts
+            .iter()
+            .fold(Bloom::ZERO, |acc, r: &ReceiptEnvelope| {
+                acc | *r.logs_bloom()
+            });
+        let envelopes: Vec<&TxEnvelope> = txs.iter().map(|t: &BlockTx| &t.tx).collect();
+        let header = Header {
+            parent_hash: parent.hash,
+            ommers_hash: EMPTY_OMMER_ROOT_HASH,
+            beneficiary: params.beneficiary,
+            state_root,
+            transactions_root: proofs::calculate_transaction_root(&envelopes),
+            receipts_root: proofs::calculate_receipt_root(&receipts),
+            logs_bloom,
+            number: params.number,
+            gas_limit: params.gas_limit,
+            gas_used: cumulative,
+            timestamp: params.timestamp,
+            mix_hash: params.prevrandao,
+            base_fee_per_gas: Some(params.base_fee),
+            withdrawals_root: Some(EMPTY_ROOT_HASH),
+            blob_gas_used: Some(0),
+            excess_blob_gas: Some(0),
+            parent_beacon_block_root: Some(B256::ZERO),
+            requests_hash: Some(EMPTY_REQUESTS_HASH),
+            ..Default::default()
+        };
+        let block = Arc::new(Block {
+            hash: header.hash_slow(),
+            header,
+            txs,
+            receipts,
+        });
+        self.store
+            .commit_block(&block, &changes, self.genesis.chain_id)?;
+        state.record_block_hash(block.header.number, block.hash);
+        let mined: Vec<B256> = block.txs.iter().map(|t| t.hash()).collect();
+        let stale = {
+            let mut pool = self.pool.lock();
+            let stale = pool.prune(&mined, |a| state.account(a).map_or(0, |acc| acc.nonce));
+            self.metrics.set_pool_size(pool.len());
+            stale
+        };
+        {
+            let mut recent = self.recent.write();
+            recent.insert(block.header.number, block.clone());
+            while recent.len() > RECENT_BLOCKS {
+                recent.pop_first();
+            }
+        }
+        *self.head.write() = block.clone();
+        drop(state);
+        if !stale.is_empty() {
+            self.writer.forget(stale);
+        }
+        self.metrics
+            .record_block(block.txs.len(), started.elapsed().as_secs_f64());
+        tracing::debug!(
+            number = block.header.number,
+            txs = block.txs.len(),
+            gas = block.header.gas_used,
+            ms = started.elapsed().as_millis() as u64,
+            "produced block"
+        );
+        let _ = self.blocks.send(block.clone());
+        Ok(block)
+    }
+
+    /// Whether the pool holds anything (block time 0 produces only then).
+    pub fn has_pending(&self) -> bool {
+        !self.pool.lock().is_empty()
+    }
+
+    /// The sum of all balances at the head (the supply invariant).
+    pub fn total_balance(&self) -> U256 {
+        self.state.read().total_balance()
+    }
+}
+
+enum CallContext {
+    Head(BlockParams),
+    Past(HistoricalState, BlockParams),
+}
+
+/// EIP-1559's base fee for the block after `parent`, never below the genesis floor.
+pub fn next_base_fee(genesis: &Genesis, parent: &Header) -> u64 {
+    let params = BaseFeeParams::new(
+        genesis.base_fee_max_change_denominator as u128,
+        genesis.elasticity_multiplier as u128,
+    );
+    let fee = alloy_eips::eip1559::calc_next_block_base_fee(
+        parent.gas_used,
+        parent.gas_limit,
+        parent.base_fee_per_gas.unwrap_or(genesis.base_fee_per_gas),
+        params,
+    );
+    fee.max(genesis.min_base_fee_per_gas)
+}
+
+fn receipt(tx: &TxEnvelope, result: &ExecutionResult, cumulative: u64) -> ReceiptEnvelope {
+    let receipt = Receipt {
+        status: result.is_success().into(),
+        cumulative_gas_used: cumulative,
+        logs: result.logs().to_vec(),
+    };
+    let with_bloom = ReceiptWithBloom::from(receipt);
+    match tx.tx_type() {
+        TxType::Legacy => ReceiptEnvelope::Legacy(with_bloom),
+        TxType::Eip2930 => ReceiptEnvelope::Eip2930(with_bloom),
+        TxType::Eip4844 => ReceiptEnvelope::Eip4844(with_bloom),
+        TxType::Eip7702 => ReceiptEnvelope::Eip7702(with_bloom),
+        TxType::Eip1559 => ReceiptEnvelope::Eip1559(with_bloom),
+    }
+}
+
+impl From<PoolError> for TxError {
+    fn from(e: PoolError) -> Self {
+        TxError::Pool(e)
+    }
+}

@@ -1,0 +1,250 @@
+//! The `eth_*`, `net_*` and `web3_*` methods.
+
+use super::{
+    format::{self, q},
+    logs,
+    params::{quantity, Params},
+    RpcError,
+};
+use crate::chain::{BlockId, Chain};
+use alloy_consensus::Transaction;
+use alloy_primitives::{Address, Bytes, B256, U256};
+use serde_json::{json, Value};
+
+/// The priority fee the node suggests (fees go to the fee vault; this only orders the pool).
+const SUGGESTED_TIP: u64 = 1_000_000_000;
+/// The most blocks one `eth_feeHistory` call reports.
+const MAX_FEE_HISTORY: u64 = 1024;
+
+/// Runs one method.
+pub async fn dispatch(chain: &Chain, method: &str, params: &Value) -> Result<Value, RpcError> {
+    let p = Params::new(params)?;
+    let store = RpcError::internal;
+    Ok(match method {
+        "web3_clientVersion" => json!(concat!("openledger/v", env!("CARGO_PKG_VERSION"), "/rust")),
+        "web3_sha3" => json!(alloy_primitives::keccak256(p.required::<Bytes>(0, "data")?)),
+        "net_version" => json!(chain.genesis.chain_id.to_string()),
+        "net_listening" => json!(true),
+        "net_peerCount" => q(0u8),
+        "eth_chainId" => q(chain.genesis.chain_id),
+        "eth_blockNumber" => q(chain.head().header.number),
+        "eth_syncing" => json!(false),
+        "eth_accounts" => json!(chain.dev_addresses()),
+        "eth_gasPrice" => q(chain.next_base_fee() + SUGGESTED_TIP),
+        "eth_maxPriorityFeePerGas" => q(SUGGESTED_TIP),
+        "eth_getBalance" => {
+            let address: Address = p.required(0, "address")?;
+            q(chain.account(&address, p.block(1)?).map_err(store)?.balance)
+        }
+        "eth_getTransactionCount" => {
+            let address: Address = p.required(0, "address")?;
+            q(chain.nonce(&address, p.block(1)?).map_err(store)?)
+        }
+        "eth_getCode" => {
+            let address: Address = p.required(0, "address")?;
+            json!(chain.code(&address, p.block(1)?).map_err(store)?)
+        }
+        "eth_getStorageAt" => {
+            let address: Address = p.required(0, "address")?;
+            let slot: U256 = p.required(1, "slot")?;
+            let value = chain.storage(&address, slot, p.block(2)?).map_err(store)?;
+            json!(B256::from(value))
+        }
+        "eth_call" => json!(chain.call(&p.call(0)?, p.block(1)?)?),
+        "eth_estimateGas" => q(chain.estimate_gas(&p.call(0)?, p.block(1)?)?),
+        "eth_sendRawTransaction" => {
+            let raw: Bytes = p.required(0, "signed transaction")?;
+            json!(chain.submit_raw(raw.to_vec()).await?)
+        }
+        "eth_sendTransaction" => {
+            if chain.dev_addresses().is_empty() {
+                return Err(RpcError::server(
+                    "eth_sendTransaction needs the node's dev keys: start it with --dev, \
+                     or sign the transaction and use eth_sendRawTransaction",
+                ));
+            }
+            json!(chain.submit_dev(p.call(0)?).await?)
+        }
+        "eth_getTransactionByHash" => {
+            let hash: B256 = p.required(0, "transaction hash")?;
+            match chain.tx_location(&hash).map_err(store)? {
+                Some((block, i)) => format::transaction(&block.txs[i], Some((&block, i))),
+                None => match chain.pooled(&hash) {
+                    Some(tx) => format::transaction(&tx, None),
+                    None => Value::Null,
+                },
+            }
+        }
+        "eth_getTransactionReceipt" => {
+            let hash: B256 = p.required(0, "transaction hash")?;
+            match chain.tx_location(&hash).map_err(store)? {
+                Some((block, i)) => format::receipt(&block, i),
+                None => Value::Null,
+            }
+        }
+        "eth_getBlockByNumber" | "eth_getBlockByHash" => {
+            let id = if method == "eth_getBlockByHash" {
+                BlockId::Hash(p.required(0, "block hash")?)
+            } else {
+                p.block(0)?
+            };
+            let full = p.optional::<bool>(1, "full transactions")?.unwrap_or(false);
+            match chain.block(id).map_err(store)? {
+                Some(block) => format::block(&block, full),
+                None => Value::Null,
+            }
+        }
+        "eth_getBlockTransactionCountByNumber" | "eth_getBlockTransactionCountByHash" => {
+            let id = if method.ends_with("ByHash") {
+                BlockId::Hash(p.required(0, "block hash")?)
+            } else {
+                p.block(0)?
+            };
+            match chain.block(id).map_err(store)? {
+                Some(block) => q(block.txs.len() as u64),
+                None => Value::Null,
+            }
+        }
+        "eth_getTransactionByBlockNumberAndIndex" | "eth_getTransactionByBlockHashAndIndex" => {
+            let id = if method.contains("Hash") {
+                BlockId::Hash(p.required(0, "block hash")?)
+            } else {
+                p.block(0)?
+            };
+            let index = quantity(p.get(1).unwrap_or(&Value::Null), "index")? as usize;
+            match chain.block(id).map_err(store)? {
+                Some(block) if index < block.txs.len() => {
+                    format::transaction(&block.txs[index], Some((&block, index)))
+                }
+                _ => Value::Null,
+            }
+        }
+        "eth_getLogs" => logs::get_logs(chain, p.get(0).unwrap_or(&Value::Null))?,
+        "eth_getProof" => get_proof(chain, &p)?,
+        "eth_feeHistory" => fee_history(chain, &p)?,
+        "eth_subscribe" | "eth_unsubscribe" => {
+            return Err(RpcError::server(format!(
+                "{method} needs a WebSocket connection (ws:// on the same port)"
+            )))
+        }
+        _ => return Err(RpcError::method_not_found(method)),
+    })
+}
+
+fn get_proof(chain: &Chain, p: &Params<'_>) -> Result<Value, RpcError> {
+    let address: Address = p.required(0, "address")?;
+    let slots: Vec<U256> = p.optional(1, "storage keys")?.unwrap_or_default();
+    let proof = chain
+        .proof(address, &slots, p.block(2)?)
+        .map_err(RpcError::server)?;
+    let storage: Vec<Value> = proof
+        .storage
+        .iter()
+        .map(|(key, value, nodes)| json!({"key": B256::from(*key), "value": q(*value), "proof": nodes}))
+        .collect();
+    Ok(json!({
+        "address": proof.address,
+        "balance": q(proof.account.balance),
+        "nonce": q(proof.account.nonce),
+        "codeHash": proof.account.code_hash,
+        "storageHash": proof.storage_hash,
+        "accountProof": proof.account_proof,
+        "storageProof": storage,
+    }))
+}
+
+fn fee_history(chain: &Chain, p: &Params<'_>) -> Result<Value, RpcError> {
+    let count = quantity(
+        p.get(0)
+            .ok_or_else(|| RpcError::invalid_params("missing blockCount"))?,
+        "blockCount",
+    )?
+    .min(MAX_FEE_HISTORY);
+    let newest = chain
+        .resolve(p.block(1)?)
+        .map_err(RpcError::internal)?
+        .ok_or_else(|| RpcError::server("header not found"))?;
+    let percentiles: Vec<f64> = p.optional(2, "reward percentiles")?.unwrap_or_default();
+    if percentiles.windows(2).any(|w| w[0] > w[1])
+        || percentiles.iter().any(|x| !(0.0..=100.0).contains(x))
+    {
+        return Err(RpcError::invalid_params(
+            "reward percentiles must be ascending and within 0..=100",
+        ));
+    }
+    let oldest = (newest + 1).saturating_sub(count);
+    let mut base_fees = Vec::new();
+    let mut ratios = Vec::new();
+    let mut rewards = Vec::new();
+    let mut last = None;
+    for number in oldest..=newest {
+        let Some(block) = chain
+            .block(BlockId::Number(number))
+            .map_err(RpcError::internal)?
+        else {
+            break;
+        };
+        let base_fee = block.header.base_fee_per_gas.unwrap_or_default();
+        base_fees.push(q(base_fee));
+        ratios.push(json!(
+            block.header.gas_used as f64 / block.header.gas_limit as f64
+        ));
+        if !percentiles.is_empty() {
+            rewards.push(block_rewards(&block, base_fee, &percentiles));
+        }
+        last = Some(block);
+    }
+    if let Some(block) = &last {
+        base_fees.push(q(crate::chain::next_base_fee(
+            &chain.genesis,
+            &block.header,
+        )));
+    }
+    let (fee_count, ratio_count) = (base_fees.len(), ratios.len());
+    let mut out = json!({
+        "oldestBlock": q(oldest),
+        "baseFeePerGas": base_fees,
+        "gasUsedRatio": ratios,
+        // No blobs on this chain: zero blob fees and usage, one entry per reported block.
+        "baseFeePerBlobGas": vec![q(0u8); fee_count],
+        "blobGasUsedRatio": vec![json!(0.0); ratio_count],
+    });
+    if !percentiles.is_empty() {
+        out["reward"] = json!(rewards);
+    }
+    Ok(out)
+}
+
+/// The tips paid at each percentile of the block's gas, as `eth_feeHistory` defines.
+fn block_rewards(block: &crate::block::Block, base_fee: u64, percentiles: &[f64]) -> Vec<Value> {
+    let mut tips: Vec<(u128, u64)> = block
+        .txs
+        .iter()
+        .enumerate()
+        .map(|(i, tx)| {
+            (
+                tx.tx.effective_tip_per_gas(base_fee).unwrap_or_default(),
+                block.gas_used_by(i),
+            )
+        })
+        .collect();
+    tips.sort_unstable();
+    let total: u64 = tips.iter().map(|t| t.1).sum();
+    percentiles
+        .iter()
+        .map(|pct| {
+            if tips.is_empty() {
+                return q(0u8);
+            }
+            let threshold = (total as f64 * pct / 100.0) as u64;
+            let mut sum = 0;
+            for (tip, gas) in &tips {
+                sum += gas;
+                if sum >= threshold {
+                    return q(*tip);
+                }
+            }
+            q(tips.last().map_or(0, |t| t.0))
+        })
+        .collect()
+}

@@ -1,0 +1,164 @@
+//! Log filters for `eth_getLogs` and `logs` subscriptions.
+
+use super::{format, RpcError};
+use crate::{
+    block::Block,
+    chain::{BlockId, Chain},
+};
+use alloy_primitives::{Address, BloomInput, B256};
+use serde_json::Value;
+
+/// The widest block range one `eth_getLogs` call may scan.
+pub const MAX_BLOCK_RANGE: u64 = 10_000;
+
+/// Which logs a caller wants: addresses (any of) and per-position topic alternatives.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    pub from: Option<BlockId>,
+    pub to: Option<BlockId>,
+    pub block_hash: Option<B256>,
+    pub addresses: Vec<Address>,
+    pub topics: Vec<Vec<B256>>,
+}
+
+fn one_or_many<T: serde::de::DeserializeOwned>(v: &Value, name: &str) -> Result<Vec<T>, RpcError> {
+    let parse = |v: &Value| {
+        serde_json::from_value::<T>(v.clone())
+            .map_err(|e| RpcError::invalid_params(format!("invalid {name}: {e}")))
+    };
+    match v {
+        Value::Null => Ok(vec![]),
+        Value::Array(items) => items.iter().map(parse).collect(),
+        _ => Ok(vec![parse(v)?]),
+    }
+}
+
+impl LogFilter {
+    /// Parses the filter object.
+    pub fn parse(v: &Value) -> Result<Self, RpcError> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| RpcError::invalid_params("filter must be an object"))?;
+        let mut filter = LogFilter::default();
+        if let Some(from) = obj.get("fromBlock").filter(|v| !v.is_null()) {
+            filter.from = Some(super::params::block_id(from)?);
+        }
+        if let Some(to) = obj.get("toBlock").filter(|v| !v.is_null()) {
+            filter.to = Some(super::params::block_id(to)?);
+        }
+        if let Some(hash) = obj.get("blockHash").filter(|v| !v.is_null()) {
+            if filter.from.is_some() || filter.to.is_some() {
+                return Err(RpcError::invalid_params(
+                    "blockHash cannot be combined with fromBlock/toBlock",
+                ));
+            }
+            filter.block_hash = Some(
+                serde_json::from_value(hash.clone())
+                    .map_err(|e| RpcError::invalid_params(format!("invalid blockHash: {e}")))?,
+            );
+        }
+        if let Some(address) = obj.get("address") {
+            filter.addresses = one_or_many(address, "address")?;
+        }
+        if let Some(topics) = obj.get("topics") {
+            let Value::Array(positions) = topics else {
+                return Err(RpcError::invalid_params("topics must be an array"));
+            };
+            if positions.len() > 4 {
+                return Err(RpcError::invalid_params("at most 4 topic positions"));
+            }
+            filter.topics = positions
+                .iter()
+                .map(|p| one_or_many(p, "topic"))
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(filter)
+    }
+
+    fn matches(&self, address: &Address, topics: &[B256]) -> bool {
+        if !self.addresses.is_empty() && !self.addresses.contains(address) {
+            return false;
+        }
+        self.topics.iter().enumerate().all(|(i, wanted)| {
+            wanted.is_empty() || topics.get(i).is_some_and(|t| wanted.contains(t))
+        })
+    }
+
+    /// Whether the block's bloom admits a match (false means certainly none).
+    fn may_match(&self, block: &Block) -> bool {
+        let bloom = &block.header.logs_bloom;
+        let addresses = self.addresses.is_empty()
+            || self
+                .addresses
+                .iter()
+                .any(|a| bloom.contains_input(BloomInput::Raw(a.as_slice())));
+        addresses
+            && self.topics.iter().all(|wanted| {
+                wanted.is_empty()
+                    || wanted
+                        .iter()
+                        .any(|t| bloom.contains_input(BloomInput::Raw(t.as_slice())))
+            })
+    }
+
+    /// The matching logs of one block, as JSON.
+    pub fn block_logs(&self, block: &Block, out: &mut Vec<Value>) {
+        if !self.may_match(block) {
+            return;
+        }
+        let mut log_index = 0;
+        for (tx_index, receipt) in block.receipts.iter().enumerate() {
+            for log in receipt.logs() {
+                if self.matches(&log.address, log.data.topics()) {
+                    out.push(format::log(block, tx_index, log_index, log));
+                }
+                log_index += 1;
+            }
+        }
+    }
+}
+
+/// `eth_getLogs`.
+pub fn get_logs(chain: &Chain, v: &Value) -> Result<Value, RpcError> {
+    let filter = LogFilter::parse(v)?;
+    let mut out = Vec::new();
+    if let Some(hash) = filter.block_hash {
+        let block = chain
+            .block(BlockId::Hash(hash))
+            .map_err(RpcError::internal)?
+            .ok_or_else(|| RpcError::server("unknown block"))?;
+        filter.block_logs(&block, &mut out);
+        return Ok(Value::Array(out));
+    }
+    let head = chain.head().header.number;
+    let resolve = |id: Option<BlockId>| -> Result<u64, RpcError> {
+        match id {
+            None => Ok(head),
+            Some(id) => Ok(chain
+                .resolve(id)
+                .map_err(RpcError::internal)?
+                .unwrap_or(head)),
+        }
+    };
+    let from = resolve(filter.from)?;
+    let to = resolve(filter.to)?;
+    if from > to {
+        return Err(RpcError::invalid_params(format!(
+            "invalid block range: fromBlock {from} is after toBlock {to}"
+        )));
+    }
+    if to - from >= MAX_BLOCK_RANGE {
+        return Err(RpcError::server(format!(
+            "query exceeds max block range {MAX_BLOCK_RANGE}"
+        )));
+    }
+    for number in from..=to {
+        if let Some(block) = chain
+            .block(BlockId::Number(number))
+            .map_err(RpcError::internal)?
+        {
+            filter.block_logs(&block, &mut out);
+        }
+    }
+    Ok(Value::Array(out))
+}
