@@ -47,6 +47,15 @@ pub enum OpenError {
     ChainMismatch { stored: u64, given: u64 },
 }
 
+/// Why a state query could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("header not found")]
+    UnknownBlock,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Which block a query is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockId {
@@ -239,7 +248,7 @@ impl Chain {
             Some(n) => n,
             None => self
                 .nonce(&from, BlockId::Pending)
-                .map_err(TxError::Store)?,
+                .map_err(|e| TxError::Estimate(e.to_string()))?,
         };
         let gas = match req.gas {
             Some(g) => g,
@@ -318,7 +327,7 @@ impl Chain {
     }
 
     /// Reads an account at a block; `pending` counts the pool for the nonce.
-    pub fn account(&self, address: &Address, id: BlockId) -> Result<Account, StoreError> {
+    pub fn account(&self, address: &Address, id: BlockId) -> Result<Account, QueryError> {
         match self.historical(id)? {
             None => Ok(self
                 .state
@@ -330,7 +339,7 @@ impl Chain {
     }
 
     /// The next nonce of `address`; at `pending` it counts queued transactions too.
-    pub fn nonce(&self, address: &Address, id: BlockId) -> Result<u64, StoreError> {
+    pub fn nonce(&self, address: &Address, id: BlockId) -> Result<u64, QueryError> {
         let nonce = self.account(address, id)?.nonce;
         Ok(if id == BlockId::Pending {
             self.pool.lock().pending_nonce(address, nonce)
@@ -340,15 +349,15 @@ impl Chain {
     }
 
     /// A storage slot at a block.
-    pub fn storage(&self, address: &Address, slot: U256, id: BlockId) -> Result<U256, StoreError> {
+    pub fn storage(&self, address: &Address, slot: U256, id: BlockId) -> Result<U256, QueryError> {
         match self.historical(id)? {
             None => Ok(self.state.read().storage(address, slot)),
-            Some(old) => old.storage(address, &slot),
+            Some(old) => Ok(old.storage(address, &slot)?),
         }
     }
 
     /// An account's code at a block.
-    pub fn code(&self, address: &Address, id: BlockId) -> Result<Bytes, StoreError> {
+    pub fn code(&self, address: &Address, id: BlockId) -> Result<Bytes, QueryError> {
         let account = self.account(address, id)?;
         if account.code_hash == alloy_trie::KECCAK_EMPTY {
             return Ok(Bytes::new());
@@ -381,11 +390,12 @@ impl Chain {
     }
 
     /// `None` when `id` is the head (read the in-memory state), else a historical view.
-    fn historical(&self, id: BlockId) -> Result<Option<HistoricalState>, StoreError> {
+    fn historical(&self, id: BlockId) -> Result<Option<HistoricalState>, QueryError> {
         let head = self.head().header.number;
         match self.resolve(id)? {
             Some(n) if n < head => Ok(Some(self.store.state_at(n)?)),
-            _ => Ok(None),
+            Some(_) => Ok(None),
+            None => Err(QueryError::UnknownBlock),
         }
     }
 

@@ -34,20 +34,20 @@ pub async fn dispatch(chain: &Chain, method: &str, params: &Value) -> Result<Val
         "eth_maxPriorityFeePerGas" => q(SUGGESTED_TIP),
         "eth_getBalance" => {
             let address: Address = p.required(0, "address")?;
-            q(chain.account(&address, p.block(1)?).map_err(store)?.balance)
+            q(chain.account(&address, p.block(1)?)?.balance)
         }
         "eth_getTransactionCount" => {
             let address: Address = p.required(0, "address")?;
-            q(chain.nonce(&address, p.block(1)?).map_err(store)?)
+            q(chain.nonce(&address, p.block(1)?)?)
         }
         "eth_getCode" => {
             let address: Address = p.required(0, "address")?;
-            json!(chain.code(&address, p.block(1)?).map_err(store)?)
+            json!(chain.code(&address, p.block(1)?)?)
         }
         "eth_getStorageAt" => {
             let address: Address = p.required(0, "address")?;
             let slot: U256 = p.required(1, "slot")?;
-            let value = chain.storage(&address, slot, p.block(2)?).map_err(store)?;
+            let value = chain.storage(&address, slot, p.block(2)?)?;
             json!(B256::from(value))
         }
         "eth_call" => json!(chain.call(&p.call(0)?, p.block(1)?)?),

@@ -10,7 +10,12 @@ pub mod logs;
 pub mod params;
 mod ws;
 
-use crate::{chain::Chain, exec::CallError, store::StoreError, submit::TxError};
+use crate::{
+    chain::{Chain, QueryError},
+    exec::CallError,
+    store::StoreError,
+    submit::TxError,
+};
 use axum::{
     body::Bytes,
     extract::{State, WebSocketUpgrade},
@@ -69,6 +74,15 @@ impl RpcError {
             err["data"] = data.clone();
         }
         err
+    }
+}
+
+impl From<QueryError> for RpcError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::UnknownBlock => Self::server(e.to_string()),
+            QueryError::Store(e) => Self::internal(e),
+        }
     }
 }
 
