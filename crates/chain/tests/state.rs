@@ -234,3 +234,64 @@ async fn queries_at_older_blocks_see_the_old_state() {
     let (code, message) = t.err("eth_getBalance", json!([to, "0xffff"])).await;
     assert_eq!((code, message.as_str()), (-32000, "header not found"));
 }
+
+#[tokio::test]
+async fn block_hash_is_keccak_of_the_rlp_header_served_over_rpc() {
+    let t = TestChain::new();
+    let keys = keys();
+    t.send_raw(&transfer(&keys[0], 0, Address::repeat_byte(1), 5))
+        .await;
+    t.mine();
+    for tag in ["0x0", "latest"] {
+        let block = t.ok("eth_getBlockByNumber", json!([tag, false])).await;
+        let header: alloy_consensus::Header = serde_json::from_value(block.clone()).unwrap();
+        let hash: B256 = block["hash"].as_str().unwrap().parse().unwrap();
+        assert_eq!(keccak256(alloy_rlp::encode(&header)), hash);
+        let by_hash = t.ok("eth_getBlockByHash", json!([hash, false])).await;
+        assert_eq!(by_hash, block);
+    }
+}
+
+#[tokio::test]
+async fn base_fee_rises_with_full_blocks_and_falls_with_empty_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut genesis = Genesis::dev();
+    genesis.gas_limit = 1_050_000; // 50 transfers; the target is a sixth of it
+    let chain = Chain::open(dir.path(), genesis, true).unwrap();
+    let t = TestChain { chain, dir };
+    let keys = keys();
+    for nonce in 0..60 {
+        let response = t
+            .send_raw(&transfer(
+                &keys[(nonce % 10) as usize],
+                nonce / 10,
+                Address::repeat_byte(2),
+                1,
+            ))
+            .await;
+        assert!(response.get("result").is_some(), "{response}");
+    }
+    let full = t.mine();
+    assert_eq!(full.txs.len(), 50, "the block gas limit caps the block");
+    // Block 1 follows the empty genesis, so its fee is already a step below the genesis fee.
+    let start = full.header.base_fee_per_gas.unwrap();
+    assert!(start < t.chain.genesis.base_fee_per_gas);
+    let after_full = t.mine();
+    assert!(
+        after_full.header.base_fee_per_gas.unwrap() > start,
+        "full block raises the fee"
+    );
+    assert_eq!(
+        after_full.txs.len(),
+        10,
+        "the rest follow in the next block"
+    );
+    let after_partial = t.mine().header.base_fee_per_gas.unwrap();
+    let after_empty = t.mine().header.base_fee_per_gas.unwrap();
+    assert!(after_empty < after_partial, "an empty block lowers the fee");
+    let history = t
+        .ok("eth_feeHistory", json!(["0x4", "latest", [50.0]]))
+        .await;
+    assert_eq!(history["baseFeePerGas"].as_array().unwrap().len(), 5);
+    assert_eq!(history["gasUsedRatio"].as_array().unwrap().len(), 4);
+}
