@@ -460,3 +460,20 @@ def test_websocket_new_heads_subscription(node, w3):
     assert header["parentHash"] == w3.eth.get_block(receipt["blockNumber"] - 1)["hash"]
     assert receipt["status"] == 1
     assert unsubscribed is True
+
+
+def test_fee_history(w3, dev_account):
+    # Three blocks (block time 0: one per transaction), each with one transaction that paid a
+    # known tip (maxFeePerGas = 2 * baseFee + tip leaves room for all of it).
+    tip = w3.eth.max_priority_fee
+    for _ in range(3):
+        _, receipt = send_signed(w3, dev_account, {"to": w3.eth.accounts[4], "value": 1})
+    n = receipt["blockNumber"]
+    history = w3.eth.fee_history(3, n, [50.0])
+    assert history["oldestBlock"] == n - 2
+    assert len(history["baseFeePerGas"]) == 4  # three blocks and the next one
+    assert len(history["gasUsedRatio"]) == 3
+    assert len(history["reward"]) == 3 and all(len(r) == 1 for r in history["reward"])
+    assert history["baseFeePerGas"][2] == w3.eth.get_block(n)["baseFeePerGas"]
+    assert history["reward"][2] == [tip]  # the only transaction of block n paid `tip`
+    assert 0 < history["gasUsedRatio"][2] <= 1
