@@ -477,3 +477,35 @@ def test_fee_history(w3, dev_account):
     assert history["baseFeePerGas"][2] == w3.eth.get_block(n)["baseFeePerGas"]
     assert history["reward"][2] == [tip]  # the only transaction of block n paid `tip`
     assert 0 < history["gasUsedRatio"][2] <= 1
+
+
+def test_websocket_logs_subscription_filters_by_address_and_topic(node, w3, dev_account, contract):
+    other = w3.eth.accounts[5]
+
+    async def scenario():
+        async with AsyncWeb3(WebSocketProvider(node.ws_url)) as aw3:
+            sub_id = await aw3.eth.subscribe(
+                "logs",
+                {"address": contract.address,
+                 "topics": [VALUE_SET_TOPIC.hex(), padded_topic(dev_account.address)]})
+            # One event from another sender (filtered out), then ours.
+            await aw3.eth.send_transaction(
+                {"from": other, "to": contract.address,
+                 "data": SET_SELECTOR + (5).to_bytes(32, "big")})
+            send_signed(w3, dev_account, {"to": contract.address,
+                                          "data": SET_SELECTOR + (77).to_bytes(32, "big")})
+
+            async def first_message():
+                async for message in aw3.socket.process_subscriptions():
+                    return message
+
+            message = await asyncio.wait_for(first_message(), timeout=20)
+            await aw3.eth.unsubscribe(sub_id)
+            return sub_id, message
+
+    sub_id, message = asyncio.run(scenario())
+    assert message["subscription"] == sub_id
+    log = message["result"]
+    assert log["address"] == contract.address
+    assert int.from_bytes(bytes(log["data"]), "big") == 77
+    assert bytes(log["topics"][1]) == bytes.fromhex(padded_topic(dev_account.address)[2:])

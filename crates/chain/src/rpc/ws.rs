@@ -34,18 +34,20 @@ pub async fn serve(chain: Arc<Chain>, socket: WebSocket) {
             .and_then(|r| r.get("method"))
             .and_then(Value::as_str);
         let reply = match (method, &request) {
-            (Some("eth_subscribe"), Some(request)) => {
-                let id = format!("{:#x}", next_id);
-                next_id += 1;
-                let result = subscribe(&chain, request, id.clone(), out.clone());
-                respond(
-                    request,
-                    result.map(|task| {
-                        subscriptions.insert(id.clone(), task);
-                        json!(id)
-                    }),
-                )
-            }
+            (Some("eth_subscribe"), Some(request)) => match subscribe(&chain, request) {
+                Ok(subscription) => {
+                    let id = format!("{next_id:#x}");
+                    next_id += 1;
+                    // The reply goes out before the first notification can.
+                    if let Some(reply) = respond(request, Ok(json!(id))) {
+                        let _ = out.send(reply.to_string());
+                    }
+                    let task = forward(subscription, id.clone(), out.clone());
+                    subscriptions.insert(id, task);
+                    None
+                }
+                Err(e) => respond(request, Err(e)),
+            },
             (Some("eth_unsubscribe"), Some(request)) => {
                 let id = request["params"][0]
                     .as_str()
@@ -82,12 +84,13 @@ fn notification(id: &str, result: Value) -> String {
     .to_string()
 }
 
-fn subscribe(
-    chain: &Chain,
-    request: &Value,
-    id: String,
-    out: mpsc::UnboundedSender<String>,
-) -> Result<JoinHandle<()>, RpcError> {
+/// A subscription accepted but not yet forwarding.
+struct Subscription {
+    filter: Option<LogFilter>,
+    blocks: tokio::sync::broadcast::Receiver<Arc<crate::block::Block>>,
+}
+
+fn subscribe(chain: &Chain, request: &Value) -> Result<Subscription, RpcError> {
     let params = &request["params"];
     let kind = params[0].as_str().unwrap_or_default();
     let filter = match kind {
@@ -99,8 +102,20 @@ fn subscribe(
             )))
         }
     };
-    let mut blocks = chain.blocks.subscribe();
-    Ok(tokio::spawn(async move {
+    Ok(Subscription {
+        filter,
+        blocks: chain.blocks.subscribe(),
+    })
+}
+
+/// Sends a notification for every new block (or each matching log) until the client leaves.
+fn forward(
+    subscription: Subscription,
+    id: String,
+    out: mpsc::UnboundedSender<String>,
+) -> JoinHandle<()> {
+    let Subscription { filter, mut blocks } = subscription;
+    tokio::spawn(async move {
         loop {
             let block = match blocks.recv().await {
                 Ok(block) => block,
@@ -124,5 +139,5 @@ fn subscribe(
                 }
             }
         }
-    }))
+    })
 }
