@@ -70,20 +70,24 @@ async fn sequence(chain: Arc<Chain>, block_time: Duration) {
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
+    // With no interval, keep producing while blocks fill up; once a block comes out empty the
+    // pool holds only transactions that cannot run yet (nonce gaps, low fee caps), so wait
+    // for a new arrival instead of spinning out empty blocks.
+    let mut last_had_txs = true;
     loop {
         match &mut ticker {
             Some(ticker) => {
                 ticker.tick().await;
             }
             None => {
-                if !chain.has_pending() {
+                if !last_had_txs || !chain.has_pending() {
                     chain.tx_arrived.notified().await;
                 }
             }
         }
         let producer = chain.clone();
         match tokio::task::spawn_blocking(move || producer.produce_block()).await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(block)) => last_had_txs = !block.txs.is_empty(),
             Ok(Err(e)) => {
                 // The block could not be made durable: stopping is the only safe answer,
                 // since nothing past the last durable block may be reported.
