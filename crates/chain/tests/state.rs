@@ -295,3 +295,29 @@ async fn base_fee_rises_with_full_blocks_and_falls_with_empty_ones() {
     assert_eq!(history["baseFeePerGas"].as_array().unwrap().len(), 5);
     assert_eq!(history["gasUsedRatio"].as_array().unwrap().len(), 4);
 }
+
+#[tokio::test]
+async fn block_receipts_match_single_receipts() {
+    let t = TestChain::new();
+    let keys = keys();
+    for i in 0..3 {
+        t.send_raw(&transfer(&keys[i], 0, Address::repeat_byte(9), 1))
+            .await;
+    }
+    let block = t.mine();
+    let all = t
+        .ok(
+            "eth_getBlockReceipts",
+            json!([format!("{:#x}", block.header.number)]),
+        )
+        .await;
+    assert_eq!(all.as_array().unwrap().len(), 3);
+    for (i, tx) in block.txs.iter().enumerate() {
+        let one = t.ok("eth_getTransactionReceipt", json!([tx.hash()])).await;
+        assert_eq!(all[i], one);
+    }
+    assert!(t
+        .ok("eth_getBlockReceipts", json!(["0x999"]))
+        .await
+        .is_null());
+}

@@ -82,6 +82,12 @@ pub async fn dispatch(chain: &Chain, method: &str, params: &Value) -> Result<Val
                 None => Value::Null,
             }
         }
+        "eth_getBlockReceipts" => match chain.block(p.block(0)?).map_err(store)? {
+            Some(block) => json!((0..block.txs.len())
+                .map(|i| format::receipt(&block, i))
+                .collect::<Vec<_>>()),
+            None => Value::Null,
+        },
         "eth_getBlockByNumber" | "eth_getBlockByHash" => {
             let id = if method == "eth_getBlockByHash" {
                 BlockId::Hash(p.required(0, "block hash")?)
