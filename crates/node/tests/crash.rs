@@ -45,7 +45,24 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
-fn start(dir: &Path, addr: SocketAddr) -> Child {
+/// The node process; killed when dropped so that a failing test leaves nothing running.
+struct NodeProcess(Child);
+
+impl NodeProcess {
+    fn kill_nine(&mut self) {
+        self.0.kill().expect("SIGKILL the node");
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &Path, addr: SocketAddr) -> NodeProcess {
     let child = Command::new(env!("CARGO_BIN_EXE_openledger"))
         .args(["node", "--dev", "--block-time", "150", "--data-dir"])
         .arg(dir)
@@ -55,6 +72,7 @@ fn start(dir: &Path, addr: SocketAddr) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the node");
+    let child = NodeProcess(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     while rpc(addr, "eth_chainId", json!([])).is_none() {
         assert!(Instant::now() < deadline, "node did not come up");
@@ -165,8 +183,7 @@ fn kill_nine_loses_no_accepted_transaction_and_no_reported_block() {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(600 + 300 * round));
-        node.kill().expect("SIGKILL the node");
-        node.wait().unwrap();
+        node.kill_nine();
         stop.store(true, Ordering::Relaxed);
         for s in streamers {
             s.join().unwrap();
@@ -244,7 +261,6 @@ fn kill_nine_loses_no_accepted_transaction_and_no_reported_block() {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        node.kill().unwrap();
-        node.wait().unwrap();
+        node.kill_nine();
     }
 }
