@@ -4,15 +4,19 @@
 //! `head`. A block is executed and committed to the store while the state's write lock is
 //! held, so readers never see state that no durable block holds.
 
+mod query;
+
+pub use query::QueryError;
+
 use crate::{
     block::{Block, BlockTx},
     devkeys::{dev_accounts, DevKey},
-    exec::{self, BlockParams, CallError, CallRequest, Executed, Rejected},
+    exec::{self, BlockParams, CallRequest, Executed, Rejected},
     genesis::Genesis,
     mempool::{Mempool, PoolError, PoolTx},
     metrics::Metrics,
-    state::{Account, AccountProof, WorldState},
-    store::{HistoricalState, Store, StoreError},
+    state::{Account, WorldState},
+    store::{Store, StoreError},
     submit::{PoolWriter, TxError},
 };
 use alloy_consensus::{
@@ -20,7 +24,7 @@ use alloy_consensus::{
     Transaction, TxEnvelope, TxType,
 };
 use alloy_eips::{eip1559::BaseFeeParams, eip7685::EMPTY_REQUESTS_HASH};
-use alloy_primitives::{keccak256, Address, Bloom, Bytes, B256, U256};
+use alloy_primitives::{keccak256, Address, Bloom, B256, U256};
 use alloy_trie::EMPTY_ROOT_HASH;
 use parking_lot::{Mutex, RwLock};
 use revm::context_interface::result::{ExecutionResult, InvalidTransaction};
@@ -45,15 +49,6 @@ pub enum OpenError {
          use another --data-dir"
     )]
     ChainMismatch { stored: u64, given: u64 },
-}
-
-/// Why a state query could not be answered.
-#[derive(Debug, thiserror::Error)]
-pub enum QueryError {
-    #[error("header not found")]
-    UnknownBlock,
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 /// Which block a query is about.
@@ -283,122 +278,6 @@ impl Chain {
         next_base_fee(&self.genesis, &head.header)
     }
 
-    /// A block by number or hash; `pending` answers the head.
-    pub fn block(&self, id: BlockId) -> Result<Option<Arc<Block>>, StoreError> {
-        let number = match id {
-            BlockId::Latest | BlockId::Pending => return Ok(Some(self.head())),
-            BlockId::Earliest => 0,
-            BlockId::Number(n) => n,
-            BlockId::Hash(hash) => match self.store.block_number(&hash)? {
-                Some(n) => n,
-                None => return Ok(None),
-            },
-        };
-        if let Some(block) = self.recent.read().get(&number) {
-            return Ok(Some(block.clone()));
-        }
-        Ok(self.store.block(number)?.map(Arc::new))
-    }
-
-    /// A block number for a tag; `None` if it is beyond the head.
-    pub fn resolve(&self, id: BlockId) -> Result<Option<u64>, StoreError> {
-        let head = self.head().header.number;
-        Ok(match id {
-            BlockId::Latest | BlockId::Pending => Some(head),
-            BlockId::Earliest => Some(0),
-            BlockId::Number(n) => (n <= head).then_some(n),
-            BlockId::Hash(h) => self.store.block_number(&h)?,
-        })
-    }
-
-    /// A mined transaction: its block and index.
-    pub fn tx_location(&self, hash: &B256) -> Result<Option<(Arc<Block>, usize)>, StoreError> {
-        let Some((number, index)) = self.store.tx_location(hash)? else {
-            return Ok(None);
-        };
-        Ok(self
-            .block(BlockId::Number(number))?
-            .map(|b| (b, index as usize)))
-    }
-
-    /// A pending transaction by hash.
-    pub fn pooled(&self, hash: &B256) -> Option<BlockTx> {
-        self.pool.lock().get(hash).map(|p| p.tx.clone())
-    }
-
-    /// Reads an account at a block; `pending` counts the pool for the nonce.
-    pub fn account(&self, address: &Address, id: BlockId) -> Result<Account, QueryError> {
-        match self.historical(id)? {
-            None => Ok(self
-                .state
-                .read()
-                .account(address)
-                .unwrap_or_else(Account::empty)),
-            Some(old) => Ok(old.account(address)?.unwrap_or_else(Account::empty)),
-        }
-    }
-
-    /// The next nonce of `address`; at `pending` it counts queued transactions too.
-    pub fn nonce(&self, address: &Address, id: BlockId) -> Result<u64, QueryError> {
-        let nonce = self.account(address, id)?.nonce;
-        Ok(if id == BlockId::Pending {
-            self.pool.lock().pending_nonce(address, nonce)
-        } else {
-            nonce
-        })
-    }
-
-    /// A storage slot at a block.
-    pub fn storage(&self, address: &Address, slot: U256, id: BlockId) -> Result<U256, QueryError> {
-        match self.historical(id)? {
-            None => Ok(self.state.read().storage(address, slot)),
-            Some(old) => Ok(old.storage(address, &slot)?),
-        }
-    }
-
-    /// An account's code at a block.
-    pub fn code(&self, address: &Address, id: BlockId) -> Result<Bytes, QueryError> {
-        let account = self.account(address, id)?;
-        if account.code_hash == alloy_trie::KECCAK_EMPTY {
-            return Ok(Bytes::new());
-        }
-        if let Some(code) = self.state.read().code(&account.code_hash) {
-            return Ok(code.original_bytes());
-        }
-        Ok(self
-            .store
-            .state_at(0)?
-            .code(&account.code_hash)?
-            .unwrap_or_default())
-    }
-
-    /// EIP-1186 proofs at the head (older blocks are not proved: their tries are not kept).
-    pub fn proof(
-        &self,
-        address: Address,
-        slots: &[U256],
-        id: BlockId,
-    ) -> Result<AccountProof, String> {
-        let head = self.head().header.number;
-        match self.resolve(id).map_err(|e| e.to_string())? {
-            Some(n) if n == head => Ok(self.state.write().proof(address, slots)),
-            Some(n) => Err(format!(
-                "proofs are served for the latest block ({head}) only, not block {n}"
-            )),
-            None => Err("header not found".into()),
-        }
-    }
-
-    /// `None` when `id` is the head (read the in-memory state), else a historical view.
-    fn historical(&self, id: BlockId) -> Result<Option<HistoricalState>, QueryError> {
-        let head = self.head().header.number;
-        match self.resolve(id)? {
-            Some(n) if n < head => Ok(Some(self.store.state_at(n)?)),
-            Some(_) => Ok(None),
-            None => Err(QueryError::UnknownBlock),
-        }
-    }
-
     fn params_after(&self, parent: &Header) -> BlockParams {
         BlockParams {
             number: parent.number + 1,
@@ -408,52 +287,6 @@ impl Chain {
             beneficiary: self.genesis.fee_vault,
             prevrandao: keccak256(parent.hash_slow()),
         }
-    }
-
-    /// Executes a call at a block without changing anything.
-    pub fn call(&self, req: &CallRequest, id: BlockId) -> Result<Bytes, CallError> {
-        let chain_id = self.genesis.chain_id;
-        let gas = |p: &BlockParams| req.gas.unwrap_or(p.gas_limit).min(p.gas_limit);
-        match self.call_context(id)? {
-            CallContext::Head(params) => {
-                let state = self.state.read();
-                exec::call(&*state, chain_id, &params, req, gas(&params)).map(|(out, _)| out)
-            }
-            CallContext::Past(old, params) => {
-                exec::call(&old, chain_id, &params, req, gas(&params)).map(|(out, _)| out)
-            }
-        }
-    }
-
-    /// Estimates the gas a call or transaction needs.
-    pub fn estimate_gas(&self, req: &CallRequest, id: BlockId) -> Result<u64, CallError> {
-        let chain_id = self.genesis.chain_id;
-        match self.call_context(id)? {
-            CallContext::Head(params) => {
-                let state = self.state.read();
-                exec::estimate_gas(&*state, chain_id, &params, req)
-            }
-            CallContext::Past(old, params) => exec::estimate_gas(&old, chain_id, &params, req),
-        }
-    }
-
-    fn call_context(&self, id: BlockId) -> Result<CallContext, CallError> {
-        let storage = |e: StoreError| CallError::Invalid(e.to_string());
-        let not_found = || CallError::Invalid("header not found".into());
-        let number = self.resolve(id).map_err(storage)?.ok_or_else(not_found)?;
-        let block = self
-            .block(BlockId::Number(number))
-            .map_err(storage)?
-            .ok_or_else(not_found)?;
-        // At the head, calls run in the context of the next block, as in geth and anvil.
-        let mut params = self.params_after(&block.header);
-        if number == self.head().header.number {
-            return Ok(CallContext::Head(params));
-        }
-        params.number = number;
-        params.timestamp = block.header.timestamp;
-        let old = self.store.state_at(number).map_err(storage)?;
-        Ok(CallContext::Past(old, params))
     }
 
     /// Produces the next block from the pool and makes it durable; returns it.
@@ -590,11 +423,6 @@ impl Chain {
     pub fn total_balance(&self) -> U256 {
         self.state.read().total_balance()
     }
-}
-
-enum CallContext {
-    Head(BlockParams),
-    Past(HistoricalState, BlockParams),
 }
 
 /// EIP-1559's base fee for the block after `parent`, never below the genesis floor.
