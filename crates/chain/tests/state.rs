@@ -300,8 +300,8 @@ async fn base_fee_rises_with_full_blocks_and_falls_with_empty_ones() {
 async fn block_receipts_match_single_receipts() {
     let t = TestChain::new();
     let keys = keys();
-    for i in 0..3 {
-        t.send_raw(&transfer(&keys[i], 0, Address::repeat_byte(9), 1))
+    for key in &keys[..3] {
+        t.send_raw(&transfer(key, 0, Address::repeat_byte(9), 1))
             .await;
     }
     let block = t.mine();

@@ -62,12 +62,12 @@ impl Drop for NodeProcess {
     }
 }
 
-fn start(dir: &Path, addr: SocketAddr) -> NodeProcess {
+fn start(dir: &Path, addr: SocketAddr, metrics: SocketAddr) -> NodeProcess {
     let child = Command::new(env!("CARGO_BIN_EXE_openledger"))
         .args(["node", "--dev", "--block-time", "150", "--data-dir"])
         .arg(dir)
         .args(["--http-addr", &addr.to_string()])
-        .args(["--metrics-addr", &free_addr().to_string()])
+        .args(["--metrics-addr", &metrics.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -141,13 +141,14 @@ fn watch_blocks(
 fn kill_nine_loses_no_accepted_transaction_and_no_reported_block() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
+    let metrics = free_addr();
     let txs = signed_transfers(150);
     let accepted: Arc<Mutex<Vec<B256>>> = Arc::default();
     let seen: Arc<Mutex<BTreeMap<u64, (String, String)>>> = Arc::default();
     let mut next = 0;
 
     for round in 0..2 {
-        let mut node = start(dir.path(), addr);
+        let mut node = start(dir.path(), addr, metrics);
         let stop = Arc::new(AtomicBool::new(false));
         let watcher = {
             let (seen, stop) = (seen.clone(), stop.clone());
@@ -196,7 +197,7 @@ fn kill_nine_loses_no_accepted_transaction_and_no_reported_block() {
 
         // Restart: every reported block is there with the same hash and state root, and every
         // accepted transaction is mined or pending.
-        let mut node = start(dir.path(), addr);
+        let mut node = start(dir.path(), addr, metrics);
         let head = quantity(&rpc(addr, "eth_blockNumber", json!([])).unwrap()["result"]);
         let reported = seen.lock().unwrap().clone();
         assert!(!reported.is_empty());
@@ -261,6 +262,36 @@ fn kill_nine_loses_no_accepted_transaction_and_no_reported_block() {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+        // The metrics endpoint reports the head and the mined transactions.
+        let page = http_get(metrics, "/metrics");
+        let head = quantity(&rpc(addr, "eth_blockNumber", json!([])).unwrap()["result"]);
+        let reported_head: u64 = page
+            .lines()
+            .find_map(|l| l.strip_prefix("openledger_chain_head "))
+            .expect("head gauge")
+            .parse()
+            .unwrap();
+        assert!(reported_head <= head && reported_head + 5 >= head);
+        for name in [
+            "openledger_txs_mined_total",
+            "openledger_mempool_size",
+            "openledger_rpc_latency_seconds_count",
+        ] {
+            assert!(page.contains(name), "{name} missing from /metrics");
+        }
         node.kill_nine();
     }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
 }

@@ -1,0 +1,134 @@
+//! The JSON-RPC envelope: batches, malformed requests, unknown methods, bad parameters,
+//! dev-only methods, and a genesis with predeployed code and storage.
+
+mod common;
+
+use alloy_primitives::{Address, Bytes, B256, U256};
+use common::*;
+use openledger_chain::{
+    genesis::{allocation_address, GenesisAccount},
+    rpc, Chain, Genesis,
+};
+use serde_json::{json, Value};
+
+async fn raw(t: &TestChain, body: &str) -> Option<Value> {
+    rpc::handle_body(&t.chain, body.as_bytes()).await
+}
+
+#[tokio::test]
+async fn batches_answer_each_request_in_order() {
+    let t = TestChain::new();
+    let body = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"},
+        {"jsonrpc": "2.0", "id": "two", "method": "no_such_method"},
+        {"jsonrpc": "2.0", "method": "eth_blockNumber"},
+        {"jsonrpc": "2.0", "id": 3, "method": "eth_getBalance", "params": ["0x1234"]},
+        {"id": 4, "method": "eth_chainId"},
+    ]);
+    let out = raw(&t, &body.to_string()).await.unwrap();
+    let out = out.as_array().unwrap();
+    assert_eq!(
+        out.len(),
+        4,
+        "the notification (no id) gets no answer: {out:?}"
+    );
+    assert_eq!(
+        out[0],
+        json!({"jsonrpc": "2.0", "id": 1, "result": "0x64c"})
+    );
+    assert_eq!(out[1]["id"], "two");
+    assert_eq!(out[1]["error"]["code"], -32601);
+    assert_eq!(out[2]["id"], 3);
+    assert_eq!(out[2]["error"]["code"], -32602);
+    assert!(
+        out[2]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid parameter 0 (address)"),
+        "{}",
+        out[2]
+    );
+    assert_eq!(out[3]["error"]["code"], -32600, "jsonrpc 2.0 is required");
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_standard_errors() {
+    let t = TestChain::new();
+    let parse = raw(&t, "{not json").await.unwrap();
+    assert_eq!(parse["error"]["code"], -32700);
+    assert_eq!(parse["id"], Value::Null);
+    let empty = raw(&t, "[]").await.unwrap();
+    assert_eq!(empty["error"]["code"], -32600);
+    let (code, message) = t.err("eth_getBlockByNumber", json!(["0xzz", false])).await;
+    assert_eq!(code, -32602);
+    assert!(message.contains("block number"), "{message}");
+    let (code, _) = t.err("eth_getBalance", json!("not an array")).await;
+    assert_eq!(code, -32602);
+    let (code, message) = t.err("eth_subscribe", json!(["newHeads"])).await;
+    assert_eq!(code, -32000);
+    assert!(message.contains("WebSocket"), "{message}");
+}
+
+#[tokio::test]
+async fn send_transaction_needs_dev_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Chain::open(dir.path(), Genesis::dev(), false).unwrap();
+    let t = TestChain { chain, dir };
+    assert_eq!(t.ok("eth_accounts", json!([])).await, json!([]));
+    let from = address(&keys()[0]);
+    let (code, message) = t
+        .err(
+            "eth_sendTransaction",
+            json!([{"from": from, "to": from, "value": "0x1"}]),
+        )
+        .await;
+    assert_eq!(code, -32000);
+    assert!(message.contains("--dev"), "{message}");
+    assert_eq!(t.nonce(from).await, 0);
+}
+
+#[tokio::test]
+async fn genesis_predeploys_code_and_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut genesis = Genesis::dev();
+    let runtime: Bytes = vec![
+        0x60, 0x00, 0x54, 0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3,
+    ]
+    .into();
+    let predeploy = Address::repeat_byte(0xcc);
+    genesis.alloc.insert(
+        predeploy,
+        GenesisAccount {
+            balance: U256::ZERO,
+            nonce: 1,
+            code: Some(runtime.clone()),
+            storage: [(B256::ZERO, B256::with_last_byte(42))]
+                .into_iter()
+                .collect(),
+        },
+    );
+    genesis.validate().unwrap();
+    let chain = Chain::open(dir.path(), genesis, true).unwrap();
+    let t = TestChain { chain, dir };
+    assert_eq!(
+        t.ok("eth_getCode", json!([predeploy, "latest"])).await,
+        json!(runtime)
+    );
+    assert_eq!(
+        t.ok("eth_getStorageAt", json!([predeploy, "0x0", "earliest"]))
+            .await,
+        json!(B256::with_last_byte(42))
+    );
+    // The predeployed code runs: it returns slot 0.
+    let out = t.ok("eth_call", json!([{"to": predeploy}, "latest"])).await;
+    assert_eq!(out, json!(B256::with_last_byte(42)));
+    // And a genesis that moves a single wei out of the supply is refused.
+    let mut broken = Genesis::dev();
+    broken
+        .alloc
+        .get_mut(&allocation_address("team"))
+        .unwrap()
+        .balance -= U256::from(1);
+    let error = broken.validate().unwrap_err().to_string();
+    assert!(error.contains("1 wei missing"), "{error}");
+}
