@@ -121,20 +121,12 @@ impl Chain {
             None => {
                 let mut state = WorldState::from_genesis(&genesis);
                 let header = Header {
-                    ommers_hash: EMPTY_OMMER_ROOT_HASH,
                     beneficiary: genesis.fee_vault,
                     state_root: state.state_root(),
-                    transactions_root: EMPTY_ROOT_HASH,
-                    receipts_root: EMPTY_ROOT_HASH,
                     gas_limit: genesis.gas_limit,
                     timestamp: genesis.timestamp,
                     base_fee_per_gas: Some(genesis.base_fee_per_gas),
-                    withdrawals_root: Some(EMPTY_ROOT_HASH),
-                    blob_gas_used: Some(0),
-                    excess_blob_gas: Some(0),
-                    parent_beacon_block_root: Some(B256::ZERO),
-                    requests_hash: Some(EMPTY_REQUESTS_HASH),
-                    ..Default::default()
+                    ..empty_header()
                 };
                 let block = Block {
                     hash: header.hash_slow(),
@@ -354,7 +346,6 @@ impl Chain {
         let envelopes: Vec<&TxEnvelope> = txs.iter().map(|t: &BlockTx| &t.tx).collect();
         let header = Header {
             parent_hash: parent.hash,
-            ommers_hash: EMPTY_OMMER_ROOT_HASH,
             beneficiary: params.beneficiary,
             state_root,
             transactions_root: proofs::calculate_transaction_root(&envelopes),
@@ -366,12 +357,7 @@ impl Chain {
             timestamp: params.timestamp,
             mix_hash: params.prevrandao,
             base_fee_per_gas: Some(params.base_fee),
-            withdrawals_root: Some(EMPTY_ROOT_HASH),
-            blob_gas_used: Some(0),
-            excess_blob_gas: Some(0),
-            parent_beacon_block_root: Some(B256::ZERO),
-            requests_hash: Some(EMPTY_REQUESTS_HASH),
-            ..Default::default()
+            ..empty_header()
         };
         let block = Arc::new(Block {
             hash: header.hash_slow(),
@@ -422,6 +408,22 @@ impl Chain {
     /// The sum of all balances at the head (the supply invariant).
     pub fn total_balance(&self) -> U256 {
         self.state.read().total_balance()
+    }
+}
+
+/// A header with the fields the chain's forks fix, as an empty block has them: no ommers, no
+/// withdrawals, no blobs, no beacon root, no EIP-7685 requests.
+fn empty_header() -> Header {
+    Header {
+        ommers_hash: EMPTY_OMMER_ROOT_HASH,
+        transactions_root: EMPTY_ROOT_HASH,
+        receipts_root: EMPTY_ROOT_HASH,
+        withdrawals_root: Some(EMPTY_ROOT_HASH),
+        blob_gas_used: Some(0),
+        excess_blob_gas: Some(0),
+        parent_beacon_block_root: Some(B256::ZERO),
+        requests_hash: Some(EMPTY_REQUESTS_HASH),
+        ..Default::default()
     }
 }
 
