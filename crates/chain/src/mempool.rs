@@ -15,8 +15,9 @@ use std::{
 
 /// How much a replacement must raise both fee caps, in percent.
 pub const REPLACEMENT_BUMP_PERCENT: u128 = 10;
-/// How far ahead of the account nonce a transaction may be.
-pub const MAX_NONCE_GAP: u64 = 1024;
+/// How far ahead of the account nonce a transaction may be: enough for a sender to queue
+/// several full blocks of its own transactions; `MAX_POOL_SIZE` bounds the pool as a whole.
+pub const MAX_NONCE_GAP: u64 = 8192;
 /// The most transactions the pool holds.
 pub const MAX_POOL_SIZE: usize = 200_000;
 

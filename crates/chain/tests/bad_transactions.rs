@@ -311,3 +311,25 @@ async fn future_nonces_wait_and_replacement_with_a_higher_fee_wins() {
     );
     assert_eq!(t.nonce(address(&keys[0])).await, 2);
 }
+
+#[tokio::test]
+async fn a_nonce_too_far_ahead_is_refused_and_changes_nothing() {
+    let t = TestChain::new();
+    let keys = keys();
+    let gap = openledger_chain::mempool::MAX_NONCE_GAP;
+    let watch = [address(&keys[0])];
+    rejected(
+        &t,
+        &transfer(&keys[0], gap, address(&keys[1]), 1),
+        -32000,
+        "nonce too high",
+        &watch,
+    )
+    .await;
+    // Just inside the window, it waits in the pool.
+    let response = t
+        .send_raw(&transfer(&keys[0], gap - 1, address(&keys[1]), 1))
+        .await;
+    assert!(response.get("result").is_some(), "{response}");
+    assert!(t.mine().txs.is_empty());
+}
