@@ -176,14 +176,25 @@ enum Request {
 /// Makes accepted transactions durable. Callers queue up while a commit is in flight and the
 /// next commit carries all of them, so one fsync serves many transactions.
 pub struct PoolWriter {
-    requests: mpsc::Sender<Request>,
+    requests: Option<mpsc::Sender<Request>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for PoolWriter {
+    /// Finishes pending writes and releases the store, so the database can be reopened.
+    fn drop(&mut self) {
+        self.requests.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl PoolWriter {
     /// Starts the writer thread.
     pub fn start(store: Arc<Store>) -> Self {
         let (requests, rx) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("pool-writer".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
@@ -224,7 +235,10 @@ impl PoolWriter {
                 }
             })
             .expect("spawning the pool writer thread");
-        Self { requests }
+        Self {
+            requests: Some(requests),
+            thread: Some(thread),
+        }
     }
 
     /// Persists one accepted transaction (and forgets the one it replaced); returns when durable.
@@ -235,7 +249,7 @@ impl PoolWriter {
         replaced: Option<B256>,
     ) -> Result<(), TxError> {
         let (ack, done) = oneshot::channel();
-        self.requests
+        self.sender()?
             .send(Request::Insert {
                 hash,
                 raw,
@@ -248,8 +262,16 @@ impl PoolWriter {
             .map_err(TxError::Persist)
     }
 
+    fn sender(&self) -> Result<&mpsc::Sender<Request>, TxError> {
+        self.requests
+            .as_ref()
+            .ok_or_else(|| TxError::Persist("writer stopped".into()))
+    }
+
     /// Drops transactions from the persisted pool, without waiting.
     pub fn forget(&self, hashes: Vec<B256>) {
-        let _ = self.requests.send(Request::Forget(hashes));
+        if let Ok(sender) = self.sender() {
+            let _ = sender.send(Request::Forget(hashes));
+        }
     }
 }

@@ -132,3 +132,31 @@ async fn genesis_predeploys_code_and_storage() {
     let error = broken.validate().unwrap_err().to_string();
     assert!(error.contains("1 wei missing"), "{error}");
 }
+
+#[test]
+fn a_data_directory_refuses_another_genesis() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Chain::open(dir.path(), Genesis::dev(), true).unwrap());
+    let mut other = Genesis::dev();
+    let team = other.alloc.get_mut(&allocation_address("team")).unwrap();
+    team.balance -= U256::from(5);
+    other
+        .alloc
+        .get_mut(&allocation_address("liquidity"))
+        .unwrap()
+        .balance += U256::from(5);
+    let error = Chain::open(dir.path(), other, true)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("genesis state root"), "{error}");
+    let mut renumbered = Genesis::dev();
+    renumbered.chain_id = 7;
+    let error = Chain::open(dir.path(), renumbered, true)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("holds chain 1612"), "{error}");
+    // The right genesis still opens it.
+    Chain::open(dir.path(), Genesis::dev(), true).unwrap();
+}

@@ -49,6 +49,11 @@ pub enum OpenError {
          use another --data-dir"
     )]
     ChainMismatch { stored: u64, given: u64 },
+    #[error(
+        "data directory holds a chain whose genesis state root is {stored}, but the given \
+         genesis has {given}; use another --data-dir or the genesis it was created with"
+    )]
+    GenesisMismatch { stored: B256, given: B256 },
 }
 
 /// Which block a query is about.
@@ -101,6 +106,15 @@ impl Chain {
         }
         let (state, head) = match store.head()? {
             Some(number) => {
+                let given = WorldState::from_genesis(&genesis).state_root();
+                if let Some(first) = store.block(0)? {
+                    if first.header.state_root != given {
+                        return Err(OpenError::GenesisMismatch {
+                            stored: first.header.state_root,
+                            given,
+                        });
+                    }
+                }
                 let head = store.block(number)?.ok_or_else(|| {
                     StoreError::Corrupt(crate::block::CorruptBlock(format!(
                         "head block {number} is missing"
