@@ -56,6 +56,16 @@ pub enum OpenError {
     GenesisMismatch { stored: B256, given: B256 },
 }
 
+/// Why a block could not be produced; the node stops rather than report a block it could not
+/// make durable.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("block execution failed: {0}")]
+    Execution(String),
+}
+
 /// Which block a query is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockId {
@@ -296,7 +306,7 @@ impl Chain {
     }
 
     /// Produces the next block from the pool and makes it durable; returns it.
-    pub fn produce_block(&self) -> Result<Arc<Block>, StoreError> {
+    pub fn produce_block(&self) -> Result<Arc<Block>, ProduceError> {
         let _one_at_a_time = self.producing.lock();
         let started = std::time::Instant::now();
         let parent = self.head();
@@ -343,11 +353,7 @@ impl Chain {
                     }
                     skip_sender.push(tx.sender);
                 }
-                Err(Rejected::Other(e)) => {
-                    return Err(StoreError::Corrupt(crate::block::CorruptBlock(format!(
-                        "execution failed: {e}"
-                    ))))
-                }
+                Err(Rejected::Other(e)) => return Err(ProduceError::Execution(e)),
             }
         }
         let state_root = state.state_root();
