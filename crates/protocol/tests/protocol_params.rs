@@ -1,0 +1,170 @@
+//! ProtocolParams: only governance changes parameters, fee splits must add up to 10,000 basis
+//! points, zero quorums and windows are refused, and every change emits its event.
+
+mod evm;
+
+use alloy_primitives::{Address, Bytes, U256};
+use alloy_sol_types::{SolCall, SolConstructor, SolError, SolEvent, SolInterface};
+use evm::Evm;
+use openledger_protocol::ProtocolParams::{self, FeeSplit, ProtocolParamsErrors};
+
+const GOVERNANCE: Address = Address::repeat_byte(0x60);
+const STRANGER: Address = Address::repeat_byte(0x51);
+
+fn split(parts: [u16; 5]) -> FeeSplit {
+    FeeSplit {
+        contributors: parts[0],
+        curators: parts[1],
+        modelOwner: parts[2],
+        host: parts[3],
+        treasury: parts[4],
+    }
+}
+
+fn creation(split: FeeSplit, quorum: u16, window: u64) -> Bytes {
+    let args = ProtocolParams::constructorCall {
+        governance: GOVERNANCE,
+        split,
+        minStakes: [U256::from(1000), U256::from(100), U256::from(500)],
+        quorum,
+        challengeSeconds: window,
+        unbondingSeconds: 7 * 24 * 3600,
+    }
+    .abi_encode();
+    [ProtocolParams::BYTECODE.as_ref(), &args].concat().into()
+}
+
+fn deployed() -> (Evm, Address) {
+    let mut evm = Evm::new(&[GOVERNANCE, STRANGER]);
+    let address = evm
+        .deploy(
+            GOVERNANCE,
+            creation(split([4000, 1000, 2500, 1500, 1000]), 3, 86_400),
+        )
+        .expect("deploys");
+    (evm, address)
+}
+
+fn decode_error(data: &Bytes) -> ProtocolParamsErrors {
+    ProtocolParamsErrors::abi_decode(data)
+        .unwrap_or_else(|e| panic!("not a custom error {data}: {e}"))
+}
+
+#[test]
+fn reads_the_parameters_it_was_deployed_with() {
+    let (mut evm, params) = deployed();
+    let (out, _) = evm
+        .call(
+            STRANGER,
+            params,
+            ProtocolParams::feeSplitCall {}.abi_encode().into(),
+        )
+        .unwrap();
+    let current = ProtocolParams::feeSplitCall::abi_decode_returns(&out).unwrap();
+    assert_eq!(current, split([4000, 1000, 2500, 1500, 1000]));
+    let (out, _) = evm
+        .call(
+            STRANGER,
+            params,
+            ProtocolParams::reviewQuorumCall {}.abi_encode().into(),
+        )
+        .unwrap();
+    assert_eq!(
+        ProtocolParams::reviewQuorumCall::abi_decode_returns(&out).unwrap(),
+        3
+    );
+}
+
+#[test]
+fn only_governance_changes_the_split_and_it_must_add_up() {
+    let (mut evm, params) = deployed();
+    let new = split([5000, 1000, 2000, 1000, 1000]);
+    let set = |s: FeeSplit| -> Bytes {
+        ProtocolParams::setFeeSplitCall { split: s }
+            .abi_encode()
+            .into()
+    };
+
+    let refused = evm.call(STRANGER, params, set(new.clone())).unwrap_err();
+    match decode_error(&refused) {
+        ProtocolParamsErrors::OwnableUnauthorizedAccount(e) => assert_eq!(e.account, STRANGER),
+        other => panic!("expected OwnableUnauthorizedAccount, got {other:?}"),
+    }
+
+    let short = evm
+        .call(
+            GOVERNANCE,
+            params,
+            set(split([5000, 1000, 2000, 1000, 999])),
+        )
+        .unwrap_err();
+    match decode_error(&short) {
+        ProtocolParamsErrors::SplitDoesNotAddUp(e) => assert_eq!(e.total, U256::from(9999)),
+        other => panic!("expected SplitDoesNotAddUp, got {other:?}"),
+    }
+    let over = evm
+        .call(GOVERNANCE, params, set(split([u16::MAX, 1, 0, 0, 0])))
+        .unwrap_err();
+    assert!(
+        matches!(decode_error(&over), ProtocolParamsErrors::SplitDoesNotAddUp(e) if e.total == U256::from(65536))
+    );
+
+    let (_, logs) = evm.call(GOVERNANCE, params, set(new.clone())).unwrap();
+    assert_eq!(logs.len(), 1);
+    let event = ProtocolParams::FeeSplitSet::decode_log_data(&logs[0].data).unwrap();
+    assert_eq!((event.contributors, event.treasury), (5000, 1000));
+    let (out, _) = evm
+        .call(
+            STRANGER,
+            params,
+            ProtocolParams::feeSplitCall {}.abi_encode().into(),
+        )
+        .unwrap();
+    assert_eq!(
+        ProtocolParams::feeSplitCall::abi_decode_returns(&out).unwrap(),
+        new
+    );
+}
+
+#[test]
+fn zero_quorums_and_windows_are_refused() {
+    let mut evm = Evm::new(&[GOVERNANCE]);
+    let bad_quorum = evm
+        .deploy(
+            GOVERNANCE,
+            creation(split([4000, 1000, 2500, 1500, 1000]), 0, 60),
+        )
+        .unwrap_err();
+    assert!(matches!(
+        decode_error(&bad_quorum),
+        ProtocolParamsErrors::ZeroQuorum(_)
+    ));
+    let bad_split = evm
+        .deploy(GOVERNANCE, creation(split([1, 1, 1, 1, 1]), 1, 60))
+        .unwrap_err();
+    assert_eq!(
+        bad_split.as_ref(),
+        ProtocolParams::SplitDoesNotAddUp {
+            total: U256::from(5)
+        }
+        .abi_encode()
+    );
+
+    let (mut evm, params) = deployed();
+    let zero_window: Bytes = ProtocolParams::setChallengeWindowCall { secondsLong: 0 }
+        .abi_encode()
+        .into();
+    assert!(matches!(
+        decode_error(&evm.call(GOVERNANCE, params, zero_window).unwrap_err()),
+        ProtocolParamsErrors::ZeroDuration(_)
+    ));
+    let stake: Bytes = ProtocolParams::setMinStakeCall {
+        role: 2,
+        amount: U256::from(42),
+    }
+    .abi_encode()
+    .into();
+    let (_, logs) = evm.call(GOVERNANCE, params, stake).unwrap();
+    let event = ProtocolParams::MinStakeSet::decode_log_data(&logs[0].data).unwrap();
+    assert_eq!((event.role, event.amount), (2, U256::from(42)));
+}
