@@ -3,11 +3,27 @@
 //! The Solidity sources live in `contracts/src`; `scripts/build-contracts` compiles them into
 //! `contracts/out`, which is committed, so this crate builds without Node.js. Each contract
 //! gets its calls, events, custom errors and creation bytecode from alloy's `sol!` over its
-//! artifact. The client that services use to read and write the chain comes with the rest of
-//! the protocol.
+//! artifact, in a module of its own (artifacts repeat shared types such as
+//! `ProtocolParams.Role`). The client that services use to read and write the chain comes with
+//! the rest of the protocol.
 
-alloy_sol_types::sol!(
-    #[sol(all_derives)]
-    ProtocolParams,
-    "../../contracts/out/ProtocolParams.json"
-);
+/// Runtime parameters owned by governance.
+pub mod protocol_params {
+    alloy_sol_types::sol!(
+        #[sol(all_derives)]
+        ProtocolParams,
+        "../../contracts/out/ProtocolParams.json"
+    );
+}
+
+/// Staking of native OPEN for roles, with unbonding, slashing and voting power.
+pub mod staking {
+    alloy_sol_types::sol!(
+        #[sol(all_derives)]
+        Staking,
+        "../../contracts/out/Staking.json"
+    );
+}
+
+pub use protocol_params::ProtocolParams;
+pub use staking::Staking;

@@ -6,7 +6,7 @@ mod evm;
 use alloy_primitives::{Address, Bytes, U256};
 use alloy_sol_types::{SolCall, SolConstructor, SolError, SolEvent, SolInterface};
 use evm::Evm;
-use openledger_protocol::ProtocolParams::{self, FeeSplit, ProtocolParamsErrors};
+use openledger_protocol::protocol_params::ProtocolParams::{self, FeeSplit, ProtocolParamsErrors};
 
 const GOVERNANCE: Address = Address::repeat_byte(0x60);
 const STRANGER: Address = Address::repeat_byte(0x51);

@@ -1,10 +1,11 @@
-//! A minimal in-memory EVM for contract tests: deploy, call, and read custom errors, on revm
-//! with the same Prague rules as the chain.
+//! A minimal in-memory EVM for contract tests: deploy, call, move time, read balances and
+//! custom errors, on revm with the same Prague rules as the chain. Every transaction gets a
+//! block of its own, so checkpointed state (votes) sees time pass.
 #![allow(dead_code)]
 
 use alloy_primitives::{Address, Bytes, Log, TxKind, U256};
 use revm::{
-    context::{CfgEnv, TxEnv},
+    context::{BlockEnv, CfgEnv, TxEnv},
     context_interface::result::{ExecutionResult, Output},
     database::{CacheDB, EmptyDB},
     primitives::hardfork::SpecId,
@@ -12,8 +13,13 @@ use revm::{
     Context, DatabaseRef, ExecuteCommitEvm, MainBuilder, MainContext,
 };
 
+pub const OPEN: u128 = 1_000_000_000_000_000_000;
+
 pub struct Evm {
     db: CacheDB<EmptyDB>,
+    /// The next block's number and timestamp.
+    pub number: u64,
+    pub timestamp: u64,
 }
 
 /// A call's outcome: output and logs, or the revert data.
@@ -27,18 +33,44 @@ impl Evm {
             db.insert_account_info(
                 *a,
                 AccountInfo {
-                    balance: U256::from(10u128.pow(21)),
+                    balance: U256::from(1000 * OPEN),
                     ..Default::default()
                 },
             );
         }
-        Self { db }
+        Self {
+            db,
+            number: 1,
+            timestamp: 1_700_000_000,
+        }
+    }
+
+    /// Lets `seconds` pass.
+    pub fn advance(&mut self, seconds: u64) {
+        self.timestamp += seconds;
+    }
+
+    /// An account's balance.
+    pub fn balance(&self, who: Address) -> U256 {
+        self.db
+            .basic_ref(who)
+            .unwrap()
+            .map_or(U256::ZERO, |a| a.balance)
     }
 
     fn run(&mut self, from: Address, kind: TxKind, data: Bytes, value: U256) -> ExecutionResult {
         let nonce = self.db.basic_ref(from).unwrap().map_or(0, |a| a.nonce);
+        let block = BlockEnv {
+            number: U256::from(self.number),
+            timestamp: U256::from(self.timestamp),
+            gas_limit: 60_000_000,
+            ..Default::default()
+        };
+        self.number += 1;
+        self.timestamp += 1;
         let mut evm = Context::mainnet()
             .with_cfg(CfgEnv::new_with_spec(SpecId::PRAGUE))
+            .with_block(block)
             .with_db(&mut self.db)
             .build_mainnet();
         let tx = TxEnv {
@@ -68,7 +100,12 @@ impl Evm {
 
     /// Sends a transaction to `to`; `Err` holds the revert data.
     pub fn call(&mut self, from: Address, to: Address, data: Bytes) -> Outcome {
-        match self.run(from, TxKind::Call(to), data, U256::ZERO) {
+        self.send(from, to, data, U256::ZERO)
+    }
+
+    /// Sends a transaction carrying `value` wei.
+    pub fn send(&mut self, from: Address, to: Address, data: Bytes, value: U256) -> Outcome {
+        match self.run(from, TxKind::Call(to), data, value) {
             ExecutionResult::Success { output, logs, .. } => Ok((output.into_data(), logs)),
             ExecutionResult::Revert { output, .. } => Err(output),
             other => panic!("call halted: {other:?}"),

@@ -1,0 +1,180 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {Votes} from "@openzeppelin/contracts/governance/utils/Votes.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {Address} from "@openzeppelin/contracts/utils/Address.sol";
+import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {ProtocolParams} from "./ProtocolParams.sol";
+
+/// @title Staking
+/// @notice Native OPEN staked for a role: validator, curator of one datanet, or inference host.
+/// Each stake must meet the role's minimum from `ProtocolParams`; leaving goes through the
+/// unbonding delay; only authorised slashers (protocol modules and governance) can slash, and a
+/// slashed amount is split between the treasury and the party whose challenge succeeded.
+/// Staked OPEN carries voting power with checkpoints (OpenZeppelin `Votes`), which the
+/// governor reads; a staker votes for itself unless it delegates.
+contract Staking is AccessControl, Votes, ReentrancyGuard {
+    /// @notice May call `slash`: the protocol modules and governance.
+    bytes32 public constant SLASHER_ROLE = keccak256("SLASHER_ROLE");
+
+    /// @notice Where governance's share of slashed stake goes.
+    address payable public immutable treasury;
+    /// @notice The protocol's parameters (minimum stakes, unbonding delay).
+    ProtocolParams public immutable params;
+    /// @notice The share of a slash paid to the successful challenger, in basis points.
+    uint16 public immutable challengerShareBps;
+
+    /// @notice A stake on its way out.
+    struct Withdrawal {
+        address staker;
+        uint64 readyAt;
+        uint256 amount;
+    }
+
+    mapping(address staker => mapping(ProtocolParams.Role role => mapping(uint256 subject => uint256))) private
+        _stakes;
+    mapping(address staker => uint256) private _votingUnits;
+    mapping(uint256 id => Withdrawal) private _withdrawals;
+    uint256 private _nextWithdrawal;
+
+    /// @notice The stake would be `provided`, below the role's minimum `required`.
+    error InsufficientStake(uint256 required, uint256 provided);
+    /// @notice Only curators stake for a subject (a datanet); other roles use subject 0.
+    error SubjectNotAllowed(ProtocolParams.Role role, uint256 subject);
+    /// @notice Asked to unstake `requested` with only `staked` staked.
+    error NotEnoughStaked(uint256 staked, uint256 requested);
+    /// @notice No withdrawal has this id (or it was already paid out).
+    error UnknownWithdrawal(uint256 id);
+    /// @notice The caller does not own the withdrawal.
+    error NotYourWithdrawal(uint256 id);
+    /// @notice The stake is still unbonding until `readyAt`.
+    error StillUnbonding(uint64 readyAt);
+    /// @notice Amounts must be non-zero.
+    error ZeroAmount();
+    /// @notice The challenger share must be at most 10,000 basis points.
+    error ShareTooLarge(uint16 bps);
+
+    event Staked(address indexed staker, ProtocolParams.Role indexed role, uint256 indexed subject, uint256 amount);
+    event UnstakeRequested(
+        address indexed staker,
+        ProtocolParams.Role indexed role,
+        uint256 indexed subject,
+        uint256 amount,
+        uint256 withdrawalId,
+        uint64 readyAt
+    );
+    event Withdrawn(address indexed staker, uint256 indexed withdrawalId, uint256 amount);
+    event Slashed(
+        address indexed staker,
+        ProtocolParams.Role indexed role,
+        uint256 indexed subject,
+        uint256 amount,
+        address challenger,
+        uint256 challengerAmount
+    );
+
+    /// @param governance Admin of the slasher role (the timelock).
+    /// @param treasury_ Receives the governance share of slashes.
+    /// @param params_ The protocol parameters contract.
+    /// @param challengerShareBps_ The challenger's share of a slash, in basis points.
+    constructor(address governance, address payable treasury_, ProtocolParams params_, uint16 challengerShareBps_)
+        EIP712("OpenLedger Staking", "1")
+    {
+        if (challengerShareBps_ > 10_000) revert ShareTooLarge(challengerShareBps_);
+        _grantRole(DEFAULT_ADMIN_ROLE, governance);
+        _grantRole(SLASHER_ROLE, governance);
+        treasury = treasury_;
+        params = params_;
+        challengerShareBps = challengerShareBps_;
+    }
+
+    /// @notice Stakes the OPEN sent for `role` (and `subject`, the datanet id, for curators).
+    /// @dev Reverts with `InsufficientStake` if the resulting stake is below the role minimum.
+    function stake(ProtocolParams.Role role, uint256 subject) external payable {
+        if (msg.value == 0) revert ZeroAmount();
+        if (role != ProtocolParams.Role.Curator && subject != 0) revert SubjectNotAllowed(role, subject);
+        uint256 total = _stakes[msg.sender][role][subject] + msg.value;
+        uint256 required = params.minStake(role);
+        if (total < required) revert InsufficientStake(required, total);
+        _stakes[msg.sender][role][subject] = total;
+        // Self-delegate before adding units: delegation moves the units already held, so the
+        // new ones must be added afterwards or they would count twice.
+        if (delegates(msg.sender) == address(0)) _delegate(msg.sender, msg.sender);
+        _votingUnits[msg.sender] += msg.value;
+        _transferVotingUnits(address(0), msg.sender, msg.value);
+        emit Staked(msg.sender, role, subject, msg.value);
+    }
+
+    /// @notice Starts unbonding `amount` of a stake; it can be withdrawn after the unbonding
+    /// delay. What stays staked must still meet the minimum, unless nothing stays.
+    /// @return id The withdrawal to claim with `withdraw`.
+    function requestUnstake(ProtocolParams.Role role, uint256 subject, uint256 amount) external returns (uint256 id) {
+        if (amount == 0) revert ZeroAmount();
+        uint256 staked = _stakes[msg.sender][role][subject];
+        if (amount > staked) revert NotEnoughStaked(staked, amount);
+        uint256 remaining = staked - amount;
+        uint256 required = params.minStake(role);
+        if (remaining != 0 && remaining < required) revert InsufficientStake(required, remaining);
+        _stakes[msg.sender][role][subject] = remaining;
+        _votingUnits[msg.sender] -= amount;
+        _transferVotingUnits(msg.sender, address(0), amount);
+        uint64 readyAt = uint64(block.timestamp) + params.unbondingDelay();
+        id = _nextWithdrawal++;
+        _withdrawals[id] = Withdrawal({staker: msg.sender, readyAt: readyAt, amount: amount});
+        emit UnstakeRequested(msg.sender, role, subject, amount, id, readyAt);
+    }
+
+    /// @notice Pays out an unbonded withdrawal to its staker.
+    function withdraw(uint256 id) external nonReentrant {
+        Withdrawal memory w = _withdrawals[id];
+        if (w.amount == 0) revert UnknownWithdrawal(id);
+        if (w.staker != msg.sender) revert NotYourWithdrawal(id);
+        if (block.timestamp < w.readyAt) revert StillUnbonding(w.readyAt);
+        delete _withdrawals[id];
+        emit Withdrawn(msg.sender, id, w.amount);
+        Address.sendValue(payable(msg.sender), w.amount);
+    }
+
+    /// @notice Slashes up to `amount` of a stake; `challenger` receives its share, the treasury
+    /// the rest. Only slashers.
+    /// @return slashed What was actually taken (at most the stake).
+    function slash(ProtocolParams.Role role, uint256 subject, address staker, uint256 amount, address payable challenger)
+        external
+        onlyRole(SLASHER_ROLE)
+        nonReentrant
+        returns (uint256 slashed)
+    {
+        uint256 staked = _stakes[staker][role][subject];
+        slashed = amount < staked ? amount : staked;
+        if (slashed == 0) revert ZeroAmount();
+        _stakes[staker][role][subject] = staked - slashed;
+        _votingUnits[staker] -= slashed;
+        _transferVotingUnits(staker, address(0), slashed);
+        uint256 toChallenger = challenger == address(0) ? 0 : slashed * challengerShareBps / 10_000;
+        emit Slashed(staker, role, subject, slashed, challenger, toChallenger);
+        if (toChallenger != 0) Address.sendValue(challenger, toChallenger);
+        Address.sendValue(treasury, slashed - toChallenger);
+    }
+
+    /// @notice The stake of `staker` for `role` and `subject`.
+    function stakeOf(address staker, ProtocolParams.Role role, uint256 subject) external view returns (uint256) {
+        return _stakes[staker][role][subject];
+    }
+
+    /// @notice Whether `staker` currently meets the minimum stake for `role` and `subject`.
+    function isStaked(address staker, ProtocolParams.Role role, uint256 subject) external view returns (bool) {
+        uint256 staked = _stakes[staker][role][subject];
+        return staked != 0 && staked >= params.minStake(role);
+    }
+
+    /// @notice A pending withdrawal.
+    function withdrawal(uint256 id) external view returns (Withdrawal memory) {
+        return _withdrawals[id];
+    }
+
+    function _getVotingUnits(address account) internal view override returns (uint256) {
+        return _votingUnits[account];
+    }
+}

@@ -1,0 +1,257 @@
+//! Staking: minimums per role, unbonding, slashing by slashers only with the challenger's
+//! share, voting power that follows the stake, and OPEN conserved throughout.
+
+mod evm;
+
+use alloy_primitives::{Address, Bytes, U256};
+use alloy_sol_types::{SolCall, SolConstructor, SolInterface};
+use evm::{Evm, OPEN};
+use openledger_protocol::{
+    protocol_params::ProtocolParams::{self, FeeSplit},
+    staking::Staking::{self, StakingErrors},
+};
+
+const GOVERNANCE: Address = Address::repeat_byte(0x60);
+const TREASURY: Address = Address::repeat_byte(0x7e);
+const ALICE: Address = Address::repeat_byte(0xa1);
+const BOB: Address = Address::repeat_byte(0xb0);
+const CHALLENGER: Address = Address::repeat_byte(0xc4);
+const UNBONDING: u64 = 7 * 24 * 3600;
+const VALIDATOR: u8 = 0;
+const CURATOR: u8 = 1;
+const HOST: u8 = 2;
+
+struct World {
+    evm: Evm,
+    staking: Address,
+}
+
+fn open(n: u128) -> U256 {
+    U256::from(n * OPEN)
+}
+
+fn world() -> World {
+    let mut evm = Evm::new(&[GOVERNANCE, ALICE, BOB, CHALLENGER]);
+    let params = ProtocolParams::constructorCall {
+        governance: GOVERNANCE,
+        split: FeeSplit {
+            contributors: 4000,
+            curators: 1000,
+            modelOwner: 2500,
+            host: 1500,
+            treasury: 1000,
+        },
+        minStakes: [open(100), open(10), open(50)],
+        quorum: 2,
+        challengeSeconds: 86_400,
+        unbondingSeconds: UNBONDING,
+    };
+    let code = [ProtocolParams::BYTECODE.as_ref(), &params.abi_encode()].concat();
+    let params = evm.deploy(GOVERNANCE, code.into()).unwrap();
+    let args = Staking::constructorCall {
+        governance: GOVERNANCE,
+        treasury_: TREASURY,
+        params_: params,
+        challengerShareBps_: 2000,
+    };
+    let code = [Staking::BYTECODE.as_ref(), &args.abi_encode()].concat();
+    let staking = evm.deploy(GOVERNANCE, code.into()).unwrap();
+    World { evm, staking }
+}
+
+fn error(data: &Bytes) -> StakingErrors {
+    StakingErrors::abi_decode(data).unwrap_or_else(|e| panic!("not a custom error {data}: {e}"))
+}
+
+impl World {
+    fn stake(
+        &mut self,
+        who: Address,
+        role: u8,
+        subject: u64,
+        amount: U256,
+    ) -> Result<(), StakingErrors> {
+        let data = Staking::stakeCall {
+            role,
+            subject: U256::from(subject),
+        }
+        .abi_encode();
+        self.evm
+            .send(who, self.staking, data.into(), amount)
+            .map(|_| ())
+            .map_err(|e| error(&e))
+    }
+
+    fn view<C: SolCall>(&mut self, call: C) -> C::Return {
+        let (out, _) = self
+            .evm
+            .call(BOB, self.staking, call.abi_encode().into())
+            .unwrap();
+        C::abi_decode_returns(&out).unwrap()
+    }
+
+    fn stake_of(&mut self, who: Address, role: u8, subject: u64) -> U256 {
+        self.view(Staking::stakeOfCall {
+            staker: who,
+            role,
+            subject: U256::from(subject),
+        })
+    }
+
+    fn votes(&mut self, who: Address) -> U256 {
+        self.view(Staking::getVotesCall { account: who })
+    }
+
+    fn total(&self) -> U256 {
+        [GOVERNANCE, TREASURY, ALICE, BOB, CHALLENGER, self.staking]
+            .iter()
+            .map(|a| self.evm.balance(*a))
+            .sum()
+    }
+}
+
+#[test]
+fn each_role_needs_its_minimum_and_curators_stake_per_datanet() {
+    let mut w = world();
+    assert!(matches!(
+        w.stake(ALICE, VALIDATOR, 0, open(99)),
+        Err(StakingErrors::InsufficientStake(e)) if e.required == open(100) && e.provided == open(99)
+    ));
+    assert!(matches!(
+        w.stake(ALICE, HOST, 7, open(60)),
+        Err(StakingErrors::SubjectNotAllowed(_))
+    ));
+    assert!(matches!(
+        w.stake(ALICE, HOST, 0, U256::ZERO),
+        Err(StakingErrors::ZeroAmount(_))
+    ));
+    w.stake(ALICE, VALIDATOR, 0, open(100)).unwrap();
+    w.stake(ALICE, CURATOR, 7, open(10)).unwrap();
+    w.stake(ALICE, CURATOR, 8, open(25)).unwrap();
+    // Topping up below the minimum is fine once the minimum is met.
+    w.stake(ALICE, CURATOR, 8, U256::from(1)).unwrap();
+    assert_eq!(w.stake_of(ALICE, CURATOR, 7), open(10));
+    assert_eq!(w.stake_of(ALICE, CURATOR, 8), open(25) + U256::from(1));
+    assert!(w.view(Staking::isStakedCall {
+        staker: ALICE,
+        role: CURATOR,
+        subject: U256::from(7)
+    }));
+    assert!(!w.view(Staking::isStakedCall {
+        staker: ALICE,
+        role: CURATOR,
+        subject: U256::from(9)
+    }));
+    assert_eq!(w.votes(ALICE), open(135) + U256::from(1));
+}
+
+#[test]
+fn unstaking_waits_for_the_unbonding_delay_and_pays_once() {
+    let mut w = world();
+    let before = w.evm.balance(ALICE);
+    let total = w.total();
+    w.stake(ALICE, HOST, 0, open(80)).unwrap();
+    let request = |amount| Staking::requestUnstakeCall {
+        role: HOST,
+        subject: U256::ZERO,
+        amount,
+    };
+    // Leaving 20 OPEN staked would be below the host minimum of 50.
+    let err = w
+        .evm
+        .call(ALICE, w.staking, request(open(60)).abi_encode().into())
+        .unwrap_err();
+    assert!(matches!(error(&err), StakingErrors::InsufficientStake(e) if e.provided == open(20)));
+    let err = w
+        .evm
+        .call(ALICE, w.staking, request(open(81)).abi_encode().into())
+        .unwrap_err();
+    assert!(matches!(error(&err), StakingErrors::NotEnoughStaked(_)));
+
+    let (out, _) = w
+        .evm
+        .call(ALICE, w.staking, request(open(80)).abi_encode().into())
+        .unwrap();
+    let id = Staking::requestUnstakeCall::abi_decode_returns(&out).unwrap();
+    assert_eq!(w.votes(ALICE), U256::ZERO, "unbonding stake does not vote");
+    let withdraw = Staking::withdrawCall { id }.abi_encode();
+    let err = w
+        .evm
+        .call(ALICE, w.staking, withdraw.clone().into())
+        .unwrap_err();
+    assert!(matches!(error(&err), StakingErrors::StillUnbonding(_)));
+    w.evm.advance(UNBONDING);
+    let err = w
+        .evm
+        .call(BOB, w.staking, withdraw.clone().into())
+        .unwrap_err();
+    assert!(matches!(error(&err), StakingErrors::NotYourWithdrawal(_)));
+    w.evm
+        .call(ALICE, w.staking, withdraw.clone().into())
+        .unwrap();
+    assert_eq!(w.evm.balance(ALICE), before);
+    let err = w.evm.call(ALICE, w.staking, withdraw.into()).unwrap_err();
+    assert!(matches!(error(&err), StakingErrors::UnknownWithdrawal(_)));
+    assert_eq!(w.total(), total, "OPEN is conserved");
+}
+
+#[test]
+fn only_slashers_slash_and_the_challenger_gets_its_share() {
+    let mut w = world();
+    let total = w.total();
+    w.stake(BOB, VALIDATOR, 0, open(200)).unwrap();
+    let slash = |amount| Staking::slashCall {
+        role: VALIDATOR,
+        subject: U256::ZERO,
+        staker: BOB,
+        amount,
+        challenger: CHALLENGER,
+    };
+    let err = w
+        .evm
+        .call(ALICE, w.staking, slash(open(50)).abi_encode().into())
+        .unwrap_err();
+    assert!(
+        matches!(error(&err), StakingErrors::AccessControlUnauthorizedAccount(e) if e.account == ALICE)
+    );
+
+    let challenger_before = w.evm.balance(CHALLENGER);
+    w.evm
+        .call(GOVERNANCE, w.staking, slash(open(50)).abi_encode().into())
+        .unwrap();
+    assert_eq!(w.stake_of(BOB, VALIDATOR, 0), open(150));
+    assert_eq!(
+        w.evm.balance(CHALLENGER) - challenger_before,
+        open(10),
+        "20% of 50"
+    );
+    assert_eq!(w.evm.balance(TREASURY), open(40));
+    assert_eq!(w.votes(BOB), open(150));
+    // A slash larger than the stake takes the whole stake, no more.
+    w.evm
+        .call(GOVERNANCE, w.staking, slash(open(1000)).abi_encode().into())
+        .unwrap();
+    assert_eq!(w.stake_of(BOB, VALIDATOR, 0), U256::ZERO);
+    assert_eq!(w.evm.balance(TREASURY), open(40 + 120));
+    let err = w
+        .evm
+        .call(GOVERNANCE, w.staking, slash(open(1)).abi_encode().into())
+        .unwrap_err();
+    assert!(matches!(error(&err), StakingErrors::ZeroAmount(_)));
+    assert_eq!(w.total(), total, "OPEN is conserved");
+}
+
+#[test]
+fn voting_power_is_checkpointed_by_block() {
+    let mut w = world();
+    w.stake(ALICE, VALIDATOR, 0, open(100)).unwrap();
+    let staked_at = w.evm.number - 1;
+    w.stake(ALICE, VALIDATOR, 0, open(50)).unwrap();
+    w.evm.call(BOB, w.staking, Bytes::new()).ok(); // an unrelated block passes
+    let past = w.view(Staking::getPastVotesCall {
+        account: ALICE,
+        timepoint: U256::from(staked_at),
+    });
+    assert_eq!(past, open(100));
+    assert_eq!(w.votes(ALICE), open(150));
+}
