@@ -25,5 +25,15 @@ pub mod staking {
     );
 }
 
+/// Linear release of an OPEN allocation after a cliff.
+pub mod vesting {
+    alloy_sol_types::sol!(
+        #[sol(all_derives)]
+        OpenVesting,
+        "../../contracts/out/OpenVesting.json"
+    );
+}
+
 pub use protocol_params::ProtocolParams;
 pub use staking::Staking;
+pub use vesting::OpenVesting;
