@@ -34,6 +34,8 @@ pub mod vesting {
     );
 }
 
+pub mod genesis;
+
 pub use protocol_params::ProtocolParams;
 pub use staking::Staking;
 pub use vesting::OpenVesting;
