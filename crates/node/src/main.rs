@@ -1,5 +1,7 @@
 //! `openledger`: the OpenLedger node and its command line.
 
+mod token;
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use openledger_chain::{Genesis, Node, NodeConfig};
@@ -20,6 +22,22 @@ struct Cli {
 enum Command {
     /// Run the L2 node: sequencer, EVM, and Ethereum JSON-RPC (HTTP and WebSocket).
     Node(NodeArgs),
+    /// The OPEN token: supply and unlock schedule.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Total, circulating, locked and vested OPEN per allocation of the dev genesis.
+    Supply {
+        /// The date to report (YYYY-MM-DD or unix seconds) [default: now].
+        #[arg(long)]
+        at: Option<String>,
+        /// Print the month-by-month unlock schedule as CSV instead.
+        #[arg(long)]
+        schedule: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -58,7 +76,7 @@ fn default_home() -> PathBuf {
 async fn run_node(args: NodeArgs) -> Result<()> {
     let genesis = match (&args.genesis, args.dev) {
         (Some(path), _) => Genesis::load(path)?,
-        (None, true) => Genesis::dev(),
+        (None, true) => openledger_protocol::genesis::dev_genesis(),
         (None, false) => bail!("--genesis FILE is required (or use --dev for the dev chain)"),
     };
     let data_dir = args
@@ -106,5 +124,20 @@ fn main() -> Result<()> {
         .build()?;
     match cli.command {
         Command::Node(args) => runtime.block_on(run_node(args)),
+        Command::Token(TokenCommand::Supply { at, schedule }) => {
+            let genesis = openledger_protocol::genesis::dev_genesis();
+            if schedule {
+                print!("{}", token::schedule_csv(&genesis));
+            } else {
+                let time = match at {
+                    Some(text) => token::parse_date(&text)?,
+                    None => std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)?
+                        .as_secs(),
+                };
+                print!("{}", token::report(&genesis, time));
+            }
+            Ok(())
+        }
     }
 }

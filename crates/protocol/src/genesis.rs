@@ -82,6 +82,30 @@ impl Beneficiaries {
     }
 }
 
+/// When the dev chain's genesis happened (2026-01-01T00:00:00Z): fixed, so that the dev genesis
+/// is the same on every start, and in the past, so that its vesting schedules are under way.
+pub const DEV_GENESIS_TIME: u64 = 1_767_225_600;
+
+/// The dev network's genesis: [`Genesis::dev`] at [`DEV_GENESIS_TIME`] with the vesting
+/// allocations in `OpenVesting` wallets; the treasury is a placeholder address until governance
+/// is deployed, and dev accounts 8 and 9 receive the investor and team releases, so that
+/// releases can be tried from a wallet.
+pub fn dev_genesis() -> Genesis {
+    let dev = openledger_chain::devkeys::dev_accounts();
+    let mut genesis = Genesis::dev();
+    genesis.timestamp = DEV_GENESIS_TIME;
+    place_vesting(
+        &mut genesis,
+        Beneficiaries {
+            treasury: allocation_address("treasury"),
+            investors: dev[8].address,
+            team: dev[9].address,
+        },
+    )
+    .expect("the dev genesis holds every allocation");
+    genesis
+}
+
 /// Why the vesting wallets could not be placed.
 #[derive(Debug, thiserror::Error)]
 pub enum GenesisError {
