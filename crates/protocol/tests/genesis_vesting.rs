@@ -25,6 +25,11 @@ async fn call(chain: &Chain, method: &str, params: Value) -> Value {
     response["result"].clone()
 }
 
+async fn balance(chain: &Chain, who: Address) -> U256 {
+    let value = call(chain, "eth_getBalance", json!([who, "latest"])).await;
+    value.as_str().unwrap().parse().unwrap()
+}
+
 async fn view<C: SolCall>(chain: &Chain, to: Address, c: C) -> C::Return {
     let data = Bytes::from(c.abi_encode());
     let out = call(
@@ -82,19 +87,7 @@ async fn genesis_wallets_vest_on_schedule_and_conserve_supply() {
     // Release the team's vested OPEN with a transaction from anyone.
     let team_wallet = allocation_address("team");
     let total = genesis.alloc[&team_wallet].balance;
-    let before = U256::from_str_radix(
-        call(
-            &chain,
-            "eth_getBalance",
-            json!([beneficiaries.team, "latest"]),
-        )
-        .await
-        .as_str()
-        .unwrap()
-        .trim_start_matches("0x"),
-        16,
-    )
-    .unwrap();
+    let before = balance(&chain, beneficiaries.team).await;
     let data = Bytes::from(OpenVesting::release_1Call {}.abi_encode());
     call(
         &chain,
@@ -104,19 +97,7 @@ async fn genesis_wallets_vest_on_schedule_and_conserve_supply() {
     .await;
     let block = chain.produce_block().unwrap();
     assert_eq!(block.txs.len(), 1);
-    let after = U256::from_str_radix(
-        call(
-            &chain,
-            "eth_getBalance",
-            json!([beneficiaries.team, "latest"]),
-        )
-        .await
-        .as_str()
-        .unwrap()
-        .trim_start_matches("0x"),
-        16,
-    )
-    .unwrap();
+    let after = balance(&chain, beneficiaries.team).await;
     let expected = vested(
         &ALLOCATIONS[3],
         total,
