@@ -34,8 +34,28 @@ pub mod vesting {
     );
 }
 
+/// Governance: proposals voted with staked OPEN.
+pub mod governor {
+    alloy_sol_types::sol!(
+        #[sol(all_derives)]
+        OpenGovernor,
+        "../../contracts/out/OpenGovernor.json"
+    );
+}
+
+/// The timelock that executes passed proposals.
+pub mod timelock {
+    alloy_sol_types::sol!(
+        #[sol(all_derives)]
+        OpenTimelock,
+        "../../contracts/out/OpenTimelock.json"
+    );
+}
+
 pub mod genesis;
 
+pub use governor::OpenGovernor;
 pub use protocol_params::ProtocolParams;
 pub use staking::Staking;
+pub use timelock::OpenTimelock;
 pub use vesting::OpenVesting;
