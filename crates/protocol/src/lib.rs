@@ -35,6 +35,7 @@ pub mod vesting {
 }
 
 /// Governance: proposals voted with staked OPEN.
+#[allow(clippy::too_many_arguments)] // generated from the ABI (signature-based voting)
 pub mod governor {
     alloy_sol_types::sol!(
         #[sol(all_derives)]
