@@ -6,10 +6,10 @@ mod evm;
 
 use alloy_primitives::{keccak256, Address, Bytes, U256};
 use alloy_sol_types::{SolCall, SolConstructor, SolInterface};
-use evm::{Evm, OPEN};
+use evm::{fee_split as split, Evm, OPEN};
 use openledger_protocol::{
     governor::OpenGovernor,
-    protocol_params::ProtocolParams::{self, FeeSplit, ProtocolParamsErrors},
+    protocol_params::ProtocolParams::{self, ProtocolParamsErrors},
     staking::Staking,
     timelock::OpenTimelock,
 };
@@ -24,26 +24,6 @@ const VOTING_PERIOD: u64 = 5;
 fn deploy(evm: &mut Evm, bytecode: &[u8], args: Vec<u8>) -> Address {
     evm.deploy(DEPLOYER, [bytecode, &args].concat().into())
         .unwrap()
-}
-
-fn send<C: SolCall>(
-    evm: &mut Evm,
-    from: Address,
-    to: Address,
-    call: C,
-) -> Result<C::Return, Bytes> {
-    let (out, _) = evm.call(from, to, call.abi_encode().into())?;
-    Ok(C::abi_decode_returns(&out).unwrap())
-}
-
-fn split(parts: [u16; 5]) -> FeeSplit {
-    FeeSplit {
-        contributors: parts[0],
-        curators: parts[1],
-        modelOwner: parts[2],
-        host: parts[3],
-        treasury: parts[4],
-    }
 }
 
 #[test]
@@ -103,30 +83,17 @@ fn a_fee_split_change_passes_through_vote_queue_delay_and_execution() {
         .abi_encode(),
     );
     // Wire the governor in as the only proposer, then the deployer steps down.
-    let proposer = send(
-        &mut evm,
-        DEPLOYER,
-        timelock,
-        OpenTimelock::PROPOSER_ROLECall {},
-    )
-    .unwrap();
-    let canceller = send(
-        &mut evm,
-        DEPLOYER,
-        timelock,
-        OpenTimelock::CANCELLER_ROLECall {},
-    )
-    .unwrap();
-    let admin = send(
-        &mut evm,
-        DEPLOYER,
-        timelock,
-        OpenTimelock::DEFAULT_ADMIN_ROLECall {},
-    )
-    .unwrap();
+    let proposer = evm
+        .sol(DEPLOYER, timelock, OpenTimelock::PROPOSER_ROLECall {})
+        .unwrap();
+    let canceller = evm
+        .sol(DEPLOYER, timelock, OpenTimelock::CANCELLER_ROLECall {})
+        .unwrap();
+    let admin = evm
+        .sol(DEPLOYER, timelock, OpenTimelock::DEFAULT_ADMIN_ROLECall {})
+        .unwrap();
     for role in [proposer, canceller] {
-        send(
-            &mut evm,
+        evm.sol(
             DEPLOYER,
             timelock,
             OpenTimelock::grantRoleCall {
@@ -136,8 +103,7 @@ fn a_fee_split_change_passes_through_vote_queue_delay_and_execution() {
         )
         .unwrap();
     }
-    send(
-        &mut evm,
+    evm.sol(
         DEPLOYER,
         timelock,
         OpenTimelock::renounceRoleCall {
@@ -177,21 +143,20 @@ fn a_fee_split_change_passes_through_vote_queue_delay_and_execution() {
     let calldatas: Vec<Bytes> = vec![direct.abi_encode().into()];
     let description = "Raise the contributors' share to 50%".to_string();
     let description_hash = keccak256(description.as_bytes());
-    let id = send(
-        &mut evm,
-        ALICE,
-        governor,
-        OpenGovernor::proposeCall {
-            targets: targets.clone(),
-            values: values.clone(),
-            calldatas: calldatas.clone(),
-            description,
-        },
-    )
-    .unwrap();
+    let id = evm
+        .sol(
+            ALICE,
+            governor,
+            OpenGovernor::proposeCall {
+                targets: targets.clone(),
+                values: values.clone(),
+                calldatas: calldatas.clone(),
+                description,
+            },
+        )
+        .unwrap();
     evm.number += VOTING_DELAY;
-    send(
-        &mut evm,
+    evm.sol(
         ALICE,
         governor,
         OpenGovernor::castVoteCall {
@@ -200,8 +165,7 @@ fn a_fee_split_change_passes_through_vote_queue_delay_and_execution() {
         },
     )
     .unwrap();
-    send(
-        &mut evm,
+    evm.sol(
         BOB,
         governor,
         OpenGovernor::castVoteCall {
@@ -210,13 +174,13 @@ fn a_fee_split_change_passes_through_vote_queue_delay_and_execution() {
         },
     )
     .unwrap();
-    let votes = send(
-        &mut evm,
-        BOB,
-        governor,
-        OpenGovernor::proposalVotesCall { proposalId: id },
-    )
-    .unwrap();
+    let votes = evm
+        .sol(
+            BOB,
+            governor,
+            OpenGovernor::proposalVotesCall { proposalId: id },
+        )
+        .unwrap();
     assert_eq!(
         (votes.forVotes, votes.againstVotes),
         (U256::from(300 * OPEN), U256::from(100 * OPEN))
@@ -228,7 +192,7 @@ fn a_fee_split_change_passes_through_vote_queue_delay_and_execution() {
         calldatas: calldatas.clone(),
         descriptionHash: description_hash,
     };
-    send(&mut evm, BOB, governor, queue).unwrap();
+    evm.sol(BOB, governor, queue).unwrap();
     let execute = OpenGovernor::executeCall {
         targets,
         values,
@@ -236,17 +200,15 @@ fn a_fee_split_change_passes_through_vote_queue_delay_and_execution() {
         descriptionHash: description_hash,
     };
     // Too early: the timelock's delay has not passed.
-    assert!(send(&mut evm, BOB, governor, execute.clone()).is_err());
+    assert!(evm.sol(BOB, governor, execute.clone()).is_err());
     evm.advance(DELAY);
-    send(&mut evm, BOB, governor, execute).unwrap();
-    let current = send(&mut evm, BOB, params, ProtocolParams::feeSplitCall {}).unwrap();
+    evm.sol(BOB, governor, execute).unwrap();
+    let current = evm
+        .sol(BOB, params, ProtocolParams::feeSplitCall {})
+        .unwrap();
     assert_eq!(current, new_split);
-    let state = send(
-        &mut evm,
-        BOB,
-        governor,
-        OpenGovernor::stateCall { proposalId: id },
-    )
-    .unwrap();
+    let state = evm
+        .sol(BOB, governor, OpenGovernor::stateCall { proposalId: id })
+        .unwrap();
     assert_eq!(state, 7, "Executed");
 }

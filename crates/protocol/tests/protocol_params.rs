@@ -5,21 +5,11 @@ mod evm;
 
 use alloy_primitives::{Address, Bytes, U256};
 use alloy_sol_types::{SolCall, SolConstructor, SolError, SolEvent, SolInterface};
-use evm::Evm;
+use evm::{fee_split as split, Evm};
 use openledger_protocol::protocol_params::ProtocolParams::{self, FeeSplit, ProtocolParamsErrors};
 
 const GOVERNANCE: Address = Address::repeat_byte(0x60);
 const STRANGER: Address = Address::repeat_byte(0x51);
-
-fn split(parts: [u16; 5]) -> FeeSplit {
-    FeeSplit {
-        contributors: parts[0],
-        curators: parts[1],
-        modelOwner: parts[2],
-        host: parts[3],
-        treasury: parts[4],
-    }
-}
 
 fn creation(split: FeeSplit, quorum: u16, window: u64) -> Bytes {
     let args = ProtocolParams::constructorCall {
@@ -53,26 +43,14 @@ fn decode_error(data: &Bytes) -> ProtocolParamsErrors {
 #[test]
 fn reads_the_parameters_it_was_deployed_with() {
     let (mut evm, params) = deployed();
-    let (out, _) = evm
-        .call(
-            STRANGER,
-            params,
-            ProtocolParams::feeSplitCall {}.abi_encode().into(),
-        )
+    let current = evm
+        .sol(STRANGER, params, ProtocolParams::feeSplitCall {})
         .unwrap();
-    let current = ProtocolParams::feeSplitCall::abi_decode_returns(&out).unwrap();
     assert_eq!(current, split([4000, 1000, 2500, 1500, 1000]));
-    let (out, _) = evm
-        .call(
-            STRANGER,
-            params,
-            ProtocolParams::reviewQuorumCall {}.abi_encode().into(),
-        )
+    let quorum = evm
+        .sol(STRANGER, params, ProtocolParams::reviewQuorumCall {})
         .unwrap();
-    assert_eq!(
-        ProtocolParams::reviewQuorumCall::abi_decode_returns(&out).unwrap(),
-        3
-    );
+    assert_eq!(quorum, 3);
 }
 
 #[test]
@@ -113,17 +91,10 @@ fn only_governance_changes_the_split_and_it_must_add_up() {
     assert_eq!(logs.len(), 1);
     let event = ProtocolParams::FeeSplitSet::decode_log_data(&logs[0].data).unwrap();
     assert_eq!((event.contributors, event.treasury), (5000, 1000));
-    let (out, _) = evm
-        .call(
-            STRANGER,
-            params,
-            ProtocolParams::feeSplitCall {}.abi_encode().into(),
-        )
+    let current = evm
+        .sol(STRANGER, params, ProtocolParams::feeSplitCall {})
         .unwrap();
-    assert_eq!(
-        ProtocolParams::feeSplitCall::abi_decode_returns(&out).unwrap(),
-        new
-    );
+    assert_eq!(current, new);
 }
 
 #[test]

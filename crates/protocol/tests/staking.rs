@@ -5,9 +5,9 @@ mod evm;
 
 use alloy_primitives::{Address, Bytes, U256};
 use alloy_sol_types::{SolCall, SolConstructor, SolInterface};
-use evm::{Evm, OPEN};
+use evm::{fee_split, Evm, OPEN};
 use openledger_protocol::{
-    protocol_params::ProtocolParams::{self, FeeSplit},
+    protocol_params::ProtocolParams,
     staking::Staking::{self, StakingErrors},
 };
 
@@ -34,13 +34,7 @@ fn world() -> World {
     let mut evm = Evm::new(&[GOVERNANCE, ALICE, BOB, CHALLENGER]);
     let params = ProtocolParams::constructorCall {
         governance: GOVERNANCE,
-        split: FeeSplit {
-            contributors: 4000,
-            curators: 1000,
-            modelOwner: 2500,
-            host: 1500,
-            treasury: 1000,
-        },
+        split: fee_split([4000, 1000, 2500, 1500, 1000]),
         minStakes: [open(100), open(10), open(50)],
         quorum: 2,
         challengeSeconds: 86_400,
@@ -83,11 +77,7 @@ impl World {
     }
 
     fn view<C: SolCall>(&mut self, call: C) -> C::Return {
-        let (out, _) = self
-            .evm
-            .call(BOB, self.staking, call.abi_encode().into())
-            .unwrap();
-        C::abi_decode_returns(&out).unwrap()
+        self.evm.sol(BOB, self.staking, call).unwrap()
     }
 
     fn stake_of(&mut self, who: Address, role: u8, subject: u64) -> U256 {

@@ -32,11 +32,12 @@ fn team_allocation_releases_after_the_cliff_over_36_months() {
     let total = evm.balance(DEPLOYER) + evm.balance(wallet) + evm.balance(TEAM);
 
     let vested_at = |evm: &mut Evm, t: u64| -> U256 {
-        let call = OpenVesting::vestedAmount_0Call { timestamp: t };
-        let (out, _) = evm
-            .call(DEPLOYER, wallet, call.abi_encode().into())
-            .unwrap();
-        OpenVesting::vestedAmount_0Call::abi_decode_returns(&out).unwrap()
+        evm.sol(
+            DEPLOYER,
+            wallet,
+            OpenVesting::vestedAmount_0Call { timestamp: t },
+        )
+        .unwrap()
     };
     assert_eq!(vested_at(&mut evm, genesis), U256::ZERO);
     assert_eq!(

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 use alloy_primitives::{Address, Bytes, Log, TxKind, U256};
+use alloy_sol_types::SolCall;
+use openledger_protocol::protocol_params::ProtocolParams::FeeSplit;
 use revm::{
     context::{BlockEnv, CfgEnv, TxEnv},
     context_interface::result::{ExecutionResult, Output},
@@ -14,6 +16,17 @@ use revm::{
 };
 
 pub const OPEN: u128 = 1_000_000_000_000_000_000;
+
+/// A fee split from its five shares: contributors, curators, model owner, host, treasury.
+pub fn fee_split(parts: [u16; 5]) -> FeeSplit {
+    FeeSplit {
+        contributors: parts[0],
+        curators: parts[1],
+        modelOwner: parts[2],
+        host: parts[3],
+        treasury: parts[4],
+    }
+}
 
 pub struct Evm {
     db: CacheDB<EmptyDB>,
@@ -110,5 +123,16 @@ impl Evm {
             ExecutionResult::Revert { output, .. } => Err(output),
             other => panic!("call halted: {other:?}"),
         }
+    }
+
+    /// Sends a typed call and decodes what it returns; `Err` holds the revert data.
+    pub fn sol<C: SolCall>(
+        &mut self,
+        from: Address,
+        to: Address,
+        call: C,
+    ) -> Result<C::Return, Bytes> {
+        let (out, _) = self.call(from, to, call.abi_encode().into())?;
+        Ok(C::abi_decode_returns(&out).expect("return data matches the ABI"))
     }
 }
