@@ -294,14 +294,15 @@ impl Chain {
         next_base_fee(&self.genesis, &head.header)
     }
 
-    fn params_after(&self, parent: &Header) -> BlockParams {
+    fn params_after(&self, parent: &Block) -> BlockParams {
+        let (hash, parent) = (parent.hash, &parent.header);
         BlockParams {
             number: parent.number + 1,
             timestamp: now_secs().max(parent.timestamp),
             gas_limit: self.genesis.gas_limit,
             base_fee: next_base_fee(&self.genesis, parent),
             beneficiary: self.genesis.fee_vault,
-            prevrandao: keccak256(parent.hash_slow()),
+            prevrandao: keccak256(hash),
         }
     }
 
@@ -310,7 +311,7 @@ impl Chain {
         let _one_at_a_time = self.producing.lock();
         let started = std::time::Instant::now();
         let parent = self.head();
-        let params = self.params_after(&parent.header);
+        let params = self.params_after(&parent);
         let mut state = self.state.write();
         let candidates = self
             .pool

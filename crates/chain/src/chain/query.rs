@@ -104,13 +104,13 @@ impl Chain {
         if account.code_hash == alloy_trie::KECCAK_EMPTY {
             return Ok(Bytes::new());
         }
-        if let Some(code) = self.state.read().code(&account.code_hash) {
-            return Ok(code.original_bytes());
-        }
+        // The head state keeps every code ever deployed (code is never deleted), so it serves
+        // past blocks too.
         Ok(self
-            .store
-            .state_at(0)?
-            .code(&account.code_hash)?
+            .state
+            .read()
+            .code(&account.code_hash)
+            .map(|code| code.original_bytes())
             .unwrap_or_default())
     }
 
@@ -177,7 +177,7 @@ impl Chain {
             .map_err(storage)?
             .ok_or_else(not_found)?;
         // At the head, calls run in the context of the next block, as in geth and anvil.
-        let mut params = self.params_after(&block.header);
+        let mut params = self.params_after(&block);
         if number == self.head().header.number {
             return Ok(CallContext::Head(params));
         }
