@@ -75,15 +75,21 @@ contract Staking is AccessControl, Votes, ReentrancyGuard {
         uint256 challengerAmount
     );
 
-    /// @param governance Admin of the slasher role (the timelock).
+    /// @param admin Grants and revokes the slasher role: the deployer while it wires the
+    /// protocol modules in, after which it hands the role to governance and renounces it.
+    /// @param governance May slash (the timelock).
     /// @param treasury_ Receives the governance share of slashes.
     /// @param params_ The protocol parameters contract.
     /// @param challengerShareBps_ The challenger's share of a slash, in basis points.
-    constructor(address governance, address payable treasury_, ProtocolParams params_, uint16 challengerShareBps_)
-        EIP712("OpenLedger Staking", "1")
-    {
+    constructor(
+        address admin,
+        address governance,
+        address payable treasury_,
+        ProtocolParams params_,
+        uint16 challengerShareBps_
+    ) EIP712("OpenLedger Staking", "1") {
         if (challengerShareBps_ > 10_000) revert ShareTooLarge(challengerShareBps_);
-        _grantRole(DEFAULT_ADMIN_ROLE, governance);
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _grantRole(SLASHER_ROLE, governance);
         treasury = treasury_;
         params = params_;

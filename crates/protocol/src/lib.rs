@@ -53,9 +53,40 @@ pub mod timelock {
     );
 }
 
+/// Datanets: contributions, curator reviews, versions and challenges.
+pub mod datanet_registry {
+    alloy_sol_types::sol!(
+        #[sol(all_derives)]
+        DatanetRegistry,
+        "../../contracts/out/DatanetRegistry.json"
+    );
+}
+
+/// Base models, adapters with their lineage, and the agents that serve them.
+pub mod model_registry {
+    alloy_sol_types::sol!(
+        #[sol(all_derives)]
+        ModelRegistry,
+        "../../contracts/out/ModelRegistry.json"
+    );
+}
+
+/// Prepaid credit, settlement batches of inference receipts, and claimable payouts.
+pub mod inference_settlement {
+    alloy_sol_types::sol!(
+        #[sol(all_derives)]
+        InferenceSettlement,
+        "../../contracts/out/InferenceSettlement.json"
+    );
+}
+
+pub mod deploy;
 pub mod genesis;
 
+pub use datanet_registry::DatanetRegistry;
 pub use governor::OpenGovernor;
+pub use inference_settlement::InferenceSettlement;
+pub use model_registry::ModelRegistry;
 pub use protocol_params::ProtocolParams;
 pub use staking::Staking;
 pub use timelock::OpenTimelock;

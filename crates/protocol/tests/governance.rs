@@ -62,6 +62,7 @@ fn a_fee_split_change_passes_through_vote_queue_delay_and_execution() {
         &mut evm,
         &Staking::BYTECODE,
         Staking::constructorCall {
+            admin: DEPLOYER,
             governance: timelock,
             treasury_: timelock,
             params_: params,

@@ -43,6 +43,7 @@ fn world() -> World {
     let code = [ProtocolParams::BYTECODE.as_ref(), &params.abi_encode()].concat();
     let params = evm.deploy(GOVERNANCE, code.into()).unwrap();
     let args = Staking::constructorCall {
+        admin: GOVERNANCE,
         governance: GOVERNANCE,
         treasury_: TREASURY,
         params_: params,

@@ -5,7 +5,10 @@
 
 use alloy_primitives::{Address, Bytes, Log, TxKind, U256};
 use alloy_sol_types::SolCall;
-use openledger_protocol::protocol_params::ProtocolParams::FeeSplit;
+use openledger_protocol::{
+    deploy::{Addresses, DeployConfig, Step},
+    protocol_params::ProtocolParams::FeeSplit,
+};
 use revm::{
     context::{BlockEnv, CfgEnv, TxEnv},
     context_interface::result::{ExecutionResult, Output},
@@ -33,6 +36,8 @@ pub struct Evm {
     /// The next block's number and timestamp.
     pub number: u64,
     pub timestamp: u64,
+    /// Gas used by the last transaction.
+    pub last_gas: u64,
 }
 
 /// A call's outcome: output and logs, or the revert data.
@@ -55,6 +60,7 @@ impl Evm {
             db,
             number: 1,
             timestamp: 1_700_000_000,
+            last_gas: 0,
         }
     }
 
@@ -96,7 +102,42 @@ impl Evm {
             gas_price: 0,
             ..Default::default()
         };
-        evm.transact_commit(tx).expect("transaction is valid")
+        let result = evm.transact_commit(tx).expect("transaction is valid");
+        self.last_gas = result.tx_gas_used();
+        result
+    }
+
+    /// The sum of every account's balance: total OPEN, which nothing may change.
+    pub fn total_balance(&self) -> U256 {
+        self.db
+            .cache
+            .accounts
+            .values()
+            .map(|a| a.info.balance)
+            .sum()
+    }
+
+    /// Deploys and wires the whole protocol from `deployer` (a fresh account) as
+    /// `openledger deploy` does, and returns where everything is.
+    pub fn deploy_protocol(&mut self, deployer: Address, config: &DeployConfig) -> Addresses {
+        let nonce = self.db.basic_ref(deployer).unwrap().map_or(0, |a| a.nonce);
+        let (addresses, steps) = openledger_protocol::deploy::plan(1612, deployer, nonce, config);
+        self.run_plan(deployer, &steps);
+        addresses
+    }
+
+    /// Runs a deployment plan from `deployer` (whose nonce must be the plan's first) and
+    /// returns the gas each step used.
+    pub fn run_plan(&mut self, deployer: Address, steps: &[Step]) -> Vec<u64> {
+        let mut used = Vec::new();
+        for step in steps {
+            let kind = step.to.map_or(TxKind::Create, TxKind::Call);
+            match self.run(deployer, kind, step.input.clone(), U256::ZERO) {
+                ExecutionResult::Success { .. } => used.push(self.last_gas),
+                other => panic!("{} failed: {other:?}", step.label),
+            }
+        }
+        used
     }
 
     /// Deploys `code` (creation bytecode with constructor arguments) and returns its address.

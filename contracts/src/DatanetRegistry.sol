@@ -1,0 +1,451 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {Address} from "@openzeppelin/contracts/utils/Address.sol";
+import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {ProtocolParams} from "./ProtocolParams.sol";
+import {Staking} from "./Staking.sol";
+
+/// @title DatanetRegistry
+/// @notice Datanets: community datasets whose every contribution has a known contributor, a
+/// content hash, a curator verdict and a place in published versions.
+///
+/// A contributor pays the datanet's contribution fee with each contribution; the fee is a
+/// deposit. Curators (who stake for the datanet in `Staking`) vote once each; `quorum` votes on
+/// one side decide. A rejected contribution's fee goes to the curators who rejected it; an
+/// accepted one's returns to the contributor once the challenge window has passed unchallenged.
+/// During the window anyone may challenge an accepted contribution as poisoned by posting a
+/// bond; governance (the owner) rules. An upheld challenge marks it poisoned, pays the
+/// contributor's fee and the bond to the challenger and slashes every curator who approved it;
+/// a rejected challenge forfeits the bond to the treasury.
+///
+/// Payments are credited and withdrawn with `claim`, so no vote or ruling can be blocked by a
+/// recipient that refuses OPEN. Every state change emits an event, so an indexer can rebuild
+/// the registry from logs alone.
+contract DatanetRegistry is Ownable, ReentrancyGuard {
+    /// @notice The most curator votes a datanet may require, which bounds every loop over voters.
+    uint16 public constant MAX_QUORUM = 32;
+
+    /// @notice Where a contribution stands.
+    enum Status {
+        None,
+        Pending,
+        Accepted,
+        Rejected,
+        Poisoned
+    }
+
+    /// @notice A datanet's settings.
+    struct Datanet {
+        address owner;
+        uint16 quorum;
+        /// Contributions accepted and not found poisoned.
+        uint64 accepted;
+        uint128 fee;
+        bytes32 schemaHash;
+    }
+
+    /// @notice One contribution (its size and metadata hash live in its event).
+    struct Contribution {
+        address contributor;
+        uint32 datanetId;
+        Status status;
+        uint16 approvals;
+        uint16 rejections;
+        /// The fee still held as its deposit.
+        uint128 fee;
+        uint64 submittedBlock;
+        uint64 decidedAt;
+        bytes32 contentHash;
+    }
+
+    /// @notice A published version: a Merkle root over accepted contributions.
+    struct Version {
+        uint32 datanetId;
+        uint64 count;
+        uint64 publishedAt;
+        bytes32 root;
+    }
+
+    /// @notice An open challenge of a contribution.
+    struct Challenge {
+        address challenger;
+        uint96 bond;
+    }
+
+    /// @notice Staked curators, and where slashes go.
+    Staking public immutable staking;
+    /// @notice Review quorum floor and challenge window.
+    ProtocolParams public immutable params;
+    /// @notice OPEN a challenger must post.
+    uint256 public challengeBond;
+
+    mapping(uint256 id => Datanet) private _datanets;
+    mapping(uint256 id => string) private _metadataURIs;
+    mapping(uint256 id => Contribution) private _contributions;
+    mapping(uint256 id => address[]) private _approvers;
+    mapping(uint256 id => address[]) private _rejecters;
+    mapping(uint256 id => Version) private _versions;
+    mapping(uint256 contributionId => Challenge) private _challenges;
+    mapping(address account => uint256) private _owed;
+    uint32 private _datanetCount;
+    uint256 private _contributionCount;
+    uint256 private _versionCount;
+
+    /// @notice No datanet has this id.
+    error UnknownDatanet(uint256 datanetId);
+    /// @notice No contribution has this id.
+    error UnknownContribution(uint256 contributionId);
+    /// @notice No version has this id.
+    error UnknownVersion(uint256 versionId);
+    /// @notice A datanet's quorum must be between the protocol's minimum and `MAX_QUORUM`.
+    error QuorumOutOfRange(uint16 quorum, uint16 minimum, uint16 maximum);
+    /// @notice The OPEN sent is not the datanet's contribution fee.
+    error WrongFee(uint256 required, uint256 sent);
+    /// @notice A contribution needs a content hash and a non-zero size.
+    error EmptyContribution();
+    /// @notice The caller has no curator stake for the datanet.
+    error NotCurator(uint256 datanetId, address account);
+    /// @notice A contributor may not review their own contribution.
+    error SelfReview(uint256 contributionId);
+    /// @notice This curator already voted on the contribution.
+    error AlreadyReviewed(uint256 contributionId, address curator);
+    /// @notice The contribution has already been decided.
+    error NotPending(uint256 contributionId, Status status);
+    /// @notice Only the datanet's owner may do this.
+    error NotDatanetOwner(uint256 datanetId, address account);
+    /// @notice A version must hold between one and all of the datanet's accepted contributions.
+    error BadVersionCount(uint64 count, uint64 accepted);
+    /// @notice A version needs a Merkle root.
+    error EmptyRoot();
+    /// @notice Only accepted contributions can be challenged or have their fee released.
+    error NotAccepted(uint256 contributionId, Status status);
+    /// @notice The challenge window closed at `closedAt`.
+    error ChallengeWindowClosed(uint256 contributionId, uint64 closedAt);
+    /// @notice The challenge window is open until `closesAt`, so the fee stays held.
+    error ChallengeWindowOpen(uint256 contributionId, uint64 closesAt);
+    /// @notice The OPEN sent is not the challenge bond.
+    error WrongBond(uint256 required, uint256 sent);
+    /// @notice The contribution already has an open challenge.
+    error AlreadyChallenged(uint256 contributionId);
+    /// @notice The contribution has no open challenge.
+    error NoOpenChallenge(uint256 contributionId);
+    /// @notice The contribution's fee has already been released.
+    error FeeAlreadyReleased(uint256 contributionId);
+    /// @notice The account has nothing to claim.
+    error NothingToClaim(address account);
+
+    event DatanetCreated(
+        uint256 indexed datanetId,
+        address indexed owner,
+        bytes32 schemaHash,
+        uint16 quorum,
+        uint128 fee,
+        string metadataURI
+    );
+    event ContributionSubmitted(
+        uint256 indexed contributionId,
+        uint256 indexed datanetId,
+        address indexed contributor,
+        bytes32 contentHash,
+        uint64 size,
+        bytes32 metadataHash,
+        uint128 fee
+    );
+    event Reviewed(uint256 indexed contributionId, address indexed curator, bool approve, bytes32 reasonHash);
+    event ContributionAccepted(uint256 indexed contributionId, uint256 indexed datanetId);
+    event ContributionRejected(uint256 indexed contributionId, uint256 indexed datanetId);
+    event VersionPublished(
+        uint256 indexed versionId, uint256 indexed datanetId, bytes32 root, uint64 count, string uri
+    );
+    event ContributionChallenged(
+        uint256 indexed contributionId, address indexed challenger, uint256 bond, bytes32 evidenceHash
+    );
+    event ChallengeResolved(uint256 indexed contributionId, address indexed challenger, bool upheld);
+    event ContributionPoisoned(uint256 indexed contributionId, uint256 indexed datanetId);
+    event FeeReleased(uint256 indexed contributionId, address indexed contributor, uint256 amount);
+    event Credited(address indexed account, uint256 amount);
+    event Claimed(address indexed account, uint256 amount);
+    event ChallengeBondSet(uint256 bond);
+
+    /// @param governance The owner: rules on challenges and sets the challenge bond.
+    /// @param staking_ Where curators stake and where approvers of poisoned data are slashed.
+    /// @param params_ The protocol parameters (review quorum floor, challenge window).
+    /// @param challengeBond_ OPEN a challenger must post.
+    constructor(address governance, Staking staking_, ProtocolParams params_, uint256 challengeBond_)
+        Ownable(governance)
+    {
+        staking = staking_;
+        params = params_;
+        challengeBond = challengeBond_;
+        emit ChallengeBondSet(challengeBond_);
+    }
+
+    /// @notice Creates a datanet owned by the caller.
+    /// @param metadataURI Where its description lives.
+    /// @param schemaHash Hash of the record schema every contribution must follow.
+    /// @param quorum Curator votes on one side that decide a contribution.
+    /// @param fee OPEN (wei) each contribution deposits.
+    /// @return datanetId The new datanet's id (ids start at 1).
+    function createDatanet(string calldata metadataURI, bytes32 schemaHash, uint16 quorum, uint128 fee)
+        external
+        returns (uint256 datanetId)
+    {
+        uint16 minimum = params.reviewQuorum();
+        if (quorum < minimum || quorum > MAX_QUORUM) revert QuorumOutOfRange(quorum, minimum, MAX_QUORUM);
+        datanetId = ++_datanetCount;
+        _datanets[datanetId] =
+            Datanet({owner: msg.sender, quorum: quorum, accepted: 0, fee: fee, schemaHash: schemaHash});
+        _metadataURIs[datanetId] = metadataURI;
+        emit DatanetCreated(datanetId, msg.sender, schemaHash, quorum, fee, metadataURI);
+    }
+
+    /// @notice Submits a contribution to a datanet, depositing its fee (send exactly the fee).
+    /// @param contentHash keccak256 of the contribution's canonical bytes.
+    /// @param size Its size in bytes.
+    /// @param metadataHash Hash of the contributor's signed metadata.
+    /// @return contributionId The new contribution's id (ids start at 1).
+    function contribute(uint256 datanetId, bytes32 contentHash, uint64 size, bytes32 metadataHash)
+        external
+        payable
+        returns (uint256 contributionId)
+    {
+        Datanet storage d = _datanets[datanetId];
+        if (d.owner == address(0)) revert UnknownDatanet(datanetId);
+        if (msg.value != d.fee) revert WrongFee(d.fee, msg.value);
+        if (contentHash == bytes32(0) || size == 0) revert EmptyContribution();
+        contributionId = ++_contributionCount;
+        _contributions[contributionId] = Contribution({
+            contributor: msg.sender,
+            datanetId: uint32(datanetId),
+            status: Status.Pending,
+            approvals: 0,
+            rejections: 0,
+            fee: uint128(msg.value),
+            submittedBlock: uint64(block.number),
+            decidedAt: 0,
+            contentHash: contentHash
+        });
+        emit ContributionSubmitted(
+            contributionId, datanetId, msg.sender, contentHash, size, metadataHash, uint128(msg.value)
+        );
+    }
+
+    /// @notice A curator's vote on a pending contribution; the vote that reaches the datanet's
+    /// quorum on either side decides it.
+    /// @param reasonHash Hash of the curator's written reason.
+    function review(uint256 contributionId, bool approve, bytes32 reasonHash) external {
+        Contribution storage c = _contributions[contributionId];
+        Status status = c.status;
+        if (status == Status.None) revert UnknownContribution(contributionId);
+        if (status != Status.Pending) revert NotPending(contributionId, status);
+        uint256 datanetId = c.datanetId;
+        if (!staking.isStaked(msg.sender, ProtocolParams.Role.Curator, datanetId)) {
+            revert NotCurator(datanetId, msg.sender);
+        }
+        if (msg.sender == c.contributor) revert SelfReview(contributionId);
+        address[] storage approvers = _approvers[contributionId];
+        address[] storage rejecters = _rejecters[contributionId];
+        if (_contains(approvers, msg.sender) || _contains(rejecters, msg.sender)) {
+            revert AlreadyReviewed(contributionId, msg.sender);
+        }
+        emit Reviewed(contributionId, msg.sender, approve, reasonHash);
+        uint16 quorum = _datanets[datanetId].quorum;
+        if (approve) {
+            approvers.push(msg.sender);
+            uint16 approvals = c.approvals + 1;
+            c.approvals = approvals;
+            if (approvals == quorum) {
+                c.status = Status.Accepted;
+                c.decidedAt = uint64(block.timestamp);
+                _datanets[datanetId].accepted += 1;
+                emit ContributionAccepted(contributionId, datanetId);
+            }
+        } else {
+            rejecters.push(msg.sender);
+            uint16 rejections = c.rejections + 1;
+            c.rejections = rejections;
+            if (rejections == quorum) {
+                c.status = Status.Rejected;
+                c.decidedAt = uint64(block.timestamp);
+                uint256 fee = c.fee;
+                c.fee = 0;
+                emit ContributionRejected(contributionId, datanetId);
+                // The deposit pays the curators who filtered it out; the first one also takes
+                // the indivisible remainder.
+                uint256 each = fee / rejections;
+                uint256 remainder = fee - each * rejections;
+                for (uint256 i = 0; i < rejections; ++i) {
+                    _credit(rejecters[i], i == 0 ? each + remainder : each);
+                }
+            }
+        }
+    }
+
+    /// @notice Publishes a version of a datanet: the Merkle root over `count` accepted
+    /// contributions. Only the datanet's owner.
+    /// @dev Leaves are `keccak256(bytes.concat(keccak256(abi.encode(contributionId, contentHash))))`,
+    /// paired with sorted (commutative) hashing, so OpenZeppelin's `MerkleProof` verifies them.
+    /// @return versionId The new version's id (ids start at 1, shared by all datanets).
+    function publishVersion(uint256 datanetId, bytes32 root, uint64 count, string calldata uri)
+        external
+        returns (uint256 versionId)
+    {
+        Datanet storage d = _datanets[datanetId];
+        if (d.owner == address(0)) revert UnknownDatanet(datanetId);
+        if (d.owner != msg.sender) revert NotDatanetOwner(datanetId, msg.sender);
+        if (root == bytes32(0)) revert EmptyRoot();
+        if (count == 0 || count > d.accepted) revert BadVersionCount(count, d.accepted);
+        versionId = ++_versionCount;
+        _versions[versionId] = Version({
+            datanetId: uint32(datanetId), count: count, publishedAt: uint64(block.timestamp), root: root
+        });
+        emit VersionPublished(versionId, datanetId, root, count, uri);
+    }
+
+    /// @notice Challenges an accepted contribution as poisoned, posting the challenge bond.
+    /// @param evidenceHash Hash of the evidence for governance to weigh.
+    function challenge(uint256 contributionId, bytes32 evidenceHash) external payable {
+        Contribution storage c = _contributions[contributionId];
+        if (c.status == Status.None) revert UnknownContribution(contributionId);
+        if (c.status != Status.Accepted) revert NotAccepted(contributionId, c.status);
+        uint64 closesAt = c.decidedAt + params.challengeWindow();
+        if (block.timestamp > closesAt) revert ChallengeWindowClosed(contributionId, closesAt);
+        if (msg.value != challengeBond) revert WrongBond(challengeBond, msg.value);
+        if (_challenges[contributionId].challenger != address(0)) revert AlreadyChallenged(contributionId);
+        _challenges[contributionId] = Challenge({challenger: msg.sender, bond: uint96(msg.value)});
+        emit ContributionChallenged(contributionId, msg.sender, msg.value, evidenceHash);
+    }
+
+    /// @notice Governance's ruling on an open challenge. Upheld: the contribution is poisoned,
+    /// the challenger gets the bond back plus the contributor's fee, and each approving curator
+    /// loses up to the curator minimum stake (the challenger taking `Staking`'s share).
+    /// Rejected: the bond goes to the treasury. Only the owner (governance).
+    function resolveChallenge(uint256 contributionId, bool upheld) external onlyOwner {
+        Challenge memory ch = _challenges[contributionId];
+        if (ch.challenger == address(0)) revert NoOpenChallenge(contributionId);
+        delete _challenges[contributionId];
+        emit ChallengeResolved(contributionId, ch.challenger, upheld);
+        if (!upheld) {
+            _credit(staking.treasury(), ch.bond);
+            return;
+        }
+        Contribution storage c = _contributions[contributionId];
+        uint256 datanetId = c.datanetId;
+        c.status = Status.Poisoned;
+        _datanets[datanetId].accepted -= 1;
+        uint256 fee = c.fee;
+        c.fee = 0;
+        emit ContributionPoisoned(contributionId, datanetId);
+        _credit(ch.challenger, ch.bond + fee);
+        uint256 penalty = params.minStake(ProtocolParams.Role.Curator);
+        address[] storage approvers = _approvers[contributionId];
+        for (uint256 i = 0; i < approvers.length; ++i) {
+            address curator = approvers[i];
+            // A curator who has already unstaked everything has nothing left to take.
+            if (staking.stakeOf(curator, ProtocolParams.Role.Curator, datanetId) != 0) {
+                staking.slash(ProtocolParams.Role.Curator, datanetId, curator, penalty, payable(ch.challenger));
+            }
+        }
+    }
+
+    /// @notice Returns an accepted contribution's fee to its contributor once its challenge
+    /// window has closed with no open challenge. Anyone may call this.
+    function releaseFee(uint256 contributionId) external {
+        Contribution storage c = _contributions[contributionId];
+        if (c.status == Status.None) revert UnknownContribution(contributionId);
+        if (c.status != Status.Accepted) revert NotAccepted(contributionId, c.status);
+        uint64 closesAt = c.decidedAt + params.challengeWindow();
+        if (block.timestamp <= closesAt) revert ChallengeWindowOpen(contributionId, closesAt);
+        if (_challenges[contributionId].challenger != address(0)) revert AlreadyChallenged(contributionId);
+        uint256 fee = c.fee;
+        if (fee == 0) revert FeeAlreadyReleased(contributionId);
+        c.fee = 0;
+        emit FeeReleased(contributionId, c.contributor, fee);
+        _credit(c.contributor, fee);
+    }
+
+    /// @notice Pays `account` everything credited to it. Anyone may call this; the OPEN only
+    /// ever goes to `account`.
+    function claim(address payable account) external nonReentrant {
+        uint256 amount = _owed[account];
+        if (amount == 0) revert NothingToClaim(account);
+        _owed[account] = 0;
+        emit Claimed(account, amount);
+        Address.sendValue(account, amount);
+    }
+
+    /// @notice Sets the bond a challenger posts. Only governance.
+    function setChallengeBond(uint256 bond) external onlyOwner {
+        challengeBond = bond;
+        emit ChallengeBondSet(bond);
+    }
+
+    /// @notice Whether `contributionId` is in version `versionId`, given its Merkle proof.
+    function contains(uint256 versionId, uint256 contributionId, bytes32[] calldata proof)
+        external
+        view
+        returns (bool)
+    {
+        Version memory v = _versions[versionId];
+        if (v.datanetId == 0) revert UnknownVersion(versionId);
+        Contribution storage c = _contributions[contributionId];
+        if (c.datanetId != v.datanetId) return false;
+        bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(contributionId, c.contentHash))));
+        return MerkleProof.verifyCalldata(proof, v.root, leaf);
+    }
+
+    /// @notice A datanet's settings and metadata URI.
+    function datanet(uint256 datanetId) external view returns (Datanet memory, string memory metadataURI) {
+        return (_datanets[datanetId], _metadataURIs[datanetId]);
+    }
+
+    /// @notice A contribution.
+    function contribution(uint256 contributionId) external view returns (Contribution memory) {
+        return _contributions[contributionId];
+    }
+
+    /// @notice The curators who approved and who rejected a contribution, in voting order.
+    function reviewers(uint256 contributionId)
+        external
+        view
+        returns (address[] memory approvers, address[] memory rejecters)
+    {
+        return (_approvers[contributionId], _rejecters[contributionId]);
+    }
+
+    /// @notice A published version.
+    function version(uint256 versionId) external view returns (Version memory) {
+        return _versions[versionId];
+    }
+
+    /// @notice The open challenge of a contribution (zero challenger if none).
+    function challengeOf(uint256 contributionId) external view returns (Challenge memory) {
+        return _challenges[contributionId];
+    }
+
+    /// @notice OPEN credited to `account` and not yet claimed.
+    function owed(address account) external view returns (uint256) {
+        return _owed[account];
+    }
+
+    /// @notice How many datanets, contributions and versions exist (each the highest id).
+    function counts() external view returns (uint256 datanets, uint256 contributions, uint256 versions) {
+        return (_datanetCount, _contributionCount, _versionCount);
+    }
+
+    function _credit(address account, uint256 amount) private {
+        if (amount == 0) return;
+        _owed[account] += amount;
+        emit Credited(account, amount);
+    }
+
+    function _contains(address[] storage list, address account) private view returns (bool) {
+        for (uint256 i = 0; i < list.length; ++i) {
+            if (list[i] == account) return true;
+        }
+        return false;
+    }
+}

@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {DatanetRegistry} from "./DatanetRegistry.sol";
+import {ProtocolParams} from "./ProtocolParams.sol";
+import {Staking} from "./Staking.sol";
+
+/// @title ModelRegistry
+/// @notice Base models, the LoRA adapters fine-tuned on them (with their lineage: the datanet
+/// versions they were trained on, the training configuration and the weights), and the agents
+/// that serve an adapter through a staked host at a price per 1,000 tokens.
+///
+/// Anyone may register a model or adapter and deploy an agent; the adapter's owner is the
+/// "model owner" paid by inference settlement. Model progression (endorsed, retired) is a
+/// governance action: only the owner (the timelock) sets it. A retired adapter takes no new
+/// agents and its agents can no longer be settled.
+contract ModelRegistry is Ownable {
+    /// @notice Where a base model or adapter stands.
+    enum Status {
+        None,
+        Registered,
+        Endorsed,
+        Retired
+    }
+
+    /// @notice A base model.
+    struct BaseModel {
+        address owner;
+        Status status;
+        bytes32 weightsHash;
+    }
+
+    /// @notice An adapter on a base model, and what it was trained from.
+    struct Adapter {
+        address owner;
+        Status status;
+        uint64 baseModelId;
+        bytes32 trainingConfigHash;
+        bytes32 weightsHash;
+    }
+
+    /// @notice An agent: an adapter served by a host at a price.
+    struct Agent {
+        address host;
+        uint64 adapterId;
+        bool active;
+        address owner;
+        uint128 pricePer1kTokens;
+    }
+
+    /// @notice Where datanet versions (an adapter's lineage) are published.
+    DatanetRegistry public immutable datanets;
+    /// @notice Where hosts stake.
+    Staking public immutable staking;
+
+    mapping(uint256 id => BaseModel) private _baseModels;
+    mapping(uint256 id => Adapter) private _adapters;
+    mapping(uint256 id => uint256[]) private _lineage;
+    mapping(uint256 id => Agent) private _agents;
+    uint64 private _baseModelCount;
+    uint64 private _adapterCount;
+    uint64 private _agentCount;
+
+    /// @notice No base model has this id.
+    error UnknownBaseModel(uint256 baseModelId);
+    /// @notice No adapter has this id.
+    error UnknownAdapter(uint256 adapterId);
+    /// @notice No agent has this id.
+    error UnknownAgent(uint256 agentId);
+    /// @notice No datanet version has this id.
+    error UnknownDatanetVersion(uint256 versionId);
+    /// @notice The model or adapter has been retired by governance.
+    error Retired();
+    /// @notice A model needs its weights hash.
+    error EmptyWeightsHash();
+    /// @notice An adapter's lineage must name at least one datanet version.
+    error EmptyLineage();
+    /// @notice The host has no host stake.
+    error HostNotStaked(address host);
+    /// @notice Only the agent's owner may do this.
+    error NotAgentOwner(uint256 agentId, address account);
+    /// @notice Governance sets a status of Registered, Endorsed or Retired.
+    error InvalidStatus();
+
+    event BaseModelRegistered(
+        uint256 indexed baseModelId, address indexed owner, bytes32 weightsHash, string uri, string licence
+    );
+    event AdapterRegistered(
+        uint256 indexed adapterId,
+        uint256 indexed baseModelId,
+        address indexed owner,
+        uint256[] datanetVersions,
+        bytes32 trainingConfigHash,
+        bytes32 weightsHash,
+        string uri
+    );
+    event AgentDeployed(
+        uint256 indexed agentId,
+        uint256 indexed adapterId,
+        address indexed host,
+        address owner,
+        uint128 pricePer1kTokens,
+        string metadataURI
+    );
+    event AgentUpdated(uint256 indexed agentId, bool active, uint128 pricePer1kTokens);
+    event BaseModelStatusSet(uint256 indexed baseModelId, Status status);
+    event AdapterStatusSet(uint256 indexed adapterId, Status status);
+
+    /// @param governance The owner: sets model and adapter status.
+    /// @param datanets_ The datanet registry whose versions adapters cite.
+    /// @param staking_ Where hosts must be staked to serve agents.
+    constructor(address governance, DatanetRegistry datanets_, Staking staking_) Ownable(governance) {
+        datanets = datanets_;
+        staking = staking_;
+    }
+
+    /// @notice Registers a base model owned by the caller.
+    /// @param weightsHash Hash of the weights file.
+    /// @param uri Where the weights can be fetched.
+    /// @param licence The weights' licence (an SPDX id or a URI).
+    /// @return baseModelId The new model's id (ids start at 1).
+    function registerBaseModel(bytes32 weightsHash, string calldata uri, string calldata licence)
+        external
+        returns (uint256 baseModelId)
+    {
+        if (weightsHash == bytes32(0)) revert EmptyWeightsHash();
+        baseModelId = ++_baseModelCount;
+        _baseModels[baseModelId] =
+            BaseModel({owner: msg.sender, status: Status.Registered, weightsHash: weightsHash});
+        emit BaseModelRegistered(baseModelId, msg.sender, weightsHash, uri, licence);
+    }
+
+    /// @notice Registers an adapter on a base model, owned by the caller, with its lineage.
+    /// @param datanetVersions The datanet versions it was trained on.
+    /// @param trainingConfigHash Hash of the training configuration.
+    /// @param weightsHash Hash of the adapter's weights.
+    /// @param uri Where the adapter can be fetched.
+    /// @return adapterId The new adapter's id (ids start at 1).
+    function registerAdapter(
+        uint256 baseModelId,
+        uint256[] calldata datanetVersions,
+        bytes32 trainingConfigHash,
+        bytes32 weightsHash,
+        string calldata uri
+    ) external returns (uint256 adapterId) {
+        Status baseStatus = _baseModels[baseModelId].status;
+        if (baseStatus == Status.None) revert UnknownBaseModel(baseModelId);
+        if (baseStatus == Status.Retired) revert Retired();
+        if (weightsHash == bytes32(0)) revert EmptyWeightsHash();
+        if (datanetVersions.length == 0) revert EmptyLineage();
+        for (uint256 i = 0; i < datanetVersions.length; ++i) {
+            if (datanets.version(datanetVersions[i]).datanetId == 0) {
+                revert UnknownDatanetVersion(datanetVersions[i]);
+            }
+        }
+        adapterId = ++_adapterCount;
+        _adapters[adapterId] = Adapter({
+            owner: msg.sender,
+            status: Status.Registered,
+            baseModelId: uint64(baseModelId),
+            trainingConfigHash: trainingConfigHash,
+            weightsHash: weightsHash
+        });
+        _lineage[adapterId] = datanetVersions;
+        emit AdapterRegistered(
+            adapterId, baseModelId, msg.sender, datanetVersions, trainingConfigHash, weightsHash, uri
+        );
+    }
+
+    /// @notice Deploys an agent on an adapter, owned by the caller and served by `host`.
+    /// @param pricePer1kTokens OPEN (wei) charged per 1,000 tokens.
+    /// @param metadataURI Where the agent's description lives.
+    /// @return agentId The new agent's id (ids start at 1).
+    function deployAgent(uint256 adapterId, address host, uint128 pricePer1kTokens, string calldata metadataURI)
+        external
+        returns (uint256 agentId)
+    {
+        Status status = _adapters[adapterId].status;
+        if (status == Status.None) revert UnknownAdapter(adapterId);
+        if (status == Status.Retired) revert Retired();
+        if (!staking.isStaked(host, ProtocolParams.Role.Host, 0)) revert HostNotStaked(host);
+        agentId = ++_agentCount;
+        _agents[agentId] = Agent({
+            host: host,
+            adapterId: uint64(adapterId),
+            active: true,
+            owner: msg.sender,
+            pricePer1kTokens: pricePer1kTokens
+        });
+        emit AgentDeployed(agentId, adapterId, host, msg.sender, pricePer1kTokens, metadataURI);
+    }
+
+    /// @notice Pauses or resumes an agent and sets its price. Only the agent's owner.
+    function updateAgent(uint256 agentId, bool active, uint128 pricePer1kTokens) external {
+        Agent storage a = _agents[agentId];
+        if (a.host == address(0)) revert UnknownAgent(agentId);
+        if (a.owner != msg.sender) revert NotAgentOwner(agentId, msg.sender);
+        a.active = active;
+        a.pricePer1kTokens = pricePer1kTokens;
+        emit AgentUpdated(agentId, active, pricePer1kTokens);
+    }
+
+    /// @notice Sets a base model's status (endorse, retire). Only governance.
+    function setBaseModelStatus(uint256 baseModelId, Status status) external onlyOwner {
+        if (_baseModels[baseModelId].status == Status.None) revert UnknownBaseModel(baseModelId);
+        if (status == Status.None) revert InvalidStatus();
+        _baseModels[baseModelId].status = status;
+        emit BaseModelStatusSet(baseModelId, status);
+    }
+
+    /// @notice Sets an adapter's status (endorse, retire). Only governance.
+    function setAdapterStatus(uint256 adapterId, Status status) external onlyOwner {
+        if (_adapters[adapterId].status == Status.None) revert UnknownAdapter(adapterId);
+        if (status == Status.None) revert InvalidStatus();
+        _adapters[adapterId].status = status;
+        emit AdapterStatusSet(adapterId, status);
+    }
+
+    /// @notice What settlement needs of an agent: its host, the owner paid the model share, and
+    /// whether it may be settled (active, on an adapter that is not retired).
+    function agentRoute(uint256 agentId) external view returns (address host, address modelOwner, bool servable) {
+        Agent storage a = _agents[agentId];
+        Adapter storage ad = _adapters[a.adapterId];
+        return (a.host, ad.owner, a.active && ad.status != Status.Retired);
+    }
+
+    /// @notice A base model.
+    function baseModel(uint256 baseModelId) external view returns (BaseModel memory) {
+        return _baseModels[baseModelId];
+    }
+
+    /// @notice An adapter and its lineage (datanet version ids).
+    function adapter(uint256 adapterId) external view returns (Adapter memory, uint256[] memory datanetVersions) {
+        return (_adapters[adapterId], _lineage[adapterId]);
+    }
+
+    /// @notice An agent.
+    function agent(uint256 agentId) external view returns (Agent memory) {
+        return _agents[agentId];
+    }
+
+    /// @notice How many base models, adapters and agents exist (each the highest id).
+    function counts() external view returns (uint256 baseModels, uint256 adapters, uint256 agents) {
+        return (_baseModelCount, _adapterCount, _agentCount);
+    }
+}

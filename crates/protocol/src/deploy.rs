@@ -1,0 +1,323 @@
+//! How the protocol is deployed and wired: a fixed list of transactions from one deployer.
+//!
+//! Contract addresses follow from the deployer's address and nonce (CREATE), so the whole
+//! deployment is known before anything is sent: [`plan`] returns the addresses and the
+//! transactions, and any executor (the JSON-RPC client, the revm test harness) sends them in
+//! order with consecutive nonces. A client can send them all at once and collect the receipts,
+//! and the dev genesis can name the treasury (the timelock) before it exists.
+//!
+//! After the last step the deployer holds no role anywhere: the timelock owns the parameters
+//! and registries, administers staking's slasher role and is the treasury; the governor is its
+//! only proposer and canceller; anyone may execute a ready operation.
+
+use crate::{
+    protocol_params::ProtocolParams::FeeSplit, DatanetRegistry, InferenceSettlement, ModelRegistry,
+    OpenGovernor, OpenTimelock, ProtocolParams, Staking,
+};
+use alloy_primitives::{aliases::U48, keccak256, Address, Bytes, B256, U256};
+use alloy_sol_types::{SolCall, SolConstructor};
+use serde::{Deserialize, Serialize};
+
+const OPEN: u128 = 1_000_000_000_000_000_000;
+
+/// The protocol's contracts on one chain: what `openledger deploy` writes to its addresses file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Addresses {
+    pub chain_id: u64,
+    /// Executes passed proposals; owns every parameter and is the treasury.
+    pub timelock: Address,
+    pub protocol_params: Address,
+    pub staking: Address,
+    pub governor: Address,
+    pub datanet_registry: Address,
+    pub model_registry: Address,
+    pub inference_settlement: Address,
+}
+
+/// The initial settings of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployConfig {
+    /// Contributors, curators, model owner, host, treasury, in basis points (sum 10,000).
+    pub fee_split: [u16; 5],
+    /// Minimum stakes in wei: validator, curator, host.
+    pub min_stakes: [U256; 3],
+    pub review_quorum: u16,
+    pub challenge_window_secs: u64,
+    pub unbonding_delay_secs: u64,
+    /// The successful challenger's share of a slash, in basis points.
+    pub challenger_share_bps: u16,
+    /// OPEN (wei) a challenger posts, for contributions and for settlement batches.
+    pub challenge_bond: U256,
+    pub timelock_delay_secs: u64,
+    pub voting_delay_blocks: u64,
+    pub voting_period_blocks: u32,
+    /// Voting power (wei of staked OPEN) needed to propose.
+    pub proposal_threshold: U256,
+    /// Percent of all staked OPEN that must vote for a proposal to pass.
+    pub quorum_percent: u64,
+}
+
+impl DeployConfig {
+    /// Settings for a public network, with one-second blocks: a day's voting delay, a week's
+    /// vote, two days in the timelock, a day to challenge and a week to unbond.
+    pub fn mainnet() -> Self {
+        Self {
+            fee_split: [4000, 1000, 2500, 1500, 1000],
+            min_stakes: [
+                U256::from(10_000 * OPEN),
+                U256::from(1_000 * OPEN),
+                U256::from(5_000 * OPEN),
+            ],
+            review_quorum: 3,
+            challenge_window_secs: 24 * 3600,
+            unbonding_delay_secs: 7 * 24 * 3600,
+            challenger_share_bps: 2000,
+            challenge_bond: U256::from(100 * OPEN),
+            timelock_delay_secs: 2 * 24 * 3600,
+            voting_delay_blocks: 24 * 3600,
+            voting_period_blocks: 7 * 24 * 3600,
+            proposal_threshold: U256::from(10_000 * OPEN),
+            quorum_percent: 4,
+        }
+    }
+
+    /// Settings for the dev network, short enough to try every flow by hand: a one-block
+    /// voting delay, a 20-block vote, a minute in the timelock, ten minutes to challenge and
+    /// to unbond, small stakes.
+    pub fn dev() -> Self {
+        Self {
+            min_stakes: [
+                U256::from(100 * OPEN),
+                U256::from(10 * OPEN),
+                U256::from(50 * OPEN),
+            ],
+            review_quorum: 1,
+            challenge_window_secs: 600,
+            unbonding_delay_secs: 600,
+            challenge_bond: U256::from(OPEN),
+            timelock_delay_secs: 60,
+            voting_delay_blocks: 1,
+            voting_period_blocks: 20,
+            proposal_threshold: U256::from(100 * OPEN),
+            ..Self::mainnet()
+        }
+    }
+}
+
+/// One transaction of a deployment: a contract creation (`to` is `None`) or a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// What it does, for progress output and errors.
+    pub label: &'static str,
+    pub to: Option<Address>,
+    pub input: Bytes,
+    /// Enough gas for the step on any EVM with Prague's schedule (a test checks the margin).
+    pub gas_limit: u64,
+}
+
+/// `keccak256("SLASHER_ROLE")` and friends: the AccessControl roles the wiring grants.
+fn role(name: &str) -> B256 {
+    keccak256(name.as_bytes())
+}
+
+/// The deployment from `deployer`, whose next nonce is `nonce`: the addresses it will create
+/// and the transactions, to be sent in order with nonces `nonce`, `nonce + 1`, ….
+pub fn plan(
+    chain_id: u64,
+    deployer: Address,
+    nonce: u64,
+    config: &DeployConfig,
+) -> (Addresses, Vec<Step>) {
+    let at = |i: u64| deployer.create(nonce + i);
+    let addresses = Addresses {
+        chain_id,
+        timelock: at(0),
+        protocol_params: at(1),
+        staking: at(2),
+        governor: at(3),
+        datanet_registry: at(4),
+        model_registry: at(5),
+        inference_settlement: at(6),
+    };
+    let a = addresses;
+    let create = |label, code: &[u8], args: Vec<u8>, gas_limit| Step {
+        label,
+        to: None,
+        input: [code, &args].concat().into(),
+        gas_limit,
+    };
+    let call = |label, to, data: Vec<u8>| Step {
+        label,
+        to: Some(to),
+        input: data.into(),
+        gas_limit: 120_000,
+    };
+    let [contributors, curators, model_owner, host, treasury] = config.fee_split;
+    let steps = vec![
+        create(
+            "create OpenTimelock",
+            &OpenTimelock::BYTECODE,
+            OpenTimelock::constructorCall {
+                minDelay: U256::from(config.timelock_delay_secs),
+                proposers: vec![],
+                executors: vec![Address::ZERO],
+                admin: deployer,
+            }
+            .abi_encode(),
+            2_500_000,
+        ),
+        create(
+            "create ProtocolParams",
+            &ProtocolParams::BYTECODE,
+            ProtocolParams::constructorCall {
+                governance: a.timelock,
+                split: FeeSplit {
+                    contributors,
+                    curators,
+                    modelOwner: model_owner,
+                    host,
+                    treasury,
+                },
+                minStakes: config.min_stakes,
+                quorum: config.review_quorum,
+                challengeSeconds: config.challenge_window_secs,
+                unbondingSeconds: config.unbonding_delay_secs,
+            }
+            .abi_encode(),
+            1_000_000,
+        ),
+        create(
+            "create Staking",
+            &Staking::BYTECODE,
+            Staking::constructorCall {
+                admin: deployer,
+                governance: a.timelock,
+                treasury_: a.timelock,
+                params_: a.protocol_params,
+                challengerShareBps_: config.challenger_share_bps,
+            }
+            .abi_encode(),
+            3_500_000,
+        ),
+        create(
+            "create OpenGovernor",
+            &OpenGovernor::BYTECODE,
+            OpenGovernor::constructorCall {
+                staking: a.staking,
+                timelock: a.timelock,
+                delayBlocks: U48::from(config.voting_delay_blocks),
+                periodBlocks: config.voting_period_blocks,
+                threshold: config.proposal_threshold,
+                quorumPercent: U256::from(config.quorum_percent),
+            }
+            .abi_encode(),
+            6_000_000,
+        ),
+        create(
+            "create DatanetRegistry",
+            &DatanetRegistry::BYTECODE,
+            DatanetRegistry::constructorCall {
+                governance: a.timelock,
+                staking_: a.staking,
+                params_: a.protocol_params,
+                challengeBond_: config.challenge_bond,
+            }
+            .abi_encode(),
+            3_500_000,
+        ),
+        create(
+            "create ModelRegistry",
+            &ModelRegistry::BYTECODE,
+            ModelRegistry::constructorCall {
+                governance: a.timelock,
+                datanets_: a.datanet_registry,
+                staking_: a.staking,
+            }
+            .abi_encode(),
+            2_500_000,
+        ),
+        create(
+            "create InferenceSettlement",
+            &InferenceSettlement::BYTECODE,
+            InferenceSettlement::constructorCall {
+                governance: a.timelock,
+                params_: a.protocol_params,
+                staking_: a.staking,
+                models_: a.model_registry,
+                challengeBond_: config.challenge_bond,
+            }
+            .abi_encode(),
+            3_000_000,
+        ),
+        call(
+            "let DatanetRegistry slash curators",
+            a.staking,
+            Staking::grantRoleCall {
+                role: role("SLASHER_ROLE"),
+                account: a.datanet_registry,
+            }
+            .abi_encode(),
+        ),
+        call(
+            "let InferenceSettlement slash hosts",
+            a.staking,
+            Staking::grantRoleCall {
+                role: role("SLASHER_ROLE"),
+                account: a.inference_settlement,
+            }
+            .abi_encode(),
+        ),
+        call(
+            "hand Staking's admin role to the timelock",
+            a.staking,
+            Staking::grantRoleCall {
+                role: B256::ZERO,
+                account: a.timelock,
+            }
+            .abi_encode(),
+        ),
+        call(
+            "renounce the deployer's Staking admin role",
+            a.staking,
+            Staking::renounceRoleCall {
+                role: B256::ZERO,
+                callerConfirmation: deployer,
+            }
+            .abi_encode(),
+        ),
+        call(
+            "make the governor the timelock's proposer",
+            a.timelock,
+            OpenTimelock::grantRoleCall {
+                role: role("PROPOSER_ROLE"),
+                account: a.governor,
+            }
+            .abi_encode(),
+        ),
+        call(
+            "make the governor the timelock's canceller",
+            a.timelock,
+            OpenTimelock::grantRoleCall {
+                role: role("CANCELLER_ROLE"),
+                account: a.governor,
+            }
+            .abi_encode(),
+        ),
+        call(
+            "renounce the deployer's timelock admin role",
+            a.timelock,
+            OpenTimelock::renounceRoleCall {
+                role: B256::ZERO,
+                callerConfirmation: deployer,
+            }
+            .abi_encode(),
+        ),
+    ];
+    (addresses, steps)
+}
+
+/// The sum of the steps' gas limits: what the deployer must be able to pay for.
+pub fn total_gas(steps: &[Step]) -> u64 {
+    steps.iter().map(|s| s.gas_limit).sum()
+}
