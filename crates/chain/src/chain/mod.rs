@@ -92,6 +92,9 @@ pub struct Chain {
     pub blocks: broadcast::Sender<Arc<Block>>,
     pub metrics: Metrics,
     dev_keys: Vec<DevKey>,
+    /// Seconds added to the clock for new blocks (dev mode's `evm_increaseTime`); lost on
+    /// restart, but block times never go backwards since each is at least its parent's.
+    time_offset: std::sync::atomic::AtomicU64,
 }
 
 fn now_secs() -> u64 {
@@ -188,6 +191,7 @@ impl Chain {
             blocks,
             metrics: Metrics::default(),
             dev_keys: if dev { dev_accounts() } else { Vec::new() },
+            time_offset: Default::default(),
             genesis,
         });
         chain.restore_pool()?;
@@ -294,11 +298,18 @@ impl Chain {
         next_base_fee(&self.genesis, &head.header)
     }
 
+    /// Moves the clock of future blocks `seconds` ahead (dev mode); returns the total offset.
+    pub fn increase_time(&self, seconds: u64) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.time_offset.fetch_add(seconds, Relaxed) + seconds
+    }
+
     fn params_after(&self, parent: &Block) -> BlockParams {
         let (hash, parent) = (parent.hash, &parent.header);
         BlockParams {
             number: parent.number + 1,
-            timestamp: now_secs().max(parent.timestamp),
+            timestamp: (now_secs() + self.time_offset.load(std::sync::atomic::Ordering::Relaxed))
+                .max(parent.timestamp),
             gas_limit: self.genesis.gas_limit,
             base_fee: next_base_fee(&self.genesis, parent),
             beneficiary: self.genesis.fee_vault,

@@ -56,6 +56,24 @@ pub async fn dispatch(chain: &Chain, method: &str, params: &Value) -> Result<Val
             let raw: Bytes = p.required(0, "signed transaction")?;
             json!(chain.submit_raw(raw.to_vec()).await?)
         }
+        // Dev-only clock and block control, as in other dev nodes, so that tests and people
+        // can cross governance delays and challenge windows without waiting them out.
+        "evm_increaseTime" | "evm_mine" if chain.dev_addresses().is_empty() => {
+            return Err(RpcError::server(format!(
+                "{method} is only available on a dev node (--dev)"
+            )))
+        }
+        "evm_increaseTime" => {
+            let seconds: alloy_primitives::U64 = p.required(0, "seconds")?;
+            q(chain.increase_time(seconds.to()))
+        }
+        "evm_mine" => {
+            // Dev only, so holding this worker for one block's production is acceptable.
+            let block = chain
+                .produce_block()
+                .map_err(|e| RpcError::server(format!("block production failed: {e}")))?;
+            q(block.header.number)
+        }
         "eth_sendTransaction" => {
             if chain.dev_addresses().is_empty() {
                 return Err(RpcError::server(
