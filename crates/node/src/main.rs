@@ -1,10 +1,14 @@
 //! `openledger`: the OpenLedger node and its command line.
 
+mod deploy;
+mod gov;
 mod token;
 
+use alloy_primitives::U256;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use openledger_chain::{Genesis, Node, NodeConfig};
+use openledger_protocol::{deploy::Addresses, ProtocolClient, Signer};
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 #[derive(Parser)]
@@ -25,6 +29,64 @@ enum Command {
     /// The OPEN token: supply and unlock schedule.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Deploy and wire the protocol contracts on any EVM chain; writes their addresses file.
+    Deploy {
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// Where to write the contracts' addresses (JSON).
+        #[arg(long, default_value = "protocol.json")]
+        out: PathBuf,
+        /// The initial parameters.
+        #[arg(long, value_enum, default_value = "mainnet")]
+        preset: deploy::Preset,
+    },
+    /// Governance: propose parameter changes, vote with staked OPEN, queue, execute.
+    Gov {
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// The protocol's addresses file [default: the dev node's, in $OPENLEDGER_HOME/chain].
+        #[arg(long, global = true)]
+        addresses: Option<PathBuf>,
+        #[command(subcommand)]
+        command: GovCommand,
+    },
+}
+
+/// Where the chain is and who signs.
+#[derive(clap::Args)]
+struct ChainArgs {
+    /// JSON-RPC endpoint (http).
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8545")]
+    rpc_url: String,
+    /// Private key (hex) that signs transactions.
+    #[arg(long, global = true, env = "OPENLEDGER_KEY", hide_env_values = true)]
+    key: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum GovCommand {
+    /// Propose one or more actions; prints the proposal id.
+    Propose {
+        #[command(flatten)]
+        actions: gov::Actions,
+        /// What the proposal does and why.
+        #[arg(long)]
+        description: String,
+    },
+    /// Vote on an active proposal with the signer's staked OPEN.
+    Vote {
+        id: U256,
+        /// for, against or abstain.
+        support: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Queue a succeeded proposal in the timelock.
+    Queue { id: U256 },
+    /// Execute a queued proposal once the timelock's delay has passed.
+    Execute { id: U256 },
+    /// Show a proposal (or all of them): state, votes, actions.
+    Status { id: Option<U256> },
 }
 
 #[derive(Subcommand)]
@@ -92,6 +154,18 @@ async fn run_node(args: NodeArgs) -> Result<()> {
     })
     .await
     .with_context(|| format!("starting the node in {}", data_dir.display()))?;
+    if args.dev && args.genesis.is_none() {
+        let file = data_dir.join("protocol.json");
+        let addresses =
+            deploy::ensure_dev_protocol(&format!("http://{}", node.http_addr), &file).await?;
+        tracing::info!(
+            governor = %addresses.governor,
+            datanets = %addresses.datanet_registry,
+            settlement = %addresses.inference_settlement,
+            file = %file.display(),
+            "protocol deployed"
+        );
+    }
     let head = node.chain.head();
     tracing::info!(
         rpc = %format!("http://{0} ws://{0}", node.http_addr),
@@ -111,6 +185,43 @@ async fn run_node(args: NodeArgs) -> Result<()> {
     Ok(())
 }
 
+async fn run_gov(chain: ChainArgs, addresses: Option<PathBuf>, command: GovCommand) -> Result<()> {
+    let file = addresses.unwrap_or_else(|| default_home().join("chain").join("protocol.json"));
+    let addresses = Addresses::load(&file)?;
+    let signer = chain.key.as_deref().map(Signer::from_hex).transpose()?;
+    let needs_key = !matches!(command, GovCommand::Status { .. });
+    if needs_key && signer.is_none() {
+        bail!("this command sends a transaction: pass --key HEX or set OPENLEDGER_KEY");
+    }
+    let client = ProtocolClient::connect(&chain.rpc_url, signer)
+        .await
+        .with_context(|| format!("connecting to {}", chain.rpc_url))?;
+    if client.chain_id() != addresses.chain_id {
+        bail!(
+            "{} is for chain {} but {} is chain {}",
+            file.display(),
+            addresses.chain_id,
+            chain.rpc_url,
+            client.chain_id()
+        );
+    }
+    let client = client.with_addresses(addresses);
+    match command {
+        GovCommand::Propose {
+            actions,
+            description,
+        } => gov::propose(&client, &actions, &description).await,
+        GovCommand::Vote {
+            id,
+            support,
+            reason,
+        } => gov::vote(&client, id, &support, &reason).await,
+        GovCommand::Queue { id } => gov::queue_or_execute(&client, id, false).await,
+        GovCommand::Execute { id } => gov::queue_or_execute(&client, id, true).await,
+        GovCommand::Status { id } => gov::status(&client, id).await,
+    }
+}
+
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -124,6 +235,17 @@ fn main() -> Result<()> {
         .build()?;
     match cli.command {
         Command::Node(args) => runtime.block_on(run_node(args)),
+        Command::Deploy { chain, out, preset } => runtime.block_on(async {
+            let key = chain
+                .key
+                .context("deploying needs the deployer's key: --key HEX or OPENLEDGER_KEY")?;
+            deploy::run(&chain.rpc_url, &key, &out, preset).await
+        }),
+        Command::Gov {
+            chain,
+            addresses,
+            command,
+        } => runtime.block_on(run_gov(chain, addresses, command)),
         Command::Token(TokenCommand::Supply { at, schedule }) => {
             let genesis = openledger_protocol::genesis::dev_genesis();
             if schedule {

@@ -17,6 +17,7 @@ use crate::{
 use alloy_primitives::{aliases::U48, keccak256, Address, Bytes, B256, U256};
 use alloy_sol_types::{SolCall, SolConstructor};
 use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 
 const OPEN: u128 = 1_000_000_000_000_000_000;
 
@@ -33,6 +34,72 @@ pub struct Addresses {
     pub datanet_registry: Address,
     pub model_registry: Address,
     pub inference_settlement: Address,
+}
+
+impl Addresses {
+    /// Each contract's name and address.
+    pub fn contracts(&self) -> [(&'static str, Address); 7] {
+        [
+            ("OpenTimelock", self.timelock),
+            ("ProtocolParams", self.protocol_params),
+            ("Staking", self.staking),
+            ("OpenGovernor", self.governor),
+            ("DatanetRegistry", self.datanet_registry),
+            ("ModelRegistry", self.model_registry),
+            ("InferenceSettlement", self.inference_settlement),
+        ]
+    }
+
+    /// Reads an addresses file written by [`Addresses::save`].
+    pub fn load(path: &Path) -> Result<Self, AddressesError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AddressesError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| AddressesError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Writes the addresses as JSON, atomically: a crash leaves the old file or the new one.
+    pub fn save(&self, path: &Path) -> Result<(), AddressesError> {
+        let write = |path: &Path| -> std::io::Result<()> {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = path.with_extension("json.tmp");
+            let mut file = std::fs::File::create(&tmp)?;
+            let text = serde_json::to_string_pretty(self).expect("addresses serialize");
+            std::io::Write::write_all(&mut file, format!("{text}\n").as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, path)
+        };
+        write(path).map_err(|source| AddressesError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// Why an addresses file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum AddressesError {
+    #[error("cannot read the protocol addresses file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a protocol addresses file: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("cannot write the protocol addresses file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The initial settings of a deployment.
@@ -114,6 +181,11 @@ pub struct Step {
     pub input: Bytes,
     /// Enough gas for the step on any EVM with Prague's schedule (a test checks the margin).
     pub gas_limit: u64,
+}
+
+/// Where a deployment from `deployer` starting at `nonce` puts the timelock (the treasury).
+pub fn timelock_address(deployer: Address, nonce: u64) -> Address {
+    deployer.create(nonce)
 }
 
 /// `keccak256("SLASHER_ROLE")` and friends: the AccessControl roles the wiring grants.

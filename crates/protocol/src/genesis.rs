@@ -86,18 +86,46 @@ impl Beneficiaries {
 /// is the same on every start, and in the past, so that its vesting schedules are under way.
 pub const DEV_GENESIS_TIME: u64 = 1_767_225_600;
 
+/// OPEN the dev deployer receives at genesis (from the community allocation) to pay for
+/// deploying the protocol.
+pub const DEV_DEPLOYER_BALANCE: u128 = 100 * 1_000_000_000_000_000_000;
+
+/// The account that deploys the protocol on the dev network: the eleventh key of the dev
+/// mnemonic, so that it never competes for nonces with the ten dev accounts people use.
+pub fn dev_deployer() -> openledger_chain::devkeys::DevKey {
+    let mut keys = openledger_chain::devkeys::derive_accounts(
+        openledger_chain::devkeys::DEV_MNEMONIC,
+        openledger_chain::devkeys::DEV_ACCOUNT_COUNT + 1,
+    );
+    keys.pop().expect("one key past the dev accounts")
+}
+
 /// The dev network's genesis: [`Genesis::dev`] at [`DEV_GENESIS_TIME`] with the vesting
-/// allocations in `OpenVesting` wallets; the treasury is a placeholder address until governance
-/// is deployed, and dev accounts 8 and 9 receive the investor and team releases, so that
-/// releases can be tried from a wallet.
+/// allocations in `OpenVesting` wallets. The treasury is the governance timelock that the dev
+/// deployer's first transaction creates (see [`crate::deploy::plan`]), so community and
+/// ecosystem releases reach governance; dev accounts 8 and 9 receive the investor and team
+/// releases, so that releases can be tried from a wallet.
 pub fn dev_genesis() -> Genesis {
     let dev = openledger_chain::devkeys::dev_accounts();
+    let deployer = dev_deployer().address;
     let mut genesis = Genesis::dev();
     genesis.timestamp = DEV_GENESIS_TIME;
+    let community = genesis
+        .alloc
+        .get_mut(&allocation_address("community"))
+        .expect("the dev genesis has a community allocation");
+    community.balance -= U256::from(DEV_DEPLOYER_BALANCE);
+    genesis.alloc.insert(
+        deployer,
+        GenesisAccount {
+            balance: U256::from(DEV_DEPLOYER_BALANCE),
+            ..Default::default()
+        },
+    );
     place_vesting(
         &mut genesis,
         Beneficiaries {
-            treasury: allocation_address("treasury"),
+            treasury: crate::deploy::timelock_address(deployer, 0),
             investors: dev[8].address,
             team: dev[9].address,
         },

@@ -4,8 +4,12 @@
 //! `contracts/out`, which is committed, so this crate builds without Node.js. Each contract
 //! gets its calls, events, custom errors and creation bytecode from alloy's `sol!` over its
 //! artifact, in a module of its own (artifacts repeat shared types such as
-//! `ProtocolParams.Role`). The client that services use to read and write the chain comes with
-//! the rest of the protocol.
+//! `ProtocolParams.Role`).
+//!
+//! - [`deploy`]: the deployment as a plan of transactions whose addresses are known up front.
+//! - [`client`]: [`ProtocolClient`], which services use for every read and write over
+//!   JSON-RPC, and which runs deployments.
+//! - [`genesis`]: the OPEN allocations and their vesting wallets in the genesis state.
 
 /// Runtime parameters owned by governance.
 pub mod protocol_params {
@@ -80,9 +84,11 @@ pub mod inference_settlement {
     );
 }
 
+pub mod client;
 pub mod deploy;
 pub mod genesis;
 
+pub use client::{ClientError, ProtocolClient, Signer};
 pub use datanet_registry::DatanetRegistry;
 pub use governor::OpenGovernor;
 pub use inference_settlement::InferenceSettlement;
