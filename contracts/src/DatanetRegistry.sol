@@ -136,6 +136,8 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
     error FeeAlreadyReleased(uint256 contributionId);
     /// @notice The account has nothing to claim.
     error NothingToClaim(address account);
+    /// @notice Only `Staking` sends OPEN here unasked (a challenger's share of a slash).
+    error UnexpectedPayment(address from);
 
     event DatanetCreated(
         uint256 indexed datanetId,
@@ -320,9 +322,9 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
     }
 
     /// @notice Governance's ruling on an open challenge. Upheld: the contribution is poisoned,
-    /// the challenger gets the bond back plus the contributor's fee, and each approving curator
-    /// loses up to the curator minimum stake (the challenger taking `Staking`'s share).
-    /// Rejected: the bond goes to the treasury. Only the owner (governance).
+    /// the challenger is credited the bond back plus the contributor's fee, and each approving
+    /// curator loses up to the curator minimum stake (the challenger credited `Staking`'s
+    /// share). Rejected: the bond goes to the treasury. Only the owner (governance).
     function resolveChallenge(uint256 contributionId, bool upheld) external onlyOwner {
         Challenge memory ch = _challenges[contributionId];
         if (ch.challenger == address(0)) revert NoOpenChallenge(contributionId);
@@ -339,16 +341,26 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
         uint256 fee = c.fee;
         c.fee = 0;
         emit ContributionPoisoned(contributionId, datanetId);
-        _credit(ch.challenger, ch.bond + fee);
         uint256 penalty = params.minStake(ProtocolParams.Role.Curator);
         address[] storage approvers = _approvers[contributionId];
+        // The challenger's share of each slash comes here and is credited, not sent by
+        // `Staking`: a challenger that refuses OPEN would otherwise make the ruling revert.
+        uint256 balanceBefore = address(this).balance;
         for (uint256 i = 0; i < approvers.length; ++i) {
             address curator = approvers[i];
             // A curator who has already unstaked everything has nothing left to take.
             if (staking.stakeOf(curator, ProtocolParams.Role.Curator, datanetId) != 0) {
-                staking.slash(ProtocolParams.Role.Curator, datanetId, curator, penalty, payable(ch.challenger));
+                staking.slash(ProtocolParams.Role.Curator, datanetId, curator, penalty, payable(address(this)));
             }
         }
+        uint256 shares = address(this).balance - balanceBefore;
+        _credit(ch.challenger, ch.bond + fee + shares);
+    }
+
+    /// @notice Receives the challenger's share of a slash from `Staking` during a ruling; OPEN
+    /// from anyone else would be stuck here, so it is refused.
+    receive() external payable {
+        if (msg.sender != address(staking)) revert UnexpectedPayment(msg.sender);
     }
 
     /// @notice Returns an accepted contribution's fee to its contributor once its challenge
