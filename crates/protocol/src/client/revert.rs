@@ -25,7 +25,13 @@ pub fn describe_revert(data: &[u8]) -> String {
         .or_else(|| try_decode::<OpenGovernorErrors>(data))
         .or_else(|| try_decode::<OpenTimelockErrors>(data))
         .or_else(|| try_decode::<OpenVestingErrors>(data))
-        .or_else(|| alloy_sol_types::decode_revert_reason(data))
+        .or_else(|| {
+            use alloy_sol_types::SolError;
+            alloy_sol_types::Revert::abi_decode(data)
+                .map(|r| format!("Error({:?})", r.reason))
+                .or_else(|_| alloy_sol_types::Panic::abi_decode(data).map(|p| format!("{p:?}")))
+                .ok()
+        })
         .unwrap_or_else(|| {
             if data.is_empty() {
                 "no reason given".to_string()
