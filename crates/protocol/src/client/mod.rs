@@ -256,6 +256,20 @@ impl ProtocolClient {
         self.wait(C::SIGNATURE, hash).await
     }
 
+    /// Sends `value` wei of OPEN to `to` and waits for it to be mined.
+    pub async fn transfer(&self, to: Address, value: U256) -> Result<Receipt, ClientError> {
+        let hash = self
+            .submit(Outgoing {
+                what: "transfer".into(),
+                to: Some(to),
+                input: Bytes::new(),
+                value,
+                gas_limit: None,
+            })
+            .await?;
+        self.wait("transfer", hash).await
+    }
+
     /// Signs and sends a transaction, returning its hash once the node has accepted it.
     async fn submit(&self, tx: Outgoing) -> Result<B256, ClientError> {
         let signer = self.signer.as_ref().ok_or(ClientError::NoSigner)?;
