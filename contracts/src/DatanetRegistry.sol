@@ -73,6 +73,7 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
     struct Challenge {
         address challenger;
         uint96 bond;
+        uint64 openedAt;
     }
 
     /// @notice Staked curators, and where slashes go.
@@ -317,24 +318,29 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
         if (block.timestamp > closesAt) revert ChallengeWindowClosed(contributionId, closesAt);
         if (msg.value != challengeBond) revert WrongBond(challengeBond, msg.value);
         if (_challenges[contributionId].challenger != address(0)) revert AlreadyChallenged(contributionId);
-        _challenges[contributionId] = Challenge({challenger: msg.sender, bond: uint96(msg.value)});
+        _challenges[contributionId] =
+            Challenge({challenger: msg.sender, bond: uint96(msg.value), openedAt: uint64(block.timestamp)});
         emit ContributionChallenged(contributionId, msg.sender, msg.value, evidenceHash);
     }
 
     /// @notice Governance's ruling on an open challenge. Upheld: the contribution is poisoned,
     /// the challenger is credited the bond back plus the contributor's fee, and each approving
     /// curator loses up to the curator minimum stake (the challenger credited `Staking`'s
-    /// share). Rejected: the bond goes to the treasury. Only the owner (governance).
+    /// share). Rejected: the bond goes to the treasury, and the challenge window (and the fee's
+    /// release) moves later by as long as the challenge was open. Only the owner (governance).
     function resolveChallenge(uint256 contributionId, bool upheld) external onlyOwner {
         Challenge memory ch = _challenges[contributionId];
         if (ch.challenger == address(0)) revert NoOpenChallenge(contributionId);
         delete _challenges[contributionId];
         emit ChallengeResolved(contributionId, ch.challenger, upheld);
+        Contribution storage c = _contributions[contributionId];
         if (!upheld) {
+            // The window stood still while the challenge was open, so a frivolous challenge
+            // (perhaps by the contributor) cannot run out the clock for genuine ones.
+            c.decidedAt += uint64(block.timestamp) - ch.openedAt;
             _credit(staking.treasury(), ch.bond);
             return;
         }
-        Contribution storage c = _contributions[contributionId];
         uint256 datanetId = c.datanetId;
         c.status = Status.Poisoned;
         _datanets[datanetId].accepted -= 1;

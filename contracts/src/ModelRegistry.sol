@@ -13,8 +13,8 @@ import {Staking} from "./Staking.sol";
 ///
 /// Anyone may register a model or adapter and deploy an agent; the adapter's owner is the
 /// "model owner" paid by inference settlement. Model progression (endorsed, retired) is a
-/// governance action: only the owner (the timelock) sets it. A retired adapter takes no new
-/// agents and its agents can no longer be settled.
+/// governance action: only the owner (the timelock) sets it. A retired adapter, or any adapter
+/// on a retired base model, takes no new agents and its agents can no longer be settled.
 contract ModelRegistry is Ownable {
     /// @notice Where a base model or adapter stands.
     enum Status {
@@ -176,9 +176,9 @@ contract ModelRegistry is Ownable {
         external
         returns (uint256 agentId)
     {
-        Status status = _adapters[adapterId].status;
-        if (status == Status.None) revert UnknownAdapter(adapterId);
-        if (status == Status.Retired) revert Retired();
+        Adapter storage ad = _adapters[adapterId];
+        if (ad.status == Status.None) revert UnknownAdapter(adapterId);
+        if (ad.status == Status.Retired || _baseModels[ad.baseModelId].status == Status.Retired) revert Retired();
         if (!staking.isStaked(host, ProtocolParams.Role.Host, 0)) revert HostNotStaked(host);
         agentId = ++_agentCount;
         _agents[agentId] = Agent({
@@ -218,11 +218,13 @@ contract ModelRegistry is Ownable {
     }
 
     /// @notice What settlement needs of an agent: its host, the owner paid the model share, and
-    /// whether it may be settled (active, on an adapter that is not retired).
+    /// whether it may be settled (active, on an adapter and base model that are not retired).
     function agentRoute(uint256 agentId) external view returns (address host, address modelOwner, bool servable) {
         Agent storage a = _agents[agentId];
         Adapter storage ad = _adapters[a.adapterId];
-        return (a.host, ad.owner, a.active && ad.status != Status.Retired);
+        host = a.host;
+        modelOwner = ad.owner;
+        servable = a.active && ad.status != Status.Retired && _baseModels[ad.baseModelId].status != Status.Retired;
     }
 
     /// @notice A base model.

@@ -501,7 +501,7 @@ fn challenges_need_an_accepted_contribution_the_bond_and_an_open_window() {
     w.evm.timestamp = closes_at;
     w.challenge(id, bond).unwrap();
     let open_challenge = w.view(Reg::challengeOfCall::new((id,)));
-    let expected = Reg::Challenge::from((CHALLENGER, bond.to()));
+    let expected = Reg::Challenge::from((CHALLENGER, bond.to(), closes_at));
     assert_eq!(open_challenge, expected);
     let closed_at = w.contribution(expiring).decidedAt + window;
     w.evm.timestamp = closed_at + 1;
@@ -688,4 +688,37 @@ fn a_challenger_that_refuses_open_cannot_block_an_upheld_ruling() {
     let stray = w.evm.send(OUTSIDER, registry, Bytes::new(), open(1));
     let refused = err!(UnexpectedPayment(OUTSIDER));
     assert_eq!(stray.map(|_| ()).map_err(error), Err(refused));
+}
+
+#[test]
+fn a_rejected_challenge_gives_back_the_window_it_held_open() {
+    let mut w = world();
+    let bond = w.config.challenge_bond;
+    let window = w.config.challenge_window_secs;
+    let (_, id) = w.accepted_contribution(1, open(1));
+    let decided = w.contribution(id).decidedAt;
+    // A challenge with a tenth of the window left, then ruled out long after the window.
+    w.evm.timestamp = decided + window - window / 10;
+    w.challenge(id, bond).unwrap();
+    let opened = w.evm.timestamp - 1;
+    w.evm.advance(3 * window);
+    w.govern(Reg::resolveChallengeCall::new((id, false)))
+        .unwrap();
+    let ruled = w.evm.timestamp - 1;
+    // The window moved by exactly as long as the challenge was open.
+    assert_eq!(w.contribution(id).decidedAt, decided + (ruled - opened));
+    let closes_at = decided + (ruled - opened) + window;
+    // A second challenge with 100 seconds left: after its rejection 100 seconds remain.
+    w.evm.timestamp = closes_at - 100;
+    w.challenge(id, bond).unwrap();
+    w.govern(Reg::resolveChallengeCall::new((id, false)))
+        .unwrap();
+    let ruled = w.evm.timestamp - 1;
+    let closes_at = w.contribution(id).decidedAt + window;
+    assert_eq!(closes_at, ruled + 100);
+    assert_eq!(w.release(id), Err(err!(ChallengeWindowOpen(id, closes_at))));
+    w.evm.timestamp = closes_at + 1;
+    let closed = err!(ChallengeWindowClosed(id, closes_at));
+    assert_eq!(w.challenge(id, bond), Err(closed));
+    w.release(id).unwrap();
 }

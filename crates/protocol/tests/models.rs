@@ -341,3 +341,19 @@ fn only_governance_sets_model_status() {
     w.set_base_status(base, ENDORSED).unwrap();
     assert_eq!(w.view(Models::baseModelCall::new((base,))).status, ENDORSED);
 }
+
+#[test]
+fn retiring_a_base_model_stops_every_agent_on_its_adapters() {
+    let mut w = world();
+    let (base, adapter, agent) = w.stack();
+    w.set_base_status(base, RETIRED).unwrap();
+    // The adapter itself is still registered, but it stands on a retired model.
+    assert_eq!(
+        w.view(Models::adapterCall::new((adapter,)))._0.status,
+        REGISTERED
+    );
+    assert_eq!(w.route(agent), (HOST, TUNER, false));
+    assert_eq!(w.agent(adapter, HOST), Err(err!(Retired())));
+    w.set_base_status(base, REGISTERED).unwrap();
+    assert_eq!(w.route(agent), (HOST, TUNER, true));
+}
