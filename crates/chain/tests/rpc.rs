@@ -88,6 +88,42 @@ async fn send_transaction_needs_dev_mode() {
 }
 
 #[tokio::test]
+async fn clock_and_block_control_need_dev_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Chain::open(dir.path(), Genesis::dev(), false).unwrap();
+    let t = TestChain { chain, dir };
+    for method in ["evm_increaseTime", "evm_mine"] {
+        let (code, message) = t.err(method, json!(["0x3c"])).await;
+        assert_eq!(code, -32000);
+        assert!(message.contains("--dev"), "{message}");
+    }
+    assert_eq!(t.chain.head().header.number, 0);
+}
+
+#[tokio::test]
+async fn a_dev_node_moves_its_clock_and_mines_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = Chain::open(dir.path(), Genesis::dev(), true).unwrap();
+    let t = TestChain { chain, dir };
+    let before = now();
+    assert_eq!(t.ok("evm_mine", json!([])).await, json!("0x1"));
+    assert_eq!(t.ok("evm_increaseTime", json!(["0xe10"])).await, json!("0xe10"));
+    assert_eq!(t.ok("evm_mine", json!([])).await, json!("0x2"));
+    let head = t.chain.head().header.clone();
+    assert_eq!(head.number, 2);
+    assert!(head.timestamp >= before + 3600, "{head:?}");
+    let (code, _) = t.err("evm_increaseTime", json!(["soon"])).await;
+    assert_eq!(code, -32602);
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
 async fn genesis_predeploys_code_and_storage() {
     let dir = tempfile::tempdir().unwrap();
     let mut genesis = Genesis::dev();
