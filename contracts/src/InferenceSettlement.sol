@@ -336,7 +336,9 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
         t.owners = new address[](n);
         t.ownerFees = new uint256[](n);
         uint256 ownerIndex = 0;
-        uint256 lastAgent = 0;
+        // No agent id is this large (they are uint64), so the first receipt is always looked
+        // up, even one naming agent 0, which must be refused as unknown rather than skipped.
+        uint256 lastAgent = type(uint256).max;
         address consumer = address(0);
         uint256 consumerFees = 0;
         for (uint256 i = 0; i < n; ++i) {
