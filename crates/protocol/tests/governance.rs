@@ -1,6 +1,7 @@
 //! Governance end to end on revm: stakers vote with staked OPEN on a fee-split change; it is
 //! queued in the timelock, waits out the delay, executes, and the parameters change. Nobody
-//! else can change them directly.
+//! else can change them directly. On the full deployment, settlement pays by the new split
+//! from the moment the proposal executes, and not before.
 
 mod evm;
 
@@ -212,4 +213,187 @@ fn a_fee_split_change_passes_through_vote_queue_delay_and_execution() {
         .sol(BOB, governor, OpenGovernor::stateCall { proposalId: id })
         .unwrap();
     assert_eq!(state, 7, "Executed");
+}
+
+#[test]
+fn settlement_uses_a_fee_split_changed_by_governance() {
+    use openledger_protocol::{
+        datanet_registry::DatanetRegistry as DR,
+        deploy::DeployConfig,
+        inference_settlement::InferenceSettlement::{
+            self as IS, InferenceSettlementErrors, Payout, Receipt,
+        },
+        model_registry::ModelRegistry as MR,
+    };
+    const HOST: Address = Address::repeat_byte(0x40);
+    const MODEL: Address = Address::repeat_byte(0x5a);
+    const CURATOR: Address = Address::repeat_byte(0xc0);
+    const CONTRIB: Address = Address::repeat_byte(0xc7);
+    const CONSUMER: Address = Address::repeat_byte(0x10);
+    let people = [
+        DEPLOYER, ALICE, BOB, HOST, MODEL, CURATOR, CONTRIB, CONSUMER,
+    ];
+    let mut evm = Evm::new(&people);
+    let a = evm.deploy_protocol(DEPLOYER, &DeployConfig::dev());
+    let (treasury, is, params, gov) = (
+        a.timelock,
+        a.inference_settlement,
+        a.protocol_params,
+        a.governor,
+    );
+    let u = |n: u64| U256::from(n);
+    let h = |s: &str| keccak256(s.as_bytes());
+    let send = |evm: &mut Evm, from, to, data: Vec<u8>, value: u128| {
+        evm.send(from, to, data.into(), U256::from(value))
+            .unwrap_or_else(|e| panic!("reverted: {e}"))
+    };
+    let stake = |role: u8, subject: u64| Staking::stakeCall::new((role, u(subject))).abi_encode();
+    // Staking self-delegates, so these stakes are votes: 300 for, 100 against below.
+    send(&mut evm, ALICE, a.staking, stake(0, 0), 300 * OPEN);
+    send(&mut evm, BOB, a.staking, stake(0, 0), 100 * OPEN);
+
+    // One agent, on an adapter citing a published datanet version, served by HOST.
+    let (dr, mr) = (a.datanet_registry, a.model_registry);
+    let create = DR::createDatanetCall::new(("d".into(), h("schema"), 1, 0));
+    send(&mut evm, CONTRIB, dr, create.abi_encode(), 0);
+    send(&mut evm, CURATOR, a.staking, stake(1, 1), 10 * OPEN);
+    let contribute = DR::contributeCall::new((u(1), h("record"), 100, h("meta")));
+    send(&mut evm, CONTRIB, dr, contribute.abi_encode(), 0);
+    let review = DR::reviewCall::new((u(1), true, h("ok")));
+    send(&mut evm, CURATOR, dr, review.abi_encode(), 0);
+    let publish = DR::publishVersionCall::new((u(1), h("root"), 1, "v1".into()));
+    send(&mut evm, CONTRIB, dr, publish.abi_encode(), 0);
+    let base = MR::registerBaseModelCall::new((h("base"), "hf://b".into(), "MIT".into()));
+    send(&mut evm, MODEL, mr, base.abi_encode(), 0);
+    let adapter = MR::registerAdapterCall::new((u(1), vec![u(1)], h("c"), h("w"), "".into()));
+    send(&mut evm, MODEL, mr, adapter.abi_encode(), 0);
+    send(&mut evm, HOST, a.staking, stake(2, 0), 50 * OPEN);
+    let agent = MR::deployAgentCall::new((u(1), HOST, 1000, "".into()));
+    send(&mut evm, MODEL, mr, agent.abi_encode(), 0);
+    send(
+        &mut evm,
+        CONSUMER,
+        is,
+        IS::depositCall {}.abi_encode(),
+        10 * OPEN,
+    );
+
+    // A fee that leaves a remainder under both splits; the treasury takes it.
+    let fee: u128 = 1_000_003;
+    let shares = |split: [u64; 5]| {
+        let mut s = split.map(|bps| fee as u64 * bps / 10_000);
+        s[4] = fee as u64 - s[..4].iter().sum::<u64>();
+        s
+    };
+    let payees = [CONTRIB, CURATOR, MODEL, HOST, treasury];
+    let settle = |contributors: u64, curators: u64| {
+        let receipt = Receipt {
+            consumer: CONSUMER,
+            agentId: 1,
+            fee,
+            receiptHash: h("r"),
+        };
+        let payout = |account, amount| {
+            vec![Payout {
+                account,
+                amount: u(amount),
+            }]
+        };
+        let call = (
+            vec![receipt],
+            payout(CONTRIB, contributors),
+            payout(CURATOR, curators),
+        );
+        IS::settleCall::new(call).abi_encode()
+    };
+    let claimable = |evm: &mut Evm| {
+        payees.map(|p| {
+            evm.sol(BOB, is, IS::claimableCall::new((p,)))
+                .unwrap()
+                .to::<u64>()
+        })
+    };
+    let gained = |before: [u64; 5], after: [u64; 5]| [0, 1, 2, 3, 4].map(|i| after[i] - before[i]);
+
+    let old = shares([4000, 1000, 2500, 1500, 1000]);
+    assert_eq!(old, [400_001, 100_000, 250_000, 150_000, 100_002]);
+    let before = claimable(&mut evm);
+    send(&mut evm, HOST, is, settle(old[0], old[1]), 0);
+    assert_eq!(gained(before, claimable(&mut evm)), old);
+
+    // Governance moves ten points from the model owner and five from the host to contributors.
+    let new_split = [5000, 1000, 2000, 1000, 1000];
+    let call = ProtocolParams::setFeeSplitCall::new((split(new_split.map(|b| b as u16)),));
+    let (targets, values) = (vec![params], vec![U256::ZERO]);
+    let calldatas: Vec<Bytes> = vec![call.abi_encode().into()];
+    let description = "Pay contributors half of every fee".to_string();
+    let hash = keccak256(description.as_bytes());
+    let propose = (
+        targets.clone(),
+        values.clone(),
+        calldatas.clone(),
+        description,
+    );
+    let (out, _) = send(
+        &mut evm,
+        ALICE,
+        gov,
+        OpenGovernor::proposeCall::new(propose).abi_encode(),
+        0,
+    );
+    let id = OpenGovernor::proposeCall::abi_decode_returns(&out).unwrap();
+    evm.number += 1; // the dev voting delay
+    send(
+        &mut evm,
+        ALICE,
+        gov,
+        OpenGovernor::castVoteCall::new((id, 1)).abi_encode(),
+        0,
+    );
+    send(
+        &mut evm,
+        BOB,
+        gov,
+        OpenGovernor::castVoteCall::new((id, 0)).abi_encode(),
+        0,
+    );
+    evm.number += 20; // the dev voting period
+    let queue = (targets.clone(), values.clone(), calldatas.clone(), hash);
+    send(
+        &mut evm,
+        BOB,
+        gov,
+        OpenGovernor::queueCall::new(queue).abi_encode(),
+        0,
+    );
+    // Queued is not executed: settlement still follows the old split.
+    let before = claimable(&mut evm);
+    send(&mut evm, HOST, is, settle(old[0], old[1]), 0);
+    assert_eq!(gained(before, claimable(&mut evm)), old);
+    evm.advance(60); // the dev timelock delay
+    let execute = OpenGovernor::executeCall::new((targets, values, calldatas, hash));
+    send(&mut evm, BOB, gov, execute.abi_encode(), 0);
+    let current = evm
+        .sol(BOB, params, ProtocolParams::feeSplitCall {})
+        .unwrap();
+    assert_eq!(current, split(new_split.map(|b| b as u16)));
+
+    // Payouts sized for the old split no longer add up.
+    let new = shares(new_split);
+    assert_eq!(new, [500_001, 100_000, 200_000, 100_000, 100_002]);
+    let err = evm
+        .call(HOST, is, settle(old[0], old[1]).into())
+        .unwrap_err();
+    let expected = IS::ShareMismatch {
+        role: 0,
+        expected: u(new[0]),
+        provided: u(old[0]),
+    };
+    assert_eq!(
+        InferenceSettlementErrors::abi_decode(&err).unwrap(),
+        InferenceSettlementErrors::ShareMismatch(expected)
+    );
+    let before = claimable(&mut evm);
+    send(&mut evm, HOST, is, settle(new[0], new[1]), 0);
+    assert_eq!(gained(before, claimable(&mut evm)), new);
 }

@@ -1,0 +1,878 @@
+//! OPEN is conserved across the whole protocol: a long seeded random run of deposits,
+//! settlements, claims, credit withdrawals, stakes, unbonding, slashes (upheld challenges of
+//! batches and contributions, and governance slashing directly), contributions, reviews, fee
+//! releases and vesting releases never changes the sum of all balances, and every contract
+//! holds exactly what a model kept by the test says it owes.
+
+mod evm;
+
+use std::collections::BTreeMap;
+
+use alloy_primitives::{keccak256, Address, U256};
+use alloy_sol_types::{SolCall, SolConstructor, SolInterface};
+use evm::{Evm, OPEN};
+use openledger_protocol::{
+    datanet_registry::DatanetRegistry::{self as DR, DatanetRegistryErrors as DrErr},
+    deploy::{Addresses, DeployConfig},
+    governor::OpenGovernor as G,
+    inference_settlement::InferenceSettlement::{
+        self as IS, InferenceSettlementErrors as IsErr, Payout, Receipt,
+    },
+    model_registry::ModelRegistry as MR,
+    staking::Staking::{self, StakingErrors as StErr},
+    vesting::OpenVesting::{self, OpenVestingErrors as VestErr},
+};
+
+const SEED: u64 = 0x0be1_1ed9_e5ee_d001;
+const ACTIONS: usize = 1_500;
+const DEPLOYER: Address = actor(0xde);
+/// Stakes enough to pass proposals alone; the random actions never touch it.
+const GOV: Address = actor(0x71);
+const DATA_OWNER: Address = actor(0x70);
+const CONSUMERS: [Address; 4] = [actor(0x10), actor(0x11), actor(0x12), actor(0x13)];
+const HOSTS: [Address; 2] = [actor(0x20), actor(0x21)];
+const OWNERS: [Address; 2] = [actor(0x30), actor(0x31)];
+const CONTRIBUTORS: [Address; 3] = [actor(0x40), actor(0x41), actor(0x42)];
+const CURATORS: [Address; 3] = [actor(0x50), actor(0x51), actor(0x52)];
+const VALIDATORS: [Address; 2] = [actor(0x60), actor(0x61)];
+const BENEFICIARIES: [Address; 2] = [actor(0x80), actor(0x81)];
+/// (agent, host, model owner): HOSTS[0] serves both owners, so its batches split the model
+/// share between them.
+const AGENTS: [(u64, usize, usize); 3] = [(1, 0, 0), (2, 1, 1), (3, 0, 1)];
+/// The dev deployment's fee split, minimum stakes by role, windows, bond and challenger share.
+const SPLIT: [u64; 5] = [4000, 1000, 2500, 1500, 1000];
+const MIN_STAKE: [u128; 3] = [100 * OPEN, 10 * OPEN, 50 * OPEN];
+const WINDOW: u64 = 600;
+const BOND: u128 = OPEN;
+const CHALLENGER_BPS: u64 = 2000;
+/// A contribution deposit that two rejecting curators cannot split evenly.
+const DATANET_FEE: u128 = OPEN / 3;
+const QUORUM: usize = 2;
+const Z: U256 = U256::ZERO;
+
+/// A staking position: staker, role, subject.
+type Key = (Address, u8, u64);
+type Kind = &'static str;
+/// An open challenge: challenger and bond.
+type Challenge = Option<(Address, U256)>;
+
+const fn actor(byte: u8) -> Address {
+    Address::repeat_byte(byte)
+}
+
+/// splitmix64: small, deterministic, and good enough to shuffle actions.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+    /// Mostly one of `likely` (expected to succeed), sometimes anything in `any`.
+    fn pick_or<T: Copy>(&mut self, likely: &[T], any: &[T]) -> T {
+        let wild = likely.is_empty() || self.chance(12);
+        self.pick(if wild { any } else { likely })
+    }
+    /// 1 ..= max wei.
+    fn wei(&mut self, max: u128) -> U256 {
+        let wide = (self.next() as u128) << 64 | self.next() as u128;
+        u(wide % max + 1)
+    }
+    /// 1 ..= max wei, or zero `percent` of the time.
+    fn wei_or_zero(&mut self, max: u128, percent: u64) -> U256 {
+        let zero = self.chance(percent);
+        self.wei(max) * u(!zero as u128)
+    }
+}
+
+fn u(n: u128) -> U256 {
+    U256::from(n)
+}
+
+fn bps(amount: U256, part: u64) -> U256 {
+    amount * U256::from(part) / U256::from(10_000)
+}
+
+fn add(map: &mut BTreeMap<Address, U256>, who: Address, amount: U256) {
+    *map.entry(who).or_default() += amount;
+}
+
+fn get(map: &BTreeMap<Address, U256>, who: Address) -> U256 {
+    map.get(&who).copied().unwrap_or_default()
+}
+
+/// The keys with something in `map`.
+fn holders<K: Copy>(map: &BTreeMap<K, U256>) -> Vec<K> {
+    map.iter()
+        .filter(|e| !e.1.is_zero())
+        .map(|e| *e.0)
+        .collect()
+}
+
+fn total<K, V>(map: &BTreeMap<K, V>, amount: impl Fn(&V) -> U256) -> U256 {
+    map.values().map(amount).sum()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Status {
+    Pending,
+    Accepted,
+    Rejected,
+    Poisoned,
+}
+
+struct Contribution {
+    contributor: Address,
+    status: Status,
+    /// The deposit still held.
+    fee: U256,
+    decided_at: u64,
+    bond: Challenge,
+    approvers: Vec<Address>,
+    rejecters: Vec<Address>,
+}
+
+/// What each contract owes, kept from the calls that succeeded.
+#[derive(Default)]
+struct Model {
+    credit: BTreeMap<Address, U256>,
+    /// Credit withdrawals asked for: amount and when they are ready.
+    requests: BTreeMap<Address, (U256, u64)>,
+    claimable: BTreeMap<Address, U256>,
+    /// Each batch's host, settlement time and open challenge (challenger, bond), by id − 1.
+    batches: Vec<(Address, u64, Challenge)>,
+    owed: BTreeMap<Address, U256>,
+    contributions: Vec<Contribution>,
+    stakes: BTreeMap<Key, U256>,
+    /// Unbonding stakes by withdrawal id: staker, amount, when they are ready.
+    unbonding: BTreeMap<U256, (Address, U256, u64)>,
+}
+
+struct Wallet {
+    address: Address,
+    beneficiary: Address,
+    start: u64,
+    seconds: u64,
+    allocation: U256,
+}
+
+struct Sim {
+    evm: Evm,
+    a: Addresses,
+    rng: Rng,
+    m: Model,
+    total: U256,
+    everyone: Vec<Address>,
+    wallets: Vec<Wallet>,
+    proposals: u32,
+    /// OPEN slashed by upheld batch challenges, upheld contribution challenges, governance.
+    slashed: [U256; 3],
+    /// Per kind of action: how many succeeded and how many reverted.
+    stats: BTreeMap<Kind, (u32, u32)>,
+}
+
+impl Sim {
+    /// Sends one call, checks that OPEN is conserved, and tallies the outcome; a revert must
+    /// be one of the target's own custom errors (no panics, no empty reverts).
+    fn send<E: SolInterface, C: SolCall>(
+        &mut self,
+        kind: Kind,
+        (from, to): (Address, Address),
+        call: C,
+        value: U256,
+    ) -> Option<C::Return> {
+        let result = self.evm.send(from, to, call.abi_encode().into(), value);
+        let total = self.evm.total_balance();
+        assert_eq!(total, self.total, "{kind} changed total OPEN");
+        let tally = self.stats.entry(kind).or_default();
+        match result {
+            Ok((out, _)) => {
+                tally.0 += 1;
+                Some(C::abi_decode_returns(&out).unwrap())
+            }
+            Err(e) => {
+                tally.1 += 1;
+                let why = E::abi_decode(&e).err();
+                assert!(why.is_none(), "{kind} reverted with {e}: {why:?}");
+                None
+            }
+        }
+    }
+
+    fn is<C: SolCall>(&mut self, kind: Kind, from: Address, call: C, value: U256) -> bool {
+        let to = self.a.inference_settlement;
+        self.send::<IsErr, C>(kind, (from, to), call, value)
+            .is_some()
+    }
+
+    fn dr<C: SolCall>(&mut self, kind: Kind, from: Address, call: C, value: U256) -> bool {
+        let to = self.a.datanet_registry;
+        self.send::<DrErr, C>(kind, (from, to), call, value)
+            .is_some()
+    }
+
+    /// A call that must succeed: setup, and the steps of a proposal.
+    fn must<C: SolCall>(&mut self, from: Address, to: Address, call: C) -> C::Return {
+        let data = call.abi_encode().into();
+        let out = self.evm.send(from, to, data, Z).expect(C::SIGNATURE).0;
+        C::abi_decode_returns(&out).unwrap()
+    }
+
+    /// Has the timelock make a call by passing a proposal (the harness cannot send from a
+    /// contract: EIP-3607); the final `execute` is what is tallied under `kind`.
+    fn govern<E: SolInterface>(&mut self, kind: Kind, to: Address, data: Vec<u8>) -> bool {
+        self.proposals += 1;
+        let description = format!("ruling {}", self.proposals);
+        let hash = keccak256(description.as_bytes());
+        let (calls, gov) = ((vec![to], vec![Z], vec![data.into()]), self.a.governor);
+        let (t, v, c) = calls.clone();
+        let id = self.must(GOV, gov, G::proposeCall::new((t, v, c, description)));
+        self.evm.number += 1; // the dev voting delay
+        self.must(GOV, gov, G::castVoteCall::new((id, 1)));
+        self.evm.number += 20; // the dev voting period
+        let (t, v, c) = calls.clone();
+        self.must(GOV, gov, G::queueCall::new((t, v, c, hash)));
+        self.evm.advance(60); // the dev timelock delay
+        let (t, v, c) = calls;
+        let execute = G::executeCall::new((t, v, c, hash));
+        self.send::<E, _>(kind, (GOV, gov), execute, Z).is_some()
+    }
+
+    /// A staking position an actor may hold (GOV's excluded).
+    fn random_key(&mut self) -> Key {
+        self.rng.pick(&keys())
+    }
+
+    /// The actors staked for `role` at its minimum or more.
+    fn staked(&self, role: u8) -> Vec<Address> {
+        let min = u(MIN_STAKE[role as usize]);
+        let keys = keys().into_iter().filter(|k| k.1 == role);
+        keys.filter(|k| get_stake(&self.m.stakes, *k) >= min)
+            .map(|k| k.0)
+            .collect()
+    }
+
+    /// One of the positions with something staked, mostly.
+    fn staked_key(&mut self) -> Key {
+        let mut keys = holders(&self.m.stakes);
+        keys.retain(|k| k.0 != GOV);
+        let any = self.random_key();
+        self.rng.pick_or(&keys, &[any])
+    }
+
+    fn stake(&mut self, (who, role, subject): Key, amount: U256) {
+        let call = Staking::stakeCall::new((role, U256::from(subject)));
+        let to = (who, self.a.staking);
+        if self.send::<StErr, _>("stake", to, call, amount).is_some() {
+            *self.m.stakes.entry((who, role, subject)).or_default() += amount;
+        }
+    }
+
+    /// What a successful `slash` of up to `amount` took from a stake, by `path`.
+    fn slashed(&mut self, path: usize, key: Key, amount: U256) -> U256 {
+        let stake = self.m.stakes.entry(key).or_default();
+        let taken = amount.min(*stake);
+        *stake -= taken;
+        self.slashed[path] += taken;
+        taken
+    }
+
+    /// Mostly an accepted contribution that `keep` selects, sometimes any accepted one (or
+    /// any at all).
+    fn accepted(&mut self, keep: impl Fn(&Contribution) -> bool) -> u64 {
+        let ids = |keep: &dyn Fn(&Contribution) -> bool| -> Vec<u64> {
+            let all = self.m.contributions.iter().zip(1..);
+            all.filter(|c| keep(c.0)).map(|c| c.1).collect()
+        };
+        let accepted = |c: &Contribution| c.status == Status::Accepted;
+        let (likely, mut any) = (ids(&|c| accepted(c) && keep(c)), ids(&accepted));
+        any.push(1 + self.rng.below(self.m.contributions.len() as u64));
+        self.rng.pick_or(&likely, &any)
+    }
+
+    fn deposit(&mut self) {
+        let who = self.rng.pick(&CONSUMERS);
+        let amount = self.rng.wei_or_zero(3 * OPEN, 5);
+        if self.is("deposit", who, IS::depositCall {}, amount) {
+            add(&mut self.m.credit, who, amount);
+        }
+    }
+
+    /// A batch of random receipts on one host's agents; now and then one wei too many for
+    /// the contributors, or another host's agent.
+    fn settle(&mut self) {
+        let host = self.rng.pick_or(&self.staked(2), &HOSTS);
+        let host = HOSTS.iter().position(|h| *h == host).unwrap();
+        let (r, t) = (&mut self.rng, self.evm.timestamp);
+        let n = 1 + r.below(6);
+        let (tamper, stray) = (u(r.chance(3) as u128), r.chance(3));
+        let on_host: Vec<_> = AGENTS.iter().filter(|a| (a.1 == host) != stray).collect();
+        let mut receipts: Vec<(Receipt, Address)> = (0..n)
+            .map(|_| {
+                let (&(agent, _, owner), consumer) = (r.pick(&on_host), r.pick(&CONSUMERS));
+                let fee = r.wei(OPEN / 10).to();
+                let receipt = (consumer, agent, fee, keccak256(r.next().to_be_bytes()));
+                (receipt.into(), OWNERS[owner])
+            })
+            .collect();
+        receipts.sort_by_key(|r| r.0.consumer);
+        let fees: U256 = receipts.iter().map(|r| U256::from(r.0.fee)).sum();
+        let contributors = self.payouts(bps(fees, SPLIT[0]) + tamper, &CONTRIBUTORS);
+        let curators = self.payouts(bps(fees, SPLIT[1]), &CURATORS);
+        let list = receipts.iter().map(|r| r.0.clone()).collect();
+        let call = IS::settleCall::new((list, contributors.clone(), curators.clone()));
+        let to = (HOSTS[host], self.a.inference_settlement);
+        let Some(id) = self.send::<IsErr, _>("settle", to, call, Z) else {
+            return;
+        };
+        let m = &mut self.m;
+        m.batches.push((HOSTS[host], t, None));
+        assert_eq!(id, U256::from(m.batches.len()));
+        let mut per_owner = BTreeMap::new();
+        for (r, owner) in &receipts {
+            *m.credit.get_mut(&r.consumer).unwrap() -= U256::from(r.fee);
+            add(&mut per_owner, *owner, U256::from(r.fee));
+        }
+        // Each owner's share is rounded down on its own fees; the treasury takes what is left.
+        let owners = per_owner.into_iter().map(|(o, f)| (o, bps(f, SPLIT[2])));
+        let lists = contributors.into_iter().chain(curators);
+        let lists = lists.map(|p| (p.account, p.amount));
+        let host_share = (HOSTS[host], bps(fees, SPLIT[3]));
+        let mut paid = Z;
+        for (who, amount) in lists.chain(owners).chain([host_share]) {
+            add(&mut m.claimable, who, amount);
+            paid += amount;
+        }
+        add(&mut m.claimable, self.a.timelock, fees - paid);
+    }
+
+    /// `total` cut at random among `to` (zero payouts included: they pay nothing).
+    fn payouts(&mut self, total: U256, to: &[Address]) -> Vec<Payout> {
+        let mut left = total;
+        let mut out = vec![];
+        for (i, &account) in to.iter().enumerate() {
+            let cut = u(self.rng.below(101) as u128);
+            let amount = if i + 1 == to.len() {
+                left
+            } else {
+                left * cut / u(100)
+            };
+            left -= amount;
+            out.push((account, amount).into());
+        }
+        out
+    }
+
+    fn claim_settlement(&mut self) {
+        let who = self
+            .rng
+            .pick_or(&holders(&self.m.claimable), &self.everyone);
+        let (before, owed) = (self.evm.balance(who), get(&self.m.claimable, who));
+        let call = IS::claimCall::new((who,));
+        let paid = self.is("claim settlement", CONSUMERS[0], call, Z);
+        assert_eq!(paid, !owed.is_zero(), "{who} had {owed} to claim");
+        assert_eq!(self.evm.balance(who) - before, owed);
+        self.m.claimable.remove(&who);
+    }
+
+    fn request_credit(&mut self) {
+        let (who, t) = (self.rng.pick(&CONSUMERS), self.evm.timestamp);
+        let amount = self.rng.wei_or_zero(2 * OPEN, 5);
+        let call = IS::requestCreditWithdrawalCall::new((amount.to(),));
+        if self.is("request credit", who, call, Z) {
+            self.m.requests.insert(who, (amount, t + WINDOW));
+        }
+    }
+
+    fn withdraw_credit(&mut self) {
+        let t = self.evm.timestamp;
+        let ready = self.m.requests.iter().filter(|r| r.1 .1 <= t);
+        let ready: Vec<_> = ready.map(|r| *r.0).collect();
+        let asked: Vec<_> = self.m.requests.keys().copied().collect();
+        let who = self
+            .rng
+            .pick_or(&ready, &[&asked[..], &CONSUMERS[..1]].concat());
+        let before = self.evm.balance(who);
+        if self.is("withdraw credit", who, IS::withdrawCreditCall {}, Z) {
+            let asked = self.m.requests.remove(&who).unwrap().0;
+            let credit = self.m.credit.get_mut(&who).unwrap();
+            let paid = asked.min(*credit);
+            *credit -= paid;
+            assert_eq!(self.evm.balance(who) - before, paid);
+        }
+    }
+
+    fn new_stake(&mut self) {
+        // Mostly positions below their minimum, so that every role stays populated.
+        let short = |k: &Key| get_stake(&self.m.stakes, *k) < u(MIN_STAKE[k.1 as usize]);
+        let short: Vec<Key> = keys().into_iter().filter(short).collect();
+        let key = self.rng.pick_or(&short, &keys());
+        let min = MIN_STAKE[key.1 as usize];
+        // Sometimes below the minimum, which only tops up an existing stake.
+        let floor = u(min) * u(!self.rng.chance(15) as u128);
+        let amount = floor + self.rng.wei(min / 2);
+        if amount <= self.evm.balance(key.0) {
+            self.stake(key, amount);
+        }
+    }
+
+    fn request_unstake(&mut self) {
+        let (who, role, subject) = self.staked_key();
+        let staked = get_stake(&self.m.stakes, (who, role, subject));
+        let all = staked.is_zero() || self.rng.chance(30);
+        let amount = if all {
+            staked
+        } else {
+            self.rng.wei(staked.to())
+        };
+        let (t, to) = (self.evm.timestamp, (who, self.a.staking));
+        let call = Staking::requestUnstakeCall::new((role, u(subject as u128), amount));
+        if let Some(id) = self.send::<StErr, _>("request unstake", to, call, Z) {
+            *self.m.stakes.get_mut(&(who, role, subject)).unwrap() -= amount;
+            self.m.unbonding.insert(id, (who, amount, t + WINDOW));
+        }
+    }
+
+    fn withdraw_stake(&mut self) {
+        let t = self.evm.timestamp;
+        let all: Vec<_> = self.m.unbonding.iter().map(|(i, w)| (*i, *w)).collect();
+        let ready: Vec<_> = all.iter().copied().filter(|w| w.1 .2 <= t).collect();
+        let Some(&any) = all.last() else { return };
+        let (id, (staker, amount, _)) = self.rng.pick_or(&ready, &[any]);
+        let from = self.rng.pick_or(&[staker], &CONSUMERS);
+        let (before, to) = (self.evm.balance(staker), (from, self.a.staking));
+        let call = Staking::withdrawCall::new((id,));
+        if self
+            .send::<StErr, _>("withdraw stake", to, call, Z)
+            .is_some()
+        {
+            self.m.unbonding.remove(&id);
+            assert_eq!(self.evm.balance(staker) - before, amount);
+        }
+    }
+
+    fn challenge_batch(&mut self) {
+        let (t, count) = (self.evm.timestamp, self.m.batches.len() as u64);
+        if count == 0 {
+            return;
+        }
+        let open = |b: &(_, u64, Challenge)| b.1 + WINDOW >= t && b.2.is_none();
+        let ids = self.m.batches.iter().zip(1..).filter(|b| open(b.0));
+        let likely: Vec<u64> = ids.map(|b| b.1).collect();
+        let any = 1 + self.rng.below(count);
+        let id = self.rng.pick_or(&likely, &[any]);
+        let who = self.rng.pick_or(&self.staked(0), &CONSUMERS);
+        let call = IS::challengeCall::new((u(id as u128), keccak256(b"proof")));
+        if self.is("challenge batch", who, call, u(BOND)) {
+            self.m.batches[id as usize - 1].2 = Some((who, u(BOND)));
+        }
+    }
+
+    fn rule_on_batch(&mut self) {
+        let open = self
+            .m
+            .batches
+            .iter()
+            .zip(1u64..)
+            .filter(|b| b.0 .2.is_some());
+        let open: Vec<u64> = open.map(|b| b.1).collect();
+        if open.is_empty() {
+            return;
+        }
+        let (id, upheld) = (self.rng.pick(&open), self.rng.chance(50));
+        let batch = &mut self.m.batches[id as usize - 1];
+        let (host, (challenger, bond)) = (batch.0, batch.2.unwrap());
+        let treasury = self.a.timelock;
+        let before = (self.evm.balance(challenger), self.evm.balance(treasury));
+        let call = IS::resolveChallengeCall::new((u(id as u128), upheld));
+        let (is, data) = (self.a.inference_settlement, call.abi_encode());
+        if !self.govern::<IsErr>("rule on batch", is, data) {
+            return;
+        }
+        self.m.batches[id as usize - 1].2 = None;
+        if !upheld {
+            return add(&mut self.m.claimable, treasury, bond);
+        }
+        add(&mut self.m.claimable, challenger, bond);
+        let taken = self.slashed(0, (host, 2, 0), u(MIN_STAKE[2]));
+        let share = bps(taken, CHALLENGER_BPS);
+        assert_eq!(self.evm.balance(challenger) - before.0, share);
+        assert_eq!(self.evm.balance(treasury) - before.1, taken - share);
+    }
+
+    fn contribute(&mut self, who: Address, fee: U256) {
+        let h = keccak256(self.rng.next().to_be_bytes());
+        let call = DR::contributeCall::new((u(1), h, 100, h));
+        if self.dr("contribute", who, call, fee) {
+            self.m.contributions.push(Contribution {
+                contributor: who,
+                status: Status::Pending,
+                fee,
+                decided_at: 0,
+                bond: None,
+                approvers: vec![],
+                rejecters: vec![],
+            });
+        }
+    }
+
+    fn review(&mut self, curator: Address, id: u64, approve: bool) {
+        let t = self.evm.timestamp;
+        let call = DR::reviewCall::new((u(id as u128), approve, keccak256(b"why")));
+        if !self.dr("review", curator, call, Z) {
+            return;
+        }
+        let c = &mut self.m.contributions[id as usize - 1];
+        let votes = if approve {
+            &mut c.approvers
+        } else {
+            &mut c.rejecters
+        };
+        votes.push(curator);
+        if votes.len() < QUORUM {
+            return;
+        }
+        c.decided_at = t;
+        if approve {
+            c.status = Status::Accepted;
+            return;
+        }
+        c.status = Status::Rejected;
+        // The deposit pays the rejecters, the first taking the indivisible remainder.
+        let fee = std::mem::take(&mut c.fee);
+        let each = fee / u(QUORUM as u128);
+        let rest = fee - each * u(QUORUM as u128);
+        for (i, &curator) in c.rejecters.iter().enumerate() {
+            add(&mut self.m.owed, curator, each + rest * u((i == 0) as u128));
+        }
+    }
+
+    fn random_review(&mut self) {
+        let (min, m) = (u(MIN_STAKE[1]), &self.m);
+        let staked = |k: &Address| get_stake(&m.stakes, (*k, 1, 1)) >= min;
+        let fresh = |c: &Contribution, k: &Address| {
+            let voted = c.approvers.contains(k) || c.rejecters.contains(k);
+            c.status == Status::Pending && !voted && staked(k)
+        };
+        let votes = m.contributions.iter().zip(1u64..);
+        let votes = votes.flat_map(|(c, id)| CURATORS.map(|k| (c, id, k)));
+        let likely: Vec<_> = votes
+            .filter(|v| fresh(v.0, &v.2))
+            .map(|v| (v.1, v.2))
+            .collect();
+        let any = 1 + self.rng.below(m.contributions.len() as u64);
+        let any = (any, self.rng.pick(&CURATORS));
+        let (id, curator) = self.rng.pick_or(&likely, &[any]);
+        let approve = self.rng.chance(75);
+        self.review(curator, id, approve);
+    }
+
+    fn release_fee(&mut self) {
+        let t = self.evm.timestamp;
+        let id = self.accepted(|c| {
+            let held = c.bond.is_none() && !c.fee.is_zero();
+            t > c.decided_at + WINDOW && held
+        });
+        let (from, call) = (CONSUMERS[1], DR::releaseFeeCall::new((u(id as u128),)));
+        if self.dr("release fee", from, call, Z) {
+            let c = &mut self.m.contributions[id as usize - 1];
+            add(&mut self.m.owed, c.contributor, std::mem::take(&mut c.fee));
+        }
+    }
+
+    fn challenge_contribution(&mut self) {
+        let t = self.evm.timestamp;
+        let id = self.accepted(|c| t <= c.decided_at + WINDOW && c.bond.is_none());
+        // Anyone may challenge a contribution, staked or not.
+        let who = self.rng.pick(&[VALIDATORS[0], CONSUMERS[3]]);
+        let call = DR::challengeCall::new((u(id as u128), keccak256(b"poison")));
+        if self.dr("challenge contribution", who, call, u(BOND)) {
+            self.m.contributions[id as usize - 1].bond = Some((who, u(BOND)));
+        }
+    }
+
+    fn rule_on_contribution(&mut self) {
+        let open = self.m.contributions.iter().zip(1u64..);
+        let open: Vec<u64> = open.filter(|c| c.0.bond.is_some()).map(|c| c.1).collect();
+        if open.is_empty() {
+            return;
+        }
+        let (id, upheld) = (self.rng.pick(&open), self.rng.chance(50));
+        let (challenger, bond) = self.m.contributions[id as usize - 1].bond.unwrap();
+        let treasury = self.a.timelock;
+        let before = (self.evm.balance(challenger), self.evm.balance(treasury));
+        let call = DR::resolveChallengeCall::new((u(id as u128), upheld));
+        let (dr, data) = (self.a.datanet_registry, call.abi_encode());
+        if !self.govern::<DrErr>("rule on contribution", dr, data) {
+            return;
+        }
+        let c = &mut self.m.contributions[id as usize - 1];
+        c.bond = None;
+        if !upheld {
+            return add(&mut self.m.owed, treasury, bond);
+        }
+        c.status = Status::Poisoned;
+        let (fee, approvers) = (std::mem::take(&mut c.fee), c.approvers.clone());
+        let (mut shares, mut rest) = (Z, Z);
+        for curator in approvers {
+            let taken = self.slashed(1, (curator, 1, 1), u(MIN_STAKE[1]));
+            shares += bps(taken, CHALLENGER_BPS);
+            rest += taken - bps(taken, CHALLENGER_BPS);
+        }
+        assert_eq!(self.evm.balance(treasury) - before.1, rest);
+        // The registry credits the challenger's shares rather than letting Staking send them.
+        assert_eq!(self.evm.balance(challenger), before.0);
+        add(&mut self.m.owed, challenger, bond + fee + shares);
+    }
+
+    fn claim_datanet(&mut self) {
+        let who = self.rng.pick_or(&holders(&self.m.owed), &self.everyone);
+        let (before, owed) = (self.evm.balance(who), get(&self.m.owed, who));
+        let call = DR::claimCall::new((who,));
+        let paid = self.dr("claim datanet", CONSUMERS[2], call, Z);
+        assert_eq!(paid, !owed.is_zero(), "{who} was owed {owed}");
+        assert_eq!(self.evm.balance(who) - before, owed);
+        self.m.owed.remove(&who);
+    }
+
+    fn governance_slash(&mut self) {
+        let key = self.staked_key();
+        let amount = self.rng.wei(MIN_STAKE[key.1 as usize]);
+        let challenger = self.rng.pick(&[VALIDATORS[0], CONSUMERS[1], Address::ZERO]);
+        let treasury = self.a.timelock;
+        let before = (self.evm.balance(challenger), self.evm.balance(treasury));
+        let (subject, st) = (u(key.2 as u128), self.a.staking);
+        let call = Staking::slashCall::new((key.1, subject, key.0, amount, challenger));
+        if !self.govern::<StErr>("governance slash", st, call.abi_encode()) {
+            return;
+        }
+        let taken = self.slashed(2, key, amount);
+        // No challenger, no share: the treasury takes it all.
+        let share = bps(taken, CHALLENGER_BPS) * u(!challenger.is_zero() as u128);
+        assert_eq!(self.evm.balance(treasury) - before.1, taken - share);
+        if !challenger.is_zero() {
+            assert_eq!(self.evm.balance(challenger) - before.0, share);
+        }
+    }
+
+    fn vesting_release(&mut self) {
+        let w = &self.wallets[self.rng.below(2) as usize];
+        let (wallet, beneficiary) = (w.address, w.beneficiary);
+        let elapsed = self.evm.timestamp.saturating_sub(w.start).min(w.seconds);
+        let vested = w.allocation * U256::from(elapsed) / U256::from(w.seconds);
+        let (to, call) = ((CONSUMERS[0], wallet), OpenVesting::release_1Call {});
+        let released = self.send::<VestErr, _>("vesting release", to, call, Z);
+        assert!(released.is_some(), "release never reverts");
+        assert_eq!(self.evm.balance(beneficiary), vested, "released so far");
+    }
+
+    /// One random action.
+    fn step(&mut self) {
+        match self.rng.below(100) {
+            0..=7 => self.deposit(),
+            8..=22 => self.settle(),
+            23..=29 => self.claim_settlement(),
+            30..=33 => self.request_credit(),
+            34..=37 => self.withdraw_credit(),
+            38..=43 => self.new_stake(),
+            44..=47 => self.request_unstake(),
+            48..=51 => self.withdraw_stake(),
+            52..=55 => self.challenge_batch(),
+            56..=58 => self.rule_on_batch(),
+            59..=64 => {
+                let who = self.rng.pick(&CONTRIBUTORS);
+                // Now and then the wrong fee.
+                let fee = DATANET_FEE + self.rng.chance(5) as u128;
+                self.contribute(who, u(fee));
+            }
+            65..=72 => self.random_review(),
+            73..=76 => self.release_fee(),
+            77..=79 => self.challenge_contribution(),
+            80..=82 => self.rule_on_contribution(),
+            83..=86 => self.claim_datanet(),
+            87..=88 => self.governance_slash(),
+            89..=91 => self.vesting_release(),
+            _ => {
+                self.evm.advance(1 + self.rng.below(300));
+                self.stats.entry("advance time").or_default().0 += 1;
+            }
+        }
+    }
+
+    /// Total OPEN is unchanged, and each contract holds exactly what the model says it owes.
+    fn check_balances(&self) {
+        let (m, balance) = (&self.m, |who| self.evm.balance(who));
+        assert_eq!(self.evm.total_balance(), self.total);
+        let bond = |b: Challenge| b.map_or(Z, |b| b.1);
+        let held = m
+            .contributions
+            .iter()
+            .map(|c| c.fee + bond(c.bond))
+            .sum::<U256>();
+        let credit = total(&m.credit, |v| *v) + total(&m.claimable, |v| *v);
+        let is = credit + m.batches.iter().map(|b| bond(b.2)).sum::<U256>();
+        assert_eq!(
+            balance(self.a.inference_settlement),
+            is,
+            "InferenceSettlement"
+        );
+        let dr = total(&m.owed, |v| *v) + held;
+        assert_eq!(balance(self.a.datanet_registry), dr, "DatanetRegistry");
+        let staked = total(&m.stakes, |v| *v) + total(&m.unbonding, |w| w.1);
+        assert_eq!(balance(self.a.staking), staked, "Staking");
+        for w in &self.wallets {
+            let both = balance(w.address) + balance(w.beneficiary);
+            assert_eq!(both, w.allocation, "vesting wallet");
+        }
+    }
+}
+
+/// Every staking position an actor may hold: validators, curators of datanet 1, hosts.
+fn keys() -> Vec<Key> {
+    let validators = VALIDATORS.map(|v| (v, 0, 0));
+    let curators = CURATORS.map(|c| (c, 1, 1));
+    [&validators[..], &curators, &HOSTS.map(|h| (h, 2, 0))].concat()
+}
+
+fn get_stake(stakes: &BTreeMap<Key, U256>, key: Key) -> U256 {
+    stakes.get(&key).copied().unwrap_or_default()
+}
+
+fn setup() -> Sim {
+    let mut everyone = [CONSUMERS.to_vec(), HOSTS.to_vec(), OWNERS.to_vec()].concat();
+    everyone.extend(CONTRIBUTORS.iter().chain(&CURATORS).chain(&VALIDATORS));
+    let mut evm = Evm::new(&[&everyone[..], &[DEPLOYER, GOV, DATA_OWNER]].concat());
+    let total = evm.total_balance();
+    let a = evm.deploy_protocol(DEPLOYER, &DeployConfig::dev());
+    everyone.push(a.timelock);
+    let (rng, m, stats) = (Rng(SEED), Model::default(), BTreeMap::new());
+    let (wallets, proposals, slashed) = (vec![], 0, [Z; 3]);
+    let mut s = Sim {
+        evm,
+        a,
+        rng,
+        m,
+        total,
+        everyone,
+        wallets,
+        proposals,
+        slashed,
+        stats,
+    };
+    let (dr, mr) = (a.datanet_registry, a.model_registry);
+    let h = |x: &str| keccak256(x.as_bytes());
+    s.stake((GOV, 0, 0), u(500 * OPEN));
+    let quorum = QUORUM as u16;
+    let create = DR::createDatanetCall::new(("d".into(), h("s"), quorum, DATANET_FEE));
+    s.must(DATA_OWNER, dr, create);
+    for curator in CURATORS {
+        s.stake((curator, 1, 1), u(12 * OPEN));
+    }
+    s.contribute(CONTRIBUTORS[0], u(DATANET_FEE));
+    s.review(CURATORS[0], 1, true);
+    s.review(CURATORS[1], 1, true);
+    let publish = DR::publishVersionCall::new((u(1), h("root"), 1, "v1".into()));
+    s.must(DATA_OWNER, dr, publish);
+    let base = MR::registerBaseModelCall::new((h("base"), "b".into(), "MIT".into()));
+    s.must(OWNERS[0], mr, base);
+    for owner in OWNERS {
+        let lineage = vec![u(1)];
+        let call = MR::registerAdapterCall::new((u(1), lineage, h("c"), h("w"), "".into()));
+        s.must(owner, mr, call);
+    }
+    for host in HOSTS {
+        s.stake((host, 2, 0), u(100 * OPEN));
+    }
+    // Owner i's agents run on its adapter, i + 1.
+    for (_, host, owner) in AGENTS {
+        let adapter = u(owner as u128 + 1);
+        let call = MR::deployAgentCall::new((adapter, HOSTS[host], 1000, "".into()));
+        s.must(OWNERS[owner], mr, call);
+    }
+    for validator in VALIDATORS {
+        s.stake((validator, 0, 0), u(150 * OPEN));
+    }
+    // One wallet starts releasing soon and ends mid-run, the other runs past the end.
+    let schedules = [(1_000, 12_000, 100), (0, 60_000, 200)];
+    for (beneficiary, (delay, seconds, allocation)) in BENEFICIARIES.into_iter().zip(schedules) {
+        let start = s.evm.timestamp + delay;
+        let args = OpenVesting::constructorCall::new((beneficiary, start, seconds));
+        let code = [OpenVesting::BYTECODE.as_ref(), &args.abi_encode()].concat();
+        let address = s.evm.deploy(DEPLOYER, code.into()).unwrap();
+        let allocation = u(allocation * OPEN);
+        s.evm
+            .send(DEPLOYER, address, Default::default(), allocation)
+            .unwrap();
+        let wallet = Wallet {
+            address,
+            beneficiary,
+            start,
+            seconds,
+            allocation,
+        };
+        s.wallets.push(wallet);
+    }
+    assert!(s.stats.values().all(|t| t.1 == 0), "setup reverted");
+    s.stats.clear();
+    s.check_balances();
+    s
+}
+
+#[test]
+fn open_is_conserved_by_every_action_of_a_long_random_run() {
+    let mut s = setup();
+    for _ in 0..ACTIONS {
+        s.step();
+        s.check_balances();
+    }
+
+    // The model agrees with the contracts' own books, account by account.
+    let (is, dr, st) = (s.a.inference_settlement, s.a.datanet_registry, s.a.staking);
+    for who in s.everyone.clone() {
+        let credit = s.must(DEPLOYER, is, IS::creditOfCall::new((who,)));
+        assert_eq!(credit, get(&s.m.credit, who), "credit of {who}");
+        let claimable = s.must(DEPLOYER, is, IS::claimableCall::new((who,)));
+        assert_eq!(claimable, get(&s.m.claimable, who), "claimable by {who}");
+        let owed = s.must(DEPLOYER, dr, DR::owedCall::new((who,)));
+        assert_eq!(owed, get(&s.m.owed, who), "owed to {who}");
+    }
+    for (key, staked) in s.m.stakes.clone() {
+        let call = Staking::stakeOfCall::new((key.0, key.1, u(key.2 as u128)));
+        assert_eq!(s.must(DEPLOYER, st, call), staked, "stake {key:?}");
+    }
+    let batches = s.must(DEPLOYER, is, IS::batchCountCall {});
+    assert_eq!(batches, U256::from(s.m.batches.len()));
+
+    println!("{:<24} {:>6} {:>9}", "action", "ok", "reverted");
+    for (kind, (ok, failed)) in &s.stats {
+        println!("{kind:<24} {ok:>6} {failed:>9}");
+    }
+    let (ok, failed) = s.stats.values().fold((0, 0), |t, v| (t.0 + v.0, t.1 + v.1));
+    println!("{:<24} {ok:>6} {failed:>9}", "all");
+    // Every kind of action happened and often worked, and most actions did: a run where
+    // everything reverts would conserve OPEN trivially.
+    assert_eq!(s.stats.len(), 19, "every kind of action was tried");
+    for (kind, &(ok, failed)) in &s.stats {
+        let enough = ok >= 10 && ok * 4 >= failed;
+        assert!(enough, "{kind}: {ok} succeeded, {failed} reverted");
+    }
+    assert!(ok >= 4 * failed, "{ok} succeeded, {failed} reverted");
+    let slashed = s.slashed.map(|x| x / u(OPEN));
+    println!("OPEN slashed by batch rulings, contribution rulings, governance: {slashed:?}");
+    assert!(
+        slashed.iter().all(|x| !x.is_zero()),
+        "every way of slashing took stake"
+    );
+}
