@@ -354,8 +354,8 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
         uint256 balanceBefore = address(this).balance;
         for (uint256 i = 0; i < approvers.length; ++i) {
             address curator = approvers[i];
-            // A curator who has already unstaked everything has nothing left to take.
-            if (staking.stakeOf(curator, ProtocolParams.Role.Curator, datanetId) != 0) {
+            // A curator who has already withdrawn everything has nothing left to take.
+            if (staking.slashableOf(curator, ProtocolParams.Role.Curator, datanetId) != 0) {
                 staking.slash(ProtocolParams.Role.Curator, datanetId, curator, penalty, payable(address(this)));
             }
         }

@@ -21,9 +21,9 @@ import {Staking} from "./Staking.sol";
 /// receives what is left, so the shares always add up to the batch's fees.
 ///
 /// A validator may challenge a batch within the challenge window by posting the bond;
-/// governance (the owner) rules. Upheld: the host loses up to the host minimum stake, the
-/// challenger taking `Staking`'s share, and gets the bond back. Rejected: the bond goes to the
-/// treasury. Consumers leave through a withdrawal delay of one challenge window, during which
+/// governance (the owner) rules. Upheld: the host loses up to the host minimum stake (staked or
+/// still unbonding), the challenger is credited `Staking`'s share and the bond back, and the
+/// batch cannot be challenged again. Rejected: the bond goes to the treasury. Consumers leave through a withdrawal delay of one challenge window, during which
 /// their credit still pays for inferences already served.
 contract InferenceSettlement is Ownable, ReentrancyGuard {
     /// @notice One inference, as the host's receipt commits to it.
@@ -46,6 +46,8 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
         uint64 submittedAt;
         uint32 count;
         uint128 fees;
+        /// An upheld challenge already slashed the host for this batch.
+        bool slashed;
         bytes32 receiptsRoot;
     }
 
@@ -119,6 +121,10 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
     error AlreadyChallenged(uint256 batchId);
     /// @notice The batch has no open challenge.
     error NoOpenChallenge(uint256 batchId);
+    /// @notice An upheld challenge already slashed the host for this batch.
+    error AlreadySlashed(uint256 batchId);
+    /// @notice Only `Staking` sends OPEN here outside deposits (a challenger's slash share).
+    error UnexpectedPayment(address from);
     /// @notice The consumer has no credit withdrawal waiting.
     error NoWithdrawalRequested(address consumer);
     /// @notice The credit withdrawal is ready at `readyAt`.
@@ -228,6 +234,7 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
             submittedAt: uint64(block.timestamp),
             count: uint32(n),
             fees: uint128(fees),
+            slashed: false,
             receiptsRoot: root
         });
         emit BatchSettled(batchId, msg.sender, root, n, fees);
@@ -242,6 +249,7 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
         if (!staking.isStaked(msg.sender, ProtocolParams.Role.Validator, 0)) revert NotValidator(msg.sender);
         uint64 closesAt = b.submittedAt + params.challengeWindow();
         if (block.timestamp > closesAt) revert ChallengeWindowClosed(batchId, closesAt);
+        if (b.slashed) revert AlreadySlashed(batchId);
         if (msg.value != challengeBond) revert WrongBond(challengeBond, msg.value);
         if (_challenges[batchId].challenger != address(0)) revert AlreadyChallenged(batchId);
         _challenges[batchId] = Challenge({challenger: msg.sender, bond: uint96(msg.value)});
@@ -258,17 +266,24 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
             _pay(staking.treasury(), ch.bond);
             return;
         }
-        _pay(ch.challenger, ch.bond);
-        address host = _batches[batchId].host;
-        if (staking.stakeOf(host, ProtocolParams.Role.Host, 0) != 0) {
+        Batch storage b = _batches[batchId];
+        b.slashed = true;
+        address host = b.host;
+        // The challenger's share of the slash comes here and is credited, not sent by
+        // `Staking`: a challenger that refuses OPEN would otherwise make the ruling revert.
+        uint256 balanceBefore = address(this).balance;
+        if (staking.slashableOf(host, ProtocolParams.Role.Host, 0) != 0) {
             staking.slash(
-                ProtocolParams.Role.Host,
-                0,
-                host,
-                params.minStake(ProtocolParams.Role.Host),
-                payable(ch.challenger)
+                ProtocolParams.Role.Host, 0, host, params.minStake(ProtocolParams.Role.Host), payable(address(this))
             );
         }
+        _pay(ch.challenger, ch.bond + address(this).balance - balanceBefore);
+    }
+
+    /// @notice Receives the challenger's share of a slash from `Staking` during a ruling; OPEN
+    /// from anyone else would be stuck here, so it is refused (consumers use `deposit`).
+    receive() external payable {
+        if (msg.sender != address(staking)) revert UnexpectedPayment(msg.sender);
     }
 
     /// @notice Pays `account` everything credited to it. Anyone may call this; the OPEN only
@@ -341,26 +356,53 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
         uint256 lastAgent = type(uint256).max;
         address consumer = address(0);
         uint256 consumerFees = 0;
-        for (uint256 i = 0; i < n; ++i) {
+        uint256 fees = 0;
+        for (uint256 i = 0; i < n;) {
             Receipt calldata r = receipts[i];
-            if (r.consumer != consumer) {
-                if (r.consumer < consumer) revert ReceiptsNotGrouped(i);
+            address c = r.consumer;
+            if (c != consumer) {
+                if (c < consumer) revert ReceiptsNotGrouped(i);
                 _debit(consumer, consumerFees);
-                consumer = r.consumer;
+                consumer = c;
                 consumerFees = 0;
             }
             if (r.agentId != lastAgent) {
                 lastAgent = r.agentId;
-                ownerIndex = _ownerIndex(t, r.agentId);
+                ownerIndex = _ownerIndex(t, lastAgent);
             }
-            t.ownerFees[ownerIndex] += r.fee;
-            consumerFees += r.fee;
-            t.fees += r.fee;
-            leaves[i] =
-                keccak256(bytes.concat(keccak256(abi.encode(r.consumer, r.agentId, r.fee, r.receiptHash))));
-            emit InferenceSettled(batchId, r.consumer, r.agentId, r.fee, r.receiptHash);
+            uint256 fee = r.fee;
+            // Fees are uint128 and a batch holds far fewer than 2^128 receipts, so these sums
+            // cannot overflow.
+            unchecked {
+                t.ownerFees[ownerIndex] += fee;
+                consumerFees += fee;
+                fees += fee;
+                leaves[i] = _record(batchId, r);
+                ++i;
+            }
         }
+        t.fees = fees;
         _debit(consumer, consumerFees);
+    }
+
+    /// @dev Emits a receipt's event and returns its Merkle leaf,
+    /// `keccak256(bytes.concat(keccak256(abi.encode(consumer, agentId, fee, receiptHash))))`,
+    /// hashed past the free memory pointer instead of allocating two buffers per receipt.
+    function _record(uint256 batchId, Receipt calldata r) private returns (bytes32 leaf) {
+        address consumer = r.consumer;
+        uint256 agentId = r.agentId;
+        uint256 fee = r.fee;
+        bytes32 receiptHash = r.receiptHash;
+        emit InferenceSettled(batchId, consumer, agentId, fee, receiptHash);
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            mstore(p, consumer)
+            mstore(add(p, 0x20), agentId)
+            mstore(add(p, 0x40), fee)
+            mstore(add(p, 0x60), receiptHash)
+            mstore(0x00, keccak256(p, 0x80))
+            leaf := keccak256(0x00, 0x20)
+        }
     }
 
     /// @dev Checks that the caller hosts `agentId` and that it may be settled; returns its

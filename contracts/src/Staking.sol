@@ -26,10 +26,12 @@ contract Staking is AccessControl, Votes, ReentrancyGuard {
     /// @notice The share of a slash paid to the successful challenger, in basis points.
     uint16 public immutable challengerShareBps;
 
-    /// @notice A stake on its way out.
+    /// @notice A stake on its way out: still slashable until it is withdrawn.
     struct Withdrawal {
         address staker;
         uint64 readyAt;
+        ProtocolParams.Role role;
+        uint256 subject;
         uint256 amount;
     }
 
@@ -37,6 +39,9 @@ contract Staking is AccessControl, Votes, ReentrancyGuard {
         _stakes;
     mapping(address staker => uint256) private _votingUnits;
     mapping(uint256 id => Withdrawal) private _withdrawals;
+    /// One pending withdrawal per stake, so a slash finds everything still at risk; id + 1.
+    mapping(address staker => mapping(ProtocolParams.Role role => mapping(uint256 subject => uint256))) private
+        _pending;
     uint256 private _nextWithdrawal;
 
     /// @notice The stake would be `provided`, below the role's minimum `required`.
@@ -114,7 +119,9 @@ contract Staking is AccessControl, Votes, ReentrancyGuard {
     }
 
     /// @notice Starts unbonding `amount` of a stake; it can be withdrawn after the unbonding
-    /// delay. What stays staked must still meet the minimum, unless nothing stays.
+    /// delay, and stays slashable until then, so that leaving cannot outrun a challenge. What
+    /// stays staked must still meet the minimum, unless nothing stays. A stake has at most one
+    /// pending withdrawal: a second request adds to it and restarts its delay.
     /// @return id The withdrawal to claim with `withdraw`.
     function requestUnstake(ProtocolParams.Role role, uint256 subject, uint256 amount) external returns (uint256 id) {
         if (amount == 0) revert ZeroAmount();
@@ -127,8 +134,19 @@ contract Staking is AccessControl, Votes, ReentrancyGuard {
         _votingUnits[msg.sender] -= amount;
         _transferVotingUnits(msg.sender, address(0), amount);
         uint64 readyAt = uint64(block.timestamp) + params.unbondingDelay();
-        id = _nextWithdrawal++;
-        _withdrawals[id] = Withdrawal({staker: msg.sender, readyAt: readyAt, amount: amount});
+        uint256 pending = _pending[msg.sender][role][subject];
+        if (pending != 0) {
+            id = pending - 1;
+            Withdrawal storage w = _withdrawals[id];
+            w.amount += amount;
+            w.readyAt = readyAt;
+        } else {
+            id = _nextWithdrawal++;
+            _withdrawals[id] = Withdrawal({
+                staker: msg.sender, readyAt: readyAt, role: role, subject: subject, amount: amount
+            });
+            _pending[msg.sender][role][subject] = id + 1;
+        }
         emit UnstakeRequested(msg.sender, role, subject, amount, id, readyAt);
     }
 
@@ -139,13 +157,14 @@ contract Staking is AccessControl, Votes, ReentrancyGuard {
         if (w.staker != msg.sender) revert NotYourWithdrawal(id);
         if (block.timestamp < w.readyAt) revert StillUnbonding(w.readyAt);
         delete _withdrawals[id];
+        delete _pending[msg.sender][w.role][w.subject];
         emit Withdrawn(msg.sender, id, w.amount);
         Address.sendValue(payable(msg.sender), w.amount);
     }
 
-    /// @notice Slashes up to `amount` of a stake; `challenger` receives its share, the treasury
-    /// the rest. Only slashers.
-    /// @return slashed What was actually taken (at most the stake).
+    /// @notice Slashes up to `amount` of a stake, taking what is staked first and then what is
+    /// unbonding; `challenger` receives its share, the treasury the rest. Only slashers.
+    /// @return slashed What was actually taken (at most the stake plus its pending withdrawal).
     function slash(ProtocolParams.Role role, uint256 subject, address staker, uint256 amount, address payable challenger)
         external
         onlyRole(SLASHER_ROLE)
@@ -153,11 +172,25 @@ contract Staking is AccessControl, Votes, ReentrancyGuard {
         returns (uint256 slashed)
     {
         uint256 staked = _stakes[staker][role][subject];
-        slashed = amount < staked ? amount : staked;
+        uint256 fromStake = amount < staked ? amount : staked;
+        uint256 fromUnbonding = 0;
+        uint256 pending = _pending[staker][role][subject];
+        if (fromStake < amount && pending != 0) {
+            Withdrawal storage w = _withdrawals[pending - 1];
+            uint256 rest = amount - fromStake;
+            fromUnbonding = rest < w.amount ? rest : w.amount;
+            w.amount -= fromUnbonding;
+            if (w.amount == 0) {
+                delete _withdrawals[pending - 1];
+                delete _pending[staker][role][subject];
+            }
+        }
+        slashed = fromStake + fromUnbonding;
         if (slashed == 0) revert ZeroAmount();
-        _stakes[staker][role][subject] = staked - slashed;
-        _votingUnits[staker] -= slashed;
-        _transferVotingUnits(staker, address(0), slashed);
+        _stakes[staker][role][subject] = staked - fromStake;
+        // Unbonding stake already gave up its votes.
+        _votingUnits[staker] -= fromStake;
+        _transferVotingUnits(staker, address(0), fromStake);
         uint256 toChallenger = challenger == address(0) ? 0 : slashed * challengerShareBps / 10_000;
         emit Slashed(staker, role, subject, slashed, challenger, toChallenger);
         if (toChallenger != 0) Address.sendValue(challenger, toChallenger);
@@ -167,6 +200,13 @@ contract Staking is AccessControl, Votes, ReentrancyGuard {
     /// @notice The stake of `staker` for `role` and `subject`.
     function stakeOf(address staker, ProtocolParams.Role role, uint256 subject) external view returns (uint256) {
         return _stakes[staker][role][subject];
+    }
+
+    /// @notice What a slash of `staker` for `role` and `subject` could take: the stake plus
+    /// its pending withdrawal.
+    function slashableOf(address staker, ProtocolParams.Role role, uint256 subject) external view returns (uint256) {
+        uint256 pending = _pending[staker][role][subject];
+        return _stakes[staker][role][subject] + (pending == 0 ? 0 : _withdrawals[pending - 1].amount);
     }
 
     /// @notice Whether `staker` currently meets the minimum stake for `role` and `subject`.

@@ -158,6 +158,8 @@ struct Model {
     stakes: BTreeMap<Key, U256>,
     /// Unbonding stakes by withdrawal id: staker, amount, when they are ready.
     unbonding: BTreeMap<U256, (Address, U256, u64)>,
+    /// The one pending withdrawal of each stake that has one.
+    pending: BTreeMap<Key, U256>,
 }
 
 struct Wallet {
@@ -280,11 +282,22 @@ impl Sim {
         }
     }
 
-    /// What a successful `slash` of up to `amount` took from a stake, by `path`.
+    /// What a successful `slash` of up to `amount` took from a stake and then from its
+    /// pending withdrawal, by `path`.
     fn slashed(&mut self, path: usize, key: Key, amount: U256) -> U256 {
         let stake = self.m.stakes.entry(key).or_default();
-        let taken = amount.min(*stake);
+        let mut taken = amount.min(*stake);
         *stake -= taken;
+        if let Some(&id) = self.m.pending.get(&key).filter(|_| taken < amount) {
+            let w = self.m.unbonding.get_mut(&id).unwrap();
+            let more = (amount - taken).min(w.1);
+            w.1 -= more;
+            taken += more;
+            if w.1.is_zero() {
+                self.m.unbonding.remove(&id);
+                self.m.pending.remove(&key);
+            }
+        }
         self.slashed[path] += taken;
         taken
     }
@@ -441,7 +454,11 @@ impl Sim {
         let call = Staking::requestUnstakeCall::new((role, u(subject as u128), amount));
         if let Some(id) = self.send::<StErr, _>("request unstake", to, call, Z) {
             *self.m.stakes.get_mut(&(who, role, subject)).unwrap() -= amount;
-            self.m.unbonding.insert(id, (who, amount, t + WINDOW));
+            // A second request adds to the stake's pending withdrawal and restarts its delay.
+            let w = self.m.unbonding.entry(id).or_insert((who, Z, 0));
+            w.1 += amount;
+            w.2 = t + WINDOW;
+            self.m.pending.insert((who, role, subject), id);
         }
     }
 
@@ -459,6 +476,7 @@ impl Sim {
             .is_some()
         {
             self.m.unbonding.remove(&id);
+            self.m.pending.retain(|_, pending| *pending != id);
             assert_eq!(self.evm.balance(staker) - before, amount);
         }
     }
@@ -505,11 +523,12 @@ impl Sim {
         if !upheld {
             return add(&mut self.m.claimable, treasury, bond);
         }
-        add(&mut self.m.claimable, challenger, bond);
         let taken = self.slashed(0, (host, 2, 0), u(MIN_STAKE[2]));
         let share = bps(taken, CHALLENGER_BPS);
-        assert_eq!(self.evm.balance(challenger) - before.0, share);
+        // Settlement credits the challenger's share rather than letting Staking send it.
+        assert_eq!(self.evm.balance(challenger), before.0);
         assert_eq!(self.evm.balance(treasury) - before.1, taken - share);
+        add(&mut self.m.claimable, challenger, bond + share);
     }
 
     fn contribute(&mut self, who: Address, fee: U256) {

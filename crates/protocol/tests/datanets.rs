@@ -531,11 +531,15 @@ fn an_upheld_challenge_poisons_pays_the_challenger_and_slashes_the_approvers() {
         w.review(c, good, true).unwrap();
     }
     w.publish(OWNER, datanet, content(50), 2).unwrap();
-    // c3 leaves before the ruling: nothing is left to slash, and that must not block it.
-    let unstake = Staking::requestUnstakeCall::new((CURATOR, datanet, penalty));
-    w.evm.sol(c3, w.a.staking, unstake).unwrap();
-
     w.challenge(poison, bond).unwrap();
+    // c1 asks to leave once challenged, but unbonding stake is still at risk. c3 leaves
+    // completely before the ruling: nothing is left to take, and that must not block it.
+    let unstake = Staking::requestUnstakeCall::new((CURATOR, datanet, penalty));
+    w.evm.sol(c1, w.a.staking, unstake.clone()).unwrap();
+    let leaving = w.evm.sol(c3, w.a.staking, unstake).unwrap();
+    w.evm.advance(w.config.unbonding_delay_secs);
+    let withdraw = Staking::withdrawCall::new((leaving,));
+    w.evm.sol(c3, w.a.staking, withdraw).unwrap();
     let challenger_before = w.evm.balance(CHALLENGER);
     let treasury_before = w.evm.balance(w.a.timelock);
     let resolve = Reg::resolveChallengeCall::new((poison, true));
@@ -557,6 +561,13 @@ fn an_upheld_challenge_poisons_pays_the_challenger_and_slashes_the_approvers() {
     assert_eq!(w.evm.balance(w.a.timelock), treasury_now);
     let stakes = CURATORS.map(|c| w.stake_of(c, datanet));
     assert_eq!(stakes, [U256::ZERO, open(15), U256::ZERO, penalty, penalty]);
+    let slashable = Staking::slashableOfCall::new((c1, CURATOR, datanet));
+    let unbonding_left = w.evm.sol(c1, w.a.staking, slashable).unwrap();
+    assert_eq!(
+        unbonding_left,
+        U256::ZERO,
+        "the slash took c1's unbonding stake"
+    );
     let open_challenge = w.view(Reg::challengeOfCall::new((poison,)));
     assert_eq!(open_challenge.challenger, Address::ZERO);
     let poisoned = err!(NotAccepted(poison, POISONED));

@@ -683,8 +683,9 @@ fn an_upheld_challenge_slashes_the_host_and_a_rejected_one_forfeits_the_bond() {
     let err = w.govern_fails(resolve(u(9), true).abi_encode());
     assert_eq!(err, err!(NoOpenChallenge, u(9)));
 
-    // Upheld: the host loses the host minimum (50), a fifth to the challenger at once and the
-    // rest to the treasury; the bond comes back as claimable credit.
+    // Upheld: the host loses the host minimum (50), a fifth credited to the challenger with
+    // its bond (a challenger that refuses OPEN cannot block the ruling) and the rest to the
+    // treasury.
     let before = (
         w.evm.balance(VALIDATOR),
         w.evm.balance(treasury),
@@ -692,14 +693,18 @@ fn an_upheld_challenge_slashes_the_host_and_a_rejected_one_forfeits_the_bond() {
     );
     w.govern(w.is, resolve(b1, true));
     assert_eq!(w.host_stake(HOST), open(70));
-    assert_eq!(w.evm.balance(VALIDATOR) - before.0, open(10));
+    assert_eq!(w.evm.balance(VALIDATOR), before.0);
     assert_eq!(w.evm.balance(treasury) - before.1, open(40));
-    assert_eq!(w.claimable(VALIDATOR), bond);
+    assert_eq!(w.claimable(VALIDATOR), bond + open(10));
     assert_eq!(w.claimable(treasury), before.2);
     let ch = w.view(w.is, IS::challengeOfCall::new((b1,)));
     assert_eq!(ch.challenger, Address::ZERO);
+    assert!(w.batch(b1).slashed);
     let err = w.govern_fails(resolve(b1, true).abi_encode());
     assert_eq!(err, err!(NoOpenChallenge, b1));
+    // One slash per batch: it cannot be challenged again.
+    let err = w.fails(VALIDATOR2, w.is, challenge(b1), bond);
+    assert_eq!(err, err!(AlreadySlashed, b1));
 
     // Rejected: the bond is the treasury's, and the host keeps its stake.
     let before = (w.evm.balance(VALIDATOR), w.claimable(treasury));
@@ -709,13 +714,23 @@ fn an_upheld_challenge_slashes_the_host_and_a_rejected_one_forfeits_the_bond() {
     assert_eq!(w.evm.balance(VALIDATOR), before.0);
     assert_eq!(
         w.claimable(VALIDATOR),
-        bond,
+        bond + open(10),
         "only the upheld bond came back"
     );
 
-    // A host staked at exactly the minimum loses it all and can no longer settle.
-    w.govern(w.is, resolve(b3, true));
+    // A host staked at exactly the minimum loses it all and can no longer settle; asking to
+    // unstake before the ruling does not save it, since unbonding stake is still slashable.
+    let unstake = Staking::requestUnstakeCall::new((2, U256::ZERO, open(50)));
+    w.evm.sol(HOST2, w.a.staking, unstake).unwrap();
     assert_eq!(w.host_stake(HOST2), U256::ZERO);
+    let treasury_before = w.evm.balance(treasury);
+    w.govern(w.is, resolve(b3, true));
+    assert_eq!(w.evm.balance(treasury) - treasury_before, open(40));
+    let slashable = Staking::slashableOfCall::new((HOST2, 2, U256::ZERO));
+    assert_eq!(
+        w.evm.sol(HOST2, w.a.staking, slashable).unwrap(),
+        U256::ZERO
+    );
     let r = [receipt(consumer(0), AGENT_HOST2, 1000)];
     let (c, k) = w.totals(u(1000));
     let err = w.settle_fails(HOST2, &r, spread(c, &[CONTRIB]), spread(k, &[CURATOR]));

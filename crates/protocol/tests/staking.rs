@@ -246,3 +246,68 @@ fn voting_power_is_checkpointed_by_block() {
     assert_eq!(past, open(100));
     assert_eq!(w.votes(ALICE), open(150));
 }
+
+#[test]
+fn unbonding_stake_stays_slashable_and_a_stake_has_one_pending_withdrawal() {
+    let mut w = world();
+    let total = w.total();
+    w.stake(ALICE, HOST, 0, open(80)).unwrap();
+    let request = |amount| Staking::requestUnstakeCall {
+        role: HOST,
+        subject: U256::ZERO,
+        amount,
+    };
+    let first = w.evm.sol(ALICE, w.staking, request(open(30))).unwrap();
+    w.evm.advance(UNBONDING / 2);
+    // Leaving everything: the second request joins the first and restarts its delay.
+    let second = w.evm.sol(ALICE, w.staking, request(open(50))).unwrap();
+    let requested_at = w.evm.timestamp - 1;
+    assert_eq!(first, second);
+    let pending = w.view(Staking::withdrawalCall { id: first });
+    assert_eq!(pending.amount, open(80));
+    assert_eq!(pending.readyAt, requested_at + UNBONDING);
+    assert_eq!(w.stake_of(ALICE, HOST, 0), U256::ZERO);
+
+    // A challenge upheld now still reaches the stake on its way out.
+    let slash = Staking::slashCall {
+        role: HOST,
+        subject: U256::ZERO,
+        staker: ALICE,
+        amount: open(60),
+        challenger: CHALLENGER,
+    };
+    let before = (w.evm.balance(CHALLENGER), w.evm.balance(TREASURY));
+    w.evm.sol(GOVERNANCE, w.staking, slash).unwrap();
+    assert_eq!(w.evm.balance(CHALLENGER) - before.0, open(12));
+    assert_eq!(w.evm.balance(TREASURY) - before.1, open(48));
+    let slashable = Staking::slashableOfCall {
+        staker: ALICE,
+        role: HOST,
+        subject: U256::ZERO,
+    };
+    assert_eq!(w.view(slashable), open(20));
+
+    w.evm.advance(UNBONDING);
+    let before = w.evm.balance(ALICE);
+    w.evm
+        .sol(ALICE, w.staking, Staking::withdrawCall { id: first })
+        .unwrap();
+    assert_eq!(w.evm.balance(ALICE) - before, open(20));
+    // Nothing is left to slash, and a new request opens a new withdrawal.
+    let empty = Staking::slashCall {
+        role: HOST,
+        subject: U256::ZERO,
+        staker: ALICE,
+        amount: open(1),
+        challenger: CHALLENGER,
+    };
+    let err = w
+        .evm
+        .call(GOVERNANCE, w.staking, empty.abi_encode().into())
+        .unwrap_err();
+    assert!(matches!(error(&err), StakingErrors::ZeroAmount(_)));
+    w.stake(ALICE, HOST, 0, open(50)).unwrap();
+    let third = w.evm.sol(ALICE, w.staking, request(open(50))).unwrap();
+    assert_ne!(third, first);
+    assert_eq!(w.total(), total);
+}
