@@ -107,7 +107,10 @@ async fn a_dev_node_moves_its_clock_and_mines_on_request() {
     let t = TestChain { chain, dir };
     let before = now();
     assert_eq!(t.ok("evm_mine", json!([])).await, json!("0x1"));
-    assert_eq!(t.ok("evm_increaseTime", json!(["0xe10"])).await, json!("0xe10"));
+    assert_eq!(
+        t.ok("evm_increaseTime", json!(["0xe10"])).await,
+        json!("0xe10")
+    );
     assert_eq!(t.ok("evm_mine", json!([])).await, json!("0x2"));
     let head = t.chain.head().header.clone();
     assert_eq!(head.number, 2);
