@@ -86,8 +86,10 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
     mapping(uint256 id => Datanet) private _datanets;
     mapping(uint256 id => string) private _metadataURIs;
     mapping(uint256 id => Contribution) private _contributions;
-    mapping(uint256 id => address[]) private _approvers;
-    mapping(uint256 id => address[]) private _rejecters;
+    /// Voters by contribution and position; the counts live in the contribution, so a vote
+    /// writes one new slot instead of an array element and its length.
+    mapping(uint256 id => mapping(uint256 index => address)) private _approvers;
+    mapping(uint256 id => mapping(uint256 index => address)) private _rejecters;
     mapping(uint256 id => Version) private _versions;
     mapping(uint256 contributionId => Challenge) private _challenges;
     mapping(address account => uint256) private _owed;
@@ -249,16 +251,19 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
             revert NotCurator(datanetId, msg.sender);
         }
         if (msg.sender == c.contributor) revert SelfReview(contributionId);
-        address[] storage approvers = _approvers[contributionId];
-        address[] storage rejecters = _rejecters[contributionId];
-        if (_contains(approvers, msg.sender) || _contains(rejecters, msg.sender)) {
+        mapping(uint256 => address) storage approvers = _approvers[contributionId];
+        mapping(uint256 => address) storage rejecters = _rejecters[contributionId];
+        uint16 approvalsBefore = c.approvals;
+        uint16 rejectionsBefore = c.rejections;
+        if (_contains(approvers, approvalsBefore, msg.sender) || _contains(rejecters, rejectionsBefore, msg.sender))
+        {
             revert AlreadyReviewed(contributionId, msg.sender);
         }
         emit Reviewed(contributionId, msg.sender, approve, reasonHash);
         uint16 quorum = _datanets[datanetId].quorum;
         if (approve) {
-            approvers.push(msg.sender);
-            uint16 approvals = c.approvals + 1;
+            approvers[approvalsBefore] = msg.sender;
+            uint16 approvals = approvalsBefore + 1;
             c.approvals = approvals;
             if (approvals == quorum) {
                 c.status = Status.Accepted;
@@ -267,8 +272,8 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
                 emit ContributionAccepted(contributionId, datanetId);
             }
         } else {
-            rejecters.push(msg.sender);
-            uint16 rejections = c.rejections + 1;
+            rejecters[rejectionsBefore] = msg.sender;
+            uint16 rejections = rejectionsBefore + 1;
             c.rejections = rejections;
             if (rejections == quorum) {
                 c.status = Status.Rejected;
@@ -348,11 +353,12 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
         c.fee = 0;
         emit ContributionPoisoned(contributionId, datanetId);
         uint256 penalty = params.minStake(ProtocolParams.Role.Curator);
-        address[] storage approvers = _approvers[contributionId];
+        mapping(uint256 => address) storage approvers = _approvers[contributionId];
+        uint256 approvals = c.approvals;
         // The challenger's share of each slash comes here and is credited, not sent by
         // `Staking`: a challenger that refuses OPEN would otherwise make the ruling revert.
         uint256 balanceBefore = address(this).balance;
-        for (uint256 i = 0; i < approvers.length; ++i) {
+        for (uint256 i = 0; i < approvals; ++i) {
             address curator = approvers[i];
             // A curator who has already withdrawn everything has nothing left to take.
             if (staking.slashableOf(curator, ProtocolParams.Role.Curator, datanetId) != 0) {
@@ -431,7 +437,15 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
         view
         returns (address[] memory approvers, address[] memory rejecters)
     {
-        return (_approvers[contributionId], _rejecters[contributionId]);
+        Contribution storage c = _contributions[contributionId];
+        approvers = new address[](c.approvals);
+        rejecters = new address[](c.rejections);
+        for (uint256 i = 0; i < approvers.length; ++i) {
+            approvers[i] = _approvers[contributionId][i];
+        }
+        for (uint256 i = 0; i < rejecters.length; ++i) {
+            rejecters[i] = _rejecters[contributionId][i];
+        }
     }
 
     /// @notice A published version.
@@ -460,9 +474,13 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
         emit Credited(account, amount);
     }
 
-    function _contains(address[] storage list, address account) private view returns (bool) {
-        for (uint256 i = 0; i < list.length; ++i) {
-            if (list[i] == account) return true;
+    function _contains(mapping(uint256 => address) storage voters, uint256 count, address account)
+        private
+        view
+        returns (bool)
+    {
+        for (uint256 i = 0; i < count; ++i) {
+            if (voters[i] == account) return true;
         }
         return false;
     }
