@@ -203,7 +203,7 @@ async fn main() -> Result<()> {
             ModelRegistry::deployAgentCall {
                 adapterId: U256::from(1),
                 host: host.sender().unwrap(),
-                pricePer1kTokens: (OPEN / 1000) as u128,
+                pricePer1kTokens: OPEN / 1000,
                 metadataURI: "ipfs://agent".into(),
             },
             U256::ZERO,

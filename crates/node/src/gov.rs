@@ -4,17 +4,15 @@
 //! them again in the `ProposalCreated` log, so nothing has to be kept on the side.
 
 use alloy_primitives::{keccak256, Address, Bytes, U256};
-use alloy_sol_types::{SolCall, SolEvent};
+use alloy_sol_types::SolCall;
 use anyhow::{anyhow, bail, Context, Result};
 use openledger_protocol::{
-    client::Log,
     deploy::Addresses,
     governor::OpenGovernor::{self, ProposalCreated},
     model_registry::ModelRegistry,
     protocol_params::ProtocolParams::{self, FeeSplit},
     ProtocolClient,
 };
-use serde_json::json;
 
 /// The actions a proposal can carry, each from its own flag.
 #[derive(Debug, Default, clap::Args)]
@@ -322,24 +320,10 @@ pub async fn status(client: &ProtocolClient, id: Option<U256>) -> Result<()> {
 
 async fn all_proposals(client: &ProtocolClient) -> Result<Vec<ProposalCreated>> {
     let a = client.addresses().expect("addresses loaded");
-    let logs: Vec<Log> = client
-        .rpc()
-        .request(
-            "eth_getLogs",
-            json!([{
-                "address": a.governor,
-                "topics": [ProposalCreated::SIGNATURE_HASH],
-                "fromBlock": "0x0",
-                "toBlock": "latest",
-            }]),
-        )
+    let events = client
+        .events::<ProposalCreated>(a.governor, 0, None)
         .await?;
-    logs.iter()
-        .map(|log| {
-            ProposalCreated::decode_raw_log(log.topics.iter().copied(), &log.data)
-                .map_err(|e| anyhow!("a ProposalCreated log does not decode: {e}"))
-        })
-        .collect()
+    Ok(events.into_iter().map(|(_, p)| p).collect())
 }
 
 async fn find_proposal(client: &ProtocolClient, id: U256) -> Result<ProposalCreated> {

@@ -16,7 +16,7 @@ use crate::deploy::{self, Addresses, DeployConfig};
 use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, Bytes, Signature, TxKind, B256, U256, U64};
-use alloy_sol_types::SolCall;
+use alloy_sol_types::{SolCall, SolEvent};
 use k256::ecdsa::SigningKey;
 use serde::Deserialize;
 use serde_json::json;
@@ -121,6 +121,8 @@ pub struct Log {
     pub address: Address,
     pub topics: Vec<B256>,
     pub data: Bytes,
+    #[serde(rename = "blockNumber")]
+    pub block_number: Option<U64>,
 }
 
 /// The parts of a transaction receipt the protocol needs.
@@ -216,6 +218,36 @@ impl ProtocolClient {
             .rpc
             .request("eth_getCode", json!([address, "latest"]))
             .await?)
+    }
+
+    /// Every `E` event the contract at `address` emitted in blocks `from..=to` (`None`: the
+    /// latest), decoded, with the block number each came in.
+    pub async fn events<E: SolEvent>(
+        &self,
+        address: Address,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<Vec<(u64, E)>, ClientError> {
+        let to = to.map_or_else(|| json!("latest"), |n| json!(U64::from(n)));
+        let filter = json!({
+            "address": address,
+            "topics": [E::SIGNATURE_HASH],
+            "fromBlock": U64::from(from),
+            "toBlock": to,
+        });
+        let logs: Vec<Log> = self.rpc.request("eth_getLogs", json!([filter])).await?;
+        logs.into_iter()
+            .map(|log| {
+                let event =
+                    E::decode_raw_log(log.topics.iter().copied(), &log.data).map_err(|e| {
+                        ClientError::Decode {
+                            what: E::SIGNATURE.to_string(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                Ok((log.block_number.map_or(0, |n| n.to()), event))
+            })
+            .collect()
     }
 
     /// Reads a view of the contract at `to`.
