@@ -1,0 +1,388 @@
+//! The random run's actions, one method each: what to try, and what the model expects when
+//! the contracts accept it.
+
+use super::*;
+
+impl Sim {
+    pub(super) fn deposit(&mut self) {
+        let who = self.rng.pick(&CONSUMERS);
+        let amount = self.rng.wei_or_zero(3 * OPEN, 5);
+        if self.is("deposit", who, IS::depositCall {}, amount) {
+            add(&mut self.m.credit, who, amount);
+        }
+    }
+
+    /// A batch of random receipts on one host's agents; now and then one wei too many for
+    /// the contributors, or another host's agent.
+    pub(super) fn settle(&mut self) {
+        let host = self.rng.pick_or(&self.staked(2), &HOSTS);
+        let host = HOSTS.iter().position(|h| *h == host).unwrap();
+        let (r, t) = (&mut self.rng, self.evm.timestamp);
+        let n = 1 + r.below(6);
+        let (tamper, stray) = (u(r.chance(3) as u128), r.chance(3));
+        let on_host: Vec<_> = AGENTS.iter().filter(|a| (a.1 == host) != stray).collect();
+        let mut receipts: Vec<(Receipt, Address)> = (0..n)
+            .map(|_| {
+                let (&(agent, _, owner), consumer) = (r.pick(&on_host), r.pick(&CONSUMERS));
+                let fee = r.wei(OPEN / 10).to();
+                let receipt = (consumer, agent, fee, keccak256(r.next().to_be_bytes()));
+                (receipt.into(), OWNERS[owner])
+            })
+            .collect();
+        receipts.sort_by_key(|r| r.0.consumer);
+        let fees: U256 = receipts.iter().map(|r| U256::from(r.0.fee)).sum();
+        let contributors = self.payouts(bps(fees, SPLIT[0]) + tamper, &CONTRIBUTORS);
+        let curators = self.payouts(bps(fees, SPLIT[1]), &CURATORS);
+        let list = receipts.iter().map(|r| r.0.clone()).collect();
+        let call = IS::settleCall::new((list, contributors.clone(), curators.clone()));
+        let to = (HOSTS[host], self.a.inference_settlement);
+        let Some(id) = self.send::<IsErr, _>("settle", to, call, Z) else {
+            return;
+        };
+        let m = &mut self.m;
+        m.batches.push((HOSTS[host], t, None));
+        assert_eq!(id, U256::from(m.batches.len()));
+        let mut per_owner = BTreeMap::new();
+        for (r, owner) in &receipts {
+            *m.credit.get_mut(&r.consumer).unwrap() -= U256::from(r.fee);
+            add(&mut per_owner, *owner, U256::from(r.fee));
+        }
+        // Each owner's share is rounded down on its own fees; the treasury takes what is left.
+        let owners = per_owner.into_iter().map(|(o, f)| (o, bps(f, SPLIT[2])));
+        let lists = contributors.into_iter().chain(curators);
+        let lists = lists.map(|p| (p.account, p.amount));
+        let host_share = (HOSTS[host], bps(fees, SPLIT[3]));
+        let mut paid = Z;
+        for (who, amount) in lists.chain(owners).chain([host_share]) {
+            add(&mut m.claimable, who, amount);
+            paid += amount;
+        }
+        add(&mut m.claimable, self.a.timelock, fees - paid);
+    }
+
+    /// `total` cut at random among `to` (zero payouts included: they pay nothing).
+    pub(super) fn payouts(&mut self, total: U256, to: &[Address]) -> Vec<Payout> {
+        let mut left = total;
+        let mut out = vec![];
+        for (i, &account) in to.iter().enumerate() {
+            let cut = u(self.rng.below(101) as u128);
+            let amount = if i + 1 == to.len() {
+                left
+            } else {
+                left * cut / u(100)
+            };
+            left -= amount;
+            out.push((account, amount).into());
+        }
+        out
+    }
+
+    pub(super) fn claim_settlement(&mut self) {
+        let who = self
+            .rng
+            .pick_or(&holders(&self.m.claimable), &self.everyone);
+        let (before, owed) = (self.evm.balance(who), get(&self.m.claimable, who));
+        let call = IS::claimCall::new((who,));
+        let paid = self.is("claim settlement", CONSUMERS[0], call, Z);
+        assert_eq!(paid, !owed.is_zero(), "{who} had {owed} to claim");
+        assert_eq!(self.evm.balance(who) - before, owed);
+        self.m.claimable.remove(&who);
+    }
+
+    pub(super) fn request_credit(&mut self) {
+        let (who, t) = (self.rng.pick(&CONSUMERS), self.evm.timestamp);
+        let amount = self.rng.wei_or_zero(2 * OPEN, 5);
+        let call = IS::requestCreditWithdrawalCall::new((amount.to(),));
+        if self.is("request credit", who, call, Z) {
+            self.m.requests.insert(who, (amount, t + WINDOW));
+        }
+    }
+
+    pub(super) fn withdraw_credit(&mut self) {
+        let t = self.evm.timestamp;
+        let ready = self.m.requests.iter().filter(|r| r.1 .1 <= t);
+        let ready: Vec<_> = ready.map(|r| *r.0).collect();
+        let asked: Vec<_> = self.m.requests.keys().copied().collect();
+        let who = self
+            .rng
+            .pick_or(&ready, &[&asked[..], &CONSUMERS[..1]].concat());
+        let before = self.evm.balance(who);
+        if self.is("withdraw credit", who, IS::withdrawCreditCall {}, Z) {
+            let asked = self.m.requests.remove(&who).unwrap().0;
+            let credit = self.m.credit.get_mut(&who).unwrap();
+            let paid = asked.min(*credit);
+            *credit -= paid;
+            assert_eq!(self.evm.balance(who) - before, paid);
+        }
+    }
+
+    pub(super) fn new_stake(&mut self) {
+        // Mostly positions below their minimum, so that every role stays populated.
+        let short = |k: &Key| get_stake(&self.m.stakes, *k) < u(MIN_STAKE[k.1 as usize]);
+        let short: Vec<Key> = keys().into_iter().filter(short).collect();
+        let key = self.rng.pick_or(&short, &keys());
+        let min = MIN_STAKE[key.1 as usize];
+        // Sometimes below the minimum, which only tops up an existing stake.
+        let floor = u(min) * u(!self.rng.chance(15) as u128);
+        let amount = floor + self.rng.wei(min / 2);
+        if amount <= self.evm.balance(key.0) {
+            self.stake(key, amount);
+        }
+    }
+
+    pub(super) fn request_unstake(&mut self) {
+        let (who, role, subject) = self.staked_key();
+        let staked = get_stake(&self.m.stakes, (who, role, subject));
+        let all = staked.is_zero() || self.rng.chance(30);
+        let amount = if all {
+            staked
+        } else {
+            self.rng.wei(staked.to())
+        };
+        let (t, to) = (self.evm.timestamp, (who, self.a.staking));
+        let call = Staking::requestUnstakeCall::new((role, u(subject as u128), amount));
+        if let Some(id) = self.send::<StErr, _>("request unstake", to, call, Z) {
+            *self.m.stakes.get_mut(&(who, role, subject)).unwrap() -= amount;
+            // A second request adds to the stake's pending withdrawal and restarts its delay.
+            let w = self.m.unbonding.entry(id).or_insert((who, Z, 0));
+            w.1 += amount;
+            w.2 = t + WINDOW;
+            self.m.pending.insert((who, role, subject), id);
+        }
+    }
+
+    pub(super) fn withdraw_stake(&mut self) {
+        let t = self.evm.timestamp;
+        let all: Vec<_> = self.m.unbonding.iter().map(|(i, w)| (*i, *w)).collect();
+        let ready: Vec<_> = all.iter().copied().filter(|w| w.1 .2 <= t).collect();
+        let Some(&any) = all.last() else { return };
+        let (id, (staker, amount, _)) = self.rng.pick_or(&ready, &[any]);
+        let from = self.rng.pick_or(&[staker], &CONSUMERS);
+        let (before, to) = (self.evm.balance(staker), (from, self.a.staking));
+        let call = Staking::withdrawCall::new((id,));
+        if self
+            .send::<StErr, _>("withdraw stake", to, call, Z)
+            .is_some()
+        {
+            self.m.unbonding.remove(&id);
+            self.m.pending.retain(|_, pending| *pending != id);
+            assert_eq!(self.evm.balance(staker) - before, amount);
+        }
+    }
+
+    pub(super) fn challenge_batch(&mut self) {
+        let (t, count) = (self.evm.timestamp, self.m.batches.len() as u64);
+        if count == 0 {
+            return;
+        }
+        let open = |b: &(_, u64, Challenge)| b.1 + WINDOW >= t && b.2.is_none();
+        let ids = self.m.batches.iter().zip(1..).filter(|b| open(b.0));
+        let likely: Vec<u64> = ids.map(|b| b.1).collect();
+        let any = 1 + self.rng.below(count);
+        let id = self.rng.pick_or(&likely, &[any]);
+        let who = self.rng.pick_or(&self.staked(0), &CONSUMERS);
+        let call = IS::challengeCall::new((u(id as u128), keccak256(b"proof")));
+        if self.is("challenge batch", who, call, u(BOND)) {
+            self.m.batches[id as usize - 1].2 = Some((who, u(BOND)));
+        }
+    }
+
+    pub(super) fn rule_on_batch(&mut self) {
+        let open = self
+            .m
+            .batches
+            .iter()
+            .zip(1u64..)
+            .filter(|b| b.0 .2.is_some());
+        let open: Vec<u64> = open.map(|b| b.1).collect();
+        if open.is_empty() {
+            return;
+        }
+        let (id, upheld) = (self.rng.pick(&open), self.rng.chance(50));
+        let batch = &mut self.m.batches[id as usize - 1];
+        let (host, (challenger, bond)) = (batch.0, batch.2.unwrap());
+        let treasury = self.a.timelock;
+        let before = (self.evm.balance(challenger), self.evm.balance(treasury));
+        let call = IS::resolveChallengeCall::new((u(id as u128), upheld));
+        let (is, data) = (self.a.inference_settlement, call.abi_encode());
+        if !self.govern::<IsErr>("rule on batch", is, data) {
+            return;
+        }
+        self.m.batches[id as usize - 1].2 = None;
+        if !upheld {
+            return add(&mut self.m.claimable, treasury, bond);
+        }
+        let taken = self.slashed(0, (host, 2, 0), u(MIN_STAKE[2]));
+        let share = bps(taken, CHALLENGER_BPS);
+        // Settlement credits the challenger's share rather than letting Staking send it.
+        assert_eq!(self.evm.balance(challenger), before.0);
+        assert_eq!(self.evm.balance(treasury) - before.1, taken - share);
+        add(&mut self.m.claimable, challenger, bond + share);
+    }
+
+    pub(super) fn contribute(&mut self, who: Address, fee: U256) {
+        let h = keccak256(self.rng.next().to_be_bytes());
+        let call = DR::contributeCall::new((u(1), h, 100, h));
+        if self.dr("contribute", who, call, fee) {
+            self.m.contributions.push(Contribution {
+                contributor: who,
+                status: Status::Pending,
+                fee,
+                decided_at: 0,
+                bond: None,
+                approvers: vec![],
+                rejecters: vec![],
+            });
+        }
+    }
+
+    pub(super) fn review(&mut self, curator: Address, id: u64, approve: bool) {
+        let t = self.evm.timestamp;
+        let call = DR::reviewCall::new((u(id as u128), approve, keccak256(b"why")));
+        if !self.dr("review", curator, call, Z) {
+            return;
+        }
+        let c = &mut self.m.contributions[id as usize - 1];
+        let votes = if approve {
+            &mut c.approvers
+        } else {
+            &mut c.rejecters
+        };
+        votes.push(curator);
+        if votes.len() < QUORUM {
+            return;
+        }
+        c.decided_at = t;
+        if approve {
+            c.status = Status::Accepted;
+            return;
+        }
+        c.status = Status::Rejected;
+        // The deposit pays the rejecters, the first taking the indivisible remainder.
+        let fee = std::mem::take(&mut c.fee);
+        let each = fee / u(QUORUM as u128);
+        let rest = fee - each * u(QUORUM as u128);
+        for (i, &curator) in c.rejecters.iter().enumerate() {
+            add(&mut self.m.owed, curator, each + rest * u((i == 0) as u128));
+        }
+    }
+
+    pub(super) fn random_review(&mut self) {
+        let (min, m) = (u(MIN_STAKE[1]), &self.m);
+        let staked = |k: &Address| get_stake(&m.stakes, (*k, 1, 1)) >= min;
+        let fresh = |c: &Contribution, k: &Address| {
+            let voted = c.approvers.contains(k) || c.rejecters.contains(k);
+            c.status == Status::Pending && !voted && staked(k)
+        };
+        let votes = m.contributions.iter().zip(1u64..);
+        let votes = votes.flat_map(|(c, id)| CURATORS.map(|k| (c, id, k)));
+        let likely: Vec<_> = votes
+            .filter(|v| fresh(v.0, &v.2))
+            .map(|v| (v.1, v.2))
+            .collect();
+        let any = 1 + self.rng.below(m.contributions.len() as u64);
+        let any = (any, self.rng.pick(&CURATORS));
+        let (id, curator) = self.rng.pick_or(&likely, &[any]);
+        let approve = self.rng.chance(75);
+        self.review(curator, id, approve);
+    }
+
+    pub(super) fn release_fee(&mut self) {
+        let t = self.evm.timestamp;
+        let id = self.accepted(|c| {
+            let held = c.bond.is_none() && !c.fee.is_zero();
+            t > c.decided_at + WINDOW && held
+        });
+        let (from, call) = (CONSUMERS[1], DR::releaseFeeCall::new((u(id as u128),)));
+        if self.dr("release fee", from, call, Z) {
+            let c = &mut self.m.contributions[id as usize - 1];
+            add(&mut self.m.owed, c.contributor, std::mem::take(&mut c.fee));
+        }
+    }
+
+    pub(super) fn challenge_contribution(&mut self) {
+        let t = self.evm.timestamp;
+        let id = self.accepted(|c| t <= c.decided_at + WINDOW && c.bond.is_none());
+        // Anyone may challenge a contribution, staked or not.
+        let who = self.rng.pick(&[VALIDATORS[0], CONSUMERS[3]]);
+        let call = DR::challengeCall::new((u(id as u128), keccak256(b"poison")));
+        if self.dr("challenge contribution", who, call, u(BOND)) {
+            self.m.contributions[id as usize - 1].bond = Some((who, u(BOND)));
+        }
+    }
+
+    pub(super) fn rule_on_contribution(&mut self) {
+        let open = self.m.contributions.iter().zip(1u64..);
+        let open: Vec<u64> = open.filter(|c| c.0.bond.is_some()).map(|c| c.1).collect();
+        if open.is_empty() {
+            return;
+        }
+        let (id, upheld) = (self.rng.pick(&open), self.rng.chance(50));
+        let (challenger, bond) = self.m.contributions[id as usize - 1].bond.unwrap();
+        let treasury = self.a.timelock;
+        let before = (self.evm.balance(challenger), self.evm.balance(treasury));
+        let call = DR::resolveChallengeCall::new((u(id as u128), upheld));
+        let (dr, data) = (self.a.datanet_registry, call.abi_encode());
+        if !self.govern::<DrErr>("rule on contribution", dr, data) {
+            return;
+        }
+        let c = &mut self.m.contributions[id as usize - 1];
+        c.bond = None;
+        if !upheld {
+            return add(&mut self.m.owed, treasury, bond);
+        }
+        c.status = Status::Poisoned;
+        let (fee, approvers) = (std::mem::take(&mut c.fee), c.approvers.clone());
+        let (mut shares, mut rest) = (Z, Z);
+        for curator in approvers {
+            let taken = self.slashed(1, (curator, 1, 1), u(MIN_STAKE[1]));
+            shares += bps(taken, CHALLENGER_BPS);
+            rest += taken - bps(taken, CHALLENGER_BPS);
+        }
+        assert_eq!(self.evm.balance(treasury) - before.1, rest);
+        // The registry credits the challenger's shares rather than letting Staking send them.
+        assert_eq!(self.evm.balance(challenger), before.0);
+        add(&mut self.m.owed, challenger, bond + fee + shares);
+    }
+
+    pub(super) fn claim_datanet(&mut self) {
+        let who = self.rng.pick_or(&holders(&self.m.owed), &self.everyone);
+        let (before, owed) = (self.evm.balance(who), get(&self.m.owed, who));
+        let call = DR::claimCall::new((who,));
+        let paid = self.dr("claim datanet", CONSUMERS[2], call, Z);
+        assert_eq!(paid, !owed.is_zero(), "{who} was owed {owed}");
+        assert_eq!(self.evm.balance(who) - before, owed);
+        self.m.owed.remove(&who);
+    }
+
+    pub(super) fn governance_slash(&mut self) {
+        let key = self.staked_key();
+        let amount = self.rng.wei(MIN_STAKE[key.1 as usize]);
+        let challenger = self.rng.pick(&[VALIDATORS[0], CONSUMERS[1], Address::ZERO]);
+        let treasury = self.a.timelock;
+        let before = (self.evm.balance(challenger), self.evm.balance(treasury));
+        let (subject, st) = (u(key.2 as u128), self.a.staking);
+        let call = Staking::slashCall::new((key.1, subject, key.0, amount, challenger));
+        if !self.govern::<StErr>("governance slash", st, call.abi_encode()) {
+            return;
+        }
+        let taken = self.slashed(2, key, amount);
+        // No challenger, no share: the treasury takes it all.
+        let share = bps(taken, CHALLENGER_BPS) * u(!challenger.is_zero() as u128);
+        assert_eq!(self.evm.balance(treasury) - before.1, taken - share);
+        if !challenger.is_zero() {
+            assert_eq!(self.evm.balance(challenger) - before.0, share);
+        }
+    }
+
+    pub(super) fn vesting_release(&mut self) {
+        let w = &self.wallets[self.rng.below(2) as usize];
+        let (wallet, beneficiary) = (w.address, w.beneficiary);
+        let elapsed = self.evm.timestamp.saturating_sub(w.start).min(w.seconds);
+        let vested = w.allocation * U256::from(elapsed) / U256::from(w.seconds);
+        let (to, call) = ((CONSUMERS[0], wallet), OpenVesting::release_1Call {});
+        let released = self.send::<VestErr, _>("vesting release", to, call, Z);
+        assert!(released.is_some(), "release never reverts");
+        assert_eq!(self.evm.balance(beneficiary), vested, "released so far");
+    }
+}
