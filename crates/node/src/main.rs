@@ -2,6 +2,7 @@
 
 mod deploy;
 mod gov;
+mod model;
 mod token;
 
 use alloy_primitives::U256;
@@ -29,6 +30,9 @@ enum Command {
     /// The OPEN token: supply and unlock schedule.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The model engine on its own: generate text, inspect a model.
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Deploy and wire the protocol contracts on any EVM chain; writes their addresses file.
     Deploy {
         #[command(flatten)]
@@ -61,6 +65,18 @@ struct ChainArgs {
     /// Private key (hex) that signs transactions.
     #[arg(long, global = true, env = "OPENLEDGER_KEY", hide_env_values = true)]
     key: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Complete a prompt (raw text, no chat template), streaming the text.
+    Generate(model::GenerateArgs),
+    /// Print a model's shape and tokenizer.
+    Inspect {
+        /// The model file (.gguf) [default: SmolLM2-135M-Instruct in the models directory].
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -235,6 +251,8 @@ fn main() -> Result<()> {
         .build()?;
     match cli.command {
         Command::Node(args) => runtime.block_on(run_node(args)),
+        Command::Model(ModelCommand::Generate(args)) => model::generate(args),
+        Command::Model(ModelCommand::Inspect { model }) => model::inspect(model),
         Command::Deploy { chain, out, preset } => runtime.block_on(async {
             let key = chain
                 .key

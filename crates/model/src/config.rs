@@ -1,0 +1,155 @@
+//! The shape of a Llama-family model, from a GGUF file's metadata or a Hugging Face
+//! `config.json`.
+
+use crate::ModelError;
+use candle_core::quantized::gguf_file;
+use serde::Deserialize;
+use std::collections::HashMap;
+
+/// What the transformer needs to know about a model.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    /// Grouped-query attention: key/value heads shared by groups of query heads.
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f32,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    /// The output projection is the embedding matrix (SmolLM2, Llama 3.2 1B).
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Biases on the q, k and v projections (Qwen2).
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+    #[serde(default)]
+    pub eos_token_id: Option<u32>,
+}
+
+fn default_rope_theta() -> f32 {
+    10_000.0
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+
+fn default_max_positions() -> usize {
+    2048
+}
+
+impl Config {
+    /// Key/value heads (all heads when the model does not group them).
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// The width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Reads a Hugging Face `config.json`.
+    pub fn from_hf_json(text: &str) -> Result<Self, ModelError> {
+        let config: Config =
+            serde_json::from_str(text).map_err(|e| ModelError::Config(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Reads the `llama.*` (or `qwen2.*`) keys of a GGUF file.
+    pub fn from_gguf(metadata: &HashMap<String, gguf_file::Value>) -> Result<Self, ModelError> {
+        let arch = metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_else(|| "llama".into());
+        if arch != "llama" && arch != "qwen2" {
+            return Err(ModelError::Config(format!(
+                "architecture {arch:?} is not supported (llama and qwen2 are)"
+            )));
+        }
+        let get = |key: &str| {
+            metadata
+                .get(&format!("{arch}.{key}"))
+                .ok_or_else(|| ModelError::Config(format!("GGUF metadata lacks {arch}.{key}")))
+        };
+        let int = |key: &str| -> Result<usize, ModelError> {
+            let v = get(key)?;
+            v.to_u64()
+                .or_else(|_| v.to_u32().map(u64::from))
+                .map(|n| n as usize)
+                .map_err(|e| ModelError::Config(format!("{arch}.{key}: {e}")))
+        };
+        let float = |key: &str, default: f32| -> Result<f32, ModelError> {
+            match get(key) {
+                Ok(v) => v
+                    .to_f32()
+                    .map_err(|e| ModelError::Config(format!("{arch}.{key}: {e}"))),
+                Err(_) => Ok(default),
+            }
+        };
+        let vocab_size = match int("vocab_size") {
+            Ok(n) => n,
+            Err(_) => metadata
+                .get("tokenizer.ggml.tokens")
+                .and_then(|v| v.to_vec().ok())
+                .map(|v| v.len())
+                .ok_or_else(|| ModelError::Config("GGUF metadata has no vocabulary size".into()))?,
+        };
+        let token = |key: &str| metadata.get(key).and_then(|v| v.to_u32().ok());
+        let config = Config {
+            vocab_size,
+            hidden_size: int("embedding_length")?,
+            intermediate_size: int("feed_forward_length")?,
+            num_hidden_layers: int("block_count")?,
+            num_attention_heads: int("attention.head_count")?,
+            num_key_value_heads: int("attention.head_count_kv").ok(),
+            rope_theta: float("rope.freq_base", default_rope_theta())?,
+            rms_norm_eps: f64::from(float("attention.layer_norm_rms_epsilon", 1e-6)?),
+            max_position_embeddings: int("context_length").unwrap_or(default_max_positions()),
+            // Decided from the tensors: GGUF files without `output.weight` tie it.
+            tie_word_embeddings: false,
+            attention_bias: arch == "qwen2",
+            bos_token_id: token("tokenizer.ggml.bos_token_id"),
+            eos_token_id: token("tokenizer.ggml.eos_token_id"),
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ModelError> {
+        let bad = |why: String| Err(ModelError::Config(why));
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
+            return bad(format!(
+                "hidden size {} is not a multiple of {} heads",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        let kv = self.kv_heads();
+        if kv == 0 || !self.num_attention_heads.is_multiple_of(kv) {
+            return bad(format!(
+                "{} attention heads cannot be grouped over {kv} key/value heads",
+                self.num_attention_heads
+            ));
+        }
+        if !self.head_dim().is_multiple_of(2) {
+            return bad(format!(
+                "head width {} is odd; rotary embeddings need pairs",
+                self.head_dim()
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,143 @@
+//! A model ready for use: the transformer, its tokenizer and its chat template, loaded from
+//! one file.
+
+use crate::{
+    config::Config,
+    generate::{generate, Finish, Sampling},
+    llama::Llama,
+    tokenizer::{StreamDecoder, Tokenizer},
+    weights::load_gguf,
+    ModelError,
+};
+use std::path::Path;
+
+/// A loaded model.
+pub struct Model {
+    pub llama: Llama,
+    pub tokenizer: Tokenizer,
+    /// The Jinja chat template the model declares, if any.
+    pub chat_template: Option<String>,
+}
+
+/// A completion and why it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub finish: Finish,
+}
+
+impl Model {
+    /// Loads a GGUF file: weights dequantized to f32, the tokenizer and chat template from its
+    /// metadata.
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
+        if !path.exists() {
+            return Err(ModelError::Format(format!(
+                "no model at {} (run scripts/fetch-model for the default one, or pass --model PATH)",
+                path.display()
+            )));
+        }
+        if path.is_dir() {
+            return Err(ModelError::Format(format!(
+                "{} is a directory: loading Hugging Face directories (safetensors with \
+                 tokenizer.json) is not supported yet; pass a .gguf file",
+                path.display()
+            )));
+        }
+        let gguf = load_gguf(path)?;
+        let tokenizer = Tokenizer::from_gguf(&gguf.metadata)
+            .map_err(|e| ModelError::Format(format!("tokenizer: {e}")))?;
+        let chat_template = gguf
+            .metadata
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .cloned();
+        let llama = Llama::new(gguf.config, &gguf.weights)?;
+        Ok(Self {
+            llama,
+            tokenizer,
+            chat_template,
+        })
+    }
+
+    /// The model's shape.
+    pub fn config(&self) -> &Config {
+        self.llama.config()
+    }
+
+    /// Completes `prompt` (raw text, no template), streaming each piece of text to `on_text`
+    /// as soon as it is whole UTF-8; stops at the end-of-sequence token, at any of `stops`
+    /// (which is left out of the text), or after `max_tokens`.
+    pub fn complete(
+        &self,
+        prompt: &str,
+        max_tokens: usize,
+        sampling: Sampling,
+        stops: &[String],
+        mut on_text: impl FnMut(&str),
+    ) -> Result<Completion, ModelError> {
+        let ids = self.tokenizer.encode(prompt);
+        let mut decoder = StreamDecoder::new();
+        let mut text = String::new();
+        let mut emitted = 0;
+        let tokenizer = &self.tokenizer;
+        let stop_at = std::cell::Cell::new(None);
+        let generation = generate(
+            &self.llama,
+            &ids,
+            max_tokens,
+            sampling,
+            &[tokenizer.eos_id()],
+            |_| stop_at.get().is_some(),
+            |id| {
+                text.push_str(&decoder.push(tokenizer, id));
+                if let Some(at) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+                    stop_at.set(Some(at));
+                    text.truncate(at);
+                }
+                // Hold back text that could still turn into a stop string.
+                let hold = stops
+                    .iter()
+                    .map(|s| partial_suffix(&text, s))
+                    .max()
+                    .unwrap_or(0);
+                let ready = text.len() - hold;
+                if ready > emitted && text.is_char_boundary(ready) {
+                    on_text(&text[emitted..ready]);
+                    emitted = ready;
+                }
+            },
+        )?;
+        if stop_at.get().is_none() {
+            text.push_str(&decoder.finish());
+        }
+        if text.len() > emitted {
+            on_text(&text[emitted..]);
+        }
+        Ok(Completion {
+            text,
+            tokens: generation.tokens,
+            finish: generation.finish,
+        })
+    }
+}
+
+/// The length of the longest suffix of `text` that is a proper prefix of `stop`.
+fn partial_suffix(text: &str, stop: &str) -> usize {
+    (1..stop.len())
+        .rev()
+        .find(|&n| stop.is_char_boundary(n) && text.ends_with(&stop[..n]))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::partial_suffix;
+
+    #[test]
+    fn a_partial_stop_string_is_held_back() {
+        assert_eq!(partial_suffix("hello wo", "world"), 2);
+        assert_eq!(partial_suffix("hello", "world"), 0);
+        assert_eq!(partial_suffix("abc###", "###END"), 3);
+    }
+}

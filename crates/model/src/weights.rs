@@ -1,0 +1,172 @@
+//! Loading weights into f32 tensors under Hugging Face's names, from GGUF (any quantization
+//! candle can dequantize: the k-quants and the legacy types) or from safetensors.
+//!
+//! One naming and one layout for every source: GGUF files from llama.cpp store the query and
+//! key projections of Llama models with their rows permuted for interleaved rotary embeddings,
+//! so they are permuted back here. The transformer then always applies the rotate-half
+//! embedding of the Hugging Face implementation, and a PEFT adapter trained there applies to
+//! weights from either source unchanged.
+
+use crate::{config::Config, ModelError};
+use candle_core::{quantized::gguf_file, Device, Tensor};
+use std::{collections::HashMap, path::Path};
+
+/// A model's tensors by Hugging Face name (`model.layers.0.self_attn.q_proj.weight`, …).
+pub type Weights = HashMap<String, Tensor>;
+
+/// A GGUF file's metadata and dequantized tensors.
+pub struct GgufModel {
+    pub metadata: HashMap<String, gguf_file::Value>,
+    pub config: Config,
+    pub weights: Weights,
+}
+
+/// Reads a GGUF file and dequantizes every tensor to f32.
+pub fn load_gguf(path: &Path) -> Result<GgufModel, ModelError> {
+    let io = |e: std::io::Error| ModelError::Io(path.display().to_string(), e);
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|e| ModelError::Format(format!("{}: not a GGUF file: {e}", path.display())))?;
+    let mut config = Config::from_gguf(&content.metadata)?;
+    let arch = content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_default();
+    let mut weights = Weights::new();
+    for name in content.tensor_infos.keys() {
+        let tensor = content
+            .tensor(&mut file, name, &Device::Cpu)
+            .and_then(|q| q.dequantize(&Device::Cpu))
+            .map_err(|e| ModelError::Format(format!("tensor {name}: {e}")))?;
+        let Some(hf) = hf_name(name) else {
+            // Tensors the transformer does not use (e.g. precomputed rope frequencies).
+            continue;
+        };
+        let tensor = if arch == "llama" && hf.ends_with("q_proj.weight") {
+            unpermute(&tensor, config.num_attention_heads)?
+        } else if arch == "llama" && hf.ends_with("k_proj.weight") {
+            unpermute(&tensor, config.kv_heads())?
+        } else {
+            tensor
+        };
+        weights.insert(hf, tensor);
+    }
+    config.tie_word_embeddings = !weights.contains_key("lm_head.weight");
+    Ok(GgufModel {
+        metadata: content.metadata,
+        config,
+        weights,
+    })
+}
+
+/// Reads a Hugging Face model directory: `config.json` and `*.safetensors`.
+pub fn load_safetensors_dir(dir: &Path) -> Result<(Config, Weights), ModelError> {
+    let io = |p: &Path| {
+        let p = p.display().to_string();
+        move |e| ModelError::Io(p, e)
+    };
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(io(&config_path))?;
+    let config = Config::from_hf_json(&text)?;
+    let mut weights = Weights::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(ModelError::Format(format!(
+            "{} holds no .safetensors file",
+            dir.display()
+        )));
+    }
+    for file in files {
+        let tensors = candle_core::safetensors::load(&file, &Device::Cpu)
+            .map_err(|e| ModelError::Format(format!("{}: {e}", file.display())))?;
+        for (name, tensor) in tensors {
+            let tensor = tensor
+                .to_dtype(candle_core::DType::F32)
+                .map_err(|e| ModelError::Format(format!("{name}: {e}")))?;
+            weights.insert(name, tensor);
+        }
+    }
+    Ok((config, weights))
+}
+
+/// llama.cpp's tensor names mapped to Hugging Face's.
+fn hf_name(gguf: &str) -> Option<String> {
+    let fixed = match gguf {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(name) = fixed {
+        return Some(name.to_string());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, kind) = part.rsplit_once('.')?;
+    let hf = match module {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}.{kind}"))
+}
+
+/// Undoes llama.cpp's row permutation of a query or key projection `(heads·dim, in)`: its rows
+/// hold each head's rotary pairs interleaved, `(heads, dim/2, 2)`; Hugging Face keeps the
+/// halves apart, `(heads, 2, dim/2)`.
+fn unpermute(w: &Tensor, heads: usize) -> Result<Tensor, ModelError> {
+    let (rows, cols) = w.dims2().map_err(fmt)?;
+    let dim = rows / heads;
+    w.reshape((heads, dim / 2, 2, cols))
+        .and_then(|t| t.transpose(1, 2))
+        .and_then(|t| t.reshape((rows, cols)))
+        .and_then(|t| t.contiguous())
+        .map_err(fmt)
+}
+
+fn fmt(e: candle_core::Error) -> ModelError {
+    ModelError::Format(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_hugging_face() {
+        assert_eq!(
+            hf_name("blk.12.attn_q.weight").as_deref(),
+            Some("model.layers.12.self_attn.q_proj.weight")
+        );
+        assert_eq!(
+            hf_name("blk.0.ffn_down.weight").as_deref(),
+            Some("model.layers.0.mlp.down_proj.weight")
+        );
+        assert_eq!(hf_name("rope_freqs.weight"), None);
+    }
+
+    #[test]
+    fn unpermute_inverts_the_interleaving_permutation() {
+        // One head of width 4 over 1 input: HF rows [a0 a1 | b0 b1] (halves), llama.cpp rows
+        // [a0 b0 a1 b1] (pairs interleaved).
+        let gguf = Tensor::new(&[[0f32], [2.], [1.], [3.]], &Device::Cpu).unwrap();
+        let hf = unpermute(&gguf, 1).unwrap();
+        let rows: Vec<f32> = hf.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(rows, vec![0., 1., 2., 3.]);
+    }
+}
