@@ -5,8 +5,38 @@
 //! heads, `kv` key/value heads, `d` head width, `e` hidden size.
 
 use crate::{config::Config, weights::Weights, ModelError};
-use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::Linear;
+use candle_core::{DType, Device, Tensor, D};
+
+/// A projection `y = x Wᵀ (+ b)`, holding `Wᵀ` contiguous `(in, out)` so every call is one
+/// plain 2-D matrix product over all positions of the batch.
+struct Linear {
+    wt: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        Ok(Self {
+            wt: weight.t()?.contiguous()?,
+            bias,
+        })
+    }
+
+    /// `(…, in)` to `(…, out)`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        let inner = dims[dims.len() - 1];
+        let rows = x.elem_count() / inner;
+        let y = x.reshape((rows, inner))?.matmul(&self.wt)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims.to_vec();
+        *out.last_mut().expect("at least one dimension") = self.wt.dim(1)?;
+        Ok(y.reshape(out)?)
+    }
+}
 
 type Result<T> = std::result::Result<T, ModelError>;
 
@@ -78,7 +108,7 @@ impl Llama {
             } else {
                 None
             };
-            Ok(Linear::new(get(&format!("{name}.weight"))?, b))
+            Linear::new(get(&format!("{name}.weight"))?, b)
         };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
@@ -102,7 +132,7 @@ impl Llama {
         }
         let embed = get("model.embed_tokens.weight")?;
         let lm_head = if config.tie_word_embeddings || !weights.contains_key("lm_head.weight") {
-            Linear::new(embed.clone(), None)
+            Linear::new(embed.clone(), None)?
         } else {
             linear("lm_head", false)?
         };
@@ -129,13 +159,13 @@ impl Llama {
         let hidden = self.hidden(tokens, cache)?; // (b, s, e)
         let s = hidden.dim(1)?;
         let last = hidden.narrow(1, s - 1, 1)?.squeeze(1)?; // (b, e)
-        Ok(self.lm_head.forward(&last)?)
+        self.lm_head.forward(&last)
     }
 
     /// Like [`Llama::forward_last`] but returns the logits of every position `(b, s, vocab)`.
     pub fn forward_all(&self, tokens: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let hidden = self.hidden(tokens, cache)?;
-        Ok(self.lm_head.forward(&hidden)?)
+        self.lm_head.forward(&hidden)
     }
 
     /// The final normalized hidden states `(b, s, e)`.
@@ -215,7 +245,7 @@ impl Llama {
             .reshape((b, h, s, d))?
             .transpose(1, 2)?
             .reshape((b, s, h * d))?;
-        Ok(attn.o.forward(&y)?)
+        attn.o.forward(&y)
     }
 }
 
