@@ -69,7 +69,8 @@ impl Sampler {
             .enumerate()
             .map(|(i, &l)| (i as u32, l / c.temperature))
             .collect();
-        candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
+        // Ties go to the lower id, so the choice never depends on the sort's whims.
+        candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if c.top_k > 0 {
             candidates.truncate(c.top_k);
         }
@@ -217,7 +218,7 @@ mod tests {
             .enumerate()
             .map(|(i, &l)| (i as u32, l))
             .collect();
-        allowed.sort_by(|a, b| b.1.total_cmp(&a.1));
+        allowed.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let top: Vec<u32> = allowed[..3].iter().map(|x| x.0).collect();
         assert!(a.iter().all(|t| top.contains(t)), "{a:?} vs {top:?}");
     }

@@ -3,6 +3,7 @@
 //! It knows nothing of the chain. ModelFactory (fine-tuning), OpenLoRA (serving many adapters
 //! on one base model) and Proof of Attribution (per-example gradients) all stand on it.
 //!
+//! - [`chat`]: the model's Jinja chat template applied to role/content messages.
 //! - [`config`]: a model's shape, from GGUF metadata or a Hugging Face `config.json`.
 //! - [`weights`]: GGUF (dequantized to f32) and safetensors, under Hugging Face's names.
 //! - [`llama`]: the transformer and its KV cache.
@@ -10,6 +11,7 @@
 //! - [`model`]: [`Model`], a loaded model with its tokenizer, and streaming completion.
 //! - [`tokenizer`]: byte-level BPE built from a GGUF file's own metadata.
 
+pub mod chat;
 pub mod config;
 pub mod generate;
 pub mod llama;
@@ -54,4 +56,6 @@ pub enum ModelError {
     ContextFull { limit: usize },
     #[error("the prompt is empty")]
     EmptyPrompt,
+    #[error("chat template: {0}")]
+    Template(String),
 }

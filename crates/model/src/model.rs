@@ -2,6 +2,7 @@
 //! one file.
 
 use crate::{
+    chat::{apply_chat_template, Message},
     config::Config,
     generate::{generate, Finish, Sampling},
     llama::Llama,
@@ -63,6 +64,38 @@ impl Model {
     /// The model's shape.
     pub fn config(&self) -> &Config {
         self.llama.config()
+    }
+
+    /// The prompt for `messages` under the model's chat template, ending where the
+    /// assistant's answer begins.
+    pub fn chat_prompt(&self, messages: &[Message]) -> Result<String, ModelError> {
+        let template = self
+            .chat_template
+            .as_deref()
+            .ok_or_else(|| ModelError::Template("the model declares no chat template".into()))?;
+        let piece = |id: u32| {
+            String::from_utf8_lossy(self.tokenizer.decode_piece(id).unwrap_or_default())
+                .into_owned()
+        };
+        apply_chat_template(
+            template,
+            messages,
+            true,
+            &piece(self.tokenizer.bos_id()),
+            &piece(self.tokenizer.eos_id()),
+        )
+    }
+
+    /// Answers the last message of a conversation, streaming the text.
+    pub fn chat(
+        &self,
+        messages: &[Message],
+        max_tokens: usize,
+        sampling: Sampling,
+        on_text: impl FnMut(&str),
+    ) -> Result<Completion, ModelError> {
+        let prompt = self.chat_prompt(messages)?;
+        self.complete(&prompt, max_tokens, sampling, &[], on_text)
     }
 
     /// Completes `prompt` (raw text, no template), streaming each piece of text to `on_text`

@@ -71,6 +71,8 @@ struct ChainArgs {
 enum ModelCommand {
     /// Complete a prompt (raw text, no chat template), streaming the text.
     Generate(model::GenerateArgs),
+    /// Chat under the model's chat template: one question with --prompt, else line by line.
+    Chat(model::ChatArgs),
     /// Print a model's shape and tokenizer.
     Inspect {
         /// The model file (.gguf) [default: SmolLM2-135M-Instruct in the models directory].
@@ -252,6 +254,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Node(args) => runtime.block_on(run_node(args)),
         Command::Model(ModelCommand::Generate(args)) => model::generate(args),
+        Command::Model(ModelCommand::Chat(args)) => model::chat(args),
         Command::Model(ModelCommand::Inspect { model }) => model::inspect(model),
         Command::Deploy { chain, out, preset } => runtime.block_on(async {
             let key = chain

@@ -1,15 +1,38 @@
-//! `openledger model generate|inspect`: the model engine without the rest of the system.
+//! `openledger model generate|chat|inspect`: the model engine without the rest of the system.
 
 use anyhow::{Context, Result};
-use openledger_model::{generate::Sampling, Model};
+use openledger_model::{chat::Message, generate::Sampling, Completion, Model};
 use std::{io::Write, path::PathBuf, time::Instant};
 
-/// Which model file and how to sample.
+/// `openledger model generate`.
 #[derive(clap::Args)]
 pub struct GenerateArgs {
     /// The prompt, used as raw text (no chat template).
     #[arg(long)]
     pub prompt: String,
+    /// Stop when the text contains this (repeatable); the stop string is not printed.
+    #[arg(long)]
+    pub stop: Vec<String>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+/// `openledger model chat`.
+#[derive(clap::Args)]
+pub struct ChatArgs {
+    /// A system message to start the conversation with.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Ask one question and exit; without it, chat line by line on standard input.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+/// Which model file and how to sample.
+#[derive(clap::Args)]
+pub struct SamplingArgs {
     /// The most tokens to generate.
     #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
@@ -28,9 +51,6 @@ pub struct GenerateArgs {
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Stop when the text contains this (repeatable); the stop string is not printed.
-    #[arg(long)]
-    pub stop: Vec<String>,
     /// The model file (.gguf) [default: SmolLM2-135M-Instruct in the models directory].
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -48,35 +68,37 @@ fn load(path: Option<PathBuf>) -> Result<Model> {
     Ok(model)
 }
 
-/// Prints the completion of `--prompt` as it is generated.
-pub fn generate(args: GenerateArgs) -> Result<()> {
-    if !(0.0..=1.0).contains(&args.top_p) || args.top_p == 0.0 {
-        anyhow::bail!("--top-p {} must be in (0, 1]", args.top_p);
+impl SamplingArgs {
+    fn sampling(&self) -> Result<Sampling> {
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            anyhow::bail!("--top-p {} must be in (0, 1]", self.top_p);
+        }
+        if self.temperature < 0.0 {
+            anyhow::bail!("--temperature {} must not be negative", self.temperature);
+        }
+        if self.repetition_penalty <= 0.0 {
+            anyhow::bail!(
+                "--repetition-penalty {} must be positive",
+                self.repetition_penalty
+            );
+        }
+        Ok(Sampling {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+        })
     }
-    if args.temperature < 0.0 {
-        anyhow::bail!("--temperature {} must not be negative", args.temperature);
-    }
-    let model = load(args.model)?;
-    let sampling = Sampling {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        repetition_penalty: args.repetition_penalty,
-        seed: args.seed,
-    };
-    let started = Instant::now();
+}
+
+fn print_text(text: &str) {
     let mut stdout = std::io::stdout().lock();
-    let completion = model.complete(
-        &args.prompt,
-        args.max_tokens,
-        sampling,
-        &args.stop,
-        |text| {
-            let _ = stdout.write_all(text.as_bytes());
-            let _ = stdout.flush();
-        },
-    )?;
-    writeln!(stdout)?;
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+fn report(completion: &Completion, started: Instant) {
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "model: {} tokens in {seconds:.2} s ({:.1} tokens/s), finished by {:?}",
@@ -84,6 +106,59 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         completion.tokens.len() as f64 / seconds,
         completion.finish
     );
+}
+
+/// Prints the completion of `--prompt` as it is generated.
+pub fn generate(args: GenerateArgs) -> Result<()> {
+    let sampling = args.sampling.sampling()?;
+    let model = load(args.sampling.model)?;
+    let started = Instant::now();
+    let completion = model.complete(
+        &args.prompt,
+        args.sampling.max_tokens,
+        sampling,
+        &args.stop,
+        print_text,
+    )?;
+    println!();
+    report(&completion, started);
+    Ok(())
+}
+
+/// Answers `--prompt`, or holds a conversation on standard input, under the model's chat
+/// template.
+pub fn chat(args: ChatArgs) -> Result<()> {
+    let sampling = args.sampling.sampling()?;
+    let model = load(args.sampling.model)?;
+    let mut messages: Vec<Message> = args
+        .system
+        .iter()
+        .map(|s| Message::new("system", s))
+        .collect();
+    let turn = |messages: &mut Vec<Message>, question: &str| -> Result<()> {
+        messages.push(Message::new("user", question));
+        let started = Instant::now();
+        let answer = model.chat(
+            messages,
+            args.sampling.max_tokens,
+            sampling.clone(),
+            print_text,
+        )?;
+        println!();
+        report(&answer, started);
+        messages.push(Message::new("assistant", &answer.text));
+        Ok(())
+    };
+    if let Some(prompt) = &args.prompt {
+        return turn(&mut messages, prompt);
+    }
+    eprintln!("model: chatting; end with Ctrl-D");
+    for line in std::io::stdin().lines() {
+        let line = line?;
+        if !line.trim().is_empty() {
+            turn(&mut messages, &line)?;
+        }
+    }
     Ok(())
 }
 
