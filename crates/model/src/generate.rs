@@ -2,7 +2,7 @@
 //! stop strings, a token limit, and the text streamed as it is decided.
 
 use crate::{
-    llama::{KvCache, Llama},
+    llama::{KvCache, Llama, LoraBatch},
     ModelError,
 };
 use candle_core::{Device, Tensor};
@@ -128,11 +128,14 @@ pub struct Generation {
     pub finish: Finish,
 }
 
-/// Generates up to `max_tokens` after `prompt`, calling `on_token` with each new token as it
-/// is decided; stops early at `eos` (any of them) or when `stop` says so (given the tokens so
-/// far, e.g. a stop-string check on the decoded text).
+/// Generates up to `max_tokens` after `prompt` (on `lora`'s adapter when given, a batch of
+/// one), calling `on_token` with each new token as it is decided; stops early at `eos` (any
+/// of them) or when `stop` says so (given the tokens so far, e.g. a stop-string check on the
+/// decoded text).
+#[allow(clippy::too_many_arguments)] // each is a separate, documented knob of one loop
 pub fn generate(
     model: &Llama,
+    lora: Option<&LoraBatch>,
     prompt: &[u32],
     max_tokens: usize,
     sampling: Sampling,
@@ -150,7 +153,7 @@ pub fn generate(
     let mut input = Tensor::new(prompt, &Device::Cpu)?.unsqueeze(0)?;
     while out.len() < max_tokens {
         let logits = model
-            .forward_last(&input, &mut cache)?
+            .forward_last_lora(&input, &mut cache, lora)?
             .squeeze(0)?
             .to_vec1::<f32>()?;
         let next = sampler.next(&logits, &history);

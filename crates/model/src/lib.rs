@@ -8,6 +8,7 @@
 //! - [`weights`]: GGUF (dequantized to f32) and safetensors, under Hugging Face's names.
 //! - [`llama`]: the transformer and its KV cache.
 //! - [`generate`]: sampling and the generation loop.
+//! - [`lora`]: LoRA adapters in PEFT's file layout; batches where each sequence has its own.
 //! - [`model`]: [`Model`], a loaded model with its tokenizer, and streaming completion.
 //! - [`tokenizer`]: byte-level BPE built from a GGUF file's own metadata.
 
@@ -15,6 +16,7 @@ pub mod chat;
 pub mod config;
 pub mod generate;
 pub mod llama;
+pub mod lora;
 pub mod model;
 pub mod tokenizer;
 pub mod weights;
@@ -56,6 +58,8 @@ pub enum ModelError {
     ContextFull { limit: usize },
     #[error("the prompt is empty")]
     EmptyPrompt,
+    #[error("adapter: {0}")]
+    Adapter(String),
     #[error("chat template: {0}")]
     Template(String),
 }

@@ -4,37 +4,122 @@
 //! Shapes in comments: `b` batch, `s` new positions, `t` all cached positions, `h` query
 //! heads, `kv` key/value heads, `d` head width, `e` hidden size.
 
-use crate::{config::Config, weights::Weights, ModelError};
+use crate::{config::Config, lora::LoraAdapter, weights::Weights, ModelError};
 use candle_core::{DType, Device, Tensor, D};
 
 /// A projection `y = x Wᵀ (+ b)`, holding `Wᵀ` contiguous `(in, out)` so every call is one
 /// plain 2-D matrix product over all positions of the batch.
 struct Linear {
+    /// The module path adapters know it by (`model.layers.0.self_attn.q_proj`).
+    name: String,
     wt: Tensor,
     bias: Option<Tensor>,
 }
 
 impl Linear {
-    fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+    fn new(name: &str, weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
         Ok(Self {
+            name: name.to_string(),
             wt: weight.t()?.contiguous()?,
             bias,
         })
     }
 
-    /// `(…, in)` to `(…, out)`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims();
-        let inner = dims[dims.len() - 1];
-        let rows = x.elem_count() / inner;
-        let y = x.reshape((rows, inner))?.matmul(&self.wt)?;
+    /// `(b, s, in)` to `(b, s, out)`: the base projection once for the whole batch, then each
+    /// adapter's low-rank term for the sequences that use it.
+    fn forward(&self, x: &Tensor, lora: Option<&LoraBatch>) -> Result<Tensor> {
+        let (b, s, inner) = x.dims3()?;
+        let y = x.reshape((b * s, inner))?.matmul(&self.wt)?;
         let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
+            Some(bias) => y.broadcast_add(bias)?,
             None => y,
         };
-        let mut out = dims.to_vec();
-        *out.last_mut().expect("at least one dimension") = self.wt.dim(1)?;
-        Ok(y.reshape(out)?)
+        let out = self.wt.dim(1)?;
+        let mut y = y.reshape((b, s, out))?;
+        let Some(lora) = lora else { return Ok(y) };
+        for group in &lora.groups {
+            let adapter = lora.adapters[group.adapter];
+            let Some(pair) = adapter.pair(&self.name) else {
+                continue;
+            };
+            let n = group.count;
+            // The whole batch on one adapter needs no gathering.
+            let xg = if n == b {
+                x.clone()
+            } else {
+                x.index_select(&group.rows, 0)?
+            };
+            let low = xg.reshape((n * s, inner))?.matmul(&pair.a.t()?)?; // (n·s, r)
+            let delta =
+                (low.matmul(&pair.b.t()?)? * adapter.config.scale())?.reshape((n, s, out))?;
+            y = if n == b {
+                (y + delta)?
+            } else {
+                y.index_add(&group.rows, &delta, 0)?
+            };
+        }
+        Ok(y)
+    }
+
+    /// `(b, in)` to `(b, out)`, without adapters (the output head).
+    fn forward_2d(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.matmul(&self.wt)?)
+    }
+
+    /// Adds `sign · delta` `(out, in)` to the weight.
+    fn add_delta(&mut self, delta: &Tensor, sign: f64) -> Result<()> {
+        self.wt = (&self.wt + (delta.t()? * sign)?)?.contiguous()?;
+        Ok(())
+    }
+}
+
+/// Which LoRA adapter each sequence of a batch uses: the base projections run once for the
+/// whole batch, and each adapter's low-rank terms only for its own sequences.
+pub struct LoraBatch<'a> {
+    adapters: Vec<&'a LoraAdapter>,
+    groups: Vec<Group>,
+}
+
+struct Group {
+    adapter: usize,
+    /// Batch rows using the adapter, `(count,)` u32.
+    rows: Tensor,
+    count: usize,
+}
+
+impl<'a> LoraBatch<'a> {
+    /// `per_sequence[i]` is the index into `adapters` of sequence `i`'s adapter, or `None`
+    /// for the base model alone.
+    pub fn new(adapters: Vec<&'a LoraAdapter>, per_sequence: &[Option<usize>]) -> Result<Self> {
+        let mut groups = Vec::new();
+        for k in 0..adapters.len() {
+            let rows: Vec<u32> = per_sequence
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| **a == Some(k))
+                .map(|(i, _)| i as u32)
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let count = rows.len();
+            groups.push(Group {
+                adapter: k,
+                rows: Tensor::from_vec(rows, count, &Device::Cpu)?,
+                count,
+            });
+        }
+        if let Some(bad) = per_sequence
+            .iter()
+            .flatten()
+            .find(|&&k| k >= adapters.len())
+        {
+            return Err(ModelError::Adapter(format!(
+                "sequence names adapter {bad} but only {} are given",
+                adapters.len()
+            )));
+        }
+        Ok(Self { adapters, groups })
     }
 }
 
@@ -108,7 +193,7 @@ impl Llama {
             } else {
                 None
             };
-            Linear::new(get(&format!("{name}.weight"))?, b)
+            Linear::new(name, get(&format!("{name}.weight"))?, b)
         };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
@@ -132,7 +217,7 @@ impl Llama {
         }
         let embed = get("model.embed_tokens.weight")?;
         let lm_head = if config.tie_word_embeddings || !weights.contains_key("lm_head.weight") {
-            Linear::new(embed.clone(), None)?
+            Linear::new("lm_head", embed.clone(), None)?
         } else {
             linear("lm_head", false)?
         };
@@ -156,20 +241,97 @@ impl Llama {
     /// Runs `tokens` `(b, s)` after the positions already in `cache`, extends the cache, and
     /// returns the logits of the last position of each sequence `(b, vocab)`.
     pub fn forward_last(&self, tokens: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        let hidden = self.hidden(tokens, cache)?; // (b, s, e)
-        let s = hidden.dim(1)?;
-        let last = hidden.narrow(1, s - 1, 1)?.squeeze(1)?; // (b, e)
-        self.lm_head.forward(&last)
+        self.forward_last_lora(tokens, cache, None)
     }
 
     /// Like [`Llama::forward_last`] but returns the logits of every position `(b, s, vocab)`.
     pub fn forward_all(&self, tokens: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        let hidden = self.hidden(tokens, cache)?;
-        self.lm_head.forward(&hidden)
+        self.forward_all_lora(tokens, cache, None)
+    }
+
+    /// [`Llama::forward_last`] with each sequence on its own adapter (or none).
+    pub fn forward_last_lora(
+        &self,
+        tokens: &Tensor,
+        cache: &mut KvCache,
+        lora: Option<&LoraBatch>,
+    ) -> Result<Tensor> {
+        let hidden = self.hidden(tokens, cache, lora)?; // (b, s, e)
+        let s = hidden.dim(1)?;
+        let last = hidden.narrow(1, s - 1, 1)?.squeeze(1)?; // (b, e)
+        self.lm_head.forward_2d(&last)
+    }
+
+    /// [`Llama::forward_all`] with each sequence on its own adapter (or none).
+    pub fn forward_all_lora(
+        &self,
+        tokens: &Tensor,
+        cache: &mut KvCache,
+        lora: Option<&LoraBatch>,
+    ) -> Result<Tensor> {
+        let hidden = self.hidden(tokens, cache, lora)?;
+        let (b, s, e) = hidden.dims3()?;
+        let logits = self.lm_head.forward_2d(&hidden.reshape((b * s, e))?)?;
+        Ok(logits.reshape((b, s, self.config.vocab_size))?)
+    }
+
+    /// Checks that every pair of `adapter` names a projection of this model and fits its
+    /// shape, so that a mismatched adapter is refused up front rather than mid-generation.
+    pub fn check_adapter(&self, adapter: &LoraAdapter) -> Result<()> {
+        let mut shapes = std::collections::HashMap::new();
+        for layer in &self.layers {
+            let (a, m) = (&layer.attn, &layer.mlp);
+            for linear in [&a.q, &a.k, &a.v, &a.o, &m.gate, &m.up, &m.down] {
+                shapes.insert(linear.name.as_str(), linear.wt.dims2()?);
+            }
+        }
+        for (module, pair) in &adapter.pairs {
+            let Some(&(inp, out)) = shapes.get(module.as_str()) else {
+                return Err(ModelError::Adapter(format!(
+                    "the model has no projection {module}"
+                )));
+            };
+            let (_, a_in) = pair.a.dims2()?;
+            let (b_out, _) = pair.b.dims2()?;
+            if a_in != inp || b_out != out {
+                return Err(ModelError::Adapter(format!(
+                    "{module} is {out}×{inp} but the adapter is for {b_out}×{a_in}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds `adapter` into the base weights (`sign` 1.0), or takes it back out (-1.0).
+    pub fn merge(&mut self, adapter: &LoraAdapter, sign: f64) -> Result<()> {
+        self.check_adapter(adapter)?;
+        for layer in &mut self.layers {
+            let a = &mut layer.attn;
+            let m = &mut layer.mlp;
+            for linear in [
+                &mut a.q,
+                &mut a.k,
+                &mut a.v,
+                &mut a.o,
+                &mut m.gate,
+                &mut m.up,
+                &mut m.down,
+            ] {
+                if let Some(delta) = adapter.delta(&linear.name)? {
+                    linear.add_delta(&delta, sign)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The final normalized hidden states `(b, s, e)`.
-    fn hidden(&self, tokens: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+    fn hidden(
+        &self,
+        tokens: &Tensor,
+        cache: &mut KvCache,
+        lora: Option<&LoraBatch>,
+    ) -> Result<Tensor> {
         let (b, s) = tokens.dims2()?;
         let start = cache.len();
         if start + s > self.config.max_position_embeddings {
@@ -182,17 +344,20 @@ impl Llama {
             .embed
             .index_select(&tokens.flatten_all()?, 0)?
             .reshape((b, s, self.config.hidden_size))?;
-        let cos = self.cos.narrow(0, start, s)?;
-        let sin = self.sin.narrow(0, start, s)?;
-        let mask = causal_mask(s, start, x.device())?;
+        let at = Positions {
+            cos: self.cos.narrow(0, start, s)?,
+            sin: self.sin.narrow(0, start, s)?,
+            mask: causal_mask(s, start, x.device())?,
+        };
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let h = rms_norm(&x, &layer.input_norm, self.config.rms_norm_eps)?;
-            let h = self.attention(&layer.attn, &h, &cos, &sin, mask.as_ref(), slot)?;
+            let h = self.attention(&layer.attn, &h, &at, slot, lora)?;
             x = (x + h)?;
             let h = rms_norm(&x, &layer.post_norm, self.config.rms_norm_eps)?;
             let m = &layer.mlp;
-            let h = (candle_nn::ops::silu(&m.gate.forward(&h)?)? * m.up.forward(&h)?)?;
-            x = (x + m.down.forward(&h)?)?;
+            let h =
+                (candle_nn::ops::silu(&m.gate.forward(&h, lora)?)? * m.up.forward(&h, lora)?)?;
+            x = (x + m.down.forward(&h, lora)?)?;
         }
         rms_norm(&x, &self.norm, self.config.rms_norm_eps)
     }
@@ -201,10 +366,9 @@ impl Llama {
         &self,
         attn: &Attention,
         x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: Option<&Tensor>,
+        at: &Positions,
         cache: &mut Option<(Tensor, Tensor)>,
+        lora: Option<&LoraBatch>,
     ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
         let (h, kv, d) = (
@@ -215,11 +379,11 @@ impl Llama {
         let heads = |t: Tensor, n: usize| -> Result<Tensor> {
             Ok(t.reshape((b, s, n, d))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = heads(attn.q.forward(x)?, h)?; // (b, h, s, d)
-        let k = heads(attn.k.forward(x)?, kv)?; // (b, kv, s, d)
-        let v = heads(attn.v.forward(x)?, kv)?;
-        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        let q = heads(attn.q.forward(x, lora)?, h)?; // (b, h, s, d)
+        let k = heads(attn.k.forward(x, lora)?, kv)?; // (b, kv, s, d)
+        let v = heads(attn.v.forward(x, lora)?, kv)?;
+        let q = candle_nn::rotary_emb::rope(&q, &at.cos, &at.sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, &at.cos, &at.sin)?;
         let (k, v) = match cache.take() {
             Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
             None => (k, v),
@@ -232,7 +396,7 @@ impl Llama {
         let q = q.reshape((b, kv, g * s, d))?;
         let scale = 1.0 / (d as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?; // (b, kv, g·s, t)
-        let scores = match mask {
+        let scores = match &at.mask {
             Some(mask) => scores
                 .reshape((b, kv, g, s, t))?
                 .broadcast_add(mask)?
@@ -245,8 +409,17 @@ impl Llama {
             .reshape((b, h, s, d))?
             .transpose(1, 2)?
             .reshape((b, s, h * d))?;
-        attn.o.forward(&y)
+        attn.o.forward(&y, lora)
     }
+}
+
+/// What the new positions of one forward pass share across layers.
+struct Positions {
+    /// Rotary tables for the new positions, `(s, d/2)`.
+    cos: Tensor,
+    sin: Tensor,
+    /// The causal mask, `(s, t)`; none for a single position.
+    mask: Option<Tensor>,
 }
 
 /// `-inf` above the diagonal for `s` new positions after `start` cached ones, `(s, start + s)`;

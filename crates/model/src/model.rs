@@ -5,7 +5,8 @@ use crate::{
     chat::{apply_chat_template, Message},
     config::Config,
     generate::{generate, Finish, Sampling},
-    llama::Llama,
+    llama::{Llama, LoraBatch},
+    lora::LoraAdapter,
     tokenizer::{StreamDecoder, Tokenizer},
     weights::load_gguf,
     ModelError,
@@ -18,6 +19,8 @@ pub struct Model {
     pub tokenizer: Tokenizer,
     /// The Jinja chat template the model declares, if any.
     pub chat_template: Option<String>,
+    /// The LoRA adapter completions run on, if any ([`Model::set_adapter`]).
+    adapter: Option<LoraAdapter>,
 }
 
 /// A completion and why it ended.
@@ -58,7 +61,17 @@ impl Model {
             llama,
             tokenizer,
             chat_template,
+            adapter: None,
         })
+    }
+
+    /// Runs later completions on `adapter` (checked against the model), or on the base model.
+    pub fn set_adapter(&mut self, adapter: Option<LoraAdapter>) -> Result<(), ModelError> {
+        if let Some(a) = &adapter {
+            self.llama.check_adapter(a)?;
+        }
+        self.adapter = adapter;
+        Ok(())
     }
 
     /// The model's shape.
@@ -115,8 +128,13 @@ impl Model {
         let mut emitted = 0;
         let tokenizer = &self.tokenizer;
         let stop_at = std::cell::Cell::new(None);
+        let lora = match &self.adapter {
+            Some(adapter) => Some(LoraBatch::new(vec![adapter], &[Some(0)])?),
+            None => None,
+        };
         let generation = generate(
             &self.llama,
+            lora.as_ref(),
             &ids,
             max_tokens,
             sampling,

@@ -1,7 +1,7 @@
 //! `openledger model generate|chat|inspect`: the model engine without the rest of the system.
 
 use anyhow::{Context, Result};
-use openledger_model::{chat::Message, generate::Sampling, Completion, Model};
+use openledger_model::{chat::Message, generate::Sampling, lora::LoraAdapter, Completion, Model};
 use std::{io::Write, path::PathBuf, time::Instant};
 
 /// `openledger model generate`.
@@ -54,12 +54,22 @@ pub struct SamplingArgs {
     /// The model file (.gguf) [default: SmolLM2-135M-Instruct in the models directory].
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// A LoRA adapter directory (PEFT layout) to run on.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
 }
 
-fn load(path: Option<PathBuf>) -> Result<Model> {
+fn load(path: Option<PathBuf>, adapter: Option<PathBuf>) -> Result<Model> {
     let path = path.unwrap_or_else(openledger_model::default_model_path);
     let started = Instant::now();
-    let model = Model::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let mut model = Model::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    if let Some(dir) = adapter {
+        let adapter = LoraAdapter::load(&dir)
+            .with_context(|| format!("loading adapter {}", dir.display()))?;
+        model
+            .set_adapter(Some(adapter))
+            .with_context(|| format!("adapter {}", dir.display()))?;
+    }
     eprintln!(
         "model: loaded {} in {:.1} s",
         path.display(),
@@ -111,7 +121,7 @@ fn report(completion: &Completion, started: Instant) {
 /// Prints the completion of `--prompt` as it is generated.
 pub fn generate(args: GenerateArgs) -> Result<()> {
     let sampling = args.sampling.sampling()?;
-    let model = load(args.sampling.model)?;
+    let model = load(args.sampling.model, args.sampling.adapter)?;
     let started = Instant::now();
     let completion = model.complete(
         &args.prompt,
@@ -129,7 +139,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
 /// template.
 pub fn chat(args: ChatArgs) -> Result<()> {
     let sampling = args.sampling.sampling()?;
-    let model = load(args.sampling.model)?;
+    let model = load(args.sampling.model, args.sampling.adapter)?;
     let mut messages: Vec<Message> = args
         .system
         .iter()
@@ -164,7 +174,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
 
 /// Prints a model's shape and tokenizer.
 pub fn inspect(model: Option<PathBuf>) -> Result<()> {
-    let model = load(model)?;
+    let model = load(model, None)?;
     let c = model.config();
     println!("vocabulary        {}", c.vocab_size);
     println!("hidden size       {}", c.hidden_size);
