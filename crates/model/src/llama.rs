@@ -6,6 +6,9 @@
 
 use crate::{config::Config, lora::LoraAdapter, weights::Weights, ModelError};
 use candle_core::{DType, Device, Tensor, D};
+use std::collections::HashMap;
+
+type Result<T> = std::result::Result<T, ModelError>;
 
 /// A projection `y = x Wᵀ (+ b)`, holding `Wᵀ` contiguous `(in, out)` so every call is one
 /// plain 2-D matrix product over all positions of the batch.
@@ -25,8 +28,8 @@ impl Linear {
         })
     }
 
-    /// `(b, s, in)` to `(b, s, out)`: the base projection once for the whole batch, then each
-    /// adapter's low-rank term for the sequences that use it.
+    /// `(b, s, in)` to `(b, s, out)`: the base projection once for the whole batch, then the
+    /// low-rank terms of every sequence's own adapter in two batched products.
     fn forward(&self, x: &Tensor, lora: Option<&LoraBatch>) -> Result<Tensor> {
         let (b, s, inner) = x.dims3()?;
         let y = x.reshape((b * s, inner))?.matmul(&self.wt)?;
@@ -34,31 +37,12 @@ impl Linear {
             Some(bias) => y.broadcast_add(bias)?,
             None => y,
         };
-        let out = self.wt.dim(1)?;
-        let mut y = y.reshape((b, s, out))?;
-        let Some(lora) = lora else { return Ok(y) };
-        for group in &lora.groups {
-            let adapter = lora.adapters[group.adapter];
-            let Some(pair) = adapter.pair(&self.name) else {
-                continue;
-            };
-            let n = group.count;
-            // The whole batch on one adapter needs no gathering.
-            let xg = if n == b {
-                x.clone()
-            } else {
-                x.index_select(&group.rows, 0)?
-            };
-            let low = xg.reshape((n * s, inner))?.matmul(&pair.a.t()?)?; // (n·s, r)
-            let delta =
-                (low.matmul(&pair.b.t()?)? * adapter.config.scale())?.reshape((n, s, out))?;
-            y = if n == b {
-                (y + delta)?
-            } else {
-                y.index_add(&group.rows, &delta, 0)?
-            };
+        let y = y.reshape((b, s, self.wt.dim(1)?))?;
+        match lora.and_then(|l| l.stacks.get(&self.name)) {
+            // (b, s, in)·(b, in, r) → (b, s, r); ·(b, r, out) → (b, s, out)
+            Some((at, bt)) => Ok((y + x.matmul(at)?.matmul(bt)?)?),
+            None => Ok(y),
         }
-        Ok(y)
     }
 
     /// `(b, in)` to `(b, out)`, without adapters (the output head).
@@ -73,42 +57,21 @@ impl Linear {
     }
 }
 
-/// Which LoRA adapter each sequence of a batch uses: the base projections run once for the
-/// whole batch, and each adapter's low-rank terms only for its own sequences.
+/// Which LoRA adapter each sequence of a batch uses. The base projections run once for the
+/// whole batch; the adapters' low-rank terms run as two batched products per projection,
+/// over each sequence's own `Aᵀ` and `Bᵀ` stacked along the batch (zeros for a sequence
+/// without an adapter there, and zero columns up to the largest rank), so the cost does not
+/// grow with the number of distinct adapters in the batch.
 pub struct LoraBatch<'a> {
     adapters: Vec<&'a LoraAdapter>,
-    groups: Vec<Group>,
-}
-
-struct Group {
-    adapter: usize,
-    /// Batch rows using the adapter, `(count,)` u32.
-    rows: Tensor,
-    count: usize,
+    /// Per adapted module: `Aᵀ` `(b, in, r)` and `scale·Bᵀ` `(b, r, out)`.
+    stacks: HashMap<String, (Tensor, Tensor)>,
 }
 
 impl<'a> LoraBatch<'a> {
     /// `per_sequence[i]` is the index into `adapters` of sequence `i`'s adapter, or `None`
     /// for the base model alone.
     pub fn new(adapters: Vec<&'a LoraAdapter>, per_sequence: &[Option<usize>]) -> Result<Self> {
-        let mut groups = Vec::new();
-        for k in 0..adapters.len() {
-            let rows: Vec<u32> = per_sequence
-                .iter()
-                .enumerate()
-                .filter(|(_, a)| **a == Some(k))
-                .map(|(i, _)| i as u32)
-                .collect();
-            if rows.is_empty() {
-                continue;
-            }
-            let count = rows.len();
-            groups.push(Group {
-                adapter: k,
-                rows: Tensor::from_vec(rows, count, &Device::Cpu)?,
-                count,
-            });
-        }
         if let Some(bad) = per_sequence
             .iter()
             .flatten()
@@ -119,11 +82,57 @@ impl<'a> LoraBatch<'a> {
                 adapters.len()
             )));
         }
-        Ok(Self { adapters, groups })
+        let used: Vec<&LoraAdapter> = per_sequence
+            .iter()
+            .flatten()
+            .map(|&k| adapters[k])
+            .collect();
+        let rank = used.iter().map(|a| a.config.r).max().unwrap_or(0);
+        let mut modules: Vec<&String> = used.iter().flat_map(|a| a.pairs.keys()).collect();
+        modules.sort();
+        modules.dedup();
+        let mut stacks = HashMap::new();
+        for module in modules {
+            let (mut at, mut bt) = (Vec::new(), Vec::new());
+            // Shapes from any adapter that has the module.
+            let sample = used
+                .iter()
+                .find_map(|a| a.pair(module))
+                .expect("the module comes from a used adapter");
+            let (inp, out) = (sample.a.dim(1)?, sample.b.dim(0)?);
+            for choice in per_sequence {
+                let adapter = choice.map(|k| adapters[k]);
+                match adapter.and_then(|a| a.pair(module).map(|p| (a, p))) {
+                    Some((a, p)) => {
+                        let r = a.config.r;
+                        let pad = rank - r;
+                        let a_t = p.a.t()?.pad_with_zeros(1, 0, pad)?; // (in, rank)
+                        let b_t = (p.b.t()? * a.config.scale())?.pad_with_zeros(0, 0, pad)?; // (rank, out)
+                        at.push(a_t);
+                        bt.push(b_t);
+                    }
+                    None => {
+                        at.push(Tensor::zeros((inp, rank), DType::F32, &Device::Cpu)?);
+                        bt.push(Tensor::zeros((rank, out), DType::F32, &Device::Cpu)?);
+                    }
+                }
+            }
+            stacks.insert(
+                module.clone(),
+                (
+                    Tensor::stack(&at, 0)?.contiguous()?,
+                    Tensor::stack(&bt, 0)?.contiguous()?,
+                ),
+            );
+        }
+        Ok(Self { adapters, stacks })
+    }
+
+    /// The adapters the batch was built from.
+    pub fn adapters(&self) -> &[&'a LoraAdapter] {
+        &self.adapters
     }
 }
-
-type Result<T> = std::result::Result<T, ModelError>;
 
 /// The keys and values of every layer for the positions seen so far.
 #[derive(Debug, Clone, Default)]
@@ -278,7 +287,7 @@ impl Llama {
     /// Checks that every pair of `adapter` names a projection of this model and fits its
     /// shape, so that a mismatched adapter is refused up front rather than mid-generation.
     pub fn check_adapter(&self, adapter: &LoraAdapter) -> Result<()> {
-        let mut shapes = std::collections::HashMap::new();
+        let mut shapes = HashMap::new();
         for layer in &self.layers {
             let (a, m) = (&layer.attn, &layer.mlp);
             for linear in [&a.q, &a.k, &a.v, &a.o, &m.gate, &m.up, &m.down] {

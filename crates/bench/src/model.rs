@@ -1,0 +1,191 @@
+//! `model-bench`: the model engine's speed on the default model (SmolLM2-135M-Instruct, f32
+//! weights dequantized from its GGUF): prefill tokens/s, single-stream decode tokens/s, and
+//! aggregate decode tokens/s of a batch where every sequence runs on its own LoRA adapter,
+//! against the same batch with no adapters. Prints one JSON object.
+//!
+//! The peer (llama.cpp through llama-cpp-python, on the same GGUF file) is measured by
+//! `scripts/bench-model`, which runs this binary and `scripts/bench_model_peer.py` back to back.
+//!
+//! Usage: `model-bench [--model PATH] [--prompt-tokens 256] [--decode-tokens 128]
+//! [--batch 16] [--batch-steps 32] [--rank 8]`.
+
+use anyhow::{ensure, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use clap::Parser;
+use openledger_model::{
+    llama::{KvCache, Llama, LoraBatch},
+    lora::{LoraAdapter, LoraConfig, LoraPair},
+    Model,
+};
+use serde_json::json;
+use std::{collections::HashMap, path::PathBuf, time::Instant};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long, default_value_t = 256)]
+    prompt_tokens: usize,
+    #[arg(long, default_value_t = 128)]
+    decode_tokens: usize,
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_steps: usize,
+    #[arg(long, default_value_t = 8)]
+    rank: usize,
+}
+
+/// The text prompts are cut from: plain English, repeated as needed.
+const TEXT: &str = "The history of written language begins with simple marks on clay and stone. \
+Over thousands of years these marks became alphabets, and alphabets became books, newspapers \
+and finally the web pages that people read every day. Each step made it cheaper to record what \
+people knew and to share it with others who lived far away or were born much later. ";
+
+fn prompt(model: &Model, n: usize) -> Vec<u32> {
+    let text = TEXT.repeat(n / 40 + 2);
+    let mut ids = model.tokenizer.encode(&text);
+    ids.truncate(n);
+    ids
+}
+
+fn row(ids: &[u32]) -> Result<Tensor> {
+    Ok(Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?)
+}
+
+/// Seconds of the fastest of `runs` runs of `f`, after one warm-up.
+fn fastest(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut best = f64::MAX;
+    for _ in 0..runs {
+        let t = Instant::now();
+        f()?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+/// A rank-`r` adapter on q, k, v and o of every layer, with small random weights.
+fn adapter(llama: &Llama, r: usize) -> Result<LoraAdapter> {
+    let c = llama.config();
+    let (e, kv) = (c.hidden_size, c.kv_heads() * c.head_dim());
+    let mut pairs = HashMap::new();
+    for layer in 0..c.num_hidden_layers {
+        for (t, out) in [("q_proj", e), ("k_proj", kv), ("v_proj", kv), ("o_proj", e)] {
+            pairs.insert(
+                format!("model.layers.{layer}.self_attn.{t}"),
+                LoraPair {
+                    a: Tensor::randn(0f32, 0.02, (r, e), &Device::Cpu)?,
+                    b: Tensor::randn(0f32, 0.02, (out, r), &Device::Cpu)?,
+                },
+            );
+        }
+    }
+    Ok(LoraAdapter {
+        config: LoraConfig::new(r, 2.0 * r as f64, &["q_proj", "k_proj", "v_proj", "o_proj"]),
+        pairs,
+    })
+}
+
+/// Aggregate tokens/s of `steps` decode steps of a batch after an (untimed) 32-token
+/// prefill; the best of two runs.
+fn batch_decode(
+    llama: &Llama,
+    ids: &[u32],
+    batch: usize,
+    steps: usize,
+    lora: Option<&LoraBatch>,
+) -> Result<f64> {
+    let rows: Vec<u32> = (0..batch).flat_map(|i| ids[i..i + 32].to_vec()).collect();
+    let prefill = Tensor::from_vec(rows, (batch, 32), &Device::Cpu)?;
+    let mut best = f64::MAX;
+    for _ in 0..2 {
+        let mut cache = KvCache::default();
+        let mut logits = llama.forward_last_lora(&prefill, &mut cache, lora)?;
+        let t = Instant::now();
+        for _ in 0..steps {
+            let next = logits.argmax(1)?.to_dtype(DType::U32)?.unsqueeze(1)?; // (batch, 1)
+            logits = llama.forward_last_lora(&next, &mut cache, lora)?;
+        }
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok((batch * steps) as f64 / best)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let path = args
+        .model
+        .unwrap_or_else(openledger_model::default_model_path);
+    let model = Model::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let llama = &model.llama;
+    let ids = prompt(&model, args.prompt_tokens.max(32 + args.batch));
+    ensure!(
+        ids.len() >= args.prompt_tokens,
+        "the prompt text is too short"
+    );
+
+    let prompt_ids = &ids[..args.prompt_tokens];
+    let prefill = fastest(3, || {
+        llama.forward_last(&row(prompt_ids)?, &mut KvCache::default())?;
+        Ok(())
+    })?;
+
+    // Single-stream decode after a 32-token prefill: only the steps are timed.
+    let mut decode = f64::MAX;
+    for _ in 0..2 {
+        let mut cache = KvCache::default();
+        let mut logits = llama.forward_last(&row(&ids[..32])?, &mut cache)?;
+        let t = Instant::now();
+        for _ in 0..args.decode_tokens {
+            let next = logits.argmax(1)?.to_dtype(DType::U32)?.unsqueeze(1)?;
+            logits = llama.forward_last(&next, &mut cache)?;
+        }
+        decode = decode.min(t.elapsed().as_secs_f64());
+    }
+    let decode_tps = args.decode_tokens as f64 / decode;
+
+    let adapters: Vec<LoraAdapter> = (0..args.batch)
+        .map(|_| adapter(llama, args.rank))
+        .collect::<Result<_>>()?;
+    let refs: Vec<&LoraAdapter> = adapters.iter().collect();
+    let choice: Vec<Option<usize>> = (0..args.batch).map(Some).collect();
+    let lora = LoraBatch::new(refs, &choice)?;
+    // Alternate the two so neither gains from running second (warm caches, settled clocks).
+    let mut base_batch: f64 = 0.0;
+    let mut lora_batch: f64 = 0.0;
+    for _ in 0..2 {
+        base_batch = base_batch.max(batch_decode(
+            llama,
+            &ids,
+            args.batch,
+            args.batch_steps,
+            None,
+        )?);
+        lora_batch = lora_batch.max(batch_decode(
+            llama,
+            &ids,
+            args.batch,
+            args.batch_steps,
+            Some(&lora),
+        )?);
+    }
+
+    let out = json!({
+        "engine": "openledger-model (candle, f32)",
+        "model": path.display().to_string(),
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "prefill_tokens": args.prompt_tokens,
+        "prefill_tokens_per_s": args.prompt_tokens as f64 / prefill,
+        "decode_tokens": args.decode_tokens,
+        "decode_tokens_per_s": decode_tps,
+        "batch": args.batch,
+        "batch_steps": args.batch_steps,
+        "lora_rank": args.rank,
+        "batch_decode_no_adapters_tokens_per_s": base_batch,
+        "batch_decode_each_own_adapter_tokens_per_s": lora_batch,
+        "adapter_batch_ratio": lora_batch / base_batch,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
