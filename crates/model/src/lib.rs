@@ -8,6 +8,7 @@
 //! - [`weights`]: GGUF (dequantized to f32) and safetensors, under Hugging Face's names.
 //! - [`llama`]: the transformer and its KV cache.
 //! - [`generate`]: sampling and the generation loop.
+//! - [`loss`]: the causal language-modelling loss with masked (prompt) positions.
 //! - [`lora`]: LoRA adapters in PEFT's file layout; batches where each sequence has its own.
 //! - [`model`]: [`Model`], a loaded model with its tokenizer, and streaming completion.
 //! - [`tokenizer`]: byte-level BPE built from a GGUF file's own metadata.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod generate;
 pub mod llama;
 pub mod lora;
+pub mod loss;
 pub mod model;
 pub mod tokenizer;
 pub mod weights;

@@ -311,6 +311,16 @@ impl Llama {
         Ok(())
     }
 
+    /// All positions' logits `(b, s, vocab)` for training: no cache, and only operations
+    /// that carry gradients (candle's fused RMSNorm, rotary and softmax kernels do not), so
+    /// that a loss can be differentiated with respect to adapter weights held in `Var`s.
+    pub fn forward_train(&self, tokens: &Tensor, lora: Option<&LoraBatch>) -> Result<Tensor> {
+        let hidden = self.run(tokens, &mut KvCache::default(), lora, true)?;
+        let (b, s, e) = hidden.dims3()?;
+        let logits = self.lm_head.forward_2d(&hidden.reshape((b * s, e))?)?;
+        Ok(logits.reshape((b, s, self.config.vocab_size))?)
+    }
+
     /// Folds `adapter` into the base weights (`sign` 1.0), or takes it back out (-1.0).
     pub fn merge(&mut self, adapter: &LoraAdapter, sign: f64) -> Result<()> {
         self.check_adapter(adapter)?;
@@ -341,6 +351,17 @@ impl Llama {
         cache: &mut KvCache,
         lora: Option<&LoraBatch>,
     ) -> Result<Tensor> {
+        self.run(tokens, cache, lora, false)
+    }
+
+    /// The layers; `grad` picks differentiable operations over the fused kernels.
+    fn run(
+        &self,
+        tokens: &Tensor,
+        cache: &mut KvCache,
+        lora: Option<&LoraBatch>,
+        grad: bool,
+    ) -> Result<Tensor> {
         let (b, s) = tokens.dims2()?;
         let start = cache.len();
         if start + s > self.config.max_position_embeddings {
@@ -357,18 +378,19 @@ impl Llama {
             cos: self.cos.narrow(0, start, s)?,
             sin: self.sin.narrow(0, start, s)?,
             mask: causal_mask(s, start, x.device())?,
+            grad,
         };
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let h = rms_norm(&x, &layer.input_norm, self.config.rms_norm_eps)?;
+            let h = rms_norm(&x, &layer.input_norm, self.config.rms_norm_eps, grad)?;
             let h = self.attention(&layer.attn, &h, &at, slot, lora)?;
             x = (x + h)?;
-            let h = rms_norm(&x, &layer.post_norm, self.config.rms_norm_eps)?;
+            let h = rms_norm(&x, &layer.post_norm, self.config.rms_norm_eps, grad)?;
             let m = &layer.mlp;
             let h =
                 (candle_nn::ops::silu(&m.gate.forward(&h, lora)?)? * m.up.forward(&h, lora)?)?;
             x = (x + m.down.forward(&h, lora)?)?;
         }
-        rms_norm(&x, &self.norm, self.config.rms_norm_eps)
+        rms_norm(&x, &self.norm, self.config.rms_norm_eps, grad)
     }
 
     fn attention(
@@ -391,8 +413,13 @@ impl Llama {
         let q = heads(attn.q.forward(x, lora)?, h)?; // (b, h, s, d)
         let k = heads(attn.k.forward(x, lora)?, kv)?; // (b, kv, s, d)
         let v = heads(attn.v.forward(x, lora)?, kv)?;
-        let q = candle_nn::rotary_emb::rope(&q, &at.cos, &at.sin)?;
-        let k = candle_nn::rotary_emb::rope(&k, &at.cos, &at.sin)?;
+        let rope = if at.grad {
+            candle_nn::rotary_emb::rope_slow
+        } else {
+            candle_nn::rotary_emb::rope
+        };
+        let q = rope(&q, &at.cos, &at.sin)?;
+        let k = rope(&k, &at.cos, &at.sin)?;
         let (k, v) = match cache.take() {
             Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
             None => (k, v),
@@ -412,7 +439,11 @@ impl Llama {
                 .reshape((b, kv, g * s, t))?,
             None => scores,
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = if at.grad {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
         let y = probs.matmul(&v)?; // (b, kv, g·s, d)
         let y = y
             .reshape((b, h, s, d))?
@@ -429,6 +460,8 @@ struct Positions {
     sin: Tensor,
     /// The causal mask, `(s, t)`; none for a single position.
     mask: Option<Tensor>,
+    /// Use operations that carry gradients.
+    grad: bool,
 }
 
 /// `-inf` above the diagonal for `s` new positions after `start` cached ones, `(s, start + s)`;
@@ -452,8 +485,12 @@ fn causal_mask(s: usize, start: usize, device: &Device) -> Result<Option<Tensor>
     Ok(Some(Tensor::from_vec(values, (s, t), device)?))
 }
 
-fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    Ok(candle_nn::ops::rms_norm(x, weight, eps as f32)?)
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, grad: bool) -> Result<Tensor> {
+    Ok(if grad {
+        candle_nn::ops::rms_norm_slow(x, weight, eps as f32)?
+    } else {
+        candle_nn::ops::rms_norm(x, weight, eps as f32)?
+    })
 }
 
 /// cos and sin of every position's rotation angles, `(positions, d/2)`.
