@@ -11,6 +11,7 @@
 //! - [`loss`]: the causal language-modelling loss with masked (prompt) positions.
 //! - [`lora`]: LoRA adapters in PEFT's file layout; batches where each sequence has its own.
 //! - [`model`]: [`Model`], a loaded model with its tokenizer, and streaming completion.
+//! - [`train`]: LoRA fine-tuning (AdamW, warmup + cosine, clipping, accumulation, checkpoints).
 //! - [`tokenizer`]: byte-level BPE built from a GGUF file's own metadata.
 
 pub mod chat;
@@ -21,6 +22,7 @@ pub mod lora;
 pub mod loss;
 pub mod model;
 pub mod tokenizer;
+pub mod train;
 pub mod weights;
 
 pub use model::{Completion, Model};
@@ -60,6 +62,8 @@ pub enum ModelError {
     ContextFull { limit: usize },
     #[error("the prompt is empty")]
     EmptyPrompt,
+    #[error("training: {0}")]
+    Train(String),
     #[error("adapter: {0}")]
     Adapter(String),
     #[error("chat template: {0}")]

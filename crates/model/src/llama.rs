@@ -284,6 +284,19 @@ impl Llama {
         Ok(logits.reshape((b, s, self.config.vocab_size))?)
     }
 
+    /// Every adaptable projection: module path, input width, output width.
+    pub fn projections(&self) -> Vec<(String, usize, usize)> {
+        let mut out = Vec::new();
+        for layer in &self.layers {
+            let (a, m) = (&layer.attn, &layer.mlp);
+            for linear in [&a.q, &a.k, &a.v, &a.o, &m.gate, &m.up, &m.down] {
+                let (inp, outp) = linear.wt.dims2().expect("weights are matrices");
+                out.push((linear.name.clone(), inp, outp));
+            }
+        }
+        out
+    }
+
     /// Checks that every pair of `adapter` names a projection of this model and fits its
     /// shape, so that a mismatched adapter is refused up front rather than mid-generation.
     pub fn check_adapter(&self, adapter: &LoraAdapter) -> Result<()> {

@@ -73,7 +73,8 @@ impl LoraConfig {
         self.lora_alpha / self.r as f64
     }
 
-    fn check(&self) -> Result<(), ModelError> {
+    /// Refuses configs this engine cannot apply, naming the problem.
+    pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |why: String| Err(ModelError::Adapter(why));
         if self.peft_type != "LORA" {
             return bad(format!("peft_type {:?} is not LORA", self.peft_type));
@@ -120,7 +121,7 @@ impl LoraAdapter {
             .map_err(|e| ModelError::Io(config_path.display().to_string(), e))?;
         let config: LoraConfig = serde_json::from_str(&text)
             .map_err(|e| ModelError::Adapter(format!("{}: {e}", config_path.display())))?;
-        config.check()?;
+        config.validate()?;
         let weights_path = dir.join("adapter_model.safetensors");
         let tensors = candle_core::safetensors::load(&weights_path, &Device::Cpu)
             .map_err(|e| ModelError::Adapter(format!("{}: {e}", weights_path.display())))?;
