@@ -7,6 +7,7 @@
 //! - [`config`]: a model's shape, from GGUF metadata or a Hugging Face `config.json`.
 //! - [`weights`]: GGUF (dequantized to f32) and safetensors, under Hugging Face's names.
 //! - [`llama`]: the transformer and its KV cache.
+//! - [`data`]: training examples from JSONL (chat records, prompt/completion, text).
 //! - [`generate`]: sampling and the generation loop.
 //! - [`loss`]: the causal language-modelling loss with masked (prompt) positions.
 //! - [`lora`]: LoRA adapters in PEFT's file layout; batches where each sequence has its own.
@@ -16,6 +17,7 @@
 
 pub mod chat;
 pub mod config;
+pub mod data;
 pub mod generate;
 pub mod llama;
 pub mod lora;
@@ -62,6 +64,8 @@ pub enum ModelError {
     ContextFull { limit: usize },
     #[error("the prompt is empty")]
     EmptyPrompt,
+    #[error("training data: {0}")]
+    Data(String),
     #[error("training: {0}")]
     Train(String),
     #[error("adapter: {0}")]

@@ -142,6 +142,11 @@ impl<'m> Trainer<'m> {
         self.step
     }
 
+    /// Optimizer steps in the whole run.
+    pub fn total_steps(&self) -> usize {
+        self.config.total_steps
+    }
+
     /// The adapter as it stands (the `Var`s' current values).
     pub fn adapter(&self) -> LoraAdapter {
         let c = &self.config;

@@ -126,3 +126,47 @@ fn fine_tuning_learns_the_code_words_and_resumes_exactly() {
         .unwrap();
     assert!(answer.text.contains("vemmock"), "{:?}", answer.text);
 }
+
+#[test]
+fn training_data_errors_name_the_line() {
+    let path = std::env::var_os("OPENLEDGER_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(openledger_model::default_model_path);
+    assert!(
+        path.exists(),
+        "no model at {}: run scripts/fetch-model",
+        path.display()
+    );
+    let model = Model::load(&path).unwrap();
+    let parse = |text: &str| openledger_model::data::examples_from_jsonl(&model, text);
+    let good = r#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}"#;
+    let ok = parse(&format!(
+        "{good}\n\n{{\"prompt\": \"2+2=\", \"completion\": \"4\"}}\n{{\"text\": \"plain text to learn\"}}"
+    ))
+    .unwrap();
+    assert_eq!(ok.len(), 3);
+    // The chat example learns only the answer (and its end token), not the template.
+    assert_eq!(
+        ok[0].tokens.len() - ok[0].prompt_len,
+        model.tokenizer.encode("hello<|im_end|>").len()
+    );
+    assert_eq!(ok[2].prompt_len, 0);
+
+    let cases = [
+        (format!("{good}\n{{not json"), "line 2"),
+        (
+            r#"{"messages": [{"role": "user", "content": "x"}]}"#.to_string(),
+            "must be the assistant",
+        ),
+        (r#"{"messages": []}"#.to_string(), "is empty"),
+        (
+            r#"{"prompt": "a", "completion": ""}"#.to_string(),
+            "answer is empty",
+        ),
+        (String::new(), "no examples"),
+    ];
+    for (text, expected) in cases {
+        let err = parse(&text).err().unwrap().to_string();
+        assert!(err.contains(expected), "{err}");
+    }
+}

@@ -73,6 +73,8 @@ enum ModelCommand {
     Generate(model::GenerateArgs),
     /// Chat under the model's chat template: one question with --prompt, else line by line.
     Chat(model::ChatArgs),
+    /// Fine-tune a LoRA adapter on JSONL data.
+    Train(model::TrainArgs),
     /// Print a model's shape and tokenizer.
     Inspect {
         /// The model file (.gguf) [default: SmolLM2-135M-Instruct in the models directory].
@@ -255,6 +257,7 @@ fn main() -> Result<()> {
         Command::Node(args) => runtime.block_on(run_node(args)),
         Command::Model(ModelCommand::Generate(args)) => model::generate(args),
         Command::Model(ModelCommand::Chat(args)) => model::chat(args),
+        Command::Model(ModelCommand::Train(args)) => model::train(args),
         Command::Model(ModelCommand::Inspect { model }) => model::inspect(model),
         Command::Deploy { chain, out, preset } => runtime.block_on(async {
             let key = chain

@@ -1,7 +1,13 @@
-//! `openledger model generate|chat|inspect`: the model engine without the rest of the system.
+//! `openledger model generate|chat|train|inspect`: the model engine without the rest of the system.
 
 use anyhow::{Context, Result};
-use openledger_model::{chat::Message, generate::Sampling, lora::LoraAdapter, Completion, Model};
+use openledger_model::{
+    chat::Message,
+    generate::Sampling,
+    lora::LoraAdapter,
+    train::{TrainConfig, Trainer},
+    Completion, Model,
+};
 use std::{io::Write, path::PathBuf, time::Instant};
 
 /// `openledger model generate`.
@@ -28,6 +34,50 @@ pub struct ChatArgs {
     pub prompt: Option<String>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+}
+
+/// `openledger model train`.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Training data, JSONL: chat records {"messages": [...]}, {"prompt", "completion"} or
+    /// {"text"}.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Where to write the adapter (PEFT layout) and its checkpoint.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run checkpointed in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2e-3)]
+    pub learning_rate: f64,
+    #[arg(long, default_value_t = 8)]
+    pub rank: usize,
+    #[arg(long, default_value_t = 16.0)]
+    pub alpha: f64,
+    /// Projections to adapt, comma-separated (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj).
+    #[arg(long, default_value = "q_proj,k_proj,v_proj,o_proj")]
+    pub targets: String,
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    #[arg(long, default_value_t = 5)]
+    pub warmup_steps: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Share of the examples held out to measure evaluation loss.
+    #[arg(long, default_value_t = 0.1)]
+    pub eval_fraction: f64,
+    /// Write a checkpoint every this many steps (0: only at the end).
+    #[arg(long, default_value_t = 20)]
+    pub checkpoint_every: usize,
+    /// The model file (.gguf) [default: SmolLM2-135M-Instruct in the models directory].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
 }
 
 /// Which model file and how to sample.
@@ -169,6 +219,80 @@ pub fn chat(args: ChatArgs) -> Result<()> {
             turn(&mut messages, &line)?;
         }
     }
+    Ok(())
+}
+
+/// Fine-tunes a LoRA adapter on JSONL data, with a progress line, held-out evaluation and
+/// checkpoints in `--out`.
+pub fn train(args: TrainArgs) -> Result<()> {
+    if !(0.0..1.0).contains(&args.eval_fraction) {
+        anyhow::bail!("--eval-fraction {} must be in [0, 1)", args.eval_fraction);
+    }
+    let model = load(args.model.clone(), None)?;
+    let text = std::fs::read_to_string(&args.data)
+        .with_context(|| format!("reading {}", args.data.display()))?;
+    let examples = openledger_model::data::examples_from_jsonl(&model, &text)
+        .with_context(|| format!("in {}", args.data.display()))?;
+    let held = ((examples.len() as f64) * args.eval_fraction).round() as usize;
+    let (eval, train) = examples.split_at(held.min(examples.len().saturating_sub(1)));
+    eprintln!(
+        "model: {} training and {} held-out examples from {}",
+        train.len(),
+        eval.len(),
+        args.data.display()
+    );
+    let mut trainer = if args.resume {
+        Trainer::resume(&model.llama, &args.out)
+            .with_context(|| format!("resuming from {}", args.out.display()))?
+    } else {
+        let config = TrainConfig {
+            rank: args.rank,
+            alpha: args.alpha,
+            targets: args
+                .targets
+                .split(',')
+                .map(|t| t.trim().to_string())
+                .collect(),
+            learning_rate: args.learning_rate,
+            warmup_steps: args.warmup_steps,
+            total_steps: args.steps,
+            batch_size: args.batch_size,
+            grad_accum: args.grad_accum,
+            seed: args.seed,
+            ..TrainConfig::default()
+        };
+        Trainer::new(&model.llama, config)?
+    };
+    if !eval.is_empty() {
+        eprintln!(
+            "model: held-out loss {:.4} before",
+            trainer.eval_loss(eval)?
+        );
+    }
+    let every = if args.checkpoint_every == 0 {
+        usize::MAX
+    } else {
+        args.checkpoint_every
+    };
+    loop {
+        trainer.train_steps(train, every, |p| {
+            eprint!(
+                "\rstep {}/{}  loss {:.4}  lr {:.2e}  {:.0} tokens/s   ",
+                p.step, p.total_steps, p.loss, p.learning_rate, p.tokens_per_second
+            );
+        })?;
+        trainer
+            .save_checkpoint(&args.out)
+            .with_context(|| format!("writing {}", args.out.display()))?;
+        if trainer.step() >= trainer.total_steps() {
+            break;
+        }
+    }
+    eprintln!();
+    if !eval.is_empty() {
+        eprintln!("model: held-out loss {:.4} after", trainer.eval_loss(eval)?);
+    }
+    eprintln!("model: adapter written to {}", args.out.display());
     Ok(())
 }
 
