@@ -6,6 +6,7 @@
 //! - [`chat`]: the model's Jinja chat template applied to role/content messages.
 //! - [`config`]: a model's shape, from GGUF metadata or a Hugging Face `config.json`.
 //! - [`weights`]: GGUF (dequantized to f32) and safetensors, under Hugging Face's names.
+//! - [`gradients`]: per-example LoRA gradients in one pass, and their seeded projection.
 //! - [`llama`]: the transformer and its KV cache.
 //! - [`data`]: training examples from JSONL (chat records, prompt/completion, text).
 //! - [`generate`]: sampling and the generation loop.
@@ -19,6 +20,7 @@ pub mod chat;
 pub mod config;
 pub mod data;
 pub mod generate;
+pub mod gradients;
 pub mod llama;
 pub mod lora;
 pub mod loss;

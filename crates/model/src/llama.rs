@@ -128,6 +128,16 @@ impl<'a> LoraBatch<'a> {
         Ok(Self { adapters, stacks })
     }
 
+    /// A batch from ready stacks: per module, `Aᵀ` `(b, in, r)` and `scale·Bᵀ` `(b, r, out)`
+    /// (for example `Var`s holding one copy of an adapter per sequence, whose gradients are
+    /// then each sequence's own).
+    pub fn from_stacks(stacks: HashMap<String, (Tensor, Tensor)>) -> Self {
+        Self {
+            adapters: Vec::new(),
+            stacks,
+        }
+    }
+
     /// The adapters the batch was built from.
     pub fn adapters(&self) -> &[&'a LoraAdapter] {
         &self.adapters
