@@ -3,11 +3,11 @@
 
 use crate::ModelError;
 use candle_core::quantized::gguf_file;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// What the transformer needs to know about a model.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Config {
     pub vocab_size: usize,
     pub hidden_size: usize,
@@ -56,6 +56,17 @@ impl Config {
     /// The width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
+    }
+
+    /// A Hugging Face `config.json` for this shape (Llama, SiLU).
+    pub fn to_hf_json(&self) -> String {
+        let mut value = serde_json::to_value(self).expect("the config serializes");
+        value["architectures"] = serde_json::json!(["LlamaForCausalLM"]);
+        value["model_type"] = serde_json::json!("llama");
+        value["hidden_act"] = serde_json::json!("silu");
+        value["torch_dtype"] = serde_json::json!("float32");
+        value["num_key_value_heads"] = serde_json::json!(self.kv_heads());
+        serde_json::to_string_pretty(&value).expect("a JSON value prints")
     }
 
     /// Reads a Hugging Face `config.json`.

@@ -294,6 +294,39 @@ impl Llama {
         Ok(logits.reshape((b, s, self.config.vocab_size))?)
     }
 
+    /// The model's weights under Hugging Face's names (after any merges), ready to save as
+    /// safetensors next to [`Config::to_hf_json`].
+    pub fn weights(&self) -> Result<Weights> {
+        let mut w = Weights::new();
+        w.insert("model.embed_tokens.weight".into(), self.embed.clone());
+        w.insert("model.norm.weight".into(), self.norm.clone());
+        if !self.config.tie_word_embeddings {
+            w.insert("lm_head.weight".into(), self.lm_head.wt.t()?.contiguous()?);
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            w.insert(
+                format!("{p}.input_layernorm.weight"),
+                layer.input_norm.clone(),
+            );
+            w.insert(
+                format!("{p}.post_attention_layernorm.weight"),
+                layer.post_norm.clone(),
+            );
+            let (a, m) = (&layer.attn, &layer.mlp);
+            for linear in [&a.q, &a.k, &a.v, &a.o, &m.gate, &m.up, &m.down] {
+                w.insert(
+                    format!("{}.weight", linear.name),
+                    linear.wt.t()?.contiguous()?,
+                );
+                if let Some(bias) = &linear.bias {
+                    w.insert(format!("{}.bias", linear.name), bias.clone());
+                }
+            }
+        }
+        Ok(w)
+    }
+
     /// Every adaptable projection: module path, input width, output width.
     pub fn projections(&self) -> Vec<(String, usize, usize)> {
         let mut out = Vec::new();

@@ -96,6 +96,20 @@ pub fn load_safetensors_dir(dir: &Path) -> Result<(Config, Weights), ModelError>
     Ok((config, weights))
 }
 
+/// Writes a Hugging Face model directory: `config.json` and `model.safetensors`.
+pub fn save_safetensors_dir(
+    dir: &Path,
+    config: &Config,
+    weights: &Weights,
+) -> Result<(), ModelError> {
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::Io(dir.display().to_string(), e))?;
+    candle_core::safetensors::save(weights, dir.join("model.safetensors"))
+        .map_err(|e| ModelError::Format(format!("{}: {e}", dir.display())))?;
+    let path = dir.join("config.json");
+    std::fs::write(&path, config.to_hf_json())
+        .map_err(|e| ModelError::Io(path.display().to_string(), e))
+}
+
 /// llama.cpp's tensor names mapped to Hugging Face's.
 fn hf_name(gguf: &str) -> Option<String> {
     let fixed = match gguf {

@@ -253,3 +253,30 @@ fn bad_adapters_are_refused_with_the_reason() {
     let batch = LoraBatch::new(vec![&a], &[Some(1)]);
     assert!(batch.err().unwrap().to_string().contains("adapter 1"));
 }
+
+#[test]
+fn a_merged_model_saved_as_safetensors_loads_back_with_the_adapter_in_it() {
+    let c = tiny_config();
+    let mut model = Llama::new(c.clone(), &tiny_weights(&c)).unwrap();
+    let a = adapter(&c, 12, 4, &["q_proj", "up_proj"]);
+    let input = tokens(&[vec![2, 4, 6, 8, 10]]);
+    let batch = LoraBatch::new(vec![&a], &[Some(0)]).unwrap();
+    let applied = model
+        .forward_all_lora(&input, &mut KvCache::default(), Some(&batch))
+        .unwrap();
+    model.merge(&a, 1.0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    openledger_model::weights::save_safetensors_dir(
+        dir.path(),
+        model.config(),
+        &model.weights().unwrap(),
+    )
+    .unwrap();
+    let (config, weights) = openledger_model::weights::load_safetensors_dir(dir.path()).unwrap();
+    assert_eq!(&config, model.config());
+    let reloaded = Llama::new(config, &weights).unwrap();
+    let logits = reloaded
+        .forward_all(&input, &mut KvCache::default())
+        .unwrap();
+    assert!(max_diff(&applied, &logits) < 1e-4);
+}

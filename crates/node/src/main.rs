@@ -75,6 +75,18 @@ enum ModelCommand {
     Chat(model::ChatArgs),
     /// Fine-tune a LoRA adapter on JSONL data.
     Train(model::TrainArgs),
+    /// Fold a LoRA adapter into the base weights; writes config.json + model.safetensors.
+    Merge {
+        /// The adapter directory (PEFT layout).
+        #[arg(long)]
+        adapter: PathBuf,
+        /// The output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// The model file (.gguf) [default: SmolLM2-135M-Instruct in the models directory].
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
     /// Print a model's shape and tokenizer.
     Inspect {
         /// The model file (.gguf) [default: SmolLM2-135M-Instruct in the models directory].
@@ -258,6 +270,11 @@ fn main() -> Result<()> {
         Command::Model(ModelCommand::Generate(args)) => model::generate(args),
         Command::Model(ModelCommand::Chat(args)) => model::chat(args),
         Command::Model(ModelCommand::Train(args)) => model::train(args),
+        Command::Model(ModelCommand::Merge {
+            adapter,
+            out,
+            model,
+        }) => model::merge(model, adapter, out),
         Command::Model(ModelCommand::Inspect { model }) => model::inspect(model),
         Command::Deploy { chain, out, preset } => runtime.block_on(async {
             let key = chain

@@ -1,4 +1,4 @@
-//! `openledger model generate|chat|train|inspect`: the model engine without the rest of the system.
+//! `openledger model generate|chat|train|merge|inspect`: the model engine without the rest of the system.
 
 use anyhow::{Context, Result};
 use openledger_model::{
@@ -293,6 +293,19 @@ pub fn train(args: TrainArgs) -> Result<()> {
         eprintln!("model: held-out loss {:.4} after", trainer.eval_loss(eval)?);
     }
     eprintln!("model: adapter written to {}", args.out.display());
+    Ok(())
+}
+
+/// Folds an adapter into the base weights and writes the result as a Hugging Face directory
+/// (`config.json` + `model.safetensors`, f32).
+pub fn merge(model: Option<PathBuf>, adapter: PathBuf, out: PathBuf) -> Result<()> {
+    let mut model = load(model, None)?;
+    let adapter = LoraAdapter::load(&adapter)
+        .with_context(|| format!("loading adapter {}", adapter.display()))?;
+    model.llama.merge(&adapter, 1.0)?;
+    openledger_model::weights::save_safetensors_dir(&out, model.config(), &model.llama.weights()?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    eprintln!("model: merged weights written to {}", out.display());
     Ok(())
 }
 
