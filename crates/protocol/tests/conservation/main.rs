@@ -238,19 +238,12 @@ impl Sim {
     /// contract: EIP-3607); the final `execute` is what is tallied under `kind`.
     fn govern<E: SolInterface>(&mut self, kind: Kind, to: Address, data: Vec<u8>) -> bool {
         self.proposals += 1;
-        let description = format!("ruling {}", self.proposals);
-        let hash = keccak256(description.as_bytes());
-        let (calls, gov) = ((vec![to], vec![Z], vec![data.into()]), self.a.governor);
-        let (t, v, c) = calls.clone();
-        let id = self.must(GOV, gov, G::proposeCall::new((t, v, c, description)));
-        self.evm.number += 1; // the dev voting delay
-        self.must(GOV, gov, G::castVoteCall::new((id, 1)));
-        self.evm.number += 20; // the dev voting period
-        let (t, v, c) = calls.clone();
-        self.must(GOV, gov, G::queueCall::new((t, v, c, hash)));
-        self.evm.advance(60); // the dev timelock delay
-        let (t, v, c) = calls;
-        let execute = G::executeCall::new((t, v, c, hash));
+        let (gov, description) = (self.a.governor, format!("ruling {}", self.proposals));
+        let config = DeployConfig::dev();
+        let execute = self
+            .evm
+            .pass_proposal(GOV, gov, &config, (to, data), description);
+        let execute = G::executeCall::abi_decode(&execute).expect("execute calldata");
         self.send::<E, _>(kind, (GOV, gov), execute, Z).is_some()
     }
 

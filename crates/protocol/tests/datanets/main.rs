@@ -12,7 +12,6 @@ use evm::{Evm, OPEN};
 use openledger_protocol::{
     datanet_registry::DatanetRegistry::{self as Reg, DatanetRegistryErrors as E},
     deploy::{Addresses, DeployConfig},
-    governor::OpenGovernor,
     staking::Staking,
 };
 
@@ -186,25 +185,13 @@ impl World {
     /// alone; `Err` holds the registry's revert data, which the governor passes through.
     fn govern(&mut self, call: impl SolCall) -> Result<(), Bytes> {
         self.proposals += 1;
+        let (governor, config) = (self.a.governor, self.config.clone());
+        let call = (self.a.datanet_registry, call.abi_encode());
         let description = format!("proposal {}", self.proposals);
-        let hash = keccak256(description.as_bytes());
-        let (targets, values) = (vec![self.a.datanet_registry], vec![U256::ZERO]);
-        let calldatas: Vec<Bytes> = vec![call.abi_encode().into()];
-        let operation = (targets, values, calldatas);
-        let (governor, (t, v, c)) = (self.a.governor, operation.clone());
-        let propose = OpenGovernor::proposeCall::new((t, v, c, description));
-        let id = self.evm.sol(VOTER, governor, propose).unwrap();
-        self.evm.number += self.config.voting_delay_blocks;
-        let vote = OpenGovernor::castVoteCall::new((id, 1));
-        self.evm.sol(VOTER, governor, vote).unwrap();
-        self.evm.number += u64::from(self.config.voting_period_blocks);
-        let (t, v, c) = operation.clone();
-        let queue = OpenGovernor::queueCall::new((t, v, c, hash));
-        self.evm.sol(VOTER, governor, queue).unwrap();
-        self.evm.advance(self.config.timelock_delay_secs);
-        let (t, v, c) = operation;
-        let execute = OpenGovernor::executeCall::new((t, v, c, hash));
-        self.evm.sol(VOTER, governor, execute).map(|_| ())
+        let execute = self
+            .evm
+            .pass_proposal(VOTER, governor, &config, call, description);
+        self.evm.call(VOTER, governor, execute.into()).map(|_| ())
     }
 }
 

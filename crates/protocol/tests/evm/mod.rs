@@ -3,10 +3,11 @@
 //! block of its own, so checkpointed state (votes) sees time pass.
 #![allow(dead_code)]
 
-use alloy_primitives::{Address, Bytes, Log, TxKind, U256};
+use alloy_primitives::{keccak256, Address, Bytes, Log, TxKind, U256};
 use alloy_sol_types::SolCall;
 use openledger_protocol::{
     deploy::{Addresses, DeployConfig, Step},
+    governor::OpenGovernor,
     protocol_params::ProtocolParams::FeeSplit,
 };
 use revm::{
@@ -124,6 +125,45 @@ impl Evm {
         let (addresses, steps) = openledger_protocol::deploy::plan(1612, deployer, nonce, config);
         self.run_plan(deployer, &steps);
         addresses
+    }
+
+    /// Takes a one-call proposal (`target` called with `data` by the timelock) through
+    /// propose, a vote by `voter` (who must pass it alone), queue and the timelock delay under
+    /// `config`, and returns the calldata of the governor's `execute`, for the caller to send
+    /// and check as it needs. The harness cannot send from the timelock itself (EIP-3607), so
+    /// this is how tests act as governance. `description` must be unique per proposal.
+    pub fn pass_proposal(
+        &mut self,
+        voter: Address,
+        governor: Address,
+        config: &DeployConfig,
+        (target, data): (Address, Vec<u8>),
+        description: String,
+    ) -> Vec<u8> {
+        let hash = keccak256(description.as_bytes());
+        let operation = (vec![target], vec![U256::ZERO], vec![Bytes::from(data)]);
+        let (t, v, c) = operation.clone();
+        let id = self
+            .sol(
+                voter,
+                governor,
+                OpenGovernor::proposeCall::new((t, v, c, description)),
+            )
+            .expect("propose");
+        self.number += config.voting_delay_blocks;
+        self.sol(voter, governor, OpenGovernor::castVoteCall::new((id, 1)))
+            .expect("vote");
+        self.number += u64::from(config.voting_period_blocks);
+        let (t, v, c) = operation.clone();
+        self.sol(
+            voter,
+            governor,
+            OpenGovernor::queueCall::new((t, v, c, hash)),
+        )
+        .expect("queue");
+        self.advance(config.timelock_delay_secs);
+        let (t, v, c) = operation;
+        OpenGovernor::executeCall::new((t, v, c, hash)).abi_encode()
     }
 
     /// Runs a deployment plan from `deployer` (whose nonce must be the plan's first) and

@@ -13,7 +13,6 @@ use evm::{Evm, OPEN};
 use openledger_protocol::{
     datanet_registry::DatanetRegistry as DR,
     deploy::{Addresses, DeployConfig},
-    governor::OpenGovernor as G,
     inference_settlement::InferenceSettlement::{
         self as IS, InferenceSettlementErrors as E, Payout, Receipt,
     },
@@ -236,24 +235,10 @@ impl World {
     /// code.)
     fn proposal(&mut self, target: Address, data: Vec<u8>) -> Vec<u8> {
         self.proposals += 1;
-        let description = format!("proposal {}", self.proposals);
-        let hash = keccak256(description.as_bytes());
-        let (targets, values, calldatas) = (vec![target], vec![U256::ZERO], vec![data.into()]);
-        let gov = self.a.governor;
-        let call = (
-            targets.clone(),
-            values.clone(),
-            calldatas.clone(),
-            description,
-        );
-        let id = self.ok(GOV, gov, G::proposeCall::new(call));
-        self.evm.number += 1; // the dev voting delay
-        self.ok(GOV, gov, G::castVoteCall::new((id, 1)));
-        self.evm.number += 20; // the dev voting period
-        let call = (targets.clone(), values.clone(), calldatas.clone(), hash);
-        self.ok(GOV, gov, G::queueCall::new(call));
-        self.evm.advance(60); // the dev timelock delay
-        G::executeCall::new((targets, values, calldatas, hash)).abi_encode()
+        let (gov, description) = (self.a.governor, format!("proposal {}", self.proposals));
+        let config = DeployConfig::dev();
+        self.evm
+            .pass_proposal(GOV, gov, &config, (target, data), description)
     }
 
     /// Has the timelock make `call` by passing a proposal.
