@@ -16,10 +16,10 @@ use crate::{
     llama::{Llama, LoraBatch},
     lora::LoraAdapter,
     loss::masked_cross_entropy,
-    train::Example,
+    train::{pad_batch, Example},
     ModelError,
 };
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Tensor, Var};
 use std::collections::HashMap;
 
 type Result<T> = std::result::Result<T, ModelError>;
@@ -61,22 +61,7 @@ pub fn per_example_gradients(
     }
     let lora = LoraBatch::from_stacks(stacks);
 
-    let (mut input, mut target, mut mask) = (Vec::new(), Vec::new(), Vec::new());
-    for e in examples {
-        for i in 0..len - 1 {
-            let (x, y) = (e.tokens.get(i), e.tokens.get(i + 1));
-            input.push(*x.unwrap_or(&0));
-            target.push(*y.unwrap_or(&0));
-            mask.push(if y.is_some() && i + 1 >= e.prompt_len {
-                1f32
-            } else {
-                0.0
-            });
-        }
-    }
-    let input = Tensor::from_vec(input, (b, len - 1), &Device::Cpu)?;
-    let target = Tensor::from_vec(target, (b, len - 1), &Device::Cpu)?;
-    let mask = Tensor::from_vec(mask, (b, len - 1), &Device::Cpu)?;
+    let (input, target, mask) = pad_batch(examples.iter(), len)?;
     let logits = model.forward_train(&input, Some(&lora))?; // (b, s, vocab)
                                                             // The sum of per-example means: each example's loss depends only on its own copy.
     let mut total: Option<Tensor> = None;

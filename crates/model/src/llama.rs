@@ -62,16 +62,15 @@ impl Linear {
 /// over each sequence's own `Aᵀ` and `Bᵀ` stacked along the batch (zeros for a sequence
 /// without an adapter there, and zero columns up to the largest rank), so the cost does not
 /// grow with the number of distinct adapters in the batch.
-pub struct LoraBatch<'a> {
-    adapters: Vec<&'a LoraAdapter>,
+pub struct LoraBatch {
     /// Per adapted module: `Aᵀ` `(b, in, r)` and `scale·Bᵀ` `(b, r, out)`.
     stacks: HashMap<String, (Tensor, Tensor)>,
 }
 
-impl<'a> LoraBatch<'a> {
+impl LoraBatch {
     /// `per_sequence[i]` is the index into `adapters` of sequence `i`'s adapter, or `None`
     /// for the base model alone.
-    pub fn new(adapters: Vec<&'a LoraAdapter>, per_sequence: &[Option<usize>]) -> Result<Self> {
+    pub fn new(adapters: Vec<&LoraAdapter>, per_sequence: &[Option<usize>]) -> Result<Self> {
         if let Some(bad) = per_sequence
             .iter()
             .flatten()
@@ -125,22 +124,14 @@ impl<'a> LoraBatch<'a> {
                 ),
             );
         }
-        Ok(Self { adapters, stacks })
+        Ok(Self { stacks })
     }
 
     /// A batch from ready stacks: per module, `Aᵀ` `(b, in, r)` and `scale·Bᵀ` `(b, r, out)`
     /// (for example `Var`s holding one copy of an adapter per sequence, whose gradients are
     /// then each sequence's own).
     pub fn from_stacks(stacks: HashMap<String, (Tensor, Tensor)>) -> Self {
-        Self {
-            adapters: Vec::new(),
-            stacks,
-        }
-    }
-
-    /// The adapters the batch was built from.
-    pub fn adapters(&self) -> &[&'a LoraAdapter] {
-        &self.adapters
+        Self { stacks }
     }
 }
 
@@ -176,6 +167,27 @@ struct Mlp {
     gate: Linear,
     up: Linear,
     down: Linear,
+}
+
+impl Layer {
+    /// The layer's adaptable projections, in a fixed order.
+    fn projections(&self) -> [&Linear; 7] {
+        let (a, m) = (&self.attn, &self.mlp);
+        [&a.q, &a.k, &a.v, &a.o, &m.gate, &m.up, &m.down]
+    }
+
+    fn projections_mut(&mut self) -> [&mut Linear; 7] {
+        let (a, m) = (&mut self.attn, &mut self.mlp);
+        [
+            &mut a.q,
+            &mut a.k,
+            &mut a.v,
+            &mut a.o,
+            &mut m.gate,
+            &mut m.up,
+            &mut m.down,
+        ]
+    }
 }
 
 struct Layer {
@@ -313,8 +325,7 @@ impl Llama {
                 format!("{p}.post_attention_layernorm.weight"),
                 layer.post_norm.clone(),
             );
-            let (a, m) = (&layer.attn, &layer.mlp);
-            for linear in [&a.q, &a.k, &a.v, &a.o, &m.gate, &m.up, &m.down] {
+            for linear in layer.projections() {
                 w.insert(
                     format!("{}.weight", linear.name),
                     linear.wt.t()?.contiguous()?,
@@ -329,29 +340,26 @@ impl Llama {
 
     /// Every adaptable projection: module path, input width, output width.
     pub fn projections(&self) -> Vec<(String, usize, usize)> {
-        let mut out = Vec::new();
-        for layer in &self.layers {
-            let (a, m) = (&layer.attn, &layer.mlp);
-            for linear in [&a.q, &a.k, &a.v, &a.o, &m.gate, &m.up, &m.down] {
-                let (inp, outp) = linear.wt.dims2().expect("weights are matrices");
-                out.push((linear.name.clone(), inp, outp));
-            }
-        }
-        out
+        self.layers
+            .iter()
+            .flat_map(Layer::projections)
+            .map(|linear| {
+                let (inp, out) = linear.wt.dims2().expect("weights are matrices");
+                (linear.name.clone(), inp, out)
+            })
+            .collect()
     }
 
     /// Checks that every pair of `adapter` names a projection of this model and fits its
     /// shape, so that a mismatched adapter is refused up front rather than mid-generation.
     pub fn check_adapter(&self, adapter: &LoraAdapter) -> Result<()> {
-        let mut shapes = HashMap::new();
-        for layer in &self.layers {
-            let (a, m) = (&layer.attn, &layer.mlp);
-            for linear in [&a.q, &a.k, &a.v, &a.o, &m.gate, &m.up, &m.down] {
-                shapes.insert(linear.name.as_str(), linear.wt.dims2()?);
-            }
-        }
+        let shapes: HashMap<String, (usize, usize)> = self
+            .projections()
+            .into_iter()
+            .map(|(name, inp, out)| (name, (inp, out)))
+            .collect();
         for (module, pair) in &adapter.pairs {
-            let Some(&(inp, out)) = shapes.get(module.as_str()) else {
+            let Some(&(inp, out)) = shapes.get(module) else {
                 return Err(ModelError::Adapter(format!(
                     "the model has no projection {module}"
                 )));
@@ -381,17 +389,7 @@ impl Llama {
     pub fn merge(&mut self, adapter: &LoraAdapter, sign: f64) -> Result<()> {
         self.check_adapter(adapter)?;
         for layer in &mut self.layers {
-            let a = &mut layer.attn;
-            let m = &mut layer.mlp;
-            for linear in [
-                &mut a.q,
-                &mut a.k,
-                &mut a.v,
-                &mut a.o,
-                &mut m.gate,
-                &mut m.up,
-                &mut m.down,
-            ] {
+            for linear in layer.projections_mut() {
                 if let Some(delta) = adapter.delta(&linear.name)? {
                     linear.add_delta(&delta, sign)?;
                 }

@@ -287,26 +287,9 @@ impl<'m> Trainer<'m> {
                 "every example needs at least two tokens".into(),
             ));
         }
-        let (mut input, mut target, mut mask) = (Vec::new(), Vec::new(), Vec::new());
-        for e in examples {
-            let e = e.as_ref();
-            for i in 0..len - 1 {
-                let (x, y) = (e.tokens.get(i), e.tokens.get(i + 1));
-                input.push(*x.unwrap_or(&0));
-                target.push(*y.unwrap_or(&0));
-                // Learn the prediction of token i+1 only where it is an answer token.
-                mask.push(if y.is_some() && i + 1 >= e.prompt_len {
-                    1f32
-                } else {
-                    0.0
-                });
-            }
-        }
         let b = examples.len();
-        let learned: f32 = mask.iter().sum();
-        let input = Tensor::from_vec(input, (b, len - 1), &Device::Cpu)?;
-        let target = Tensor::from_vec(target, (b, len - 1), &Device::Cpu)?;
-        let mask = Tensor::from_vec(mask, (b, len - 1), &Device::Cpu)?;
+        let (input, target, mask) = pad_batch(examples.iter().map(AsRef::as_ref), len)?;
+        let learned: f32 = mask.sum_all()?.to_scalar()?;
         let lora = LoraBatch::new(vec![adapter], &vec![Some(0); b])?;
         let logits = self.model.forward_train(&input, Some(&lora))?;
         Ok((masked_cross_entropy(&logits, &target, &mask)?, learned))
@@ -395,6 +378,34 @@ impl<'m> Trainer<'m> {
         }
         Ok(trainer)
     }
+}
+
+/// Input, target and loss mask `(b, len - 1)` for examples padded to `len` tokens: position
+/// `i` predicts token `i + 1`, learned only where that token is part of the answer (not the
+/// prompt, not padding).
+pub(crate) fn pad_batch<'e>(
+    examples: impl ExactSizeIterator<Item = &'e Example>,
+    len: usize,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let b = examples.len();
+    let (mut input, mut target, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+    for e in examples {
+        for i in 0..len - 1 {
+            let (x, y) = (e.tokens.get(i), e.tokens.get(i + 1));
+            input.push(*x.unwrap_or(&0));
+            target.push(*y.unwrap_or(&0));
+            mask.push(if y.is_some() && i + 1 >= e.prompt_len {
+                1f32
+            } else {
+                0.0
+            });
+        }
+    }
+    Ok((
+        Tensor::from_vec(input, (b, len - 1), &Device::Cpu)?,
+        Tensor::from_vec(target, (b, len - 1), &Device::Cpu)?,
+        Tensor::from_vec(mask, (b, len - 1), &Device::Cpu)?,
+    ))
 }
 
 impl AsRef<Example> for Example {

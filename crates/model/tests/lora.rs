@@ -11,7 +11,7 @@ use common::{max_diff, random, tiny_config, tiny_weights};
 use openledger_model::{
     config::Config,
     llama::{KvCache, Llama, LoraBatch},
-    lora::{LoraAdapter, LoraConfig, LoraPair},
+    lora::{LoraAdapter, LoraConfig, LoraPair, TARGETS},
 };
 use std::collections::HashMap;
 
@@ -56,20 +56,7 @@ fn each_sequence_of_a_mixed_batch_gets_the_logits_of_its_own_adapter() {
     let model = Llama::new(c.clone(), &tiny_weights(&c)).unwrap();
     let adapters = [
         adapter(&c, 1, 4, &["q_proj", "v_proj"]),
-        adapter(
-            &c,
-            2,
-            8,
-            &[
-                "q_proj",
-                "k_proj",
-                "v_proj",
-                "o_proj",
-                "gate_proj",
-                "up_proj",
-                "down_proj",
-            ],
-        ),
+        adapter(&c, 2, 8, &TARGETS),
         adapter(&c, 3, 2, &["down_proj"]),
     ];
     let rows: Vec<Vec<u32>> = vec![
@@ -138,20 +125,7 @@ fn each_sequence_of_a_mixed_batch_gets_the_logits_of_its_own_adapter() {
 fn merging_equals_applying_and_unmerging_restores_the_base() {
     let c = tiny_config();
     let mut model = Llama::new(c.clone(), &tiny_weights(&c)).unwrap();
-    let a = adapter(
-        &c,
-        7,
-        4,
-        &[
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ],
-    );
+    let a = adapter(&c, 7, 4, &TARGETS);
     let input = tokens(&[vec![5, 6, 7, 8, 9, 10, 11]]);
     let base = model.forward_all(&input, &mut KvCache::default()).unwrap();
     let batch = LoraBatch::new(vec![&a], &[Some(0)]).unwrap();

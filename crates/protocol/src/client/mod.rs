@@ -145,6 +145,8 @@ struct Outgoing {
     input: Bytes,
     value: U256,
     gas_limit: Option<u64>,
+    /// Fee cap and tip; asked of the node when absent.
+    fees: Option<(u128, u128)>,
 }
 
 /// The protocol client.
@@ -283,6 +285,7 @@ impl ProtocolClient {
                 input: call.abi_encode().into(),
                 value,
                 gas_limit: None,
+                fees: None,
             })
             .await?;
         self.wait(C::SIGNATURE, hash).await
@@ -297,6 +300,7 @@ impl ProtocolClient {
                 input: Bytes::new(),
                 value,
                 gas_limit: None,
+                fees: None,
             })
             .await?;
         self.wait("transfer", hash).await
@@ -325,7 +329,10 @@ impl ProtocolClient {
                 gas.to::<u64>() * 6 / 5 + 10_000
             }
         };
-        let (max_fee, tip) = self.fees().await?;
+        let (max_fee, tip) = match tx.fees {
+            Some(fees) => fees,
+            None => self.fees().await?,
+        };
         let mut nonce = self.nonce.lock().await;
         let next = match *nonce {
             Some(n) => n,
@@ -428,7 +435,9 @@ impl ProtocolClient {
             });
         }
         let remaining = &steps[sent..];
-        let (max_fee, _) = self.fees().await?;
+        // One fee quote for the whole deployment instead of one per step.
+        let fees = self.fees().await?;
+        let max_fee = fees.0;
         let need = U256::from(deploy::total_gas(remaining)) * U256::from(max_fee);
         let have = self.balance(signer.address).await?;
         if have < need {
@@ -448,6 +457,7 @@ impl ProtocolClient {
                     input: step.input.clone(),
                     value: U256::ZERO,
                     gas_limit: Some(step.gas_limit),
+                    fees: Some(fees),
                 })
                 .await?,
             );
