@@ -104,6 +104,11 @@ impl Signer {
         self.address
     }
 
+    /// The key, for signing what is not a transaction (EIP-712 messages).
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
     fn sign(&self, tx: TxEip1559) -> Bytes {
         let (sig, recid) = self
             .key
@@ -188,6 +193,11 @@ impl ProtocolClient {
     /// The chain id the endpoint reported.
     pub fn chain_id(&self) -> u64 {
         self.chain_id
+    }
+
+    /// The signer, if any.
+    pub fn signer(&self) -> Option<&Signer> {
+        self.signer.as_ref()
     }
 
     /// The signing account, if any.

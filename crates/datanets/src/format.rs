@@ -1,0 +1,372 @@
+//! Contribution file formats: recognising them, their canonical bytes, and reading their
+//! records as a stream.
+//!
+//! A contribution's content hash is keccak256 of its canonical bytes. For the text formats
+//! (JSONL, CSV, plain text, Markdown) those are the file's bytes with a leading UTF-8 byte
+//! order mark removed and every CRLF turned into LF, so that the same data saved on Windows
+//! and on Unix is one contribution; Parquet files are binary and hash as they are. The blob
+//! store keeps the canonical bytes, so anyone can check a blob against its hash.
+//!
+//! Records come out in batches, read from the staged canonical file, never the whole file in
+//! memory; JSON lines stay raw bytes so that the caller can parse them in parallel.
+
+use alloy_primitives::{Keccak256, B256};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::{
+    fmt,
+    fs::File,
+    io::{BufRead, BufReader, Read, Write},
+    path::Path,
+};
+
+use crate::validate::ValidationError;
+
+/// A text record groups paragraphs until it holds at least this many bytes.
+const TEXT_RECORD_BYTES: usize = 1024;
+/// Records per batch handed to the checks.
+const BATCH_RECORDS: usize = 2048;
+
+/// A contribution file's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One JSON object per line (chat records included).
+    Jsonl,
+    /// Comma-separated values with a header row; each row is an object of strings.
+    Csv,
+    /// Apache Parquet; each row is an object.
+    Parquet,
+    /// Plain text, split into records at blank lines (`{"text": …}`).
+    Text,
+    /// Markdown, read like plain text.
+    Markdown,
+}
+
+impl Format {
+    /// The format a file's extension names.
+    pub fn from_path(path: &Path) -> Result<Self, ValidationError> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        Ok(match ext.as_str() {
+            "jsonl" | "ndjson" => Self::Jsonl,
+            "csv" => Self::Csv,
+            "parquet" => Self::Parquet,
+            "txt" | "text" => Self::Text,
+            "md" | "markdown" => Self::Markdown,
+            _ => return Err(ValidationError::UnknownFormat(path.display().to_string())),
+        })
+    }
+
+    /// Whether the canonical bytes are normalised text.
+    pub fn is_text(self) -> bool {
+        !matches!(self, Self::Parquet)
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Jsonl => "JSONL",
+            Self::Csv => "CSV",
+            Self::Parquet => "Parquet",
+            Self::Text => "text",
+            Self::Markdown => "Markdown",
+        })
+    }
+}
+
+/// Where a record is in its file, for error messages and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Place {
+    /// A 1-based line of a text file.
+    Line(u64),
+    /// A 1-based row of a Parquet file.
+    Row(u64),
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Line(n) => write!(f, "line {n}"),
+            Self::Row(n) => write!(f, "row {n}"),
+        }
+    }
+}
+
+/// A record as read: a JSON line still to parse, or an object built by the reader.
+#[derive(Debug)]
+pub enum Raw {
+    Json(Vec<u8>),
+    Value(Value),
+}
+
+/// Copies `source` into `staged` as canonical bytes, hashing them on the way; refuses a
+/// source larger than `limit` bytes as soon as it passes the limit. Returns the content hash
+/// and the canonical size.
+pub fn stage(
+    source: &mut impl Read,
+    format: Format,
+    staged: &mut impl Write,
+    limit: u64,
+) -> Result<(B256, u64), ValidationError> {
+    let mut hasher = Keccak256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut out = Vec::with_capacity(1 << 20);
+    let (mut read, mut size) = (0u64, 0u64);
+    let mut first = true;
+    // A CR at the end of one chunk whose LF may start the next.
+    let mut held_cr = false;
+    loop {
+        let n = source.read(&mut buf).map_err(ValidationError::io)?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+        if read > limit {
+            return Err(ValidationError::TooLarge { limit });
+        }
+        let mut chunk = &buf[..n];
+        out.clear();
+        if format.is_text() {
+            if first && chunk.starts_with(&[0xef, 0xbb, 0xbf]) {
+                chunk = &chunk[3..];
+            }
+            if held_cr && chunk.first() != Some(&b'\n') {
+                out.push(b'\r');
+            }
+            held_cr = false;
+            let mut rest = chunk;
+            while let Some(i) = rest.iter().position(|&b| b == b'\r') {
+                out.extend_from_slice(&rest[..i]);
+                match rest.get(i + 1) {
+                    Some(b'\n') => {}
+                    Some(_) => out.push(b'\r'),
+                    None => held_cr = true,
+                }
+                rest = &rest[i + 1..];
+            }
+            out.extend_from_slice(rest);
+        } else {
+            out.extend_from_slice(chunk);
+        }
+        first = false;
+        hasher.update(&out);
+        staged.write_all(&out).map_err(ValidationError::io)?;
+        size += out.len() as u64;
+    }
+    if held_cr {
+        hasher.update(b"\r");
+        staged.write_all(b"\r").map_err(ValidationError::io)?;
+        size += 1;
+    }
+    Ok((hasher.finalize(), size))
+}
+
+/// Reads the staged file's records in batches of (place, raw record).
+pub fn batches(
+    path: &Path,
+    format: Format,
+) -> Result<Box<dyn Iterator<Item = Result<Vec<(Place, Raw)>, ValidationError>>>, ValidationError> {
+    let file = File::open(path).map_err(ValidationError::io)?;
+    Ok(match format {
+        Format::Jsonl => Box::new(JsonLines {
+            reader: BufReader::with_capacity(1 << 20, file),
+            line: 0,
+        }),
+        Format::Text | Format::Markdown => Box::new(TextParagraphs {
+            reader: BufReader::with_capacity(1 << 20, file),
+            line: 0,
+            done: false,
+        }),
+        Format::Csv => Box::new(CsvRows::new(file)?),
+        Format::Parquet => Box::new(crate::parquet::rows(file)?),
+    })
+}
+
+struct JsonLines {
+    reader: BufReader<File>,
+    line: u64,
+}
+
+impl Iterator for JsonLines {
+    type Item = Result<Vec<(Place, Raw)>, ValidationError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut batch = Vec::new();
+        while batch.len() < BATCH_RECORDS {
+            let mut bytes = Vec::new();
+            match self.reader.read_until(b'\n', &mut bytes) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Some(Err(ValidationError::io(e))),
+            }
+            self.line += 1;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            batch.push((Place::Line(self.line), Raw::Json(bytes)));
+        }
+        (!batch.is_empty()).then_some(Ok(batch))
+    }
+}
+
+struct TextParagraphs {
+    reader: BufReader<File>,
+    line: u64,
+    done: bool,
+}
+
+impl Iterator for TextParagraphs {
+    type Item = Result<Vec<(Place, Raw)>, ValidationError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut batch = Vec::new();
+        let mut text = String::new();
+        let mut start = 0;
+        let mut bytes = Vec::new();
+        while !self.done && batch.len() < BATCH_RECORDS {
+            bytes.clear();
+            let n = match self.reader.read_until(b'\n', &mut bytes) {
+                Ok(n) => n,
+                Err(e) => return Some(Err(ValidationError::io(e))),
+            };
+            if n == 0 {
+                self.done = true;
+                break;
+            }
+            self.line += 1;
+            let Ok(line) = std::str::from_utf8(&bytes) else {
+                return Some(Err(ValidationError::NotUtf8 {
+                    place: Place::Line(self.line),
+                }));
+            };
+            let blank = line.trim().is_empty();
+            if blank && text.len() >= TEXT_RECORD_BYTES {
+                batch.push((Place::Line(start), text_record(&mut text)));
+                continue;
+            }
+            if text.is_empty() {
+                if blank {
+                    continue;
+                }
+                start = self.line;
+            }
+            text.push_str(line);
+        }
+        if !text.trim().is_empty() {
+            batch.push((Place::Line(start), text_record(&mut text)));
+        }
+        (!batch.is_empty()).then_some(Ok(batch))
+    }
+}
+
+fn text_record(text: &mut String) -> Raw {
+    let body = std::mem::take(text);
+    let mut record = Map::new();
+    record.insert("text".into(), Value::String(body.trim_end().to_string()));
+    Raw::Value(Value::Object(record))
+}
+
+struct CsvRows {
+    reader: csv::Reader<File>,
+    headers: Vec<String>,
+}
+
+impl CsvRows {
+    fn new(file: File) -> Result<Self, ValidationError> {
+        let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(file);
+        let headers = reader.headers().map_err(csv_error)?;
+        let headers: Vec<String> = headers.iter().map(str::to_string).collect();
+        if headers.iter().all(String::is_empty) {
+            return Err(ValidationError::BadCsv {
+                place: Place::Line(1),
+                message: "the first row must name the columns".into(),
+            });
+        }
+        Ok(Self { reader, headers })
+    }
+}
+
+impl Iterator for CsvRows {
+    type Item = Result<Vec<(Place, Raw)>, ValidationError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut batch = Vec::new();
+        let mut row = csv::StringRecord::new();
+        while batch.len() < BATCH_RECORDS {
+            match self.reader.read_record(&mut row) {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(e) => return Some(Err(csv_error(e))),
+            }
+            let line = row.position().map_or(0, csv::Position::line);
+            let record: Map<String, Value> = self
+                .headers
+                .iter()
+                .zip(row.iter())
+                .map(|(k, v)| (k.clone(), Value::String(v.to_string())))
+                .collect();
+            batch.push((Place::Line(line), Raw::Value(Value::Object(record))));
+        }
+        (!batch.is_empty()).then_some(Ok(batch))
+    }
+}
+
+fn csv_error(e: csv::Error) -> ValidationError {
+    let line = e.position().map_or(0, csv::Position::line);
+    match e.kind() {
+        csv::ErrorKind::Utf8 { .. } => ValidationError::NotUtf8 {
+            place: Place::Line(line),
+        },
+        csv::ErrorKind::Io(_) => ValidationError::Io(e.to_string()),
+        _ => ValidationError::BadCsv {
+            place: Place::Line(line),
+            message: e.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canonical(input: &[u8], format: Format) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Tiny reads put CRs on chunk edges.
+        struct Dribble<'a>(&'a [u8]);
+        impl Read for Dribble<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(buf.len()).min(3);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let (hash, size) = stage(&mut Dribble(input), format, &mut out, 1 << 20).unwrap();
+        assert_eq!(hash, alloy_primitives::keccak256(&out));
+        assert_eq!(size, out.len() as u64);
+        out
+    }
+
+    #[test]
+    fn text_is_canonicalised_and_binary_is_not() {
+        let windows = b"\xef\xbb\xbfa,b\r\n1,2\r\nlone\rcr\r";
+        assert_eq!(canonical(windows, Format::Csv), b"a,b\n1,2\nlone\rcr\r");
+        assert_eq!(canonical(windows, Format::Parquet), windows);
+        assert_eq!(
+            canonical(b"a\r\nb\r\n", Format::Jsonl),
+            canonical(b"a\nb\n", Format::Jsonl)
+        );
+    }
+
+    #[test]
+    fn the_size_limit_stops_reading() {
+        let err = stage(&mut &[b'x'; 100][..], Format::Text, &mut Vec::new(), 99).unwrap_err();
+        assert_eq!(err, ValidationError::TooLarge { limit: 99 });
+    }
+}

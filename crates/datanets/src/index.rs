@@ -1,0 +1,305 @@
+//! The embedded index: the registry's state as its events tell it, in redb.
+//!
+//! Everything here comes from the chain's logs, applied in order, with the next block to read
+//! saved in the same write transaction as the events it covers; so a crash never leaves the
+//! index between two states, and deleting the file and syncing again rebuilds the same view.
+
+use alloy_primitives::{Address, B256};
+use openledger_protocol::datanet_registry::DatanetRegistry::DatanetRegistryEvents as Event;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::path::Path;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const DATANETS: TableDefinition<u64, &[u8]> = TableDefinition::new("datanets");
+const CONTRIBUTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("contributions");
+/// (datanet, contribution) → ().
+const BY_DATANET: TableDefinition<(u64, u64), ()> = TableDefinition::new("by_datanet");
+/// (content hash, datanet) → contribution.
+const BY_HASH: TableDefinition<(&[u8; 32], u64), u64> = TableDefinition::new("by_hash");
+const VERSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("versions");
+const CURSOR: &str = "next_block";
+
+/// A failure of the index database.
+#[derive(Debug, thiserror::Error)]
+#[error("datanet index: {0}")]
+pub struct IndexError(#[from] redb::Error);
+
+macro_rules! index_err {
+    ($($t:ty),*) => {$(impl From<$t> for IndexError {
+        fn from(e: $t) -> Self { IndexError(e.into()) }
+    })*};
+}
+index_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// A datanet as the registry's events describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatanetRow {
+    pub id: u64,
+    pub owner: Address,
+    pub schema_hash: B256,
+    pub quorum: u16,
+    pub fee: u128,
+    pub metadata_uri: String,
+    pub created_block: u64,
+}
+
+/// Where a contribution stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Accepted,
+    Rejected,
+    Poisoned,
+}
+
+/// A contribution as the registry's events describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContributionRow {
+    pub id: u64,
+    pub datanet: u64,
+    pub contributor: Address,
+    pub content_hash: B256,
+    pub size: u64,
+    pub metadata_hash: B256,
+    pub fee: u128,
+    pub status: Status,
+    pub approvals: Vec<Address>,
+    pub rejections: Vec<Address>,
+    /// Whether a challenge is open.
+    pub challenged: bool,
+    pub block: u64,
+}
+
+/// A published version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRow {
+    pub id: u64,
+    pub datanet: u64,
+    pub root: B256,
+    pub count: u64,
+    pub uri: String,
+    pub block: u64,
+}
+
+/// The index.
+pub struct Index {
+    db: Database,
+}
+
+fn encode(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).expect("plain rows serialise")
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> T {
+    serde_json::from_slice(bytes).expect("rows written by this module decode")
+}
+
+fn id(value: alloy_primitives::U256) -> u64 {
+    value.saturating_to()
+}
+
+impl Index {
+    /// Opens (or creates) the index at `path`.
+    pub fn open(path: &Path) -> Result<Self, IndexError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(META)?;
+            txn.open_table(DATANETS)?;
+            txn.open_table(CONTRIBUTIONS)?;
+            txn.open_table(BY_DATANET)?;
+            txn.open_table(BY_HASH)?;
+            txn.open_table(VERSIONS)?;
+        }
+        txn.commit()?;
+        Ok(Self { db })
+    }
+
+    /// The next block whose logs have not been applied.
+    pub fn next_block(&self) -> Result<u64, IndexError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta.get(CURSOR)?.map_or(0, |v| v.value()))
+    }
+
+    /// Applies `events` (in chain order, each with its block) and moves the cursor to
+    /// `next_block`, atomically.
+    pub fn apply(&self, events: &[(u64, Event)], next_block: u64) -> Result<(), IndexError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut datanets = txn.open_table(DATANETS)?;
+            let mut contributions = txn.open_table(CONTRIBUTIONS)?;
+            let mut by_datanet = txn.open_table(BY_DATANET)?;
+            let mut by_hash = txn.open_table(BY_HASH)?;
+            let mut versions = txn.open_table(VERSIONS)?;
+            for (block, event) in events {
+                let block = *block;
+                // Reads and rewrites one contribution row.
+                let mut update =
+                    |cid: u64, f: &dyn Fn(&mut ContributionRow)| -> Result<(), IndexError> {
+                        let row = contributions
+                            .get(cid)?
+                            .map(|v| decode::<ContributionRow>(v.value()));
+                        if let Some(mut row) = row {
+                            f(&mut row);
+                            contributions.insert(cid, encode(&row).as_slice())?;
+                        }
+                        Ok(())
+                    };
+                match event {
+                    Event::DatanetCreated(e) => {
+                        let row = DatanetRow {
+                            id: id(e.datanetId),
+                            owner: e.owner,
+                            schema_hash: e.schemaHash,
+                            quorum: e.quorum,
+                            fee: e.fee,
+                            metadata_uri: e.metadataURI.clone(),
+                            created_block: block,
+                        };
+                        datanets.insert(row.id, encode(&row).as_slice())?;
+                    }
+                    Event::ContributionSubmitted(e) => {
+                        let row = ContributionRow {
+                            id: id(e.contributionId),
+                            datanet: id(e.datanetId),
+                            contributor: e.contributor,
+                            content_hash: e.contentHash,
+                            size: e.size,
+                            metadata_hash: e.metadataHash,
+                            fee: e.fee,
+                            status: Status::Pending,
+                            approvals: Vec::new(),
+                            rejections: Vec::new(),
+                            challenged: false,
+                            block,
+                        };
+                        contributions.insert(row.id, encode(&row).as_slice())?;
+                        by_datanet.insert((row.datanet, row.id), ())?;
+                        by_hash.insert((&row.content_hash.0, row.datanet), row.id)?;
+                    }
+                    Event::Reviewed(e) => {
+                        let (curator, approve) = (e.curator, e.approve);
+                        update(id(e.contributionId), &|row| {
+                            if approve {
+                                row.approvals.push(curator);
+                            } else {
+                                row.rejections.push(curator);
+                            }
+                        })?;
+                    }
+                    Event::ContributionAccepted(e) => {
+                        update(id(e.contributionId), &|row| row.status = Status::Accepted)?
+                    }
+                    Event::ContributionRejected(e) => {
+                        update(id(e.contributionId), &|row| row.status = Status::Rejected)?
+                    }
+                    Event::ContributionPoisoned(e) => {
+                        update(id(e.contributionId), &|row| row.status = Status::Poisoned)?
+                    }
+                    Event::ContributionChallenged(e) => {
+                        update(id(e.contributionId), &|row| row.challenged = true)?
+                    }
+                    Event::ChallengeResolved(e) => {
+                        update(id(e.contributionId), &|row| row.challenged = false)?
+                    }
+                    Event::VersionPublished(e) => {
+                        let row = VersionRow {
+                            id: id(e.versionId),
+                            datanet: id(e.datanetId),
+                            root: e.root,
+                            count: e.count,
+                            uri: e.uri.clone(),
+                            block,
+                        };
+                        versions.insert(row.id, encode(&row).as_slice())?;
+                    }
+                    _ => {}
+                }
+            }
+            txn.open_table(META)?.insert(CURSOR, next_block)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// A datanet, if indexed.
+    pub fn datanet(&self, id: u64) -> Result<Option<DatanetRow>, IndexError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DATANETS)?;
+        Ok(table.get(id)?.map(|v| decode(v.value())))
+    }
+
+    /// Every datanet, by id.
+    pub fn datanets(&self) -> Result<Vec<DatanetRow>, IndexError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DATANETS)?;
+        table.iter()?.map(|r| Ok(decode(r?.1.value()))).collect()
+    }
+
+    /// A contribution, if indexed.
+    pub fn contribution(&self, id: u64) -> Result<Option<ContributionRow>, IndexError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CONTRIBUTIONS)?;
+        Ok(table.get(id)?.map(|v| decode(v.value())))
+    }
+
+    /// A datanet's contributions, by id.
+    pub fn contributions(&self, datanet: u64) -> Result<Vec<ContributionRow>, IndexError> {
+        let txn = self.db.begin_read()?;
+        let ids = txn.open_table(BY_DATANET)?;
+        let rows = txn.open_table(CONTRIBUTIONS)?;
+        let mut out = Vec::new();
+        for entry in ids.range((datanet, 0)..=(datanet, u64::MAX))? {
+            let (_, cid) = entry?.0.value();
+            if let Some(v) = rows.get(cid)? {
+                out.push(decode(v.value()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The contribution of `content_hash` to `datanet`, if there is one.
+    pub fn by_hash(&self, content_hash: B256, datanet: u64) -> Result<Option<u64>, IndexError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BY_HASH)?;
+        Ok(table.get((&content_hash.0, datanet))?.map(|v| v.value()))
+    }
+
+    /// Whether any datanet holds a contribution of `content_hash`.
+    pub fn holds_content(&self, content_hash: B256) -> Result<bool, IndexError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BY_HASH)?;
+        let mut range = table.range((&content_hash.0, 0)..=(&content_hash.0, u64::MAX))?;
+        Ok(range.next().is_some())
+    }
+
+    /// A version, if indexed.
+    pub fn version(&self, id: u64) -> Result<Option<VersionRow>, IndexError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(VERSIONS)?;
+        Ok(table.get(id)?.map(|v| decode(v.value())))
+    }
+
+    /// A datanet's versions (every datanet's with `None`), by id.
+    pub fn versions(&self, datanet: Option<u64>) -> Result<Vec<VersionRow>, IndexError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(VERSIONS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let row: VersionRow = decode(entry?.1.value());
+            if datanet.is_none_or(|d| d == row.datanet) {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,342 @@
+//! Automated validation of a contribution before anything reaches curators.
+//!
+//! [`check`] reads the staged file's records in batches and checks each batch's records in
+//! parallel: UTF-8, JSON, the datanet's schema, the record size limit, secrets and personal
+//! data, near-duplicates of accepted data, and quality signals. Hard failures (bad bytes, bad
+//! JSON, a schema violation, a likely secret, too many near-duplicates) end it with an error
+//! naming the first offending record; everything else goes into the [`Report`] that is stored
+//! with the contribution and shown to curators.
+
+use crate::{
+    format::{self, Format, Place, Raw},
+    minhash::{self, LshIndex, Signature},
+    scan::{self, FindingKind},
+};
+use alloy_primitives::B256;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::{collections::HashSet, path::Path};
+
+/// How many examples of each kind of flag a report lists (the counts are complete).
+const REPORT_EXAMPLES: usize = 20;
+/// Records shorter than this many characters count as short.
+const SHORT_RECORD_CHARS: usize = 16;
+
+/// Why a contribution was refused. Each names what was wrong and, where there is one, where.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("cannot tell the format of {0}: use .jsonl, .csv, .parquet, .txt or .md")]
+    UnknownFormat(String),
+    #[error("the file is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("{place}: not valid UTF-8")]
+    NotUtf8 { place: Place },
+    #[error("{place}: invalid JSON: {message}")]
+    BadJson { place: Place, message: String },
+    #[error("{place}: a record must be a JSON object")]
+    NotAnObject { place: Place },
+    #[error("{place}: invalid CSV: {message}")]
+    BadCsv { place: Place, message: String },
+    #[error("invalid Parquet file: {0}")]
+    BadParquet(String),
+    #[error("{place}: the record breaks the datanet's schema at '{path}': {message}")]
+    Schema {
+        place: Place,
+        path: String,
+        message: String,
+    },
+    #[error("{place}: the record is {size} bytes, over the limit of {limit}")]
+    RecordTooLarge {
+        place: Place,
+        size: usize,
+        limit: usize,
+    },
+    #[error("{place}: the record seems to hold {}; remove it and upload again", .kind.describe())]
+    Secret { place: Place, kind: FindingKind },
+    #[error("the file holds no records")]
+    Empty,
+    #[error(
+        "{count} of {records} records ({:.0}%) nearly duplicate accepted data (first at {first}: \
+         {:.0}% similar to contribution {contribution}); at most {:.0}% may",
+        100.0 * *count as f64 / *records as f64, 100.0 * similarity, 100.0 * limit
+    )]
+    NearDuplicate {
+        count: u64,
+        records: u64,
+        first: Place,
+        contribution: u64,
+        similarity: f64,
+        limit: f64,
+    },
+    #[error("reading the file: {0}")]
+    Io(String),
+}
+
+impl ValidationError {
+    pub(crate) fn io(e: std::io::Error) -> Self {
+        Self::Io(e.to_string())
+    }
+}
+
+/// What validation enforces; the defaults suit most datanets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Policy {
+    /// Largest file accepted, in bytes.
+    pub max_bytes: u64,
+    /// Largest single record, in bytes.
+    pub max_record_bytes: usize,
+    /// Estimated Jaccard similarity at which a record counts as a near-duplicate.
+    pub near_duplicate_threshold: f64,
+    /// The largest share of a file's records that may be near-duplicates of accepted data.
+    pub max_near_duplicate_share: f64,
+    /// Refuse files with likely secrets (otherwise they are only flagged).
+    pub refuse_secrets: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1 << 30,
+            max_record_bytes: 1 << 20,
+            near_duplicate_threshold: 0.8,
+            max_near_duplicate_share: 0.2,
+            refuse_secrets: true,
+        }
+    }
+}
+
+/// A flagged record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flag {
+    pub place: Place,
+    pub kind: FindingKind,
+}
+
+/// A record that nearly duplicates accepted data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NearDuplicate {
+    pub place: Place,
+    pub contribution: u64,
+    pub similarity: f64,
+}
+
+/// Simple quality signals.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Quality {
+    pub mean_chars: f64,
+    pub min_chars: usize,
+    pub max_chars: usize,
+    /// Records with fewer than 16 characters of text.
+    pub short_records: u64,
+    /// Records whose text repeats an earlier record of the same file exactly.
+    pub repeated_records: u64,
+}
+
+/// The validation report stored with a contribution and shown to curators.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub format: Format,
+    pub bytes: u64,
+    pub records: u64,
+    pub content_hash: B256,
+    pub near_duplicates: u64,
+    pub near_duplicate_examples: Vec<NearDuplicate>,
+    pub secrets: u64,
+    pub personal_data: u64,
+    pub flags: Vec<Flag>,
+    pub quality: Quality,
+}
+
+/// A checked file: its report and its records' MinHash signatures (for the near-duplicate
+/// index, once accepted).
+#[derive(Debug)]
+pub struct Checked {
+    pub report: Report,
+    pub signatures: Vec<Signature>,
+}
+
+/// What one record's checks found.
+struct RecordCheck {
+    place: Place,
+    chars: usize,
+    text_hash: u64,
+    signature: Option<Signature>,
+    findings: Vec<FindingKind>,
+    near: Option<minhash::Match>,
+}
+
+/// Checks the records of the staged file at `path` (already hashed: `content_hash`, `bytes`).
+pub fn check(
+    path: &Path,
+    format: Format,
+    (content_hash, bytes): (B256, u64),
+    schema: &jsonschema::Validator,
+    policy: &Policy,
+    accepted: Option<&LshIndex>,
+) -> Result<Checked, ValidationError> {
+    let mut report = Report {
+        format,
+        bytes,
+        records: 0,
+        content_hash,
+        near_duplicates: 0,
+        near_duplicate_examples: Vec::new(),
+        secrets: 0,
+        personal_data: 0,
+        flags: Vec::new(),
+        quality: Quality {
+            min_chars: usize::MAX,
+            ..Quality::default()
+        },
+    };
+    let mut signatures = Vec::new();
+    let mut seen = HashSet::new();
+    let mut total_chars = 0u64;
+    let mut first_near: Option<NearDuplicate> = None;
+    for batch in format::batches(path, format)? {
+        let checks: Vec<Result<RecordCheck, ValidationError>> = batch?
+            .into_par_iter()
+            .map(|(place, raw)| check_record(place, raw, schema, policy, accepted))
+            .collect();
+        for result in checks {
+            let c = result?;
+            report.records += 1;
+            total_chars += c.chars as u64;
+            let q = &mut report.quality;
+            q.min_chars = q.min_chars.min(c.chars);
+            q.max_chars = q.max_chars.max(c.chars);
+            q.short_records += u64::from(c.chars < SHORT_RECORD_CHARS);
+            q.repeated_records += u64::from(!seen.insert(c.text_hash));
+            for kind in c.findings {
+                if kind.is_secret() {
+                    if policy.refuse_secrets {
+                        return Err(ValidationError::Secret {
+                            place: c.place,
+                            kind,
+                        });
+                    }
+                    report.secrets += 1;
+                } else {
+                    report.personal_data += 1;
+                }
+                if report.flags.len() < REPORT_EXAMPLES {
+                    report.flags.push(Flag {
+                        place: c.place,
+                        kind,
+                    });
+                }
+            }
+            if let Some(m) = c.near {
+                report.near_duplicates += 1;
+                let near = NearDuplicate {
+                    place: c.place,
+                    contribution: m.owner,
+                    similarity: m.similarity,
+                };
+                first_near.get_or_insert(near.clone());
+                if report.near_duplicate_examples.len() < REPORT_EXAMPLES {
+                    report.near_duplicate_examples.push(near);
+                }
+            }
+            signatures.extend(c.signature);
+        }
+    }
+    if report.records == 0 {
+        return Err(ValidationError::Empty);
+    }
+    report.quality.mean_chars = total_chars as f64 / report.records as f64;
+    let share = report.near_duplicates as f64 / report.records as f64;
+    if let Some(first) = first_near.filter(|_| share > policy.max_near_duplicate_share) {
+        return Err(ValidationError::NearDuplicate {
+            count: report.near_duplicates,
+            records: report.records,
+            first: first.place,
+            contribution: first.contribution,
+            similarity: first.similarity,
+            limit: policy.max_near_duplicate_share,
+        });
+    }
+    Ok(Checked { report, signatures })
+}
+
+fn check_record(
+    place: Place,
+    raw: Raw,
+    schema: &jsonschema::Validator,
+    policy: &Policy,
+    accepted: Option<&LshIndex>,
+) -> Result<RecordCheck, ValidationError> {
+    let record = match raw {
+        Raw::Json(bytes) => {
+            if bytes.len() > policy.max_record_bytes {
+                return Err(ValidationError::RecordTooLarge {
+                    place,
+                    size: bytes.len(),
+                    limit: policy.max_record_bytes,
+                });
+            }
+            let text =
+                std::str::from_utf8(&bytes).map_err(|_| ValidationError::NotUtf8 { place })?;
+            serde_json::from_str::<Value>(text).map_err(|e| ValidationError::BadJson {
+                place,
+                message: e.to_string(),
+            })?
+        }
+        Raw::Value(value) => value,
+    };
+    if !record.is_object() {
+        return Err(ValidationError::NotAnObject { place });
+    }
+    if let Err(e) = schema.validate(&record) {
+        return Err(ValidationError::Schema {
+            place,
+            path: e.instance_path().to_string(),
+            message: e.to_string(),
+        });
+    }
+    let text = record_text(&record);
+    if text.len() > policy.max_record_bytes {
+        return Err(ValidationError::RecordTooLarge {
+            place,
+            size: text.len(),
+            limit: policy.max_record_bytes,
+        });
+    }
+    let signature = minhash::signature(&text);
+    let near = match (accepted, &signature) {
+        (Some(index), Some(sig)) => index.query(sig),
+        _ => None,
+    };
+    Ok(RecordCheck {
+        place,
+        chars: text.chars().count(),
+        text_hash: alloy_primitives::keccak256(text.as_bytes()).0[..8]
+            .iter()
+            .fold(0u64, |h, b| h << 8 | u64::from(*b)),
+        signature,
+        findings: scan::scan(&text),
+        near,
+    })
+}
+
+/// A record's text: its string values, depth first, one per line (for chat records, the
+/// messages' roles and contents).
+pub fn record_text(record: &Value) -> String {
+    fn walk(value: &Value, out: &mut String) {
+        match value {
+            Value::String(s) => {
+                if !out.is_empty() {
+                    out.push('\n');
+                }
+                out.push_str(s);
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            Value::Object(map) => map.values().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    walk(record, &mut out);
+    out
+}
