@@ -20,6 +20,8 @@ use std::{collections::HashSet, path::Path};
 
 /// How many examples of each kind of flag a report lists (the counts are complete).
 const REPORT_EXAMPLES: usize = 20;
+/// Longest schema message kept in an error.
+const MESSAGE_CHARS: usize = 240;
 /// Records shorter than this many characters count as short.
 const SHORT_RECORD_CHARS: usize = 16;
 
@@ -289,10 +291,21 @@ fn check_record(
         return Err(ValidationError::NotAnObject { place });
     }
     if let Err(e) = schema.validate(&record) {
+        let path = e.instance_path().to_string();
+        let mut message = e.to_string();
+        // Messages quote the offending value, which may be a whole record.
+        if message.len() > MESSAGE_CHARS {
+            let cut = (0..=MESSAGE_CHARS)
+                .rev()
+                .find(|i| message.is_char_boundary(*i))
+                .unwrap_or(0);
+            message.truncate(cut);
+            message.push('…');
+        }
         return Err(ValidationError::Schema {
             place,
-            path: e.instance_path().to_string(),
-            message: e.to_string(),
+            path: if path.is_empty() { "/".into() } else { path },
+            message,
         });
     }
     let text = record_text(&record);

@@ -138,6 +138,14 @@ pub fn chat_datanet(quorum: u16) -> NewDatanet {
     }
 }
 
+/// A datanet of chat records only.
+pub fn chat_only_datanet(quorum: u16) -> NewDatanet {
+    NewDatanet {
+        schema: chat_schema(),
+        ..chat_datanet(quorum)
+    }
+}
+
 /// A chat record about topic `n`, with enough distinct words not to look like any other.
 pub fn chat_line(n: usize, salt: &str) -> String {
     let words = [
