@@ -69,10 +69,31 @@ impl Config {
         serde_json::to_string_pretty(&value).expect("a JSON value prints")
     }
 
-    /// Reads a Hugging Face `config.json`.
+    /// Reads a Hugging Face `config.json`. Transformers 5 writes the rotary base inside
+    /// `rope_parameters` (`{"rope_type": "default", "rope_theta": …}`) rather than as
+    /// `rope_theta`; both are read. Rotary scaling (`rope_type` other than `default`, in
+    /// `rope_parameters` or the older `rope_scaling`) changes every position's angles, so a
+    /// config that asks for it is refused rather than run wrong.
     pub fn from_hf_json(text: &str) -> Result<Self, ModelError> {
-        let config: Config =
+        let mut value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| ModelError::Config(e.to_string()))?;
+        for key in ["rope_parameters", "rope_scaling"] {
+            let Some(rope) = value.get(key).filter(|v| !v.is_null()).cloned() else {
+                continue;
+            };
+            let kind = rope.get("rope_type").or_else(|| rope.get("type"));
+            if let Some(kind) = kind.filter(|k| k.as_str() != Some("default")) {
+                return Err(ModelError::Config(format!(
+                    "rotary scaling {kind} ({key}) is not supported"
+                )));
+            }
+            let theta = rope.get("rope_theta").cloned();
+            if let (Some(theta), None) = (theta, value.get("rope_theta")) {
+                value["rope_theta"] = theta;
+            }
+        }
+        let config: Config =
+            serde_json::from_value(value).map_err(|e| ModelError::Config(e.to_string()))?;
         config.check()?;
         Ok(config)
     }
@@ -162,5 +183,37 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    const SHAPE: &str = r#""vocab_size": 8, "hidden_size": 8, "intermediate_size": 16,
+        "num_hidden_layers": 1, "num_attention_heads": 2"#;
+
+    #[test]
+    fn the_rotary_base_is_read_from_either_place() {
+        let flat = Config::from_hf_json(&format!(r#"{{{SHAPE}, "rope_theta": 500.0}}"#)).unwrap();
+        assert_eq!(flat.rope_theta, 500.0);
+        let nested = Config::from_hf_json(&format!(
+            r#"{{{SHAPE}, "rope_parameters": {{"rope_type": "default", "rope_theta": 1000.0}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(nested.rope_theta, 1000.0);
+        let neither = Config::from_hf_json(&format!("{{{SHAPE}}}")).unwrap();
+        assert_eq!(neither.rope_theta, 10_000.0);
+    }
+
+    #[test]
+    fn rotary_scaling_is_refused() {
+        for key in ["rope_parameters", "rope_scaling"] {
+            let text = format!(
+                r#"{{{SHAPE}, "{key}": {{"rope_type": "llama3", "rope_theta": 1000.0, "factor": 8.0}}}}"#
+            );
+            let err = Config::from_hf_json(&text).unwrap_err().to_string();
+            assert!(err.contains("llama3"), "{err}");
+        }
     }
 }

@@ -38,6 +38,17 @@ pub struct LoraConfig {
     pub fan_in_fan_out: bool,
     #[serde(default)]
     pub base_model_name_or_path: Option<String>,
+    /// Rank-stabilised LoRA: scale `alpha / √r` instead of `alpha / r`.
+    #[serde(default)]
+    pub use_rslora: bool,
+    /// Weight-decomposed LoRA (DoRA), which this engine does not implement: refused.
+    #[serde(default)]
+    pub use_dora: bool,
+    /// PEFT's per-module ranks and alphas; only empty maps (one rank, one alpha) are supported.
+    #[serde(default)]
+    pub rank_pattern: HashMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub alpha_pattern: HashMap<String, serde_json::Value>,
 }
 
 fn lora_type() -> String {
@@ -65,12 +76,20 @@ impl LoraConfig {
             bias: no_bias(),
             fan_in_fan_out: false,
             base_model_name_or_path: None,
+            use_rslora: false,
+            use_dora: false,
+            rank_pattern: HashMap::new(),
+            alpha_pattern: HashMap::new(),
         }
     }
 
-    /// `alpha / r`.
+    /// `alpha / r` (`alpha / √r` with `use_rslora`).
     pub fn scale(&self) -> f64 {
-        self.lora_alpha / self.r as f64
+        if self.use_rslora {
+            self.lora_alpha / (self.r as f64).sqrt()
+        } else {
+            self.lora_alpha / self.r as f64
+        }
     }
 
     /// Refuses configs this engine cannot apply, naming the problem.
@@ -84,6 +103,14 @@ impl LoraConfig {
         }
         if self.bias != "none" || self.fan_in_fan_out {
             return bad("only bias \"none\" without fan_in_fan_out is supported".into());
+        }
+        if self.use_dora {
+            return bad("DoRA (use_dora) is not supported".into());
+        }
+        if !self.rank_pattern.is_empty() || !self.alpha_pattern.is_empty() {
+            return bad(
+                "per-module ranks or alphas (rank_pattern, alpha_pattern) are not supported".into(),
+            );
         }
         if let Some(t) = self
             .target_modules
@@ -192,5 +219,24 @@ impl LoraAdapter {
             Some(p) => Ok(Some((p.b.matmul(&p.a)? * self.config.scale())?)),
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LoraConfig;
+
+    #[test]
+    fn the_scale_is_alpha_over_r_or_over_its_root_with_rslora() {
+        let mut config = LoraConfig::new(4, 8.0, &["q_proj"]);
+        assert_eq!(config.scale(), 2.0);
+        config.use_rslora = true;
+        assert_eq!(config.scale(), 4.0);
+        // PEFT's own file, as PEFT writes it, reads back with the flag.
+        let text = r#"{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "use_rslora": true,
+            "target_modules": ["q_proj"], "rank_pattern": {}, "alpha_pattern": {}}"#;
+        let read: LoraConfig = serde_json::from_str(text).unwrap();
+        assert_eq!(read.scale(), 4.0);
+        read.validate().unwrap();
     }
 }

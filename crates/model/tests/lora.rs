@@ -199,6 +199,12 @@ fn bad_adapters_are_refused_with_the_reason() {
     let mut rank = good.clone();
     rank["r"] = serde_json::json!(8);
     assert!(write(rank, false).contains("rank 4/4"));
+    let mut dora = good.clone();
+    dora["use_dora"] = serde_json::json!(true);
+    assert!(write(dora, false).contains("DoRA"));
+    let mut pattern = good.clone();
+    pattern["rank_pattern"] = serde_json::json!({"q_proj": 8});
+    assert!(write(pattern, false).contains("rank_pattern"));
     assert!(write(good, true).contains("lacks lora_A or lora_B"));
     let missing = LoraAdapter::load(std::path::Path::new("/nonexistent/adapter"))
         .err()
