@@ -105,6 +105,16 @@ pub enum Raw {
     Value(Value),
 }
 
+/// Records read together, and how far into the file (bytes) they reach, for progress.
+#[derive(Debug)]
+pub struct Batch {
+    pub records: Vec<(Place, Raw)>,
+    pub through: u64,
+}
+
+/// A file's records, batch by batch.
+pub type Batches = Box<dyn Iterator<Item = Result<Batch, ValidationError>>>;
+
 /// Copies `source` into `staged` as canonical bytes, hashing them on the way; refuses a
 /// source larger than `limit` bytes as soon as it passes the limit. Returns the content hash
 /// and the canonical size.
@@ -168,19 +178,18 @@ pub fn stage(
 }
 
 /// Reads the staged file's records in batches of (place, raw record).
-pub fn batches(
-    path: &Path,
-    format: Format,
-) -> Result<Box<dyn Iterator<Item = Result<Vec<(Place, Raw)>, ValidationError>>>, ValidationError> {
+pub fn batches(path: &Path, format: Format) -> Result<Batches, ValidationError> {
     let file = File::open(path).map_err(ValidationError::io)?;
     Ok(match format {
         Format::Jsonl => Box::new(JsonLines {
             reader: BufReader::with_capacity(1 << 20, file),
             line: 0,
+            through: 0,
         }),
         Format::Text | Format::Markdown => Box::new(TextParagraphs {
             reader: BufReader::with_capacity(1 << 20, file),
             line: 0,
+            through: 0,
             done: false,
         }),
         Format::Csv => Box::new(CsvRows::new(file)?),
@@ -191,10 +200,11 @@ pub fn batches(
 struct JsonLines {
     reader: BufReader<File>,
     line: u64,
+    through: u64,
 }
 
 impl Iterator for JsonLines {
-    type Item = Result<Vec<(Place, Raw)>, ValidationError>;
+    type Item = Result<Batch, ValidationError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let mut batch = Vec::new();
@@ -202,7 +212,7 @@ impl Iterator for JsonLines {
             let mut bytes = Vec::new();
             match self.reader.read_until(b'\n', &mut bytes) {
                 Ok(0) => break,
-                Ok(_) => {}
+                Ok(n) => self.through += n as u64,
                 Err(e) => return Some(Err(ValidationError::io(e))),
             }
             self.line += 1;
@@ -211,18 +221,22 @@ impl Iterator for JsonLines {
             }
             batch.push((Place::Line(self.line), Raw::Json(bytes)));
         }
-        (!batch.is_empty()).then_some(Ok(batch))
+        (!batch.is_empty()).then_some(Ok(Batch {
+            records: batch,
+            through: self.through,
+        }))
     }
 }
 
 struct TextParagraphs {
     reader: BufReader<File>,
     line: u64,
+    through: u64,
     done: bool,
 }
 
 impl Iterator for TextParagraphs {
-    type Item = Result<Vec<(Place, Raw)>, ValidationError>;
+    type Item = Result<Batch, ValidationError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let mut batch = Vec::new();
@@ -239,6 +253,7 @@ impl Iterator for TextParagraphs {
                 self.done = true;
                 break;
             }
+            self.through += n as u64;
             self.line += 1;
             let Ok(line) = std::str::from_utf8(&bytes) else {
                 return Some(Err(ValidationError::NotUtf8 {
@@ -261,7 +276,10 @@ impl Iterator for TextParagraphs {
         if !text.trim().is_empty() {
             batch.push((Place::Line(start), text_record(&mut text)));
         }
-        (!batch.is_empty()).then_some(Ok(batch))
+        (!batch.is_empty()).then_some(Ok(Batch {
+            records: batch,
+            through: self.through,
+        }))
     }
 }
 
@@ -293,7 +311,7 @@ impl CsvRows {
 }
 
 impl Iterator for CsvRows {
-    type Item = Result<Vec<(Place, Raw)>, ValidationError>;
+    type Item = Result<Batch, ValidationError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let mut batch = Vec::new();
@@ -313,7 +331,10 @@ impl Iterator for CsvRows {
                 .collect();
             batch.push((Place::Line(line), Raw::Value(Value::Object(record))));
         }
-        (!batch.is_empty()).then_some(Ok(batch))
+        (!batch.is_empty()).then_some(Ok(Batch {
+            records: batch,
+            through: self.reader.position().byte(),
+        }))
     }
 }
 

@@ -15,6 +15,7 @@
 //! - [`Datanets`] ties them together: create, contribute, queue, review, publish, prove,
 //!   verify, export.
 
+mod contribute;
 pub mod format;
 pub mod index;
 pub mod merkle;
@@ -27,10 +28,11 @@ pub mod store;
 pub mod validate;
 mod versions;
 
+pub use contribute::{Call, Contributed, Uploaded};
 pub use format::{Format, Place};
 pub use index::{ContributionRow, DatanetRow, Status, VersionRow};
 pub use metadata::{ContributionMetadata, SignedMetadata};
-pub use service::{Contributed, Datanets, NewDatanet, QueueEntry};
+pub use service::{Datanets, NewDatanet, Progress, QueueEntry};
 pub use validate::{Policy, Report, ValidationError};
 pub use versions::{ExportSummary, Proof, Published};
 
@@ -72,6 +74,8 @@ pub enum DatanetsError {
     BadManifest { version: u64, key: String },
     #[error("datanet {datanet} has no accepted contributions to publish")]
     NothingToPublish { datanet: u64 },
+    #[error("no upload of {content_hash} to datanet {datanet} is waiting; upload the file first")]
+    NoUpload { datanet: u64, content_hash: B256 },
     #[error("the protocol's addresses are not known to this client")]
     NoAddresses,
     #[error("this needs a signing key")]

@@ -17,13 +17,22 @@ pub const PERMUTATIONS: usize = 128;
 /// A record's MinHash signature.
 pub type Signature = [u32; PERMUTATIONS];
 
-/// The fixed multipliers and offsets of the hash functions (odd multipliers), derived from a
-/// constant seed so that signatures mean the same in every process and version.
-fn parameters() -> &'static [(u64, u64); PERMUTATIONS] {
-    static PARAMS: std::sync::OnceLock<[(u64, u64); PERMUTATIONS]> = std::sync::OnceLock::new();
+/// The hash functions' fixed keys and odd multipliers, derived from a constant seed so that
+/// signatures mean the same in every process and version. Function `i` maps a 32-bit
+/// shingle hash `x` to `xorshift((x ^ key[i]) * mul[i])`, a permutation of the 32-bit values
+/// (each step is a bijection), computed in 32-bit lanes that the compiler vectorises.
+struct Params {
+    key: [u32; PERMUTATIONS],
+    mul: [u32; PERMUTATIONS],
+}
+
+fn parameters() -> &'static Params {
+    static PARAMS: std::sync::OnceLock<Params> = std::sync::OnceLock::new();
     PARAMS.get_or_init(|| {
         let mut state = 0x6f70_656e_6c65_6467u64; // "openledg"
-        std::array::from_fn(|_| (splitmix(&mut state) | 1, splitmix(&mut state)))
+        let key = std::array::from_fn(|_| splitmix(&mut state) as u32);
+        let mul = std::array::from_fn(|_| splitmix(&mut state) as u32 | 1);
+        Params { key, mul }
     })
 }
 
@@ -38,31 +47,55 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A 64-bit hash of a word (FNV-1a, then mixed).
-fn word_hash(word: &str) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for b in word.bytes() {
-        h = (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3);
+/// The 64-bit hashes of `text`'s words, in order. A word is a run of ASCII letters and
+/// digits or of non-ASCII bytes (so letters of any script stay inside words); ASCII letters
+/// are folded to lower case. FNV-1a over the bytes, then mixed.
+fn word_hashes(text: &str, out: &mut Vec<u64>) {
+    const START: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = START;
+    let mut in_word = false;
+    for &b in text.as_bytes() {
+        if b.is_ascii_alphanumeric() || b >= 0x80 {
+            h = (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3);
+            in_word = true;
+        } else if in_word {
+            out.push(mix(h));
+            h = START;
+            in_word = false;
+        }
     }
-    mix(h)
+    if in_word {
+        out.push(mix(h));
+    }
 }
 
 /// The signature of `text`, or `None` when it has no words (empty records are not compared).
 pub fn signature(text: &str) -> Option<Signature> {
-    let words: Vec<u64> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(word_hash)
-        .collect();
+    let mut words = Vec::with_capacity(text.len() / 5 + 1);
+    word_hashes(text, &mut words);
     if words.is_empty() {
         return None;
     }
     let mut sig = [u32::MAX; PERMUTATIONS];
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has just been found to support AVX2.
+        unsafe { min_hashes_avx2(&words, &mut sig) };
+        return Some(sig);
+    }
+    min_hashes(&words, &mut sig);
+    Some(sig)
+}
+
+/// Folds the shingles of `words` into `sig`.
+#[inline(always)]
+fn min_hashes(words: &[u64], sig: &mut Signature) {
     let params = parameters();
     let mut add = |shingle: u64| {
-        for (slot, (a, b)) in sig.iter_mut().zip(params) {
-            let v = (a.wrapping_mul(shingle).wrapping_add(*b) >> 32) as u32;
-            *slot = (*slot).min(v);
+        let x = (shingle ^ (shingle >> 32)) as u32;
+        for ((slot, key), mul) in sig.iter_mut().zip(&params.key).zip(&params.mul) {
+            let v = (x ^ key).wrapping_mul(*mul);
+            *slot = (*slot).min(v ^ (v >> 15));
         }
     };
     if words.len() < 3 {
@@ -72,7 +105,14 @@ pub fn signature(text: &str) -> Option<Signature> {
             add(mix(w[0] ^ w[1].rotate_left(21) ^ w[2].rotate_left(42)));
         }
     }
-    Some(sig)
+}
+
+/// [`min_hashes`] compiled for AVX2, whose 8-lane 32-bit multiply the portable build lacks
+/// (about twice as fast on the whole validation pipeline).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn min_hashes_avx2(words: &[u64], sig: &mut Signature) {
+    min_hashes(words, sig)
 }
 
 /// The estimated Jaccard similarity of two signatures' sets.

@@ -1,7 +1,7 @@
 //! Parquet contributions: rows read one row group at a time and turned into JSON objects.
 
 use crate::{
-    format::{Place, Raw},
+    format::{Batch, Place, Raw},
     validate::ValidationError,
 };
 use parquet::file::{reader::FileReader, serialized_reader::SerializedFileReader};
@@ -13,9 +13,11 @@ const BATCH_ROWS: usize = 2048;
 /// The rows of a Parquet file, in batches.
 pub fn rows(
     file: File,
-) -> Result<impl Iterator<Item = Result<Vec<(Place, Raw)>, ValidationError>>, ValidationError> {
+) -> Result<impl Iterator<Item = Result<Batch, ValidationError>>, ValidationError> {
+    let size = file.metadata().map_err(ValidationError::io)?.len();
     let reader = SerializedFileReader::new(file).map_err(bad)?;
-    if reader.metadata().file_metadata().num_rows() == 0 {
+    let total = reader.metadata().file_metadata().num_rows().max(0) as u64;
+    if total == 0 {
         return Err(ValidationError::Empty);
     }
     let mut rows = reader.into_iter();
@@ -32,7 +34,11 @@ pub fn rows(
                 Some(Err(e)) => return Some(Err(bad(e))),
             }
         }
-        (!batch.is_empty()).then_some(Ok(batch))
+        (!batch.is_empty()).then_some(Ok(Batch {
+            records: batch,
+            // Rows are not bytes; progress is the share of rows read, in the file's size.
+            through: size * row / total,
+        }))
     }))
 }
 

@@ -3,15 +3,13 @@
 //! acts (owner, contributor, curator), whose key signs.
 
 use crate::{
-    format::{self, Format},
     index::{ContributionRow, DatanetRow, Index, Status},
-    metadata::{self, ContributionMetadata, SignedMetadata},
-    minhash::{LshIndex, Signature, PERMUTATIONS},
+    metadata::{self, SignedMetadata},
     store::{keys, Store},
-    validate::{self, Policy, Report},
+    validate::{Policy, Report},
     DatanetsError,
 };
-use alloy_primitives::{keccak256, Address, Bytes, B256, U256};
+use alloy_primitives::{keccak256, Address, U256};
 use alloy_sol_types::{Eip712Domain, SolEvent, SolEventInterface};
 use openledger_protocol::{
     client::{ClientError, Log},
@@ -23,7 +21,7 @@ use serde_json::{json, Value};
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 /// Logs asked for per `eth_getLogs` request while syncing.
@@ -42,30 +40,12 @@ pub struct NewDatanet {
     pub fee: u128,
 }
 
-/// A contribution made (or found already made).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Contributed {
-    pub id: u64,
-    pub report: Report,
-    /// True when this exact file was already this contributor's contribution.
-    pub existing: bool,
-}
-
 /// A pending contribution as curators see it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueueEntry {
     pub contribution: ContributionRow,
     pub report: Option<Report>,
     pub metadata: Option<SignedMetadata>,
-}
-
-/// What a pending marker records.
-#[derive(Debug, Serialize, Deserialize)]
-struct Pending {
-    datanet: u64,
-    content_hash: B256,
-    contributor: Address,
-    created: u64,
 }
 
 /// The datanet service.
@@ -75,12 +55,16 @@ pub struct Datanets {
     pub(crate) index: Index,
     pub(crate) registry: Address,
     pub(crate) domain: Eip712Domain,
-    policy: Policy,
-    staging: PathBuf,
+    pub(crate) policy: Policy,
+    pub(crate) staging: PathBuf,
+    pub(crate) progress: Option<Progress>,
     sync_lock: tokio::sync::Mutex<()>,
 }
 
-fn now() -> u64 {
+/// Hears how long work is going: (what, done, total), in bytes.
+pub type Progress = Arc<dyn Fn(&'static str, u64, u64) + Send + Sync>;
+
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -122,8 +106,15 @@ impl Datanets {
             domain,
             policy,
             staging,
+            progress: None,
             sync_lock: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Reports progress of long work (hashing and checking uploads) to `progress`.
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// The EIP-712 domain contributors sign metadata under.
@@ -229,263 +220,6 @@ impl Datanets {
             })
     }
 
-    /// Contributes `file` to `datanet` from `contributor`'s account: validates it, signs its
-    /// metadata with the contributor's key, stores it, and submits it with the fee.
-    ///
-    /// Nothing is half-done: a refused file stores nothing and sends nothing; the blob is
-    /// stored before the transaction and removed again if the contract refuses it (or by
-    /// [`Self::sweep`] if the transaction never lands); the same file from the same
-    /// contributor again returns the existing contribution.
-    pub async fn contribute(
-        &self,
-        contributor: &ProtocolClient,
-        datanet: u64,
-        file: &Path,
-        licence: &str,
-        tags: &[String],
-    ) -> Result<Contributed, DatanetsError> {
-        let key = contributor
-            .signer()
-            .ok_or(DatanetsError::NoSigner)?
-            .key()
-            .clone();
-        self.contribute_with(contributor, datanet, file, licence, tags, move |m, d| {
-            SignedMetadata::sign(m, d, &key)
-        })
-        .await
-    }
-
-    /// [`Self::contribute`] with the metadata signed by `sign` (a wallet, a remote signer);
-    /// the signature must recover to the contributor's account.
-    pub async fn contribute_with(
-        &self,
-        contributor: &ProtocolClient,
-        datanet: u64,
-        file: &Path,
-        licence: &str,
-        tags: &[String],
-        sign: impl FnOnce(ContributionMetadata, &Eip712Domain) -> SignedMetadata,
-    ) -> Result<Contributed, DatanetsError> {
-        let account = contributor.sender().ok_or(DatanetsError::NoSigner)?;
-        let format = Format::from_path(file)?;
-        self.sync().await?;
-        let row = self.datanet(datanet)?;
-        let schema = jsonschema::validator_for(&self.schema(&row).await?)
-            .map_err(|e| DatanetsError::BadSchema(e.to_string()))?;
-        let near = Arc::new(self.accepted_index(datanet).await?);
-
-        let source = file.to_path_buf();
-        let staged = tempfile::Builder::new()
-            .suffix(".part")
-            .tempfile_in(&self.staging)
-            .map_err(|e| DatanetsError::Io(format!("staging: {e}")))?;
-        let policy = self.policy.clone();
-        let (staged, (hash, size)) = {
-            let mut staged = staged;
-            let policy = policy.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut input = std::fs::File::open(&source)
-                    .map_err(|e| DatanetsError::Io(format!("opening {}: {e}", source.display())))?;
-                let out = staged.as_file_mut();
-                let mut writer = std::io::BufWriter::new(out);
-                let hashed = format::stage(&mut input, format, &mut writer, policy.max_bytes)?;
-                std::io::Write::flush(&mut writer).map_err(|e| DatanetsError::Io(e.to_string()))?;
-                drop(writer);
-                Ok::<_, DatanetsError>((staged, hashed))
-            })
-            .await
-            .expect("staging does not panic")?
-        };
-
-        if let Some(existing) = self.index.by_hash(hash, datanet)? {
-            let found = self
-                .index
-                .contribution(existing)?
-                .ok_or(DatanetsError::UnknownContribution(existing))?;
-            if found.contributor == account && found.status != Status::Rejected {
-                let report = self
-                    .store
-                    .get_json(&keys::contribution(datanet, hash, "report.json"))
-                    .await?
-                    .ok_or_else(|| {
-                        DatanetsError::Io(format!("contribution {existing} has no stored report"))
-                    })?;
-                return Ok(Contributed {
-                    id: existing,
-                    report,
-                    existing: true,
-                });
-            }
-            return Err(DatanetsError::ExactDuplicate {
-                datanet,
-                contribution: existing,
-                status: found.status,
-            });
-        }
-
-        let checked = {
-            let path = staged.path().to_path_buf();
-            let near = near.clone();
-            tokio::task::spawn_blocking(move || {
-                let near = (!near.is_empty()).then_some(&*near);
-                validate::check(&path, format, (hash, size), &schema, &policy, near)
-            })
-            .await
-            .expect("validation does not panic")?
-        };
-
-        let signed = sign(
-            ContributionMetadata {
-                datanetId: U256::from(datanet),
-                contentHash: hash,
-                size,
-                records: checked.report.records,
-                licence: licence.to_string(),
-                tags: tags.to_vec(),
-                time: now(),
-            },
-            &self.domain,
-        );
-        signed.verify(
-            &self.domain,
-            account,
-            datanet,
-            hash,
-            size,
-            checked.report.records,
-        )?;
-        let metadata_hash = signed.hash(&self.domain);
-
-        // Stored before the transaction, marked pending until it lands.
-        let pending_key = keys::pending(datanet, hash);
-        self.store
-            .put_json(
-                &pending_key,
-                &Pending {
-                    datanet,
-                    content_hash: hash,
-                    contributor: account,
-                    created: now(),
-                },
-            )
-            .await?;
-        self.store
-            .put_file(&keys::blob(hash), staged.path())
-            .await?;
-        drop(staged);
-        self.store
-            .put_json(
-                &keys::contribution(datanet, hash, "report.json"),
-                &checked.report,
-            )
-            .await?;
-        self.store
-            .put_json(&keys::contribution(datanet, hash, "metadata.json"), &signed)
-            .await?;
-        self.store
-            .put(
-                &keys::contribution(datanet, hash, "minhash.bin"),
-                signatures_bytes(&checked.signatures),
-            )
-            .await?;
-
-        let sent = contributor
-            .send(
-                self.registry,
-                DatanetRegistry::contributeCall {
-                    datanetId: U256::from(datanet),
-                    contentHash: hash,
-                    size,
-                    metadataHash: metadata_hash,
-                },
-                U256::from(row.fee),
-            )
-            .await;
-        let receipt = match sent {
-            Ok(receipt) => receipt,
-            Err(e @ ClientError::Reverted { .. }) | Err(e @ ClientError::NoSigner) => {
-                // Refused before anything was sent: nothing will land.
-                self.remove_contribution_files(datanet, hash).await?;
-                return Err(e.into());
-            }
-            // Sent but unconfirmed: the marker stays for `sweep` to settle.
-            Err(e) => return Err(e.into()),
-        };
-        let id = event_in::<DatanetRegistry::ContributionSubmitted>(&receipt.logs)
-            .map(|e| e.contributionId.saturating_to())
-            .ok_or_else(|| {
-                DatanetsError::Io("contribute emitted no ContributionSubmitted".into())
-            })?;
-        self.store.delete(&pending_key).await?;
-        self.sync().await?;
-        Ok(Contributed {
-            id,
-            report: checked.report,
-            existing: false,
-        })
-    }
-
-    /// Removes a contribution's files, and its blob unless another contribution holds it.
-    async fn remove_contribution_files(
-        &self,
-        datanet: u64,
-        hash: B256,
-    ) -> Result<(), DatanetsError> {
-        for file in ["report.json", "metadata.json", "minhash.bin"] {
-            self.store
-                .delete(&keys::contribution(datanet, hash, file))
-                .await?;
-        }
-        if !self.index.holds_content(hash)? {
-            self.store.delete(&keys::blob(hash)).await?;
-        }
-        self.store.delete(&keys::pending(datanet, hash)).await?;
-        Ok(())
-    }
-
-    /// Settles contributions stored but not yet seen on chain: those that landed lose their
-    /// pending mark; those older than `max_age` that never landed are removed. Returns how
-    /// many were removed.
-    pub async fn sweep(&self, max_age: Duration) -> Result<usize, DatanetsError> {
-        self.sync().await?;
-        let mut removed = 0;
-        for key in self.store.list("pending").await? {
-            let Some(pending) = self.store.get_json::<Pending>(&key).await? else {
-                continue;
-            };
-            let landed = self
-                .index
-                .by_hash(pending.content_hash, pending.datanet)?
-                .and_then(|id| self.index.contribution(id).ok().flatten())
-                .is_some_and(|c| c.contributor == pending.contributor);
-            if landed {
-                self.store.delete(&key).await?;
-            } else if now().saturating_sub(pending.created) >= max_age.as_secs() {
-                self.remove_contribution_files(pending.datanet, pending.content_hash)
-                    .await?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// The near-duplicate index of a datanet's accepted records.
-    async fn accepted_index(&self, datanet: u64) -> Result<LshIndex, DatanetsError> {
-        let mut index = LshIndex::new(self.policy.near_duplicate_threshold);
-        for c in self.index.contributions(datanet)? {
-            if c.status != Status::Accepted {
-                continue;
-            }
-            let key = keys::contribution(datanet, c.content_hash, "minhash.bin");
-            if let Some(bytes) = self.store.get(&key).await? {
-                for sig in signatures_from(&bytes) {
-                    index.insert(c.id, sig);
-                }
-            }
-        }
-        Ok(index)
-    }
-
     /// Pending contributions of a datanet with their reports and signed metadata.
     pub async fn queue(&self, datanet: u64) -> Result<Vec<QueueEntry>, DatanetsError> {
         self.sync().await?;
@@ -564,22 +298,4 @@ impl Datanets {
 pub(crate) fn event_in<E: SolEvent>(logs: &[Log]) -> Option<E> {
     logs.iter()
         .find_map(|log| E::decode_raw_log(log.topics.iter().copied(), &log.data).ok())
-}
-
-fn signatures_bytes(signatures: &[Signature]) -> Bytes {
-    let mut out = Vec::with_capacity(signatures.len() * PERMUTATIONS * 4);
-    for sig in signatures {
-        for v in sig {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    out.into()
-}
-
-fn signatures_from(bytes: &[u8]) -> impl Iterator<Item = Signature> + '_ {
-    bytes.chunks_exact(PERMUTATIONS * 4).map(|chunk| {
-        std::array::from_fn(|i| {
-            u32::from_le_bytes(chunk[i * 4..i * 4 + 4].try_into().expect("4 bytes"))
-        })
-    })
 }

@@ -168,7 +168,8 @@ struct RecordCheck {
     near: Option<minhash::Match>,
 }
 
-/// Checks the records of the staged file at `path` (already hashed: `content_hash`, `bytes`).
+/// Checks the records of the staged file at `path` (already hashed: `content_hash`, `bytes`),
+/// telling `progress` how many of its bytes have been read.
 pub fn check(
     path: &Path,
     format: Format,
@@ -176,6 +177,7 @@ pub fn check(
     schema: &jsonschema::Validator,
     policy: &Policy,
     accepted: Option<&LshIndex>,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<Checked, ValidationError> {
     let mut report = Report {
         format,
@@ -197,7 +199,10 @@ pub fn check(
     let mut total_chars = 0u64;
     let mut first_near: Option<NearDuplicate> = None;
     for batch in format::batches(path, format)? {
-        let checks: Vec<Result<RecordCheck, ValidationError>> = batch?
+        let batch = batch?;
+        progress(batch.through);
+        let checks: Vec<Result<RecordCheck, ValidationError>> = batch
+            .records
             .into_par_iter()
             .map(|(place, raw)| check_record(place, raw, schema, policy, accepted))
             .collect();
@@ -324,9 +329,12 @@ fn check_record(
     Ok(RecordCheck {
         place,
         chars: text.chars().count(),
-        text_hash: alloy_primitives::keccak256(text.as_bytes()).0[..8]
-            .iter()
-            .fold(0u64, |h, b| h << 8 | u64::from(*b)),
+        text_hash: {
+            // Only compared within one file, so any fixed fast hash does.
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&text, &mut h);
+            std::hash::Hasher::finish(&h)
+        },
         signature,
         findings: scan::scan(&text),
         near,

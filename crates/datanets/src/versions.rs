@@ -243,7 +243,7 @@ impl Datanets {
             }
             blob.flush().map_err(io)?;
             for batch in format::batches(blob.path(), report.format)? {
-                for (place, raw) in batch? {
+                for (place, raw) in batch?.records {
                     let record: Value = match raw {
                         Raw::Json(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                             ValidationError::BadJson {

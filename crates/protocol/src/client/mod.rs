@@ -301,6 +301,28 @@ impl ProtocolClient {
         self.wait(C::SIGNATURE, hash).await
     }
 
+    /// Sends prepared calldata `input` to `to` with `value` wei and waits for it to be mined
+    /// (`what` names it in errors). For calls built elsewhere, such as by a service's REST API.
+    pub async fn send_raw(
+        &self,
+        what: &str,
+        to: Address,
+        input: Bytes,
+        value: U256,
+    ) -> Result<Receipt, ClientError> {
+        let hash = self
+            .submit(Outgoing {
+                what: what.to_string(),
+                to: Some(to),
+                input,
+                value,
+                gas_limit: None,
+                fees: None,
+            })
+            .await?;
+        self.wait(what, hash).await
+    }
+
     /// Sends `value` wei of OPEN to `to` and waits for it to be mined.
     pub async fn transfer(&self, to: Address, value: U256) -> Result<Receipt, ClientError> {
         let hash = self
