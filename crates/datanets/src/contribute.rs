@@ -63,6 +63,27 @@ pub struct Call {
     pub value: U256,
 }
 
+impl Call {
+    /// The call `call` to `to` with `value`.
+    pub fn new(to: Address, call: impl SolCall, value: U256) -> Self {
+        Self {
+            to,
+            data: call.abi_encode().into(),
+            value,
+        }
+    }
+
+    /// Sends it from `from`'s account and waits for it (`what` names it in errors).
+    pub async fn send(
+        &self,
+        from: &ProtocolClient,
+        what: &str,
+    ) -> Result<openledger_protocol::client::Receipt, ClientError> {
+        from.send_raw(what, self.to, self.data.clone(), self.value)
+            .await
+    }
+}
+
 /// A contribution made (or found already made).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Contributed {
@@ -261,18 +282,16 @@ impl Datanets {
             )
             .await?;
         let fee = self.datanet(datanet)?.fee;
-        Ok(Call {
-            to: self.registry,
-            data: DatanetRegistry::contributeCall {
+        Ok(Call::new(
+            self.registry,
+            DatanetRegistry::contributeCall {
                 datanetId: U256::from(datanet),
                 contentHash: content_hash,
                 size: report.bytes,
                 metadataHash: signed.hash(&self.domain),
-            }
-            .abi_encode()
-            .into(),
-            value: U256::from(fee),
-        })
+            },
+            U256::from(fee),
+        ))
     }
 
     /// Contributes `file` to `datanet` from `contributor`'s account: validates and stores
@@ -331,10 +350,7 @@ impl Datanets {
                 return Err(e);
             }
         };
-        let receipt = match contributor
-            .send_raw("contribute", call.to, call.data, call.value)
-            .await
-        {
+        let receipt = match call.send(contributor, "contribute").await {
             Ok(receipt) => receipt,
             Err(e @ (ClientError::Reverted { .. } | ClientError::NoSigner)) => {
                 // Refused before anything was sent: nothing will land.

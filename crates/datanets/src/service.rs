@@ -3,6 +3,7 @@
 //! acts (owner, contributor, curator), whose key signs.
 
 use crate::{
+    contribute::Call,
     index::{ContributionRow, DatanetRow, Index, Status},
     metadata::{self, SignedMetadata},
     store::{keys, Store},
@@ -163,13 +164,9 @@ impl Datanets {
         Ok(from)
     }
 
-    /// Creates a datanet owned by `owner`'s account: stores its schema and description, then
-    /// registers it. Returns its id.
-    pub async fn create(
-        &self,
-        owner: &ProtocolClient,
-        spec: &NewDatanet,
-    ) -> Result<u64, DatanetsError> {
+    /// Stores a new datanet's schema and description and returns the `createDatanet` call
+    /// that registers it (the owner's account sends it).
+    pub async fn prepare_create(&self, spec: &NewDatanet) -> Result<Call, DatanetsError> {
         jsonschema::validator_for(&spec.schema)
             .map_err(|e| DatanetsError::BadSchema(e.to_string()))?;
         let schema_bytes = canonical_json(&spec.schema);
@@ -183,23 +180,40 @@ impl Datanets {
             .await?;
         let description_key = keys::description(description_hash);
         self.store.put(&description_key, description_bytes).await?;
-        let receipt = owner
-            .send(
-                self.registry,
-                DatanetRegistry::createDatanetCall {
-                    metadataURI: format!("openledger:{description_key}"),
-                    schemaHash: schema_hash,
-                    quorum: spec.quorum,
-                    fee: spec.fee,
-                },
-                U256::ZERO,
-            )
-            .await?;
+        Ok(Call::new(
+            self.registry,
+            DatanetRegistry::createDatanetCall {
+                metadataURI: format!("openledger:{description_key}"),
+                schemaHash: schema_hash,
+                quorum: spec.quorum,
+                fee: spec.fee,
+            },
+            U256::ZERO,
+        ))
+    }
+
+    /// Creates a datanet owned by `owner`'s account: stores its schema and description, then
+    /// registers it. Returns its id.
+    pub async fn create(
+        &self,
+        owner: &ProtocolClient,
+        spec: &NewDatanet,
+    ) -> Result<u64, DatanetsError> {
+        let call = self.prepare_create(spec).await?;
+        let receipt = call.send(owner, "createDatanet").await?;
         let id = event_in::<DatanetRegistry::DatanetCreated>(&receipt.logs)
             .map(|e| e.datanetId.saturating_to())
             .ok_or_else(|| DatanetsError::Io("createDatanet emitted no DatanetCreated".into()))?;
         self.sync().await?;
         Ok(id)
+    }
+
+    /// A datanet's description (name, description), from the blob store.
+    pub async fn description(&self, datanet: &DatanetRow) -> Result<Option<Value>, DatanetsError> {
+        match datanet.metadata_uri.strip_prefix("openledger:") {
+            Some(key) => Ok(self.store.get_json(key).await?),
+            None => Ok(None),
+        }
     }
 
     /// A datanet's row, or `UnknownDatanet`.
@@ -250,8 +264,43 @@ impl Datanets {
         Ok(out)
     }
 
+    /// Stores a curator's written reason and returns the `review` call that casts the vote
+    /// (the curator's account sends it).
+    pub async fn prepare_review(
+        &self,
+        contribution: u64,
+        approve: bool,
+        reason: &str,
+    ) -> Result<Call, DatanetsError> {
+        self.sync().await?;
+        let row = self
+            .index
+            .contribution(contribution)?
+            .ok_or(DatanetsError::UnknownContribution(contribution))?;
+        let reason_hash = keccak256(reason.as_bytes());
+        self.store
+            .put_json(
+                &keys::contribution(
+                    row.datanet,
+                    row.content_hash,
+                    &format!("reasons/{reason_hash:x}.json"),
+                ),
+                &json!({"approve": approve, "reason": reason}),
+            )
+            .await?;
+        Ok(Call::new(
+            self.registry,
+            DatanetRegistry::reviewCall {
+                contributionId: U256::from(contribution),
+                approve,
+                reasonHash: reason_hash,
+            },
+            U256::ZERO,
+        ))
+    }
+
     /// `curator`'s vote on a pending contribution; the reason's hash goes on chain and its
-    /// text into the blob store.
+    /// text into the blob store. Returns the contribution as it then stands.
     pub async fn review(
         &self,
         curator: &ProtocolClient,
@@ -259,34 +308,9 @@ impl Datanets {
         approve: bool,
         reason: &str,
     ) -> Result<ContributionRow, DatanetsError> {
-        let account = curator.sender().ok_or(DatanetsError::NoSigner)?;
-        self.sync().await?;
-        let row = self
-            .index
-            .contribution(contribution)?
-            .ok_or(DatanetsError::UnknownContribution(contribution))?;
-        let reason_hash = keccak256(reason.as_bytes());
-        curator
-            .send(
-                self.registry,
-                DatanetRegistry::reviewCall {
-                    contributionId: U256::from(contribution),
-                    approve,
-                    reasonHash: reason_hash,
-                },
-                U256::ZERO,
-            )
-            .await?;
-        self.store
-            .put_json(
-                &keys::contribution(
-                    row.datanet,
-                    row.content_hash,
-                    &format!("reviews/{account:x}.json"),
-                ),
-                &json!({"approve": approve, "reason": reason, "reason_hash": reason_hash}),
-            )
-            .await?;
+        curator.sender().ok_or(DatanetsError::NoSigner)?;
+        let call = self.prepare_review(contribution, approve, reason).await?;
+        call.send(curator, "review").await?;
         self.sync().await?;
         self.index
             .contribution(contribution)?

@@ -3,6 +3,7 @@
 //! exporting a version as a training corpus whose every record names its contribution.
 
 use crate::{
+    contribute::Call,
     format::{self, Raw},
     index::Status,
     merkle::{self, VersionTree},
@@ -27,7 +28,7 @@ struct Manifest {
     members: Vec<(u64, B256)>,
 }
 
-/// A published version.
+/// A published version (`version` is 0 until the transaction lands).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Published {
     pub version: u64,
@@ -57,13 +58,10 @@ pub struct ExportSummary {
 }
 
 impl Datanets {
-    /// Publishes a version of `datanet` over all its accepted contributions, from its
-    /// owner's account.
-    pub async fn publish(
-        &self,
-        owner: &ProtocolClient,
-        datanet: u64,
-    ) -> Result<Published, DatanetsError> {
+    /// Builds the next version of `datanet` over all its accepted contributions, stores
+    /// its member list, and returns it with the `publishVersion` call (the owner's account
+    /// sends it).
+    pub async fn prepare_publish(&self, datanet: u64) -> Result<(Published, Call), DatanetsError> {
         self.sync().await?;
         self.datanet(datanet)?;
         let members: Vec<(u64, B256)> = self
@@ -76,43 +74,52 @@ impl Datanets {
         if members.is_empty() {
             return Err(DatanetsError::NothingToPublish { datanet });
         }
+        // Contributions come out of the index in id order, as the tree orders its leaves.
         let tree = VersionTree::build(members.clone()).expect("ids are unique and present");
         let root = tree.root();
         let key = keys::version(datanet, root);
         let manifest = Manifest {
             datanet,
             root,
-            members: tree
-                .ids()
-                .iter()
-                .map(|id| (*id, members.iter().find(|m| m.0 == *id).expect("member").1))
-                .collect(),
+            members,
         };
         self.store.put_json(&key, &manifest).await?;
-        let receipt = owner
-            .send(
-                self.registry,
-                DatanetRegistry::publishVersionCall {
-                    datanetId: U256::from(datanet),
-                    root,
-                    count: tree.len() as u64,
-                    uri: format!("openledger:{key}"),
-                },
-                U256::ZERO,
-            )
-            .await?;
-        let version = event_in::<DatanetRegistry::VersionPublished>(&receipt.logs)
+        let count = tree.len() as u64;
+        let call = Call::new(
+            self.registry,
+            DatanetRegistry::publishVersionCall {
+                datanetId: U256::from(datanet),
+                root,
+                count,
+                uri: format!("openledger:{key}"),
+            },
+            U256::ZERO,
+        );
+        let published = Published {
+            version: 0,
+            datanet,
+            root,
+            count,
+        };
+        Ok((published, call))
+    }
+
+    /// Publishes a version of `datanet` over all its accepted contributions, from its
+    /// owner's account.
+    pub async fn publish(
+        &self,
+        owner: &ProtocolClient,
+        datanet: u64,
+    ) -> Result<Published, DatanetsError> {
+        let (mut published, call) = self.prepare_publish(datanet).await?;
+        let receipt = call.send(owner, "publishVersion").await?;
+        published.version = event_in::<DatanetRegistry::VersionPublished>(&receipt.logs)
             .map(|e| e.versionId.saturating_to())
             .ok_or_else(|| {
                 DatanetsError::Io("publishVersion emitted no VersionPublished".into())
             })?;
         self.sync().await?;
-        Ok(Published {
-            version,
-            datanet,
-            root,
-            count: tree.len() as u64,
-        })
+        Ok(published)
     }
 
     /// A version's tree, rebuilt from its stored member list and checked against its root on
