@@ -176,7 +176,15 @@ fn main() -> Result<()> {
         )?;
         out.flush()?;
         drop(out);
-        let checked = validate::check(&staged, Format::Jsonl, hashed, &validator, &policy, near, &mut |_| {})?;
+        let checked = validate::check(
+            &staged,
+            Format::Jsonl,
+            hashed,
+            &validator,
+            &policy,
+            near,
+            &mut |_| {},
+        )?;
         let secs = started.elapsed().as_secs_f64();
         ensure!(checked.report.records == records, "every record checked");
         validation.push(json!({

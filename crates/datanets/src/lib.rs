@@ -13,8 +13,9 @@
 //!   registry rebuilt from its events.
 //! - [`merkle`] builds versions as OpenZeppelin-compatible Merkle trees with proofs.
 //! - [`Datanets`] ties them together: create, contribute, queue, review, publish, prove,
-//!   verify, export.
+//!   verify, export; [`api`] serves it as a REST API.
 
+pub mod api;
 mod contribute;
 pub mod format;
 pub mod index;

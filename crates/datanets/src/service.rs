@@ -118,6 +118,16 @@ impl Datanets {
         self
     }
 
+    /// Where uploads are staged (on the same disk as the index).
+    pub fn staging_dir(&self) -> &Path {
+        &self.staging
+    }
+
+    /// What validation enforces.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     /// The EIP-712 domain contributors sign metadata under.
     pub fn domain(&self) -> &Eip712Domain {
         &self.domain

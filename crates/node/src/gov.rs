@@ -169,7 +169,7 @@ impl Actions {
 }
 
 /// Whole or fractional OPEN ("1.5") in wei.
-fn parse_open(text: &str) -> Result<U256> {
+pub fn parse_open(text: &str) -> Result<U256> {
     let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
     if frac.len() > 18 || whole.is_empty() && frac.is_empty() {
         bail!("{text:?} is not an amount of OPEN");

@@ -1,8 +1,11 @@
 //! `openledger`: the OpenLedger node and its command line.
 
+mod datanet;
 mod deploy;
 mod gov;
 mod model;
+mod progress;
+mod rest;
 mod token;
 
 use alloy_primitives::U256;
@@ -43,6 +46,16 @@ enum Command {
         /// The initial parameters.
         #[arg(long, value_enum, default_value = "mainnet")]
         preset: deploy::Preset,
+    },
+    /// Datanets: create, contribute files, review, publish versions, prove, export.
+    Datanet {
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// The node's REST API.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+        api_url: String,
+        #[command(subcommand)]
+        command: datanet::DatanetCommand,
     },
     /// Governance: propose parameter changes, vote with staked OPEN, queue, execute.
     Gov {
@@ -142,6 +155,9 @@ struct NodeArgs {
     /// JSON-RPC address (HTTP and WebSocket on one port).
     #[arg(long, default_value = "127.0.0.1:8545")]
     http_addr: SocketAddr,
+    /// REST API address (datanets), served once the protocol's addresses are known.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    api_addr: SocketAddr,
     /// Prometheus metrics address (serves /metrics).
     #[arg(long, default_value = "127.0.0.1:9545")]
     metrics_addr: SocketAddr,
@@ -198,6 +214,16 @@ async fn run_node(args: NodeArgs) -> Result<()> {
             "protocol deployed"
         );
     }
+    let addresses_file = data_dir.join("protocol.json");
+    if addresses_file.exists() {
+        let addr = serve_api(&node, &data_dir, &addresses_file, args.api_addr).await?;
+        tracing::info!(api = %format!("http://{addr}/api"), "REST API running");
+    } else {
+        tracing::info!(
+            file = %addresses_file.display(),
+            "no protocol addresses file: the REST API is off"
+        );
+    }
     let head = node.chain.head();
     tracing::info!(
         rpc = %format!("http://{0} ws://{0}", node.http_addr),
@@ -215,6 +241,56 @@ async fn run_node(args: NodeArgs) -> Result<()> {
     tokio::signal::ctrl_c().await.ok();
     tracing::info!("shutting down");
     Ok(())
+}
+
+/// How often the datanet index follows the chain, and how long an upload may wait for its
+/// transaction before it is swept away.
+const DATANETS_SYNC: Duration = Duration::from_secs(2);
+const UPLOAD_TTL: Duration = Duration::from_secs(3600);
+
+/// Opens the datanet service in `<data-dir>/datanets` and serves the REST API.
+async fn serve_api(
+    node: &Node,
+    data_dir: &std::path::Path,
+    addresses_file: &std::path::Path,
+    addr: SocketAddr,
+) -> Result<SocketAddr> {
+    let addresses = Addresses::load(addresses_file)?;
+    let client = ProtocolClient::connect(&format!("http://{}", node.http_addr), None)
+        .await?
+        .with_addresses(addresses);
+    let dir = data_dir.join("datanets");
+    let store = openledger_datanets::store::Store::local(&dir.join("blobs"))?;
+    let service = std::sync::Arc::new(openledger_datanets::Datanets::open(
+        client,
+        store,
+        &dir,
+        openledger_datanets::Policy::default(),
+    )?);
+    let maintained = service.clone();
+    tokio::spawn(async move {
+        let mut ticks = 0u64;
+        loop {
+            if let Err(e) = maintained.sync().await {
+                tracing::warn!(error = %e, "datanet index sync failed");
+            }
+            ticks += 1;
+            if ticks.is_multiple_of(30) {
+                match maintained.sweep(UPLOAD_TTL).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(removed = n, "swept uploads whose transaction never landed")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "sweeping uploads failed"),
+                }
+            }
+            tokio::time::sleep(DATANETS_SYNC).await;
+        }
+    });
+    let router = openledger_datanets::api::router(service);
+    openledger_chain::rpc::serve(addr, router)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
 }
 
 async fn run_gov(chain: ChainArgs, addresses: Option<PathBuf>, command: GovCommand) -> Result<()> {
@@ -287,6 +363,16 @@ fn main() -> Result<()> {
             addresses,
             command,
         } => runtime.block_on(run_gov(chain, addresses, command)),
+        Command::Datanet {
+            chain,
+            api_url,
+            command,
+        } => runtime.block_on(datanet::run(
+            &api_url,
+            &chain.rpc_url,
+            chain.key.as_deref(),
+            command,
+        )),
         Command::Token(TokenCommand::Supply { at, schedule }) => {
             let genesis = openledger_protocol::genesis::dev_genesis();
             if schedule {

@@ -68,6 +68,7 @@ fn start(dir: &Path, addr: SocketAddr, metrics: SocketAddr) -> NodeProcess {
         .arg(dir)
         .args(["--http-addr", &addr.to_string()])
         .args(["--metrics-addr", &metrics.to_string()])
+        .args(["--api-addr", &free_addr().to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

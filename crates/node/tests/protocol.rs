@@ -2,77 +2,17 @@
 //! start, `openledger deploy` deploys another copy from any funded key, and `openledger gov`
 //! carries a fee-split change from proposal to execution.
 
-use alloy_primitives::{hex, U256};
-use openledger_chain::devkeys::dev_accounts;
+use alloy_primitives::U256;
 use openledger_protocol::{
     deploy::Addresses, protocol_params::ProtocolParams::FeeSplit, ProtocolClient, ProtocolParams,
     Signer, Staking,
 };
 use serde_json::json;
-use std::{
-    net::{SocketAddr, TcpListener},
-    path::Path,
-    process::{Child, Command, Output, Stdio},
-    time::{Duration, Instant},
-};
+
+mod common;
+use common::{dev_key, ok, openledger, start};
 
 const OPEN: u128 = 1_000_000_000_000_000_000;
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// The node process; killed when dropped so that a failing test leaves nothing running.
-struct NodeProcess(Child);
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a dev node and waits until its first-start deployment has written the addresses.
-fn start(dir: &Path) -> (NodeProcess, String) {
-    let addr = free_addr();
-    let child = Command::new(env!("CARGO_BIN_EXE_openledger"))
-        .args(["node", "--dev", "--block-time", "0", "--data-dir"])
-        .arg(dir)
-        .args(["--http-addr", &addr.to_string()])
-        .args(["--metrics-addr", &free_addr().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the node");
-    let node = NodeProcess(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !dir.join("protocol.json").exists() {
-        assert!(Instant::now() < deadline, "the dev node did not deploy");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (node, format!("http://{addr}"))
-}
-
-fn openledger(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_openledger"))
-        .args(args)
-        .env_remove("OPENLEDGER_KEY")
-        .output()
-        .expect("run openledger")
-}
-
-fn ok(output: Output) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "failed: {stderr}");
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn dev_key(i: usize) -> String {
-    hex::encode_prefixed(dev_accounts()[i].key.to_bytes())
-}
 
 async fn client(url: &str, addresses: Addresses, key: usize) -> ProtocolClient {
     let signer = Signer::from_hex(&dev_key(key)).unwrap();
@@ -98,7 +38,8 @@ async fn dev_rpc(client: &ProtocolClient, method: &str, params: serde_json::Valu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_and_governance_through_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let (_node, url) = start(dir.path());
+    let node = start(dir.path());
+    let url = node.rpc_url.clone();
     let dev_file = dir.path().join("protocol.json");
     let dev = Addresses::load(&dev_file).unwrap();
     let alice = client(&url, dev, 0).await;

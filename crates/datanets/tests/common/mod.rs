@@ -61,7 +61,7 @@ impl World {
         ProtocolClient::connect(&self.url, Some(Signer::from_key(key)))
             .await
             .unwrap()
-            .with_addresses(self.addresses.clone())
+            .with_addresses(self.addresses)
     }
 
     /// The datanet service with its data under `name`.
@@ -69,7 +69,7 @@ impl World {
         let client = ProtocolClient::connect(&self.url, None)
             .await
             .unwrap()
-            .with_addresses(self.addresses.clone());
+            .with_addresses(self.addresses);
         let root = self.dir.path().join(name);
         let store = Store::local(&root.join("blobs")).unwrap();
         Datanets::open(client, store, &root, policy).unwrap()

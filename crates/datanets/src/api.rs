@@ -1,0 +1,232 @@
+//! The datanets REST API (JSON), served by the node.
+//!
+//! The service never holds anyone's key: every route that changes the chain stores what goes
+//! off chain and answers with the transaction (`{to, data, value}`) for the caller's wallet
+//! to sign and send; the indexer then sees it land. Uploads stream the file as the request
+//! body. Errors answer `{"error": "…"}` with a 4xx status for bad requests and 5xx for the
+//! service's own failures.
+//!
+//! | Route | Does |
+//! |---|---|
+//! | `GET /api/info` | chain id, registry address (the EIP-712 domain) and validation policy |
+//! | `GET /api/datanets` | list datanets |
+//! | `POST /api/datanets` | store schema and description → `createDatanet` call |
+//! | `GET /api/datanets/{id}` | a datanet, its description, schema and counts |
+//! | `GET /api/datanets/{id}/contributions` | its contributions |
+//! | `PUT /api/datanets/{id}/uploads?contributor=0x…&format=jsonl` | validate and store a file → upload (report, hash) |
+//! | `POST /api/datanets/{id}/uploads/{hash}/metadata` | attach signed metadata → `contribute` call |
+//! | `GET /api/datanets/{id}/queue` | pending contributions with reports |
+//! | `POST /api/contributions/{id}/reviews` | store a reason (`{approve, reason}`) → `review` call |
+//! | `POST /api/datanets/{id}/versions` | build the next version → `publishVersion` call |
+//! | `GET /api/datanets/{id}/versions` | its versions |
+//! | `GET /api/versions/{id}/proofs/{contribution}` | a membership proof |
+//! | `POST /api/proofs/verify` | check a proof here and by the contract |
+//! | `GET /api/versions/{id}/export` | the version as JSONL training data |
+
+use crate::{
+    format::Format, index::Status, Datanets, DatanetsError, NewDatanet, Proof, SignedMetadata,
+};
+use alloy_primitives::{Address, B256};
+use axum::{
+    body::Body,
+    extract::{Path, Query, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+    Json, Router,
+};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::{io::Write, sync::Arc};
+
+type Shared = State<Arc<Datanets>>;
+
+/// The routes, under `/api`.
+pub fn router(service: Arc<Datanets>) -> Router {
+    Router::new()
+        .route("/api/info", get(info))
+        .route("/api/datanets", get(list).post(create))
+        .route("/api/datanets/{id}", get(show))
+        .route("/api/datanets/{id}/contributions", get(contributions))
+        .route("/api/datanets/{id}/uploads", put(upload))
+        .route("/api/datanets/{id}/uploads/{hash}/metadata", post(attach))
+        .route("/api/datanets/{id}/queue", get(queue))
+        .route("/api/contributions/{id}/reviews", post(review))
+        .route("/api/datanets/{id}/versions", get(versions).post(publish))
+        .route("/api/versions/{id}/proofs/{contribution}", get(prove))
+        .route("/api/proofs/verify", post(verify))
+        .route("/api/versions/{id}/export", get(export))
+        .with_state(service)
+}
+
+/// An error as the API answers it.
+struct ApiError(StatusCode, String);
+
+impl From<DatanetsError> for ApiError {
+    fn from(e: DatanetsError) -> Self {
+        use DatanetsError::*;
+        let status = match &e {
+            UnknownDatanet(_) | UnknownContribution(_) | UnknownVersion(_) => StatusCode::NOT_FOUND,
+            ExactDuplicate { .. } => StatusCode::CONFLICT,
+            Validation(_)
+            | Metadata(_)
+            | BadSchema(_)
+            | NotInVersion { .. }
+            | NothingToPublish { .. }
+            | NoUpload { .. }
+            | MissingSchema { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Chain(_) => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+type Answer = Result<Json<Value>, ApiError>;
+
+fn to_json(value: impl serde::Serialize) -> Answer {
+    Ok(Json(
+        serde_json::to_value(value).expect("API values serialise"),
+    ))
+}
+
+async fn info(State(s): Shared) -> Answer {
+    to_json(json!({
+        "chain_id": s.domain().chain_id,
+        "registry": s.domain().verifying_contract,
+        "policy": s.policy(),
+    }))
+}
+
+async fn list(State(s): Shared) -> Answer {
+    s.sync().await?;
+    let mut out = Vec::new();
+    for d in s.index().datanets().map_err(DatanetsError::from)? {
+        let description = s.description(&d).await?;
+        out.push(json!({"datanet": d, "description": description}));
+    }
+    to_json(out)
+}
+
+async fn create(State(s): Shared, Json(spec): Json<NewDatanet>) -> Answer {
+    to_json(s.prepare_create(&spec).await?)
+}
+
+async fn show(State(s): Shared, Path(id): Path<u64>) -> Answer {
+    s.sync().await?;
+    let d = s.datanet(id)?;
+    let description = s.description(&d).await?;
+    let schema = s.schema(&d).await.ok();
+    let rows = s.index().contributions(id).map_err(DatanetsError::from)?;
+    let count = |status| rows.iter().filter(|c| c.status == status).count();
+    to_json(json!({
+        "datanet": d,
+        "description": description,
+        "schema": schema,
+        "contributions": {
+            "pending": count(Status::Pending),
+            "accepted": count(Status::Accepted),
+            "rejected": count(Status::Rejected),
+            "poisoned": count(Status::Poisoned),
+        },
+        "versions": s.index().versions(Some(id)).map_err(DatanetsError::from)?.len(),
+    }))
+}
+
+async fn contributions(State(s): Shared, Path(id): Path<u64>) -> Answer {
+    s.sync().await?;
+    s.datanet(id)?;
+    to_json(s.index().contributions(id).map_err(DatanetsError::from)?)
+}
+
+#[derive(Deserialize)]
+struct UploadQuery {
+    contributor: Address,
+    format: Format,
+}
+
+async fn upload(
+    State(s): Shared,
+    Path(id): Path<u64>,
+    Query(q): Query<UploadQuery>,
+    body: Body,
+) -> Answer {
+    s.sync().await?;
+    s.datanet(id)?;
+    // The body streams into a scratch file, refused as soon as it passes the size limit.
+    let mut file = tempfile::NamedTempFile::new_in(s.staging_dir())
+        .map_err(|e| DatanetsError::Io(format!("staging an upload: {e}")))?;
+    let mut stream = body.into_data_stream();
+    let mut size = 0u64;
+    let limit = s.policy().max_bytes;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(
+                DatanetsError::Validation(crate::ValidationError::TooLarge { limit }).into(),
+            );
+        }
+        file.write_all(&chunk)
+            .map_err(|e| DatanetsError::Io(format!("staging an upload: {e}")))?;
+    }
+    file.flush()
+        .map_err(|e| DatanetsError::Io(format!("staging an upload: {e}")))?;
+    to_json(s.upload(id, file.path(), q.format, q.contributor).await?)
+}
+
+async fn attach(
+    State(s): Shared,
+    Path((id, hash)): Path<(u64, B256)>,
+    Json(signed): Json<SignedMetadata>,
+) -> Answer {
+    to_json(s.attach(id, hash, &signed).await?)
+}
+
+async fn queue(State(s): Shared, Path(id): Path<u64>) -> Answer {
+    to_json(s.queue(id).await?)
+}
+
+#[derive(Deserialize)]
+struct ReviewBody {
+    approve: bool,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn review(State(s): Shared, Path(id): Path<u64>, Json(body): Json<ReviewBody>) -> Answer {
+    to_json(s.prepare_review(id, body.approve, &body.reason).await?)
+}
+
+async fn publish(State(s): Shared, Path(id): Path<u64>) -> Answer {
+    let (published, call) = s.prepare_publish(id).await?;
+    to_json(json!({"root": published.root, "count": published.count, "call": call}))
+}
+
+async fn versions(State(s): Shared, Path(id): Path<u64>) -> Answer {
+    s.sync().await?;
+    s.datanet(id)?;
+    to_json(s.index().versions(Some(id)).map_err(DatanetsError::from)?)
+}
+
+async fn prove(State(s): Shared, Path((id, contribution)): Path<(u64, u64)>) -> Answer {
+    to_json(s.prove(id, contribution).await?)
+}
+
+async fn verify(State(s): Shared, Json(proof): Json<Proof>) -> Answer {
+    let (here, on_chain) = s.verify(&proof).await?;
+    to_json(json!({"here": here, "on_chain": on_chain}))
+}
+
+async fn export(State(s): Shared, Path(id): Path<u64>) -> Result<Response, ApiError> {
+    let mut out = Vec::new();
+    s.export(id, &mut out).await?;
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response())
+}

@@ -1,0 +1,138 @@
+//! A small client for the node's REST API: JSON in, JSON out, files streamed up with
+//! progress, and the API's `{"error": …}` answers turned into errors that say what failed.
+
+use anyhow::{anyhow, Context, Result};
+use futures_util::{stream, StreamExt};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::{body::Frame, Method, Request, Uri};
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::TokioExecutor,
+};
+use serde_json::Value;
+use std::path::Path;
+use tokio::io::AsyncReadExt;
+
+type Body = BoxBody<hyper::body::Bytes, std::io::Error>;
+
+/// The REST API at a base URL.
+pub struct Api {
+    base: String,
+    client: Client<HttpConnector, Body>,
+}
+
+impl Api {
+    pub fn new(base: &str) -> Result<Self> {
+        let uri: Uri = base
+            .parse()
+            .with_context(|| format!("bad API URL {base:?}"))?;
+        anyhow::ensure!(
+            uri.scheme_str() == Some("http"),
+            "the API URL must be http://host:port, not {base:?}"
+        );
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        })
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Body, kind: &str) -> Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(&url)
+            .header("content-type", kind)
+            .body(body)
+            .expect("a valid request");
+        let response = self.client.request(request).await.map_err(|e| {
+            anyhow!("cannot reach the API at {url}: {e} (is `openledger node --dev` running?)")
+        })?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| anyhow!("reading the answer from {url}: {e}"))?
+            .to_bytes()
+            .to_vec();
+        if !status.is_success() {
+            let message = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            anyhow::bail!("{message}");
+        }
+        Ok(bytes)
+    }
+
+    fn json_of(bytes: &[u8], path: &str) -> Result<Value> {
+        serde_json::from_slice(bytes).with_context(|| format!("the answer to {path} is not JSON"))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        let bytes = self
+            .send(Method::GET, path, empty(), "application/json")
+            .await?;
+        Self::json_of(&bytes, path)
+    }
+
+    /// The raw bytes at `path`.
+    pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
+        self.send(Method::GET, path, empty(), "application/json")
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        let body = Full::new(body.to_string().into())
+            .map_err(|never| match never {})
+            .boxed();
+        let bytes = self
+            .send(Method::POST, path, body, "application/json")
+            .await?;
+        Self::json_of(&bytes, path)
+    }
+
+    /// PUTs the file at `file` as the request body, telling `progress` how many bytes went.
+    pub async fn put_file(
+        &self,
+        path: &str,
+        file: &Path,
+        progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<Value> {
+        let handle = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("opening {}", file.display()))?;
+        let chunks = stream::unfold((handle, 0u64), move |(mut handle, sent)| {
+            let mut buf = vec![0u8; 1 << 20];
+            async move {
+                match handle.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok(buf), (handle, sent + n as u64)))
+                    }
+                    Err(e) => Some((Err(e), (handle, sent))),
+                }
+            }
+        });
+        let mut sent = 0u64;
+        let frames = chunks.map(move |chunk| {
+            chunk.map(|bytes| {
+                sent += bytes.len() as u64;
+                progress(sent);
+                Frame::data(hyper::body::Bytes::from(bytes))
+            })
+        });
+        let body = BodyExt::boxed(StreamBody::new(frames));
+        let bytes = self
+            .send(Method::PUT, path, body, "application/octet-stream")
+            .await?;
+        Self::json_of(&bytes, path)
+    }
+}
+
+fn empty() -> Body {
+    Full::new(hyper::body::Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
+}

@@ -1,0 +1,95 @@
+//! Running the real `openledger` binary in tests.
+
+#![allow(dead_code)] // each test file uses part of it
+
+use alloy_primitives::hex;
+use openledger_chain::devkeys::dev_accounts;
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The node process; killed when dropped so that a failing test leaves nothing running.
+pub struct NodeProcess(pub Child);
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A started dev node: its JSON-RPC and REST API URLs.
+pub struct DevNode {
+    pub process: NodeProcess,
+    pub rpc_url: String,
+    pub api_url: String,
+}
+
+/// Starts a dev node and waits until its first-start deployment has written the addresses
+/// and its REST API answers.
+pub fn start(dir: &Path) -> DevNode {
+    let (addr, api) = (free_addr(), free_addr());
+    let child = Command::new(env!("CARGO_BIN_EXE_openledger"))
+        .args(["node", "--dev", "--block-time", "0", "--data-dir"])
+        .arg(dir)
+        .args(["--http-addr", &addr.to_string()])
+        .args(["--metrics-addr", &free_addr().to_string()])
+        .args(["--api-addr", &api.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the node");
+    let process = NodeProcess(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.join("protocol.json").exists() || std::net::TcpStream::connect(api).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the dev node did not deploy and serve its API"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    DevNode {
+        process,
+        rpc_url: format!("http://{addr}"),
+        api_url: format!("http://{api}"),
+    }
+}
+
+pub fn openledger(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_openledger"))
+        .args(args)
+        .env_remove("OPENLEDGER_KEY")
+        .output()
+        .expect("run openledger")
+}
+
+/// Stdout of a run that must succeed.
+pub fn ok(output: Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "failed: {stderr}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Stderr of a run that must fail.
+pub fn fails(output: Output) -> String {
+    assert!(
+        !output.status.success(),
+        "succeeded: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stderr).unwrap()
+}
+
+pub fn dev_key(i: usize) -> String {
+    hex::encode_prefixed(dev_accounts()[i].key.to_bytes())
+}
