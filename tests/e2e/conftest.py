@@ -76,14 +76,15 @@ def node():
     workdir = Path(tempfile.mkdtemp(prefix="openledger-e2e-"))
     data_dir = workdir / "data"
     log_path = workdir / "node.log"
-    http_port, metrics_port = free_port(), free_port()
-    while metrics_port == http_port:
-        metrics_port = free_port()
+    http_port, metrics_port, api_port = free_port(), free_port(), free_port()
+    while len({http_port, metrics_port, api_port}) < 3:
+        metrics_port, api_port = free_port(), free_port()
     cmd = [
         str(binary), "node", "--dev",
         "--data-dir", str(data_dir),
         "--http-addr", f"127.0.0.1:{http_port}",
         "--metrics-addr", f"127.0.0.1:{metrics_port}",
+        "--api-addr", f"127.0.0.1:{api_port}",
         "--block-time", "0",
     ]
     log = open(log_path, "wb")
