@@ -17,7 +17,7 @@ use alloy_primitives::{keccak256, B256};
 use anyhow::{ensure, Result};
 use clap::Parser;
 use openledger_datanets::{
-    format::{self, Format},
+    format::Format,
     merkle::VersionTree,
     minhash::{self, LshIndex},
     validate::{self, Policy},
@@ -167,24 +167,16 @@ fn main() -> Result<()> {
     for (label, near) in [("empty datanet", None), ("accepted index", Some(&accepted))] {
         let staged = dir.path().join("staged");
         let started = Instant::now();
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&staged)?);
-        let hashed = format::stage(
-            &mut std::fs::File::open(&source)?,
+        let validated = validate::stage_and_check(
+            &source,
             Format::Jsonl,
-            &mut out,
-            u64::MAX,
-        )?;
-        out.flush()?;
-        drop(out);
-        let checked = validate::check(
             &staged,
-            Format::Jsonl,
-            hashed,
             &validator,
             &policy,
             near,
-            &mut |_| {},
+            &|_| {},
         )?;
+        let checked = validated.checked?;
         let secs = started.elapsed().as_secs_f64();
         ensure!(checked.report.records == records, "every record checked");
         validation.push(json!({

@@ -4,7 +4,7 @@
 //! the REST API runs the steps apart so that the contributor's wallet signs and sends.
 
 use crate::{
-    format::{self, Format},
+    format::Format,
     index::Status,
     metadata::{ContributionMetadata, SignedMetadata},
     minhash::{LshIndex, Signature, PERMUTATIONS},
@@ -17,7 +17,7 @@ use alloy_primitives::{Address, Bytes, B256, U256};
 use alloy_sol_types::{Eip712Domain, SolCall};
 use openledger_protocol::{client::ClientError, datanet_registry::DatanetRegistry, ProtocolClient};
 use serde::{Deserialize, Serialize};
-use std::{io::Read, path::Path, sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 /// A stored upload that waits for its transaction.
 #[derive(Debug, Serialize, Deserialize)]
@@ -93,23 +93,6 @@ pub struct Contributed {
     pub existing: bool,
 }
 
-/// Counts bytes read and reports them.
-struct Counting<'a, R> {
-    inner: R,
-    done: u64,
-    total: u64,
-    progress: &'a dyn Fn(u64, u64),
-}
-
-impl<R: Read> Read for Counting<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.done += n as u64;
-        (self.progress)(self.done, self.total);
-        Ok(n)
-    }
-}
-
 impl Datanets {
     fn report(&self, what: &'static str) -> impl Fn(u64, u64) + Send + Sync + 'static {
         let progress = self.progress.clone();
@@ -138,27 +121,25 @@ impl Datanets {
             .suffix(".part")
             .tempfile_in(&self.staging)
             .map_err(|e| DatanetsError::Io(format!("staging: {e}")))?;
-        let (source, max_bytes) = (file.to_path_buf(), self.policy.max_bytes);
-        let hashing = self.report("hashing");
-        let (staged, (hash, size)) = tokio::task::spawn_blocking(move || {
-            let mut staged = staged;
-            let input = std::fs::File::open(&source)
-                .map_err(|e| DatanetsError::Io(format!("opening {}: {e}", source.display())))?;
-            let total = input.metadata().map_or(0, |m| m.len());
-            let mut input = Counting {
-                inner: input,
-                done: 0,
-                total,
-                progress: &hashing,
-            };
-            let mut writer = std::io::BufWriter::new(staged.as_file_mut());
-            let hashed = format::stage(&mut input, format, &mut writer, max_bytes)?;
-            std::io::Write::flush(&mut writer).map_err(|e| DatanetsError::Io(e.to_string()))?;
-            drop(writer);
-            Ok::<_, DatanetsError>((staged, hashed))
+        let near = Arc::new(self.accepted_index(datanet).await?);
+        let total = std::fs::metadata(file)
+            .map_err(|e| DatanetsError::Io(format!("opening {}: {e}", file.display())))?
+            .len();
+        let checking = self.report("checking");
+        let (source, policy, path) = (
+            file.to_path_buf(),
+            self.policy.clone(),
+            staged.path().to_path_buf(),
+        );
+        let validated = tokio::task::spawn_blocking(move || {
+            let near = (!near.is_empty()).then_some(&*near);
+            validate::stage_and_check(&source, format, &path, &schema, &policy, near, &|done| {
+                checking(done, total)
+            })
         })
         .await
-        .expect("staging does not panic")?;
+        .expect("validation does not panic")?;
+        let (hash, size) = (validated.content_hash, validated.size);
 
         if let Some(existing) = self.index.by_hash(hash, datanet)? {
             let found = self
@@ -189,23 +170,7 @@ impl Datanets {
             });
         }
 
-        let near = Arc::new(self.accepted_index(datanet).await?);
-        let checking = self.report("checking");
-        let (path, policy) = (staged.path().to_path_buf(), self.policy.clone());
-        let checked = tokio::task::spawn_blocking(move || {
-            let near = (!near.is_empty()).then_some(&*near);
-            validate::check(
-                &path,
-                format,
-                (hash, size),
-                &schema,
-                &policy,
-                near,
-                &mut |done| checking(done, size),
-            )
-        })
-        .await
-        .expect("validation does not panic")?;
+        let checked = validated.checked?;
 
         // Marked pending first, so that a crash part-way leaves something `sweep` finds.
         let pending = Pending {

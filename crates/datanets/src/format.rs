@@ -115,6 +115,117 @@ pub struct Batch {
 /// A file's records, batch by batch.
 pub type Batches = Box<dyn Iterator<Item = Result<Batch, ValidationError>>>;
 
+/// A reader of canonical bytes over a reader of a file's bytes: for text formats it drops a
+/// leading byte order mark and turns CRLF into LF; for Parquet it passes bytes through. It
+/// stops with [`ValidationError::TooLarge`] (as an I/O error of kind `FileTooLarge`) once the
+/// source passes `limit` bytes.
+pub struct Canonical<R> {
+    inner: R,
+    text: bool,
+    limit: u64,
+    read: u64,
+    first: bool,
+    /// A CR at the end of one chunk whose LF may start the next.
+    held_cr: bool,
+    done: bool,
+    raw: Vec<u8>,
+    out: Vec<u8>,
+    pos: usize,
+}
+
+impl<R: Read> Canonical<R> {
+    pub fn new(inner: R, format: Format, limit: u64) -> Self {
+        Self {
+            inner,
+            text: format.is_text(),
+            limit,
+            read: 0,
+            first: true,
+            held_cr: false,
+            done: false,
+            raw: vec![0u8; 1 << 20],
+            out: Vec::with_capacity(1 << 20),
+            pos: 0,
+        }
+    }
+
+    /// Bytes read from the source so far.
+    pub fn source_bytes(&self) -> u64 {
+        self.read
+    }
+
+    /// Refills `out` with the next canonical chunk; false at the end.
+    fn refill(&mut self) -> std::io::Result<bool> {
+        self.out.clear();
+        self.pos = 0;
+        while self.out.is_empty() {
+            if self.done {
+                return Ok(false);
+            }
+            let n = self.inner.read(&mut self.raw)?;
+            if n == 0 {
+                self.done = true;
+                if std::mem::take(&mut self.held_cr) {
+                    self.out.push(b'\r');
+                }
+                continue;
+            }
+            self.read += n as u64;
+            if self.read > self.limit {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::FileTooLarge,
+                    format!("over the limit of {} bytes", self.limit),
+                ));
+            }
+            let mut chunk = &self.raw[..n];
+            if !self.text {
+                self.out.extend_from_slice(chunk);
+                continue;
+            }
+            if self.first && chunk.starts_with(&[0xef, 0xbb, 0xbf]) {
+                chunk = &chunk[3..];
+            }
+            self.first = false;
+            if std::mem::take(&mut self.held_cr) && chunk.first() != Some(&b'\n') {
+                self.out.push(b'\r');
+            }
+            let mut rest = chunk;
+            while let Some(i) = rest.iter().position(|&b| b == b'\r') {
+                self.out.extend_from_slice(&rest[..i]);
+                match rest.get(i + 1) {
+                    Some(b'\n') => {}
+                    Some(_) => self.out.push(b'\r'),
+                    None => self.held_cr = true,
+                }
+                rest = &rest[i + 1..];
+            }
+            self.out.extend_from_slice(rest);
+        }
+        Ok(true)
+    }
+}
+
+impl<R: Read> Read for Canonical<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.out.len() && !self.refill()? {
+            return Ok(0);
+        }
+        let n = buf.len().min(self.out.len() - self.pos);
+        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Maps a read error of a [`Canonical`] reader back to what it means.
+fn read_error(e: std::io::Error, limit: u64) -> ValidationError {
+    if e.kind() == std::io::ErrorKind::FileTooLarge {
+        ValidationError::TooLarge { limit }
+    } else {
+        ValidationError::io(e)
+    }
+}
+
 /// Copies `source` into `staged` as canonical bytes, hashing them on the way; refuses a
 /// source larger than `limit` bytes as soon as it passes the limit. Returns the content hash
 /// and the canonical size.
@@ -124,55 +235,15 @@ pub fn stage(
     staged: &mut impl Write,
     limit: u64,
 ) -> Result<(B256, u64), ValidationError> {
+    let mut canonical = Canonical::new(source, format, limit);
     let mut hasher = Keccak256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut out = Vec::with_capacity(1 << 20);
-    let (mut read, mut size) = (0u64, 0u64);
-    let mut first = true;
-    // A CR at the end of one chunk whose LF may start the next.
-    let mut held_cr = false;
-    loop {
-        let n = source.read(&mut buf).map_err(ValidationError::io)?;
-        if n == 0 {
-            break;
-        }
-        read += n as u64;
-        if read > limit {
-            return Err(ValidationError::TooLarge { limit });
-        }
-        let mut chunk = &buf[..n];
-        out.clear();
-        if format.is_text() {
-            if first && chunk.starts_with(&[0xef, 0xbb, 0xbf]) {
-                chunk = &chunk[3..];
-            }
-            if held_cr && chunk.first() != Some(&b'\n') {
-                out.push(b'\r');
-            }
-            held_cr = false;
-            let mut rest = chunk;
-            while let Some(i) = rest.iter().position(|&b| b == b'\r') {
-                out.extend_from_slice(&rest[..i]);
-                match rest.get(i + 1) {
-                    Some(b'\n') => {}
-                    Some(_) => out.push(b'\r'),
-                    None => held_cr = true,
-                }
-                rest = &rest[i + 1..];
-            }
-            out.extend_from_slice(rest);
-        } else {
-            out.extend_from_slice(chunk);
-        }
-        first = false;
-        hasher.update(&out);
-        staged.write_all(&out).map_err(ValidationError::io)?;
-        size += out.len() as u64;
-    }
-    if held_cr {
-        hasher.update(b"\r");
-        staged.write_all(b"\r").map_err(ValidationError::io)?;
-        size += 1;
+    let mut size = 0u64;
+    while canonical.refill().map_err(|e| read_error(e, limit))? {
+        hasher.update(&canonical.out);
+        staged
+            .write_all(&canonical.out)
+            .map_err(ValidationError::io)?;
+        size += canonical.out.len() as u64;
     }
     Ok((hasher.finalize(), size))
 }
@@ -180,25 +251,43 @@ pub fn stage(
 /// Reads the staged file's records in batches of (place, raw record).
 pub fn batches(path: &Path, format: Format) -> Result<Batches, ValidationError> {
     let file = File::open(path).map_err(ValidationError::io)?;
+    match format {
+        Format::Parquet => Ok(Box::new(crate::parquet::rows(file)?)),
+        _ => batches_of(file, format),
+    }
+}
+
+/// Reads the records of a text format from `reader` in batches.
+pub fn batches_of(
+    reader: impl Read + Send + 'static,
+    format: Format,
+) -> Result<Batches, ValidationError> {
     Ok(match format {
         Format::Jsonl => Box::new(JsonLines {
-            reader: BufReader::with_capacity(1 << 20, file),
+            reader: BufReader::with_capacity(1 << 20, Box::new(reader)),
             line: 0,
             through: 0,
         }),
         Format::Text | Format::Markdown => Box::new(TextParagraphs {
-            reader: BufReader::with_capacity(1 << 20, file),
+            reader: BufReader::with_capacity(1 << 20, Box::new(reader)),
             line: 0,
             through: 0,
             done: false,
         }),
-        Format::Csv => Box::new(CsvRows::new(file)?),
-        Format::Parquet => Box::new(crate::parquet::rows(file)?),
+        Format::Csv => Box::new(CsvRows::new(reader)?),
+        Format::Parquet => {
+            return Err(ValidationError::BadParquet(
+                "Parquet is read from a file, not a stream".into(),
+            ))
+        }
     })
 }
 
+/// A boxed byte source, so that files and canonicalising readers share the readers below.
+type Source = Box<dyn Read + Send>;
+
 struct JsonLines {
-    reader: BufReader<File>,
+    reader: BufReader<Source>,
     line: u64,
     through: u64,
 }
@@ -229,7 +318,7 @@ impl Iterator for JsonLines {
 }
 
 struct TextParagraphs {
-    reader: BufReader<File>,
+    reader: BufReader<Source>,
     line: u64,
     through: u64,
     done: bool,
@@ -291,13 +380,16 @@ fn text_record(text: &mut String) -> Raw {
 }
 
 struct CsvRows {
-    reader: csv::Reader<File>,
+    reader: csv::Reader<Source>,
     headers: Vec<String>,
 }
 
 impl CsvRows {
-    fn new(file: File) -> Result<Self, ValidationError> {
-        let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(file);
+    fn new(source: impl Read + Send + 'static) -> Result<Self, ValidationError> {
+        let source: Source = Box::new(source);
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(false)
+            .from_reader(source);
         let headers = reader.headers().map_err(csv_error)?;
         let headers: Vec<String> = headers.iter().map(str::to_string).collect();
         if headers.iter().all(String::is_empty) {
@@ -344,6 +436,9 @@ fn csv_error(e: csv::Error) -> ValidationError {
         csv::ErrorKind::Utf8 { .. } => ValidationError::NotUtf8 {
             place: Place::Line(line),
         },
+        csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::FileTooLarge => {
+            ValidationError::Io("over the size limit".into())
+        }
         csv::ErrorKind::Io(_) => ValidationError::Io(e.to_string()),
         _ => ValidationError::BadCsv {
             place: Place::Line(line),

@@ -34,6 +34,8 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error("blob store {0:?}: {1}")]
+    Location(String, String),
     #[error("blob store: {key} is not valid JSON: {source}")]
     Json {
         key: String,
@@ -55,6 +57,45 @@ impl Store {
             source,
         })?;
         Ok(Self::new(Arc::new(LocalFileSystem::new_with_prefix(dir)?)))
+    }
+
+    /// The store at `location`: a directory (or `file://` URL), or `s3://bucket[/prefix]` in
+    /// a build with the `s3` feature, configured by the usual `AWS_*` environment variables
+    /// (`AWS_ENDPOINT` for S3-compatible services such as MinIO).
+    pub fn open(location: &str) -> Result<Self, StoreError> {
+        if let Some(rest) = location.strip_prefix("s3://") {
+            return Self::s3(location, rest);
+        }
+        if location.contains("://") && !location.starts_with("file://") {
+            return Err(StoreError::Location(
+                location.into(),
+                "expected a directory, file:// or s3://".into(),
+            ));
+        }
+        Self::local(Path::new(location.trim_start_matches("file://")))
+    }
+
+    #[cfg(feature = "s3")]
+    fn s3(location: &str, rest: &str) -> Result<Self, StoreError> {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let bad = |e: object_store::Error| StoreError::Location(location.into(), e.to_string());
+        let s3 = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(bad)?;
+        Ok(if prefix.is_empty() {
+            Self::new(Arc::new(s3))
+        } else {
+            Self::new(Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)))
+        })
+    }
+
+    #[cfg(not(feature = "s3"))]
+    fn s3(location: &str, _rest: &str) -> Result<Self, StoreError> {
+        Err(StoreError::Location(
+            location.into(),
+            "this build has no S3 support (build with `--features s3`)".into(),
+        ))
     }
 
     /// A store over any `object_store` backend.

@@ -168,22 +168,95 @@ struct RecordCheck {
     near: Option<minhash::Match>,
 }
 
-/// Checks the records of the staged file at `path` (already hashed: `content_hash`, `bytes`),
-/// telling `progress` how many of its bytes have been read.
-pub fn check(
-    path: &Path,
+/// A staged and checked file.
+#[derive(Debug)]
+pub struct Validated {
+    pub content_hash: B256,
+    /// Canonical bytes.
+    pub size: u64,
+    /// The records' verdict (the report's hash and size are filled in).
+    pub checked: Result<Checked, ValidationError>,
+}
+
+/// Stages `source` into `staged` as canonical bytes, hashed, and checks its records. For the
+/// text formats both read the source at once (staging on its own thread), so hashing costs
+/// no extra time; Parquet is staged first and read back. Fails only if staging fails (too
+/// large, unreadable); the records' verdict is in [`Validated::checked`], so that a caller can
+/// look at the content hash (a file already contributed) before the verdict.
+pub fn stage_and_check(
+    source: &Path,
     format: Format,
-    (content_hash, bytes): (B256, u64),
+    staged: &Path,
     schema: &jsonschema::Validator,
     policy: &Policy,
     accepted: Option<&LshIndex>,
-    progress: &mut dyn FnMut(u64),
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Validated, ValidationError> {
+    let open = || std::fs::File::open(source).map_err(ValidationError::io);
+    let stage = || {
+        let mut out =
+            std::io::BufWriter::new(std::fs::File::create(staged).map_err(ValidationError::io)?);
+        let hashed = format::stage(&mut open()?, format, &mut out, policy.max_bytes)?;
+        std::io::Write::flush(&mut out).map_err(ValidationError::io)?;
+        Ok(hashed)
+    };
+    let (hashed, checked) = if format.is_text() {
+        std::thread::scope(|scope| {
+            let stager = scope.spawn(stage);
+            let checked = open().and_then(|file| {
+                let reader = format::Canonical::new(file, format, policy.max_bytes);
+                check(
+                    format::batches_of(reader, format)?,
+                    format,
+                    schema,
+                    policy,
+                    accepted,
+                    progress,
+                )
+            });
+            (stager.join().expect("staging does not panic"), checked)
+        })
+    } else {
+        let hashed = stage();
+        let checked = hashed.as_ref().map_err(Clone::clone).and_then(|_| {
+            check(
+                format::batches(staged, format)?,
+                format,
+                schema,
+                policy,
+                accepted,
+                progress,
+            )
+        });
+        (hashed, checked)
+    };
+    let (content_hash, size) = hashed?;
+    Ok(Validated {
+        content_hash,
+        size,
+        checked: checked.map(|mut c| {
+            c.report.content_hash = content_hash;
+            c.report.bytes = size;
+            c
+        }),
+    })
+}
+
+/// Checks a file's records, telling `progress` how far into the file (bytes) it has read.
+/// The report's content hash and size are left for the caller (zero here).
+pub fn check(
+    batches: format::Batches,
+    format: Format,
+    schema: &jsonschema::Validator,
+    policy: &Policy,
+    accepted: Option<&LshIndex>,
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Checked, ValidationError> {
     let mut report = Report {
         format,
-        bytes,
+        bytes: 0,
         records: 0,
-        content_hash,
+        content_hash: B256::ZERO,
         near_duplicates: 0,
         near_duplicate_examples: Vec::new(),
         secrets: 0,
@@ -198,7 +271,7 @@ pub fn check(
     let mut seen = HashSet::new();
     let mut total_chars = 0u64;
     let mut first_near: Option<NearDuplicate> = None;
-    for batch in format::batches(path, format)? {
+    for batch in batches {
         let batch = batch?;
         progress(batch.through);
         let checks: Vec<Result<RecordCheck, ValidationError>> = batch

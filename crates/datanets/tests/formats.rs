@@ -18,20 +18,23 @@ use std::{path::Path, sync::Arc};
 /// Stages and checks `bytes` as a `format` file; returns the records as read back.
 fn read(bytes: &[u8], format: Format) -> Result<Vec<(Place, Value)>, ValidationError> {
     let dir = tempfile::tempdir().unwrap();
-    let staged = dir.path().join("staged");
-    let mut out = std::fs::File::create(&staged).unwrap();
-    let hashed = format::stage(&mut &bytes[..], format, &mut out, 1 << 20)?;
-    drop(out);
+    let (source, staged) = (dir.path().join("source"), dir.path().join("staged"));
+    std::fs::write(&source, bytes).unwrap();
     let schema = jsonschema::validator_for(&json!({"type": "object"})).unwrap();
-    let checked = validate::check(
-        &staged,
+    let validated = validate::stage_and_check(
+        &source,
         format,
-        hashed,
+        &staged,
         &schema,
         &Policy::default(),
         None,
-        &mut |_| {},
+        &|_| {},
     )?;
+    let checked = validated.checked?;
+    assert_eq!(
+        checked.report.content_hash,
+        alloy_primitives::keccak256(std::fs::read(&staged).unwrap())
+    );
     let mut records = Vec::new();
     for batch in format::batches(&staged, format)? {
         for (place, raw) in batch?.records {

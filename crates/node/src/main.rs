@@ -158,6 +158,10 @@ struct NodeArgs {
     /// REST API address (datanets), served once the protocol's addresses are known.
     #[arg(long, default_value = "127.0.0.1:8080")]
     api_addr: SocketAddr,
+    /// Where datanet blobs live: a directory, or s3://bucket[/prefix] (a build with the `s3`
+    /// feature; AWS_* environment variables) [default: <data-dir>/datanets/blobs].
+    #[arg(long)]
+    blob_store: Option<String>,
     /// Prometheus metrics address (serves /metrics).
     #[arg(long, default_value = "127.0.0.1:9545")]
     metrics_addr: SocketAddr,
@@ -216,7 +220,14 @@ async fn run_node(args: NodeArgs) -> Result<()> {
     }
     let addresses_file = data_dir.join("protocol.json");
     if addresses_file.exists() {
-        let addr = serve_api(&node, &data_dir, &addresses_file, args.api_addr).await?;
+        let blobs = args.blob_store.clone().unwrap_or_else(|| {
+            data_dir
+                .join("datanets")
+                .join("blobs")
+                .display()
+                .to_string()
+        });
+        let addr = serve_api(&node, &data_dir, &addresses_file, &blobs, args.api_addr).await?;
         tracing::info!(api = %format!("http://{addr}/api"), "REST API running");
     } else {
         tracing::info!(
@@ -253,6 +264,7 @@ async fn serve_api(
     node: &Node,
     data_dir: &std::path::Path,
     addresses_file: &std::path::Path,
+    blobs: &str,
     addr: SocketAddr,
 ) -> Result<SocketAddr> {
     let addresses = Addresses::load(addresses_file)?;
@@ -260,7 +272,7 @@ async fn serve_api(
         .await?
         .with_addresses(addresses);
     let dir = data_dir.join("datanets");
-    let store = openledger_datanets::store::Store::local(&dir.join("blobs"))?;
+    let store = openledger_datanets::store::Store::open(blobs)?;
     let service = std::sync::Arc::new(openledger_datanets::Datanets::open(
         client,
         store,
