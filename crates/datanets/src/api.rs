@@ -13,7 +13,7 @@
 //! | `POST /api/datanets` | store schema and description → `createDatanet` call |
 //! | `GET /api/datanets/{id}` | a datanet, its description, schema and counts |
 //! | `GET /api/datanets/{id}/contributions` | its contributions |
-//! | `PUT /api/datanets/{id}/uploads?contributor=0x…&format=jsonl` | validate and store a file → upload (report, hash) |
+//! | `PUT /api/datanets/{id}/uploads?contributor=0x…&format=jsonl[&progress=true]` | validate and store a file → upload (report, hash); with `progress`, NDJSON progress lines first |
 //! | `POST /api/datanets/{id}/uploads/{hash}/metadata` | attach signed metadata → `contribute` call |
 //! | `GET /api/datanets/{id}/queue` | pending contributions with reports |
 //! | `POST /api/contributions/{id}/reviews` | store a reason (`{approve, reason}`) → `review` call |
@@ -150,6 +150,10 @@ async fn contributions(State(s): Shared, Path(id): Path<u64>) -> Answer {
 struct UploadQuery {
     contributor: Address,
     format: Format,
+    /// Answer as NDJSON: `{"progress": {stage, done, total}}` lines while the file is
+    /// checked, then `{"result": upload}` or `{"error": "…"}`.
+    #[serde(default)]
+    progress: bool,
 }
 
 async fn upload(
@@ -157,7 +161,7 @@ async fn upload(
     Path(id): Path<u64>,
     Query(q): Query<UploadQuery>,
     body: Body,
-) -> Answer {
+) -> Result<Response, ApiError> {
     s.sync().await?;
     s.datanet(id)?;
     // The body streams into a scratch file, refused as soon as it passes the size limit.
@@ -179,7 +183,41 @@ async fn upload(
     }
     file.flush()
         .map_err(|e| DatanetsError::Io(format!("staging an upload: {e}")))?;
-    to_json(s.upload(id, file.path(), q.format, q.contributor).await?)
+    if !q.progress {
+        return Ok(
+            to_json(s.upload(id, file.path(), q.format, q.contributor).await?)?.into_response(),
+        );
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let progress: crate::Progress = Arc::new(move |stage, done, total| {
+        let _ = tx.send(json!({"progress": {"stage": stage, "done": done, "total": total}}));
+    });
+    let task = tokio::spawn(async move {
+        let answer = s
+            .upload_reporting(id, file.path(), q.format, q.contributor, Some(progress))
+            .await;
+        drop(file);
+        match answer {
+            Ok(uploaded) => json!({"result": uploaded}),
+            Err(e) => json!({"error": e.to_string()}),
+        }
+    });
+    // Progress lines until the upload's observer is dropped, then its answer.
+    let lines = futures_util::stream::unfold((rx, Some(task)), |(mut rx, task)| async move {
+        if let Some(line) = rx.recv().await {
+            return Some((line, (rx, task)));
+        }
+        let answer = task?
+            .await
+            .unwrap_or_else(|e| json!({"error": e.to_string()}));
+        Some((answer, (rx, None)))
+    })
+    .map(|line| Ok::<_, std::convert::Infallible>(format!("{line}\n")));
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response())
 }
 
 async fn attach(

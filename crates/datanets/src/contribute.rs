@@ -8,7 +8,7 @@ use crate::{
     index::Status,
     metadata::{ContributionMetadata, SignedMetadata},
     minhash::{LshIndex, Signature, PERMUTATIONS},
-    service::{event_in, now, Datanets},
+    service::{event_in, now, Datanets, Progress},
     store::keys,
     validate::{self, Report},
     DatanetsError,
@@ -94,13 +94,14 @@ pub struct Contributed {
 }
 
 impl Datanets {
-    fn report(&self, what: &'static str) -> impl Fn(u64, u64) + Send + Sync + 'static {
-        let progress = self.progress.clone();
-        move |done, total| {
-            if let Some(p) = &progress {
-                p(what, done, total)
-            }
-        }
+    /// Tells the service's observer, and this call's if any, how `what` is going.
+    fn report(
+        &self,
+        what: &'static str,
+        call: Option<Progress>,
+    ) -> impl Fn(u64, u64) + Send + Sync + 'static {
+        let observers: Vec<Progress> = self.progress.iter().cloned().chain(call).collect();
+        move |done, total| observers.iter().for_each(|p| p(what, done, total))
     }
 
     /// Validates `file` (in `format`) as `contributor`'s contribution to `datanet` and stores
@@ -112,6 +113,19 @@ impl Datanets {
         file: &Path,
         format: Format,
         contributor: Address,
+    ) -> Result<Uploaded, DatanetsError> {
+        self.upload_reporting(datanet, file, format, contributor, None)
+            .await
+    }
+
+    /// [`Self::upload`], telling `progress` how checking goes.
+    pub async fn upload_reporting(
+        &self,
+        datanet: u64,
+        file: &Path,
+        format: Format,
+        contributor: Address,
+        progress: Option<Progress>,
     ) -> Result<Uploaded, DatanetsError> {
         self.sync().await?;
         let row = self.datanet(datanet)?;
@@ -125,7 +139,7 @@ impl Datanets {
         let total = std::fs::metadata(file)
             .map_err(|e| DatanetsError::Io(format!("opening {}: {e}", file.display())))?
             .len();
-        let checking = self.report("checking");
+        let checking = self.report("checking", progress);
         let (source, policy, path) = (
             file.to_path_buf(),
             self.policy.clone(),

@@ -311,15 +311,34 @@ async fn contribute(
     let bar = std::sync::Arc::new(Bar::new("uploading", size));
     let progress = bar.clone();
     let path = format!(
-        "/api/datanets/{id}/uploads?contributor={contributor}&format={}",
+        "/api/datanets/{id}/uploads?contributor={contributor}&format={}&progress=true",
         serde_json::to_value(format)?
             .as_str()
             .expect("formats are strings")
     );
+    // The upload's bar, then the server's checking bar once its first progress line comes.
+    let mut checking: Option<Bar> = None;
+    let uploading = bar.clone();
     let uploaded = api
-        .put_file(&path, file, move |sent| progress.set(sent))
+        .put_file(
+            &path,
+            file,
+            move |sent| progress.set(sent),
+            |line| {
+                let done = line["done"].as_u64().unwrap_or(0);
+                let total = line["total"].as_u64().unwrap_or(0);
+                let checking = checking.get_or_insert_with(|| {
+                    uploading.finish();
+                    Bar::new("checking ", total)
+                });
+                checking.set(done);
+            },
+        )
         .await;
-    bar.finish();
+    match &checking {
+        Some(checking) => checking.finish(),
+        None => bar.finish(),
+    }
     let uploaded: Uploaded =
         serde_json::from_value(uploaded?).context("the API's upload answer")?;
     let report = &uploaded.report;

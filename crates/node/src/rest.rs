@@ -36,31 +36,37 @@ impl Api {
         })
     }
 
-    async fn send(&self, method: Method, path: &str, body: Body, kind: &str) -> Result<Vec<u8>> {
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        kind: &str,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
         let url = format!("{}{path}", self.base);
         let request = Request::builder()
-            .method(method.clone())
+            .method(method)
             .uri(&url)
             .header("content-type", kind)
             .body(body)
             .expect("a valid request");
-        let response = self.client.request(request).await.map_err(|e| {
+        self.client.request(request).await.map_err(|e| {
             anyhow!("cannot reach the API at {url}: {e} (is `openledger node --dev` running?)")
-        })?;
+        })
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Body, kind: &str) -> Result<Vec<u8>> {
+        let response = self.request(method, path, body, kind).await?;
         let status = response.status();
         let bytes = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| anyhow!("reading the answer from {url}: {e}"))?
+            .map_err(|e| anyhow!("reading the answer to {path}: {e}"))?
             .to_bytes()
             .to_vec();
         if !status.is_success() {
-            let message = serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            anyhow::bail!("{message}");
+            anyhow::bail!("{}", error_message(&bytes));
         }
         Ok(bytes)
     }
@@ -92,12 +98,15 @@ impl Api {
         Self::json_of(&bytes, path)
     }
 
-    /// PUTs the file at `file` as the request body, telling `progress` how many bytes went.
+    /// PUTs the file at `file` as the request body, telling `progress` how many bytes went,
+    /// and reads an NDJSON answer: `{"progress": …}` lines go to `on_line`, and the
+    /// `{"result": …}` line is returned (an `{"error": …}` line fails).
     pub async fn put_file(
         &self,
         path: &str,
         file: &Path,
         progress: impl Fn(u64) + Send + Sync + 'static,
+        mut on_line: impl FnMut(&Value),
     ) -> Result<Value> {
         let handle = tokio::fs::File::open(file)
             .await
@@ -124,11 +133,48 @@ impl Api {
             })
         });
         let body = BodyExt::boxed(StreamBody::new(frames));
-        let bytes = self
-            .send(Method::PUT, path, body, "application/octet-stream")
+        let response = self
+            .request(Method::PUT, path, body, "application/octet-stream")
             .await?;
-        Self::json_of(&bytes, path)
+        let status = response.status();
+        let mut body = response.into_body();
+        let mut pending = Vec::new();
+        let mut all = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| anyhow!("reading the answer to {path}: {e}"))?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            if !status.is_success() {
+                all.extend_from_slice(data);
+                continue;
+            }
+            pending.extend_from_slice(data);
+            // Complete lines: progress goes to `on_line`, anything else is the answer.
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let value = Self::json_of(&line, path)?;
+                if let Some(p) = value.get("progress") {
+                    on_line(p);
+                } else if let Some(error) = value.get("error") {
+                    anyhow::bail!("{}", error.as_str().unwrap_or("the upload failed"));
+                } else {
+                    return Ok(value["result"].clone());
+                }
+            }
+        }
+        if !status.is_success() {
+            anyhow::bail!("{}", error_message(&all));
+        }
+        anyhow::bail!("the answer to {path} ended without a result")
     }
+}
+
+fn error_message(bytes: &[u8]) -> String {
+    serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned())
 }
 
 fn empty() -> Body {
