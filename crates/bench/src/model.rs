@@ -3,8 +3,10 @@
 //! aggregate decode tokens/s of a batch where every sequence runs on its own LoRA adapter,
 //! against the same batch with no adapters. Prints one JSON object.
 //!
-//! The peer (llama.cpp through llama-cpp-python, on the same GGUF file) is measured by
-//! `scripts/bench-model`, which runs this binary and `scripts/bench_model_peer.py` back to back.
+//! The peers, on the same GGUF file, are measured by `scripts/bench-model`, which runs this
+//! binary, `scripts/bench_model_peer.py` (llama.cpp through llama-cpp-python: prefill and
+//! decode) and `scripts/bench_model_train_peer.py` (PyTorch + transformers + peft: the same
+//! LoRA training) back to back.
 //!
 //! Usage: `model-bench [--model PATH] [--prompt-tokens 256] [--decode-tokens 128]
 //! [--batch 16] [--batch-steps 32] [--rank 8]`.
