@@ -135,7 +135,7 @@ impl Datanets {
             .suffix(".part")
             .tempfile_in(&self.staging)
             .map_err(|e| DatanetsError::Io(format!("staging: {e}")))?;
-        let near = Arc::new(self.accepted_index(datanet).await?);
+        let near = self.accepted_index(datanet).await?;
         let total = std::fs::metadata(file)
             .map_err(|e| DatanetsError::Io(format!("opening {}: {e}", file.display())))?
             .len();
@@ -398,12 +398,22 @@ impl Datanets {
     }
 
     /// The near-duplicate index of a datanet's accepted records.
-    async fn accepted_index(&self, datanet: u64) -> Result<LshIndex, DatanetsError> {
-        let mut index = LshIndex::new(self.policy.near_duplicate_threshold);
-        for c in self.index.contributions(datanet)? {
-            if c.status != Status::Accepted {
-                continue;
+    /// Kept per datanet and rebuilt only when its accepted set has changed.
+    async fn accepted_index(&self, datanet: u64) -> Result<Arc<LshIndex>, DatanetsError> {
+        let accepted: Vec<_> = self
+            .index
+            .contributions(datanet)?
+            .into_iter()
+            .filter(|c| c.status == Status::Accepted)
+            .collect();
+        let ids: Vec<u64> = accepted.iter().map(|c| c.id).collect();
+        if let Some((cached, index)) = self.near_cache.lock().expect("not poisoned").get(&datanet) {
+            if *cached == ids {
+                return Ok(index.clone());
             }
+        }
+        let mut index = LshIndex::new(self.policy.near_duplicate_threshold);
+        for c in &accepted {
             let key = keys::contribution(datanet, c.content_hash, "minhash.bin");
             if let Some(bytes) = self.store.get(&key).await? {
                 for sig in signatures_from(&bytes) {
@@ -411,6 +421,11 @@ impl Datanets {
                 }
             }
         }
+        let index = Arc::new(index);
+        self.near_cache
+            .lock()
+            .expect("not poisoned")
+            .insert(datanet, (ids, index.clone()));
         Ok(index)
     }
 }

@@ -59,8 +59,12 @@ pub struct Datanets {
     pub(crate) policy: Policy,
     pub(crate) staging: PathBuf,
     pub(crate) progress: Option<Progress>,
+    /// Near-duplicate indexes of accepted records, by datanet, with the accepted ids they hold.
+    pub(crate) near_cache: std::sync::Mutex<NearCache>,
     sync_lock: tokio::sync::Mutex<()>,
 }
+
+type NearCache = std::collections::HashMap<u64, (Vec<u64>, Arc<crate::minhash::LshIndex>)>;
 
 /// Hears how long work is going: (what, done, total), in bytes.
 pub type Progress = Arc<dyn Fn(&'static str, u64, u64) + Send + Sync>;
@@ -108,6 +112,7 @@ impl Datanets {
             policy,
             staging,
             progress: None,
+            near_cache: Default::default(),
             sync_lock: tokio::sync::Mutex::new(()),
         })
     }
