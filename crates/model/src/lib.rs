@@ -19,6 +19,7 @@
 pub mod chat;
 pub mod config;
 pub mod data;
+mod frozen;
 pub mod generate;
 pub mod gradients;
 pub mod llama;

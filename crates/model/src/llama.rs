@@ -4,7 +4,9 @@
 //! Shapes in comments: `b` batch, `s` new positions, `t` all cached positions, `h` query
 //! heads, `kv` key/value heads, `d` head width, `e` hidden size.
 
-use crate::{config::Config, lora::LoraAdapter, weights::Weights, ModelError};
+use crate::{
+    config::Config, frozen::frozen_matmul, lora::LoraAdapter, weights::Weights, ModelError,
+};
 use candle_core::{DType, Device, Tensor, D};
 use std::collections::HashMap;
 
@@ -32,7 +34,7 @@ impl Linear {
     /// low-rank terms of every sequence's own adapter in two batched products.
     fn forward(&self, x: &Tensor, lora: Option<&LoraBatch>) -> Result<Tensor> {
         let (b, s, inner) = x.dims3()?;
-        let y = x.reshape((b * s, inner))?.matmul(&self.wt)?;
+        let y = frozen_matmul(&x.reshape((b * s, inner))?, &self.wt)?;
         let y = match &self.bias {
             Some(bias) => y.broadcast_add(bias)?,
             None => y,
@@ -47,7 +49,7 @@ impl Linear {
 
     /// `(b, in)` to `(b, out)`, without adapters (the output head).
     fn forward_2d(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.matmul(&self.wt)?)
+        Ok(frozen_matmul(x, &self.wt)?)
     }
 
     /// Adds `sign · delta` `(out, in)` to the weight.
