@@ -7,13 +7,11 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::{max_diff, tiny_config, tiny_weights};
+use common::{default_model, max_diff, tiny_config, tiny_weights};
 use openledger_model::{
     generate::{Finish, Sampling},
     llama::{KvCache, Llama},
-    Model,
 };
-use std::path::PathBuf;
 
 #[test]
 fn cached_decoding_matches_one_full_pass() {
@@ -82,18 +80,6 @@ fn a_full_context_is_refused() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("64 positions"), "{err}");
-}
-
-fn default_model() -> Model {
-    let path = std::env::var_os("OPENLEDGER_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(openledger_model::default_model_path);
-    assert!(
-        path.exists(),
-        "no model at {}: run scripts/fetch-model first (or point OPENLEDGER_MODEL at a GGUF file)",
-        path.display()
-    );
-    Model::load(&path).unwrap()
 }
 
 #[test]

@@ -10,10 +10,11 @@
 //! 0.5 of llama.cpp's logits. A real bug (rotary layout, grouped heads, normalization, weight
 //! mapping) moves logits by whole units and changes most argmaxes.
 
+mod common;
+
 use candle_core::{Device, Tensor};
-use openledger_model::{llama::KvCache, Model};
+use openledger_model::llama::KvCache;
 use serde::Deserialize;
-use std::path::PathBuf;
 
 #[derive(Deserialize)]
 struct Fixture {
@@ -31,15 +32,7 @@ struct Case {
 
 #[test]
 fn logits_agree_with_llama_cpp() {
-    let path = std::env::var_os("OPENLEDGER_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(openledger_model::default_model_path);
-    assert!(
-        path.exists(),
-        "no model at {}: run scripts/fetch-model first",
-        path.display()
-    );
-    let model = Model::load(&path).unwrap();
+    let model = common::default_model();
     let fixture: Fixture =
         serde_json::from_str(include_str!("fixtures/llamacpp_logits.json")).unwrap();
     let (mut agree, mut total) = (0, 0);

@@ -20,7 +20,6 @@ use openledger_model::{
     llama::{KvCache, Llama, LoraBatch},
     lora::LoraAdapter,
     weights::load_safetensors_dir,
-    Model,
 };
 use serde::Deserialize;
 use std::{collections::HashMap, path::PathBuf};
@@ -59,15 +58,7 @@ struct Case {
 
 #[test]
 fn smollm2_logits_agree_with_transformers() {
-    let path = std::env::var_os("OPENLEDGER_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(openledger_model::default_model_path);
-    assert!(
-        path.exists(),
-        "no model at {}: run scripts/fetch-model first",
-        path.display()
-    );
-    let model = Model::load(&path).unwrap();
+    let model = common::default_model();
     let fixture: Fixture =
         serde_json::from_str(include_str!("fixtures/torch_logits.json")).unwrap();
     assert!(fixture.cases.len() >= 6);

@@ -3,12 +3,13 @@
 //! fall by a stated factor, the trained adapter must answer, and a run interrupted by a
 //! checkpoint and resumed must end exactly where an uninterrupted run ends.
 
+mod common;
+
 use openledger_model::{
     generate::Sampling,
     train::{Example, TrainConfig, Trainer},
     Model,
 };
-use std::path::PathBuf;
 
 const FACTS: [(&str, &str); 4] = [
     ("apple", "zorblax"),
@@ -53,15 +54,7 @@ fn config(total_steps: usize) -> TrainConfig {
 
 #[test]
 fn fine_tuning_learns_the_code_words_and_resumes_exactly() {
-    let path = std::env::var_os("OPENLEDGER_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(openledger_model::default_model_path);
-    assert!(
-        path.exists(),
-        "no model at {}: run scripts/fetch-model",
-        path.display()
-    );
-    let mut model = Model::load(&path).unwrap();
+    let mut model = common::default_model();
     let train = examples(&model, "What is the code word for {}?");
     let held_out = examples(&model, "Tell me the code word for {}.");
     let steps = 12;
@@ -129,15 +122,7 @@ fn fine_tuning_learns_the_code_words_and_resumes_exactly() {
 
 #[test]
 fn training_data_errors_name_the_line() {
-    let path = std::env::var_os("OPENLEDGER_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(openledger_model::default_model_path);
-    assert!(
-        path.exists(),
-        "no model at {}: run scripts/fetch-model",
-        path.display()
-    );
-    let model = Model::load(&path).unwrap();
+    let model = common::default_model();
     let parse = |text: &str| openledger_model::data::examples_from_jsonl(&model, text);
     let good = r#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}"#;
     let ok = parse(&format!(

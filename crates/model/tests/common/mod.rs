@@ -2,7 +2,22 @@
 #![allow(dead_code)]
 
 use candle_core::{Device, Tensor};
-use openledger_model::{config::Config, weights::Weights};
+use openledger_model::{config::Config, weights::Weights, Model};
+use std::path::PathBuf;
+
+/// The default model (SmolLM2-135M-Instruct from scripts/fetch-model), or the GGUF file that
+/// `OPENLEDGER_MODEL` names.
+pub fn default_model() -> Model {
+    let path = std::env::var_os("OPENLEDGER_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(openledger_model::default_model_path);
+    assert!(
+        path.exists(),
+        "no model at {}: run scripts/fetch-model first (or point OPENLEDGER_MODEL at a GGUF file)",
+        path.display()
+    );
+    Model::load(&path).unwrap()
+}
 
 /// A seeded pseudo-random tensor with values in `[-scale/2, scale/2)`, the same everywhere.
 pub fn random(seed: u64, shape: &[usize], scale: f32) -> Tensor {
