@@ -5,6 +5,7 @@
 use crate::{
     contribute::Call,
     index::{ContributionRow, DatanetRow, Index, Status},
+    merkle::VersionTree,
     metadata::{self, SignedMetadata},
     store::{keys, Store},
     validate::{Policy, Report},
@@ -61,6 +62,8 @@ pub struct Datanets {
     pub(crate) progress: Option<Progress>,
     /// Near-duplicate indexes of accepted records, by datanet, with the accepted ids they hold.
     pub(crate) near_cache: std::sync::Mutex<NearCache>,
+    /// Version trees already built, by version id.
+    pub(crate) trees: std::sync::Mutex<std::collections::HashMap<u64, Arc<VersionTree>>>,
     sync_lock: tokio::sync::Mutex<()>,
 }
 
@@ -113,6 +116,7 @@ impl Datanets {
             staging,
             progress: None,
             near_cache: Default::default(),
+            trees: Default::default(),
             sync_lock: tokio::sync::Mutex::new(()),
         })
     }

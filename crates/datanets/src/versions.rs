@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use openledger_protocol::{datanet_registry::DatanetRegistry, ProtocolClient};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::io::Write;
+use std::{io::Write, sync::Arc};
 
 /// A version's member list as stored beside it (named by its root).
 #[derive(Debug, Serialize, Deserialize)]
@@ -124,12 +124,20 @@ impl Datanets {
 
     /// A version's tree, rebuilt from its stored member list and checked against its root on
     /// chain.
-    async fn tree(&self, version: u64) -> Result<(crate::VersionRow, VersionTree), DatanetsError> {
+    /// Trees are kept once built: a version's members never change after its root is on
+    /// chain.
+    async fn tree(
+        &self,
+        version: u64,
+    ) -> Result<(crate::VersionRow, Arc<VersionTree>), DatanetsError> {
         self.sync().await?;
         let row = self
             .index
             .version(version)?
             .ok_or(DatanetsError::UnknownVersion(version))?;
+        if let Some(tree) = self.trees.lock().expect("not poisoned").get(&version) {
+            return Ok((row, tree.clone()));
+        }
         let key = keys::version(row.datanet, row.root);
         let bad = || DatanetsError::BadManifest {
             version,
@@ -140,6 +148,11 @@ impl Datanets {
         if tree.root() != row.root || tree.len() as u64 != row.count {
             return Err(bad());
         }
+        let tree = Arc::new(tree);
+        self.trees
+            .lock()
+            .expect("not poisoned")
+            .insert(version, tree.clone());
         Ok((row, tree))
     }
 

@@ -12,8 +12,6 @@
 
 mod common;
 
-use candle_core::{Device, Tensor};
-use openledger_model::llama::KvCache;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -43,16 +41,7 @@ fn logits_agree_with_llama_cpp() {
             "{:?}",
             case.prompt
         );
-        let input = Tensor::new(case.ids.as_slice(), &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let logits = model
-            .llama
-            .forward_all(&input, &mut KvCache::default())
-            .unwrap()
-            .squeeze(0)
-            .unwrap(); // (s, vocab)
+        let logits = common::all_logits(&model, &case.ids); // (s, vocab)
         let ours: Vec<u32> = logits.argmax(1).unwrap().to_vec1().unwrap();
         agree += ours
             .iter()

@@ -70,16 +70,7 @@ fn smollm2_logits_agree_with_transformers() {
             "token ids of {:?}",
             case.prompt
         );
-        let input = Tensor::new(case.ids.as_slice(), &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let logits = model
-            .llama
-            .forward_all(&input, &mut KvCache::default())
-            .unwrap()
-            .squeeze(0)
-            .unwrap(); // (s, vocab)
+        let logits = common::all_logits(&model, &case.ids); // (s, vocab)
         let rows: Vec<Vec<f32>> = logits.to_vec2().unwrap();
         let mut worst = 0f32;
         // Every position: the reference's most likely token has the reference's logit here,

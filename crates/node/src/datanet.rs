@@ -96,10 +96,7 @@ pub async fn run(
             .await
             .with_context(|| format!("connecting to {rpc_url}"))?;
         let info = api.get("/api/info").await?;
-        let chain_id = info["chain_id"]
-            .as_str()
-            .and_then(|s| U256::from_str_radix(s.trim_start_matches("0x"), 16).ok());
-        let chain_id = chain_id.or_else(|| info["chain_id"].as_u64().map(U256::from));
+        let chain_id: Option<U256> = serde_json::from_value(info["chain_id"].clone()).ok();
         if chain_id != Some(U256::from(client.chain_id())) {
             bail!(
                 "the API serves chain {} but {rpc_url} is chain {}",

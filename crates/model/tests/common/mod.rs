@@ -5,6 +5,20 @@ use candle_core::{Device, Tensor};
 use openledger_model::{config::Config, weights::Weights, Model};
 use std::path::PathBuf;
 
+/// The model's logits `(s, vocab)` at every position of `ids`, in one pass without a cache.
+pub fn all_logits(model: &Model, ids: &[u32]) -> Tensor {
+    let input = Tensor::new(ids, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    model
+        .llama
+        .forward_all(&input, &mut openledger_model::llama::KvCache::default())
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+}
+
 /// The default model (SmolLM2-135M-Instruct from scripts/fetch-model), or the GGUF file that
 /// `OPENLEDGER_MODEL` names.
 pub fn default_model() -> Model {
