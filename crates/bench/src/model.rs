@@ -1,7 +1,8 @@
 //! `model-bench`: the model engine's speed on the default model (SmolLM2-135M-Instruct, f32
 //! weights dequantized from its GGUF): prefill tokens/s, single-stream decode tokens/s, and
 //! aggregate decode tokens/s of a batch where every sequence runs on its own LoRA adapter,
-//! against the same batch with no adapters. Prints one JSON object.
+//! against the same batch with no adapters; and LoRA training tokens/s with its losses. Prints
+//! one JSON object.
 //!
 //! The peers, on the same GGUF file, are measured by `scripts/bench-model`, which runs this
 //! binary, `scripts/bench_model_peer.py` (llama.cpp through llama-cpp-python: prefill and
@@ -9,7 +10,7 @@
 //! LoRA training) back to back.
 //!
 //! Usage: `model-bench [--model PATH] [--prompt-tokens 256] [--decode-tokens 128]
-//! [--batch 16] [--batch-steps 32] [--rank 8]`.
+//! [--batch 16] [--batch-steps 32] [--rank 8] [--train-steps 3] [--train-only]`.
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -40,6 +41,9 @@ struct Args {
     /// Timed LoRA training steps (batch of 4 sequences of 128 tokens, rank 8 on q, k, v, o).
     #[arg(long, default_value_t = 3)]
     train_steps: usize,
+    /// Measure LoRA training only (skips prefill, decode and the adapter batch).
+    #[arg(long)]
+    train_only: bool,
 }
 
 /// The text prompts are cut from: plain English, repeated as needed.
@@ -122,6 +126,7 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let path = args
         .model
+        .clone()
         .unwrap_or_else(openledger_model::default_model_path);
     let model = Model::load(&path).with_context(|| format!("loading {}", path.display()))?;
     let llama = &model.llama;
@@ -131,6 +136,28 @@ fn main() -> Result<()> {
         "the prompt text is too short"
     );
 
+    let mut out = json!({
+        "engine": "openledger-model (candle, f32)",
+        "model": path.display().to_string(),
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    });
+    let fields = out.as_object_mut().expect("an object");
+    if !args.train_only {
+        fields.extend(serving(llama, &ids, &args)?);
+    }
+    let (train_tps, losses) = training(llama, &ids, args.train_steps)?;
+    fields.insert("train_losses".into(), losses.into());
+    fields.insert("lora_train_tokens_per_s".into(), train_tps.into());
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// Prefill, single-stream decode, and a batch decode with and without adapters.
+fn serving(
+    llama: &Llama,
+    ids: &[u32],
+    args: &Args,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
     let prompt_ids = &ids[..args.prompt_tokens];
     let prefill = fastest(3, || {
         llama.forward_last(&row(prompt_ids)?, &mut KvCache::default())?;
@@ -163,43 +190,21 @@ fn main() -> Result<()> {
     for _ in 0..2 {
         base_batch = base_batch.max(batch_decode(
             llama,
-            &ids,
+            ids,
             args.batch,
             args.batch_steps,
             None,
         )?);
         lora_batch = lora_batch.max(batch_decode(
             llama,
-            &ids,
+            ids,
             args.batch,
             args.batch_steps,
             Some(&lora),
         )?);
     }
 
-    // LoRA training: every token of four 128-token sequences learned, one optimizer step per
-    // batch, after one untimed warm-up step.
-    let train_examples: Vec<Example> = (0..4)
-        .map(|i| Example {
-            tokens: ids[i * 8..i * 8 + 128].to_vec(),
-            prompt_len: 0,
-        })
-        .collect();
-    let config = TrainConfig {
-        total_steps: args.train_steps + 1,
-        batch_size: 4,
-        ..TrainConfig::default()
-    };
-    let mut trainer = Trainer::new(llama, config)?;
-    trainer.train_steps(&train_examples, 1, |_| {})?;
-    let t = Instant::now();
-    trainer.train(&train_examples, |_| {})?;
-    let train_tps = (args.train_steps * 4 * 128) as f64 / t.elapsed().as_secs_f64();
-
     let out = json!({
-        "engine": "openledger-model (candle, f32)",
-        "model": path.display().to_string(),
-        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "prefill_tokens": args.prompt_tokens,
         "prefill_tokens_per_s": args.prompt_tokens as f64 / prefill,
         "decode_tokens": args.decode_tokens,
@@ -210,8 +215,30 @@ fn main() -> Result<()> {
         "batch_decode_no_adapters_tokens_per_s": base_batch,
         "batch_decode_each_own_adapter_tokens_per_s": lora_batch,
         "adapter_batch_ratio": lora_batch / base_batch,
-        "lora_train_tokens_per_s": train_tps,
     });
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+    Ok(out.as_object().expect("an object").clone())
+}
+
+/// LoRA training tokens/s and the timed steps' losses (to compare with the peer's).
+fn training(llama: &Llama, ids: &[u32], steps: usize) -> Result<(f64, Vec<f32>)> {
+    // LoRA training: every token of four 128-token sequences learned, one optimizer step per
+    // batch, after one untimed warm-up step.
+    let train_examples: Vec<Example> = (0..4)
+        .map(|i| Example {
+            tokens: ids[i * 8..i * 8 + 128].to_vec(),
+            prompt_len: 0,
+        })
+        .collect();
+    let config = TrainConfig {
+        total_steps: steps + 1,
+        batch_size: 4,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(llama, config)?;
+    trainer.train_steps(&train_examples, 1, |_| {})?;
+    let t = Instant::now();
+    let mut losses = Vec::new();
+    trainer.train(&train_examples, |p| losses.push(p.loss))?;
+    let train_tps = (steps * 4 * 128) as f64 / t.elapsed().as_secs_f64();
+    Ok((train_tps, losses))
 }

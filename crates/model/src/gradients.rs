@@ -1,10 +1,10 @@
 //! Per-example gradients of the LoRA weights, for Proof of Attribution, and their fixed-seed
 //! random projection to `k` dimensions.
 //!
-//! All examples' gradients come from one forward and one backward pass: every example gets
-//! its own copy of the adapter, stacked along the batch the way [`LoraBatch`] stacks adapters
-//! for serving, and the loss is the sum of the examples' own mean losses; the gradient of each
-//! copy is then exactly that example's gradient.
+//! All examples' gradients come from one forward and one backward pass of the hand-written
+//! training pass: the loss is the sum of the examples' own mean losses, and the adapters'
+//! gradients are summed over each sequence's rows separately, which is exactly each
+//! example's own gradient.
 //!
 //! The projection is a CountSketch: coordinate `i` of a gradient is added, with a sign, to one
 //! of the `k` outputs, both chosen by hashing `(seed, i)`. It needs no stored matrix (a dense
@@ -13,14 +13,12 @@
 //! expectation, which is what influence scores compare.
 
 use crate::{
-    llama::{Llama, LoraBatch},
+    backprop::{self, Batch, Workspace},
+    llama::Llama,
     lora::LoraAdapter,
-    loss::masked_cross_entropy,
-    train::{pad_batch, Example},
+    train::{longest, pad_rows, Example},
     ModelError,
 };
-use candle_core::{Tensor, Var};
-use std::collections::HashMap;
 
 type Result<T> = std::result::Result<T, ModelError>;
 
@@ -36,58 +34,49 @@ pub fn per_example_gradients(
     if b == 0 {
         return Ok(Vec::new());
     }
-    let len = examples.iter().map(|e| e.tokens.len()).max().unwrap_or(0);
-    if len < 2 {
-        return Err(ModelError::Train(
-            "every example needs at least two tokens".into(),
-        ));
+    let len = longest(examples)?;
+    let s = len - 1;
+    let (tokens, targets, mask) = pad_rows(examples.iter(), len);
+    // Each example's positions weighted by 1 / (its learned positions): the sum of the
+    // examples' mean losses.
+    let mut weights = mask;
+    for (i, row) in weights.chunks_mut(s).enumerate() {
+        let learned: f32 = row.iter().sum();
+        if learned == 0.0 {
+            return Err(ModelError::Train(format!(
+                "example {i} learns no position: every target is prompt or padding"
+            )));
+        }
+        row.iter_mut().for_each(|w| *w /= learned);
     }
-    let scale = adapter.config.scale();
+    let batch = Batch {
+        b,
+        s,
+        tokens,
+        targets,
+        weights,
+    };
+    let pass = backprop::run(
+        model,
+        adapter,
+        &batch,
+        true,
+        true,
+        &mut Workspace::default(),
+    )?;
+
     let mut modules: Vec<&String> = adapter.pairs.keys().collect();
     modules.sort();
-    // One copy of each module's Aᵀ and scale·Bᵀ per example.
-    let mut vars: Vec<(Var, Var)> = Vec::new();
-    let mut stacks = HashMap::new();
-    for module in &modules {
-        let pair = &adapter.pairs[*module];
-        let at = Tensor::stack(&vec![pair.a.t()?; b], 0)?.contiguous()?; // (b, in, r)
-        let bt = Tensor::stack(&vec![(pair.b.t()? * scale)?; b], 0)?.contiguous()?; // (b, r, out)
-        let (at, bt) = (Var::from_tensor(&at)?, Var::from_tensor(&bt)?);
-        stacks.insert(
-            (*module).clone(),
-            (at.as_tensor().clone(), bt.as_tensor().clone()),
-        );
-        vars.push((at, bt));
-    }
-    let lora = LoraBatch::from_stacks(stacks);
-
-    let (input, target, mask) = pad_batch(examples.iter(), len)?;
-    let logits = model.forward_train(&input, Some(&lora))?; // (b, s, vocab)
-                                                            // The sum of per-example means: each example's loss depends only on its own copy.
-    let mut total: Option<Tensor> = None;
-    for i in 0..b {
-        let li = masked_cross_entropy(
-            &logits.narrow(0, i, 1)?,
-            &target.narrow(0, i, 1)?,
-            &mask.narrow(0, i, 1)?,
-        )?;
-        total = Some(match total {
-            Some(t) => (t + li)?,
-            None => li,
-        });
-    }
-    let grads = total.expect("at least one example").backward()?;
-
     let mut out = vec![Vec::new(); b];
-    for (at, bt) in &vars {
-        let ga = grads.get(at).cloned().unwrap_or(at.zeros_like()?); // (b, in, r)
-        let gb = grads.get(bt).cloned().unwrap_or(bt.zeros_like()?); // (b, r, out)
+    for module in modules {
+        let (ga, gb) = pass
+            .grads
+            .get(module)
+            .ok_or_else(|| ModelError::Adapter(format!("no gradient for {module}")))?;
+        let (na, nb) = (ga.len() / b, gb.len() / b);
         for (i, row) in out.iter_mut().enumerate() {
-            // dL/dA = (dL/dAᵀ)ᵀ; dL/dB = scale·(dL/d(scale·Bᵀ))ᵀ
-            let a: Vec<f32> = ga.get(i)?.t()?.flatten_all()?.to_vec1()?;
-            let bgrad: Vec<f32> = (gb.get(i)?.t()? * scale)?.flatten_all()?.to_vec1()?;
-            row.extend(a);
-            row.extend(bgrad);
+            row.extend_from_slice(&ga[i * na..][..na]);
+            row.extend_from_slice(&gb[i * nb..][..nb]);
         }
     }
     Ok(out)

@@ -16,6 +16,7 @@
 //! - [`train`]: LoRA fine-tuning (AdamW, warmup + cosine, clipping, accumulation, checkpoints).
 //! - [`tokenizer`]: byte-level BPE built from a GGUF file's own metadata.
 
+mod backprop;
 pub mod chat;
 pub mod config;
 pub mod data;

@@ -172,6 +172,19 @@ struct Mlp {
 }
 
 impl Layer {
+    pub(crate) fn input_norm(&self) -> &Tensor {
+        &self.input_norm
+    }
+
+    pub(crate) fn post_norm(&self) -> &Tensor {
+        &self.post_norm
+    }
+
+    /// Each projection's `Wᵀ` `(in, out)` and bias, in [`Layer::projections`] order.
+    pub(crate) fn weights(&self) -> [(&Tensor, Option<&Tensor>); 7] {
+        self.projections().map(|p| (&p.wt, p.bias.as_ref()))
+    }
+
     /// The layer's adaptable projections, in a fixed order.
     fn projections(&self) -> [&Linear; 7] {
         let (a, m) = (&self.attn, &self.mlp);
@@ -192,7 +205,7 @@ impl Layer {
     }
 }
 
-struct Layer {
+pub(crate) struct Layer {
     input_norm: Tensor,
     attn: Attention,
     post_norm: Tensor,
@@ -269,6 +282,23 @@ impl Llama {
     /// The model's shape.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub(crate) fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    pub(crate) fn embed(&self) -> &Tensor {
+        &self.embed
+    }
+
+    pub(crate) fn final_norm(&self) -> &Tensor {
+        &self.norm
+    }
+
+    /// The output head's `Wᵀ` `(hidden, vocab)`.
+    pub(crate) fn head(&self) -> &Tensor {
+        &self.lm_head.wt
     }
 
     /// Runs `tokens` `(b, s)` after the positions already in `cache`, extends the cache, and

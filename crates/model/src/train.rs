@@ -4,9 +4,9 @@
 //! held-out split, and checkpoints that resume to exactly the same result.
 
 use crate::{
-    llama::{Llama, LoraBatch},
+    backprop::{self, Batch, Workspace},
+    llama::Llama,
     lora::{LoraAdapter, LoraConfig, LoraPair},
-    loss::masked_cross_entropy,
     ModelError,
 };
 use candle_core::{DType, Device, Tensor, Var};
@@ -87,6 +87,8 @@ pub struct Trainer<'m> {
     config: TrainConfig,
     params: Vec<Param>,
     step: usize,
+    /// The training pass's buffers, kept from step to step.
+    workspace: Workspace,
 }
 
 const BETAS: (f64, f64) = (0.9, 0.999);
@@ -134,6 +136,7 @@ impl<'m> Trainer<'m> {
             config,
             params,
             step: 0,
+            workspace: Workspace::default(),
         })
     }
 
@@ -182,11 +185,13 @@ impl<'m> Trainer<'m> {
     /// Mean loss of `examples` under the current adapter (no update).
     pub fn eval_loss(&self, examples: &[Example]) -> Result<f32> {
         let adapter = self.adapter();
+        let mut workspace = Workspace::default();
         let mut total = 0.0;
         let mut weight = 0.0;
         for chunk in examples.chunks(self.config.batch_size.max(1)) {
-            let (loss, learned) = self.batch_loss(&adapter, chunk)?;
-            total += loss.to_scalar::<f32>()? * learned;
+            let (batch, learned) = micro_batch(chunk)?;
+            let pass = backprop::run(self.model, &adapter, &batch, false, false, &mut workspace)?;
+            total += pass.loss as f32 * learned;
             weight += learned;
         }
         Ok(total / weight.max(1.0))
@@ -217,25 +222,43 @@ impl<'m> Trainer<'m> {
             // batches as an uninterrupted one.
             let batch = self.batch_for(self.step, examples, per_step);
             let adapter = self.adapter();
-            let mut sums: Vec<Option<(Tensor, Tensor)>> = vec![None; self.params.len()];
+            let mut sums: Vec<(Vec<f32>, Vec<f32>)> = self
+                .params
+                .iter()
+                .map(|p| (vec![0.0; p.a.elem_count()], vec![0.0; p.b.elem_count()]))
+                .collect();
             let mut loss_sum = 0.0;
             let mut tokens = 0usize;
+            let accum = self.config.grad_accum as f32;
             for micro in batch.chunks(self.config.batch_size) {
-                let (loss, _) = self.batch_loss(&adapter, micro)?;
-                loss_sum += loss.to_scalar::<f32>()?;
+                let (input, _) = micro_batch(micro)?;
+                let pass = backprop::run(
+                    self.model,
+                    &adapter,
+                    &input,
+                    true,
+                    false,
+                    &mut self.workspace,
+                )?;
+                loss_sum += pass.loss as f32;
                 tokens += micro.iter().map(|e| e.tokens.len()).sum::<usize>();
-                let grads = (loss / self.config.grad_accum as f64)?.backward()?;
-                for (sum, p) in sums.iter_mut().zip(&self.params) {
-                    let ga = grads.get(&p.a).cloned().unwrap_or(p.a.zeros_like()?);
-                    let gb = grads.get(&p.b).cloned().unwrap_or(p.b.zeros_like()?);
-                    *sum = Some(match sum.take() {
-                        Some((sa, sb)) => ((sa + ga)?, (sb + gb)?),
-                        None => (ga, gb),
-                    });
+                for ((sa, sb), p) in sums.iter_mut().zip(&self.params) {
+                    if let Some((ga, gb)) = pass.grads.get(&p.module) {
+                        sa.iter_mut().zip(ga).for_each(|(s, g)| *s += g / accum);
+                        sb.iter_mut().zip(gb).for_each(|(s, g)| *s += g / accum);
+                    }
                 }
             }
-            let grads: Vec<(Tensor, Tensor)> =
-                sums.into_iter().map(|s| s.expect("summed")).collect();
+            let grads: Vec<(Tensor, Tensor)> = sums
+                .into_iter()
+                .zip(&self.params)
+                .map(|((ga, gb), p)| {
+                    Ok((
+                        Tensor::from_vec(ga, p.a.shape(), &Device::Cpu)?,
+                        Tensor::from_vec(gb, p.b.shape(), &Device::Cpu)?,
+                    ))
+                })
+                .collect::<Result<_>>()?;
             let lr = self.learning_rate(self.step);
             self.apply(&grads, lr)?;
             self.step += 1;
@@ -268,31 +291,6 @@ impl<'m> Trainer<'m> {
             out.push(&examples[order[position % examples.len()]]);
         }
         out
-    }
-
-    /// The masked loss of a micro-batch (padded to its longest example) and how many
-    /// positions it learns from.
-    fn batch_loss(
-        &self,
-        adapter: &LoraAdapter,
-        examples: &[impl AsRef<Example>],
-    ) -> Result<(Tensor, f32)> {
-        let len = examples
-            .iter()
-            .map(|e| e.as_ref().tokens.len())
-            .max()
-            .unwrap_or(0);
-        if len < 2 {
-            return Err(ModelError::Train(
-                "every example needs at least two tokens".into(),
-            ));
-        }
-        let b = examples.len();
-        let (input, target, mask) = pad_batch(examples.iter().map(AsRef::as_ref), len)?;
-        let learned: f32 = mask.sum_all()?.to_scalar()?;
-        let lora = LoraBatch::new(vec![adapter], &vec![Some(0); b])?;
-        let logits = self.model.forward_train(&input, Some(&lora))?;
-        Ok((masked_cross_entropy(&logits, &target, &mask)?, learned))
     }
 
     /// One AdamW update with global-norm clipping.
@@ -380,14 +378,13 @@ impl<'m> Trainer<'m> {
     }
 }
 
-/// Input, target and loss mask `(b, len - 1)` for examples padded to `len` tokens: position
-/// `i` predicts token `i + 1`, learned only where that token is part of the answer (not the
-/// prompt, not padding).
-pub(crate) fn pad_batch<'e>(
-    examples: impl ExactSizeIterator<Item = &'e Example>,
+/// Input, target and loss mask, `(b, len - 1)` row-major, for examples padded to `len` tokens:
+/// position `i` predicts token `i + 1`, learned only where that token is part of the answer
+/// (not the prompt, not padding).
+pub(crate) fn pad_rows<'e>(
+    examples: impl Iterator<Item = &'e Example>,
     len: usize,
-) -> Result<(Tensor, Tensor, Tensor)> {
-    let b = examples.len();
+) -> (Vec<u32>, Vec<u32>, Vec<f32>) {
     let (mut input, mut target, mut mask) = (Vec::new(), Vec::new(), Vec::new());
     for e in examples {
         for i in 0..len - 1 {
@@ -401,11 +398,44 @@ pub(crate) fn pad_batch<'e>(
             });
         }
     }
-    Ok((
-        Tensor::from_vec(input, (b, len - 1), &Device::Cpu)?,
-        Tensor::from_vec(target, (b, len - 1), &Device::Cpu)?,
-        Tensor::from_vec(mask, (b, len - 1), &Device::Cpu)?,
-    ))
+    (input, target, mask)
+}
+
+/// The longest example's length, refusing batches that cannot predict anything.
+pub(crate) fn longest(examples: &[impl AsRef<Example>]) -> Result<usize> {
+    let len = examples
+        .iter()
+        .map(|e| e.as_ref().tokens.len())
+        .max()
+        .unwrap_or(0);
+    if len < 2 {
+        return Err(ModelError::Train(
+            "every example needs at least two tokens".into(),
+        ));
+    }
+    Ok(len)
+}
+
+/// A micro-batch padded to its longest example whose loss is the mean over its learned
+/// positions, and how many positions it learns from.
+fn micro_batch(examples: &[impl AsRef<Example>]) -> Result<(Batch, f32)> {
+    let len = longest(examples)?;
+    let (tokens, targets, mask) = pad_rows(examples.iter().map(AsRef::as_ref), len);
+    let learned: f32 = mask.iter().sum();
+    if learned == 0.0 {
+        return Err(ModelError::Train(
+            "no position is learned: every target is prompt or padding".into(),
+        ));
+    }
+    let weights = mask.iter().map(|m| m / learned).collect();
+    let batch = Batch {
+        b: examples.len(),
+        s: len - 1,
+        tokens,
+        targets,
+        weights,
+    };
+    Ok((batch, learned))
 }
 
 impl AsRef<Example> for Example {

@@ -7,6 +7,7 @@ mod common;
 use candle_core::{Device, Tensor, Var};
 use common::{random, tiny_config, tiny_weights};
 use openledger_model::{
+    config::Config,
     gradients::{per_example_gradients, Sketch},
     llama::{Llama, LoraBatch},
     lora::{LoraAdapter, LoraConfig, LoraPair},
@@ -33,20 +34,27 @@ fn examples() -> Vec<Example> {
 }
 
 /// Rank 4 on layer 0's q_proj and layer 1's down_proj (the tiny model: e = 32, mlp = 48).
-fn shapes() -> Vec<(&'static str, usize, usize)> {
+fn two_modules() -> Vec<(String, usize, usize)> {
     vec![
-        ("model.layers.0.self_attn.q_proj", 32, 32),
-        ("model.layers.1.mlp.down_proj", 48, 32),
+        ("model.layers.0.self_attn.q_proj".into(), 32, 32),
+        ("model.layers.1.mlp.down_proj".into(), 48, 32),
     ]
 }
 
-fn adapter_with(tensors: &[(Tensor, Tensor)]) -> LoraAdapter {
-    let pairs: HashMap<String, LoraPair> = shapes()
+/// Every projection of every layer, sorted by module name.
+fn every_module(model: &Llama) -> Vec<(String, usize, usize)> {
+    let mut all = model.projections();
+    all.sort();
+    all
+}
+
+fn adapter_with(shapes: &[(String, usize, usize)], tensors: &[(Tensor, Tensor)]) -> LoraAdapter {
+    let pairs: HashMap<String, LoraPair> = shapes
         .iter()
         .zip(tensors)
         .map(|((m, _, _), (a, b))| {
             (
-                m.to_string(),
+                m.clone(),
                 LoraPair {
                     a: a.clone(),
                     b: b.clone(),
@@ -54,8 +62,17 @@ fn adapter_with(tensors: &[(Tensor, Tensor)]) -> LoraAdapter {
             )
         })
         .collect();
+    let targets = [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ];
     LoraAdapter {
-        config: LoraConfig::new(4, 6.0, &["q_proj", "down_proj"]),
+        config: LoraConfig::new(4, 6.0, &targets),
         pairs,
     }
 }
@@ -64,18 +81,47 @@ fn adapter_with(tensors: &[(Tensor, Tensor)]) -> LoraAdapter {
 fn one_pass_per_example_gradients_equal_single_example_gradients() {
     let c = tiny_config();
     let model = Llama::new(c.clone(), &tiny_weights(&c)).unwrap();
-    let tensors: Vec<(Tensor, Tensor)> = shapes()
+    check_against_autograd(&model, &two_modules());
+}
+
+/// The same on every projection of a model with attention biases (Qwen2's layout): every
+/// kernel of the hand-written pass against candle's autograd.
+#[test]
+fn per_example_gradients_of_every_projection_with_biases_match_autograd() {
+    let c = Config {
+        attention_bias: true,
+        ..tiny_config()
+    };
+    let mut weights = tiny_weights(&c);
+    let kv = c.kv_heads() * c.head_dim();
+    for i in 0..c.num_hidden_layers {
+        for (k, (name, width)) in [("q_proj", c.hidden_size), ("k_proj", kv), ("v_proj", kv)]
+            .into_iter()
+            .enumerate()
+        {
+            let bias = random(200 + (i * 3 + k) as u64, &[width], 0.4);
+            weights.insert(format!("model.layers.{i}.self_attn.{name}.bias"), bias);
+        }
+    }
+    let model = Llama::new(c, &weights).unwrap();
+    check_against_autograd(&model, &every_module(&model));
+}
+
+/// Compares [`per_example_gradients`] on `examples()` with the gradient of each example
+/// alone through candle's autograd, for a seeded rank-4 adapter on `shapes`.
+fn check_against_autograd(model: &Llama, shapes: &[(String, usize, usize)]) {
+    let tensors: Vec<(Tensor, Tensor)> = shapes
         .iter()
         .enumerate()
         .map(|(i, (_, inp, out))| {
             (
                 random(90 + i as u64, &[4, *inp], 0.6),
-                random(95 + i as u64, &[*out, 4], 0.6),
+                random(950 + i as u64, &[*out, 4], 0.6),
             )
         })
         .collect();
-    let adapter = adapter_with(&tensors);
-    let batched = per_example_gradients(&model, &adapter, &examples()).unwrap();
+    let adapter = adapter_with(shapes, &tensors);
+    let batched = per_example_gradients(model, &adapter, &examples()).unwrap();
     assert_eq!(batched.len(), 3);
 
     for (e, got) in examples().iter().zip(&batched) {
@@ -88,7 +134,7 @@ fn one_pass_per_example_gradients_equal_single_example_gradients() {
             .iter()
             .map(|(a, b)| (a.as_tensor().clone(), b.as_tensor().clone()))
             .collect();
-        let single = adapter_with(&live);
+        let single = adapter_with(shapes, &live);
         let lora = LoraBatch::new(vec![&single], &[Some(0)]).unwrap();
         let n = e.tokens.len();
         let input = Tensor::new(&e.tokens[..n - 1], &Device::Cpu)
@@ -112,26 +158,12 @@ fn one_pass_per_example_gradients_equal_single_example_gradients() {
             .backward()
             .unwrap();
         let mut expected = Vec::new();
-        // shapes() is already in module-name order.
+        // `shapes` is in module-name order, as the gradients are.
         for (a, b) in &vars {
-            expected.extend(
-                grads
-                    .get(a)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap(),
-            );
-            expected.extend(
-                grads
-                    .get(b)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap(),
-            );
+            for v in [a, b] {
+                let g = grads.get(v).expect("every adapted weight has a gradient");
+                expected.extend(g.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            }
         }
         assert_eq!(got.len(), expected.len());
         let worst = got
