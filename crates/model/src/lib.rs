@@ -25,6 +25,7 @@ pub mod generate;
 pub mod gradients;
 pub mod llama;
 pub mod lora;
+mod lora_add;
 pub mod loss;
 pub mod model;
 pub mod tokenizer;

@@ -5,7 +5,8 @@
 //! heads, `kv` key/value heads, `d` head width, `e` hidden size.
 
 use crate::{
-    config::Config, frozen::frozen_matmul, lora::LoraAdapter, weights::Weights, ModelError,
+    config::Config, frozen::frozen_matmul, lora::LoraAdapter, lora_add::lora_add, weights::Weights,
+    ModelError,
 };
 use candle_core::{DType, Device, Tensor, D};
 use std::collections::HashMap;
@@ -42,7 +43,7 @@ impl Linear {
         let y = y.reshape((b, s, self.wt.dim(1)?))?;
         match lora.and_then(|l| l.stacks.get(&self.name)) {
             // (b, s, in)·(b, in, r) → (b, s, r); ·(b, r, out) → (b, s, out)
-            Some((at, bt)) => Ok((y + x.matmul(at)?.matmul(bt)?)?),
+            Some((at, bt)) => Ok(lora_add(&y, x, at, bt)?),
             None => Ok(y),
         }
     }
@@ -127,13 +128,6 @@ impl LoraBatch {
             );
         }
         Ok(Self { stacks })
-    }
-
-    /// A batch from ready stacks: per module, `Aᵀ` `(b, in, r)` and `scale·Bᵀ` `(b, r, out)`
-    /// (for example `Var`s holding one copy of an adapter per sequence, whose gradients are
-    /// then each sequence's own).
-    pub fn from_stacks(stacks: HashMap<String, (Tensor, Tensor)>) -> Self {
-        Self { stacks }
     }
 }
 

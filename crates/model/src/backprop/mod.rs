@@ -13,7 +13,7 @@
 //! `Llama::forward_train` with candle's autograd stays as the reference this pass is tested
 //! against (`tests/backprop.rs`).
 
-mod kernels;
+pub(crate) mod kernels;
 
 use crate::{config::Config, llama::Llama, lora::LoraAdapter, ModelError};
 use candle_core::{CpuStorage, Storage, Tensor};
