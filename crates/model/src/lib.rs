@@ -13,8 +13,10 @@
 //! - [`loss`]: the causal language-modelling loss with masked (prompt) positions.
 //! - [`lora`]: LoRA adapters in PEFT's file layout; batches where each sequence has its own.
 //! - [`model`]: [`Model`], a loaded model with its tokenizer, and streaming completion.
-//! - [`train`]: LoRA fine-tuning (AdamW, warmup + cosine, clipping, accumulation, checkpoints).
-//! - [`tokenizer`]: byte-level BPE built from a GGUF file's own metadata.
+//! - [`train`]: LoRA fine-tuning (AdamW, warmup + cosine, clipping, accumulation, checkpoints),
+//!   on the hand-written forward and backward pass of `backprop`.
+//! - [`tokenizer`]: byte-level BPE built from a GGUF file's own metadata, or a model
+//!   directory's `tokenizer.json`.
 
 mod backprop;
 pub mod chat;

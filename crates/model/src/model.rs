@@ -32,8 +32,10 @@ pub struct Completion {
 }
 
 impl Model {
-    /// Loads a GGUF file: weights dequantized to f32, the tokenizer and chat template from its
-    /// metadata.
+    /// Loads a GGUF file (weights dequantized to f32, the tokenizer and chat template from its
+    /// metadata) or a Hugging Face model directory (`config.json`, `*.safetensors`,
+    /// `tokenizer.json`, and the chat template from `tokenizer_config.json` or
+    /// `chat_template.jinja`).
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         if !path.exists() {
             return Err(ModelError::Format(format!(
@@ -42,11 +44,17 @@ impl Model {
             )));
         }
         if path.is_dir() {
-            return Err(ModelError::Format(format!(
-                "{} is a directory: loading Hugging Face directories (safetensors with \
-                 tokenizer.json) is not supported yet; pass a .gguf file",
-                path.display()
-            )));
+            let (config, weights) = crate::weights::load_safetensors_dir(path)?;
+            let tokenizer = Tokenizer::from_hf_dir(path, &config)
+                .map_err(|e| ModelError::Format(format!("tokenizer: {e}")))?;
+            let chat_template = crate::tokenizer::chat_template(path)
+                .map_err(|e| ModelError::Format(format!("chat template: {e}")))?;
+            return Ok(Self {
+                llama: Llama::new(config, &weights)?,
+                tokenizer,
+                chat_template,
+                adapter: None,
+            });
         }
         let gguf = load_gguf(path)?;
         let tokenizer = Tokenizer::from_gguf(&gguf.metadata)

@@ -297,7 +297,8 @@ pub fn train(args: TrainArgs) -> Result<()> {
 }
 
 /// Folds an adapter into the base weights and writes the result as a Hugging Face directory
-/// (`config.json` + `model.safetensors`, f32).
+/// (`config.json`, `model.safetensors` in f32, `tokenizer.json`, `tokenizer_config.json` with
+/// the chat template) that `--model` and `transformers` load.
 pub fn merge(model: Option<PathBuf>, adapter: PathBuf, out: PathBuf) -> Result<()> {
     let mut model = load(model, None)?;
     let adapter = LoraAdapter::load(&adapter)
@@ -305,7 +306,11 @@ pub fn merge(model: Option<PathBuf>, adapter: PathBuf, out: PathBuf) -> Result<(
     model.llama.merge(&adapter, 1.0)?;
     openledger_model::weights::save_safetensors_dir(&out, model.config(), &model.llama.weights()?)
         .with_context(|| format!("writing {}", out.display()))?;
-    eprintln!("model: merged weights written to {}", out.display());
+    model
+        .tokenizer
+        .save_hf(&out, model.chat_template.as_deref())
+        .with_context(|| format!("writing the tokenizer to {}", out.display()))?;
+    eprintln!("model: merged model written to {}", out.display());
     Ok(())
 }
 

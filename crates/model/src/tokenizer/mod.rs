@@ -1,5 +1,7 @@
 //! A byte-level BPE tokenizer built from a GGUF file's own metadata, matching Hugging Face
-//! `tokenizers` id for id on the default model (SmolLM2-135M-Instruct).
+//! `tokenizers` id for id on the default model (SmolLM2-135M-Instruct); or, for a Hugging Face
+//! model directory, its `tokenizer.json` through the `tokenizers` crate (`hf`), which also
+//! writes a GGUF tokenizer out as `tokenizer.json` for merged models.
 //!
 //! Encoding runs as HF's pipeline does for SmolLM2's `tokenizer.json`:
 //!
@@ -12,6 +14,7 @@
 //! The tokenizer is `Send + Sync`: its cache is split in `RwLock`ed shards that readers share.
 
 mod bpe;
+mod hf;
 mod pretokenize;
 
 use std::collections::HashMap;
@@ -19,6 +22,7 @@ use std::collections::HashMap;
 use candle_core::quantized::gguf_file::Value;
 
 use bpe::Bpe;
+pub use hf::chat_template;
 
 /// GGUF `tokenizer.ggml.token_type` values (llama.cpp's `llama_token_type`).
 const TYPE_CONTROL: i64 = 3;
@@ -52,6 +56,8 @@ pub enum TokenizerError {
     },
     #[error("tokenizer.ggml.token_type has {types} entries for {tokens} tokens")]
     TokenTypeCount { types: usize, tokens: usize },
+    #[error("{path}: {problem}")]
+    File { path: String, problem: String },
 }
 
 /// A byte-level BPE tokenizer. Build it with [`Tokenizer::from_gguf`].
@@ -62,20 +68,39 @@ pub struct Tokenizer {
     bytes: Vec<u8>,
     offsets: Vec<usize>,
     special: Vec<bool>,
-    /// Tokens matched literally in the text, longest first.
-    literals: Vec<(String, u32)>,
-    /// `literal_first[b]`: whether some literal starts with byte `b`.
-    literal_first: [bool; 256],
-    bpe: Bpe,
+    encoder: Encoder,
     bos: u32,
     eos: u32,
+}
+
+/// How text becomes ids.
+#[allow(clippy::large_enum_variant)] // one per tokenizer: its size does not matter
+enum Encoder {
+    /// Our byte-level BPE, from GGUF metadata.
+    Own {
+        /// Tokens matched literally in the text, longest first.
+        literals: Vec<(String, u32)>,
+        /// `literal_first[b]`: whether some literal starts with byte `b`.
+        literal_first: [bool; 256],
+        bpe: Bpe,
+        /// The merges as GGUF spells them (`Ġ t`), kept to write a `tokenizer.json`.
+        merges: Vec<String>,
+    },
+    /// Hugging Face `tokenizers`, from a model directory's `tokenizer.json`.
+    Hf(Box<tokenizers::Tokenizer>),
 }
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tokenizer")
             .field("vocab_size", &self.vocab_size())
-            .field("literals", &self.literals.len())
+            .field(
+                "encoder",
+                &match self.encoder {
+                    Encoder::Own { .. } => "gguf",
+                    Encoder::Hf(_) => "tokenizer.json",
+                },
+            )
             .field("bos", &self.bos)
             .field("eos", &self.eos)
             .finish()
@@ -194,7 +219,8 @@ impl Tokenizer {
             });
         }
 
-        let merges = strings(md, "tokenizer.ggml.merges")?
+        let merge_names = strings(md, "tokenizer.ggml.merges")?;
+        let merges = merge_names
             .iter()
             .enumerate()
             .map(|(index, merge)| {
@@ -253,46 +279,48 @@ impl Tokenizer {
             vocab,
             bytes,
             offsets,
-            literals,
-            literal_first,
-            bpe: Bpe::new(byte_ids, &merges),
+            encoder: Encoder::Own {
+                literals,
+                literal_first,
+                bpe: Bpe::new(byte_ids, &merges),
+                merges: merge_names.iter().map(|m| (*m).to_owned()).collect(),
+            },
         })
     }
 
     /// The ids of `text`. Special tokens written in it (`<|im_start|>`...) become their ids; no
-    /// BOS is added (SmolLM2's GGUF says `add_bos_token = false`).
+    /// BOS is added (SmolLM2's GGUF says `add_bos_token = false`; chat templates write it).
     pub fn encode(&self, text: &str) -> Vec<u32> {
+        let (literals, literal_first, bpe) = match &self.encoder {
+            Encoder::Own {
+                literals,
+                literal_first,
+                bpe,
+                ..
+            } => (literals, literal_first, bpe),
+            // A tokenizer.json that cannot encode is refused when it is loaded; should one
+            // fail on some text later, the empty result is refused as an empty prompt.
+            Encoder::Hf(tk) => {
+                return tk
+                    .encode(text, false)
+                    .map(|e| e.get_ids().to_vec())
+                    .unwrap_or_default()
+            }
+        };
         let mut out = Vec::with_capacity(text.len() / 4 + 1);
         let mut rest = text;
-        while let Some((start, len, id)) = self.find_literal(rest) {
-            self.encode_plain(&rest[..start], &mut out);
+        let plain = |text: &str, out: &mut Vec<u32>| {
+            for piece in pretokenize::pieces(text) {
+                bpe.encode_piece(piece.as_bytes(), out);
+            }
+        };
+        while let Some((start, len, id)) = find_literal(literals, literal_first, rest) {
+            plain(&rest[..start], &mut out);
             out.push(id);
             rest = &rest[start + len..];
         }
-        self.encode_plain(rest, &mut out);
+        plain(rest, &mut out);
         out
-    }
-
-    /// Encodes text that holds no literal tokens.
-    fn encode_plain(&self, text: &str, out: &mut Vec<u32>) {
-        for piece in pretokenize::pieces(text) {
-            self.bpe.encode_piece(piece.as_bytes(), out);
-        }
-    }
-
-    /// The leftmost literal token in `text` (the longest one there): its byte offset, length, id.
-    fn find_literal(&self, text: &str) -> Option<(usize, usize, u32)> {
-        let bytes = text.as_bytes();
-        bytes
-            .iter()
-            .enumerate()
-            .filter(|(_, &b)| self.literal_first[b as usize])
-            .find_map(|(i, _)| {
-                self.literals
-                    .iter()
-                    .find(|(lit, _)| bytes[i..].starts_with(lit.as_bytes()))
-                    .map(|(lit, id)| (i, lit.len(), *id))
-            })
     }
 
     /// The text of `ids`; bytes that do not form UTF-8 (a sequence cut short) become U+FFFD.
@@ -338,6 +366,25 @@ impl Tokenizer {
     pub fn is_special(&self, id: u32) -> bool {
         self.special.get(id as usize).copied().unwrap_or(false)
     }
+}
+
+/// The leftmost literal token in `text` (the longest one there): its byte offset, length, id.
+fn find_literal(
+    literals: &[(String, u32)],
+    literal_first: &[bool; 256],
+    text: &str,
+) -> Option<(usize, usize, u32)> {
+    let bytes = text.as_bytes();
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| literal_first[b as usize])
+        .find_map(|(i, _)| {
+            literals
+                .iter()
+                .find(|(lit, _)| bytes[i..].starts_with(lit.as_bytes()))
+                .map(|(lit, id)| (i, lit.len(), *id))
+        })
 }
 
 /// Turns tokens into text one at a time, holding back the bytes of a UTF-8 char until the token
