@@ -30,6 +30,7 @@ pub mod lora;
 mod lora_add;
 pub mod loss;
 pub mod model;
+mod q8;
 pub mod tokenizer;
 pub mod train;
 pub mod weights;

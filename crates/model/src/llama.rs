@@ -5,8 +5,8 @@
 //! heads, `kv` key/value heads, `d` head width, `e` hidden size.
 
 use crate::{
-    config::Config, frozen::frozen_matmul, lora::LoraAdapter, lora_add::lora_add, weights::Weights,
-    ModelError,
+    config::Config, frozen::frozen_matmul, lora::LoraAdapter, lora_add::lora_add, q8::Q8,
+    weights::Weights, ModelError,
 };
 use candle_core::{DType, Device, Tensor, D};
 use std::collections::HashMap;
@@ -20,6 +20,9 @@ struct Linear {
     name: String,
     wt: Tensor,
     bias: Option<Tensor>,
+    /// An 8-bit copy of `W` `(out, in)` for decode steps, if asked for (see
+    /// [`Llama::set_quantized_decode`]).
+    q8: Option<Q8>,
 }
 
 impl Linear {
@@ -28,14 +31,40 @@ impl Linear {
             name: name.to_string(),
             wt: weight.t()?.contiguous()?,
             bias,
+            q8: None,
         })
+    }
+
+    /// Builds (or drops) the 8-bit copy; widths that are not whole blocks keep f32 only.
+    fn set_q8(&mut self, on: bool) -> Result<()> {
+        let (inp, out) = self.wt.dims2()?;
+        self.q8 = if on && inp.is_multiple_of(crate::q8::BLOCK) {
+            let w: Vec<f32> = self.wt.t()?.contiguous()?.flatten_all()?.to_vec1()?;
+            Some(Q8::quantize(&w, out, inp))
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// `(n, in)·Wᵀ`: on the 8-bit copy for a decode step that carries no gradient, else f32.
+    fn product(&self, x: &Tensor, decode: bool) -> Result<Tensor> {
+        let (n, _) = x.dims2()?;
+        match &self.q8 {
+            Some(q8) if decode && n <= QUANTIZED_DECODE_MAX_BATCH && !x.track_op() => {
+                let values: Vec<f32> = x.flatten_all()?.to_vec1()?;
+                let y = q8.matmul(&values, n);
+                Ok(Tensor::from_vec(y, (n, self.wt.dim(1)?), x.device())?)
+            }
+            _ => Ok(frozen_matmul(x, &self.wt)?),
+        }
     }
 
     /// `(b, s, in)` to `(b, s, out)`: the base projection once for the whole batch, then the
     /// low-rank terms of every sequence's own adapter in two batched products.
-    fn forward(&self, x: &Tensor, lora: Option<&LoraBatch>) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, lora: Option<&LoraBatch>, decode: bool) -> Result<Tensor> {
         let (b, s, inner) = x.dims3()?;
-        let y = frozen_matmul(&x.reshape((b * s, inner))?, &self.wt)?;
+        let y = self.product(&x.reshape((b * s, inner))?, decode)?;
         let y = match &self.bias {
             Some(bias) => y.broadcast_add(bias)?,
             None => y,
@@ -49,14 +78,15 @@ impl Linear {
     }
 
     /// `(b, in)` to `(b, out)`, without adapters (the output head).
-    fn forward_2d(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(frozen_matmul(x, &self.wt)?)
+    fn forward_2d(&self, x: &Tensor, decode: bool) -> Result<Tensor> {
+        self.product(x, decode)
     }
 
-    /// Adds `sign · delta` `(out, in)` to the weight.
+    /// Adds `sign · delta` `(out, in)` to the weight (and to its 8-bit copy if it has one).
     fn add_delta(&mut self, delta: &Tensor, sign: f64) -> Result<()> {
         self.wt = (&self.wt + (delta.t()? * sign)?)?.contiguous()?;
-        Ok(())
+        let quantized = self.q8.is_some();
+        self.set_q8(quantized)
     }
 }
 
@@ -313,10 +343,11 @@ impl Llama {
         cache: &mut KvCache,
         lora: Option<&LoraBatch>,
     ) -> Result<Tensor> {
+        let decode = is_decode_step(tokens, cache)?;
         let hidden = self.hidden(tokens, cache, lora)?; // (b, s, e)
         let s = hidden.dim(1)?;
         let last = hidden.narrow(1, s - 1, 1)?.squeeze(1)?; // (b, e)
-        self.lm_head.forward_2d(&last)
+        self.lm_head.forward_2d(&last, decode)
     }
 
     /// [`Llama::forward_all`] with each sequence on its own adapter (or none).
@@ -326,9 +357,12 @@ impl Llama {
         cache: &mut KvCache,
         lora: Option<&LoraBatch>,
     ) -> Result<Tensor> {
+        let decode = is_decode_step(tokens, cache)?;
         let hidden = self.hidden(tokens, cache, lora)?;
         let (b, s, e) = hidden.dims3()?;
-        let logits = self.lm_head.forward_2d(&hidden.reshape((b * s, e))?)?;
+        let logits = self
+            .lm_head
+            .forward_2d(&hidden.reshape((b * s, e))?, decode)?;
         Ok(logits.reshape((b, s, self.config.vocab_size))?)
     }
 
@@ -407,8 +441,38 @@ impl Llama {
     pub fn forward_train(&self, tokens: &Tensor, lora: Option<&LoraBatch>) -> Result<Tensor> {
         let hidden = self.run(tokens, &mut KvCache::default(), lora, true)?;
         let (b, s, e) = hidden.dims3()?;
-        let logits = self.lm_head.forward_2d(&hidden.reshape((b * s, e))?)?;
+        let logits = self
+            .lm_head
+            .forward_2d(&hidden.reshape((b * s, e))?, false)?;
         Ok(logits.reshape((b, s, self.config.vocab_size))?)
+    }
+
+    /// Decode steps of up to four sequences on 8-bit copies of the projection and head weights
+    /// (`on`; blocks of 32 with a scale, llama.cpp's Q8_0), or on the f32 weights (`off`, the
+    /// default). A decode
+    /// step reads every weight once, so a copy a quarter the size makes it several times
+    /// faster; its logits differ from the f32 pass by the rounding of the weights to 8 bits
+    /// (`tests/generate.rs` bounds it). Prefill, batches and training stay on f32.
+    pub fn set_quantized_decode(&mut self, on: bool) -> Result<()> {
+        let layers: Vec<Result<()>> = {
+            use rayon::prelude::*;
+            self.layers
+                .par_iter_mut()
+                .map(|layer| {
+                    for linear in layer.projections_mut() {
+                        linear.set_q8(on)?;
+                    }
+                    Ok(())
+                })
+                .collect()
+        };
+        layers.into_iter().collect::<Result<()>>()?;
+        self.lm_head.set_q8(on)
+    }
+
+    /// Whether decode steps run on 8-bit copies.
+    pub fn quantized_decode(&self) -> bool {
+        self.lm_head.q8.is_some()
     }
 
     /// Folds `adapter` into the base weights (`sign` 1.0), or takes it back out (-1.0).
@@ -454,11 +518,13 @@ impl Llama {
             .embed
             .index_select(&tokens.flatten_all()?, 0)?
             .reshape((b, s, self.config.hidden_size))?;
+        let decode = is_decode_step(tokens, cache)?;
         let at = Positions {
             cos: self.cos.narrow(0, start, s)?,
             sin: self.sin.narrow(0, start, s)?,
             mask: causal_mask(s, start, x.device())?,
             grad,
+            decode,
         };
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let h = rms_norm(&x, &layer.input_norm, self.config.rms_norm_eps, grad)?;
@@ -466,9 +532,10 @@ impl Llama {
             x = (x + h)?;
             let h = rms_norm(&x, &layer.post_norm, self.config.rms_norm_eps, grad)?;
             let m = &layer.mlp;
-            let h =
-                (candle_nn::ops::silu(&m.gate.forward(&h, lora)?)? * m.up.forward(&h, lora)?)?;
-            x = (x + m.down.forward(&h, lora)?)?;
+            let gate = m.gate.forward(&h, lora, decode)?;
+            let up = m.up.forward(&h, lora, decode)?;
+            let h = (candle_nn::ops::silu(&gate)? * up)?;
+            x = (x + m.down.forward(&h, lora, decode)?)?;
         }
         rms_norm(&x, &self.norm, self.config.rms_norm_eps, grad)
     }
@@ -490,9 +557,9 @@ impl Llama {
         let heads = |t: Tensor, n: usize| -> Result<Tensor> {
             Ok(t.reshape((b, s, n, d))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = heads(attn.q.forward(x, lora)?, h)?; // (b, h, s, d)
-        let k = heads(attn.k.forward(x, lora)?, kv)?; // (b, kv, s, d)
-        let v = heads(attn.v.forward(x, lora)?, kv)?;
+        let q = heads(attn.q.forward(x, lora, at.decode)?, h)?; // (b, h, s, d)
+        let k = heads(attn.k.forward(x, lora, at.decode)?, kv)?; // (b, kv, s, d)
+        let v = heads(attn.v.forward(x, lora, at.decode)?, kv)?;
         let rope = if at.grad {
             candle_nn::rotary_emb::rope_slow
         } else {
@@ -529,7 +596,7 @@ impl Llama {
             .reshape((b, h, s, d))?
             .transpose(1, 2)?
             .reshape((b, s, h * d))?;
-        attn.o.forward(&y, lora)
+        attn.o.forward(&y, lora, at.decode)
     }
 }
 
@@ -542,6 +609,20 @@ struct Positions {
     mask: Option<Tensor>,
     /// Use operations that carry gradients.
     grad: bool,
+    /// A decode step: run projections on their 8-bit copies where there are some.
+    decode: bool,
+}
+
+/// Sequences at most this many use the 8-bit copies in a decode step: one step reads every
+/// weight once, so the quarter-size copies save most of its time, while a bigger batch
+/// spreads the f32 read over its rows and runs faster on f32 products.
+const QUANTIZED_DECODE_MAX_BATCH: usize = 4;
+
+/// Whether running `tokens` `(b, s)` after `cache` is a decode step: one new position of at
+/// most [`QUANTIZED_DECODE_MAX_BATCH`] sequences after a prefill.
+fn is_decode_step(tokens: &Tensor, cache: &KvCache) -> Result<bool> {
+    let (b, s) = tokens.dims2()?;
+    Ok(s == 1 && b <= QUANTIZED_DECODE_MAX_BATCH && !cache.is_empty())
 }
 
 /// `-inf` above the diagonal for `s` new positions after `start` cached ones, `(s, start + s)`;

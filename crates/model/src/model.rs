@@ -35,7 +35,8 @@ impl Model {
     /// Loads a GGUF file (weights dequantized to f32, the tokenizer and chat template from its
     /// metadata) or a Hugging Face model directory (`config.json`, `*.safetensors`,
     /// `tokenizer.json`, and the chat template from `tokenizer_config.json` or
-    /// `chat_template.jinja`).
+    /// `chat_template.jinja`). Decode steps run on Q8_0 copies of the weights
+    /// ([`Llama::set_quantized_decode`]).
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         if !path.exists() {
             return Err(ModelError::Format(format!(
@@ -49,8 +50,10 @@ impl Model {
                 .map_err(|e| ModelError::Format(format!("tokenizer: {e}")))?;
             let chat_template = crate::tokenizer::chat_template(path)
                 .map_err(|e| ModelError::Format(format!("chat template: {e}")))?;
+            let mut llama = Llama::new(config, &weights)?;
+            llama.set_quantized_decode(true)?;
             return Ok(Self {
-                llama: Llama::new(config, &weights)?,
+                llama,
                 tokenizer,
                 chat_template,
                 adapter: None,
@@ -64,7 +67,8 @@ impl Model {
             .get("tokenizer.chat_template")
             .and_then(|v| v.to_string().ok())
             .cloned();
-        let llama = Llama::new(gguf.config, &gguf.weights)?;
+        let mut llama = Llama::new(gguf.config, &gguf.weights)?;
+        llama.set_quantized_decode(true)?;
         Ok(Self {
             llama,
             tokenizer,
