@@ -10,7 +10,7 @@ use openledger_model::{
     config::Config,
     gradients::{per_example_gradients, Sketch},
     llama::{Llama, LoraBatch},
-    lora::{LoraAdapter, LoraConfig, LoraPair},
+    lora::{LoraAdapter, LoraConfig, LoraPair, TARGETS},
     loss::masked_cross_entropy,
     train::Example,
 };
@@ -62,17 +62,8 @@ fn adapter_with(shapes: &[(String, usize, usize)], tensors: &[(Tensor, Tensor)])
             )
         })
         .collect();
-    let targets = [
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    ];
     LoraAdapter {
-        config: LoraConfig::new(4, 6.0, &targets),
+        config: LoraConfig::new(4, 6.0, &TARGETS),
         pairs,
     }
 }

@@ -74,31 +74,15 @@ fn a_trained_adapter_merged_into_a_directory_answers_as_the_adapter_does() {
         assert!(merged.join(file).exists(), "merge wrote no {file}");
     }
 
-    let prompt = "The word of the day is";
-    let with_adapter = openledger(&[
-        "model",
-        "generate",
-        "--prompt",
-        prompt,
-        "--max-tokens",
-        "8",
-        "--temperature",
-        "0",
-        "--adapter",
-        path(&adapter),
-    ]);
-    let from_directory = openledger(&[
-        "model",
-        "generate",
-        "--model",
-        path(&merged),
-        "--prompt",
-        prompt,
-        "--max-tokens",
-        "8",
-        "--temperature",
-        "0",
-    ]);
+    // Greedy generation of the same prompt, on the base model plus `extra`.
+    let generate = |extra: &[&str]| {
+        let mut args = vec!["model", "generate", "--prompt", "The word of the day is"];
+        args.extend(["--max-tokens", "8", "--temperature", "0"]);
+        args.extend(extra);
+        openledger(&args)
+    };
+    let with_adapter = generate(&["--adapter", path(&adapter)]);
+    let from_directory = generate(&["--model", path(&merged)]);
     assert!(!with_adapter.trim().is_empty());
     assert_eq!(with_adapter, from_directory);
 }
