@@ -161,11 +161,16 @@ impl LoraBatch {
     }
 }
 
-/// The keys and values of every layer for the positions seen so far.
-#[derive(Debug, Clone, Default)]
+/// The keys and values of every layer for the positions seen so far, each in a buffer that
+/// grows by [`CACHE_GROWTH`] positions at a time and is written in place, so a decode step
+/// copies only its own position rather than the whole cache.
+#[derive(Debug, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<candle_nn::kv_cache::KvCache>>,
 }
+
+/// Positions a layer's cache buffer grows by when full.
+const CACHE_GROWTH: usize = 256;
 
 impl KvCache {
     /// How many positions the cache holds.
@@ -173,7 +178,7 @@ impl KvCache {
         self.layers
             .first()
             .and_then(|l| l.as_ref())
-            .map_or(0, |(k, _)| k.dims()[2])
+            .map_or(0, |kv| kv.current_seq_len())
     }
 
     /// Whether nothing has been cached yet.
@@ -545,7 +550,7 @@ impl Llama {
         attn: &Attention,
         x: &Tensor,
         at: &Positions,
-        cache: &mut Option<(Tensor, Tensor)>,
+        cache: &mut Option<candle_nn::kv_cache::KvCache>,
         lora: Option<&LoraBatch>,
     ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
@@ -567,11 +572,14 @@ impl Llama {
         };
         let q = rope(&q, &at.cos, &at.sin)?;
         let k = rope(&k, &at.cos, &at.sin)?;
-        let (k, v) = match cache.take() {
-            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-            None => (k, v),
+        // Training needs no cache, and the in-place writes carry no gradient.
+        let (k, v) = if at.grad {
+            (k, v)
+        } else {
+            cache
+                .get_or_insert_with(|| candle_nn::kv_cache::KvCache::new(2, CACHE_GROWTH))
+                .append(&k, &v)?
         };
-        *cache = Some((k.clone(), v.clone()));
         let t = k.dim(2)?;
         // Grouped-query attention without copying keys: fold each group's query heads into
         // the position axis, (b, kv, g·s, d) against (b, kv, t, d).

@@ -183,3 +183,36 @@ fn quantized_decode_steps_agree_with_f32_ones() {
         "8-bit decode moved logits by {worst} of their spread"
     );
 }
+
+/// The cache grows in place past its first buffer (256 positions): steps across the boundary
+/// give the logits of one full pass.
+#[test]
+fn the_cache_grows_past_its_first_buffer() {
+    let mut model = default_model();
+    model.llama.set_quantized_decode(false).unwrap();
+    let text = "Rivers carry water from the hills down to the sea, and along the way they ";
+    let ids: Vec<u32> = model.tokenizer.encode(&text.repeat(20))[..264].to_vec();
+    let row = |ids: &[u32]| {
+        Tensor::new(ids, &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap()
+    };
+    let full = model
+        .llama
+        .forward_all(&row(&ids), &mut KvCache::default())
+        .unwrap()
+        .squeeze(0)
+        .unwrap(); // (264, vocab)
+    let mut cache = KvCache::default();
+    model
+        .llama
+        .forward_all(&row(&ids[..250]), &mut cache)
+        .unwrap();
+    for (i, &id) in ids.iter().enumerate().skip(250) {
+        let step = model.llama.forward_all(&row(&[id]), &mut cache).unwrap();
+        let diff = max_diff(&step.squeeze(0).unwrap(), &full.narrow(0, i, 1).unwrap());
+        assert!(diff < 2e-3, "position {i}: cached step differs by {diff}");
+    }
+    assert_eq!(cache.len(), 264);
+}
