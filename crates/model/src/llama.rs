@@ -9,7 +9,7 @@ use crate::{
     weights::Weights, ModelError,
 };
 use candle_core::{DType, Device, Tensor, D};
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::OnceLock};
 
 type Result<T> = std::result::Result<T, ModelError>;
 
@@ -20,9 +20,10 @@ struct Linear {
     name: String,
     wt: Tensor,
     bias: Option<Tensor>,
-    /// An 8-bit copy of `W` `(out, in)` for decode steps, if asked for (see
-    /// [`Llama::set_quantized_decode`]).
-    q8: Option<Q8>,
+    /// An 8-bit copy of `W` `(out, in)` for decode steps (see
+    /// [`Llama::set_quantized_decode`]), made on the first such step, so that loading for
+    /// training or merging does not pay for it. `None` inside: the width is not whole blocks.
+    q8: OnceLock<Option<Q8>>,
 }
 
 impl Linear {
@@ -31,32 +32,40 @@ impl Linear {
             name: name.to_string(),
             wt: weight.t()?.contiguous()?,
             bias,
-            q8: None,
+            q8: OnceLock::new(),
         })
     }
 
-    /// Builds (or drops) the 8-bit copy; widths that are not whole blocks keep f32 only.
-    fn set_q8(&mut self, on: bool) -> Result<()> {
-        let (inp, out) = self.wt.dims2()?;
-        self.q8 = if on && inp.is_multiple_of(crate::q8::BLOCK) {
-            let w: Vec<f32> = self.wt.t()?.contiguous()?.flatten_all()?.to_vec1()?;
-            Some(Q8::quantize(&w, out, inp))
+    /// The 8-bit copy, made on first use; `None` for widths that are not whole blocks.
+    fn q8(&self) -> Option<&Q8> {
+        self.q8
+            .get_or_init(|| {
+                let (inp, out) = self.wt.dims2().ok()?;
+                if !inp.is_multiple_of(crate::q8::BLOCK) {
+                    return None;
+                }
+                // Reading an f32 matrix back cannot fail; if it did, f32 products remain.
+                let w: Vec<f32> = self.wt.t().ok()?.flatten_all().ok()?.to_vec1().ok()?;
+                Some(Q8::quantize(&w, out, inp))
+            })
+            .as_ref()
+    }
+
+    /// `(n, in)·Wᵀ`: on the 8-bit copy in a quantized decode step that carries no gradient,
+    /// else f32.
+    fn product(&self, x: &Tensor, quantized: bool) -> Result<Tensor> {
+        let q8 = if quantized && !x.track_op() {
+            self.q8()
         } else {
             None
         };
-        Ok(())
-    }
-
-    /// `(n, in)·Wᵀ`: on the 8-bit copy for a decode step that carries no gradient, else f32.
-    fn product(&self, x: &Tensor, decode: bool) -> Result<Tensor> {
-        let (n, _) = x.dims2()?;
-        match &self.q8 {
-            Some(q8) if decode && n <= QUANTIZED_DECODE_MAX_BATCH && !x.track_op() => {
-                let values: Vec<f32> = x.flatten_all()?.to_vec1()?;
-                let y = q8.matmul(&values, n);
+        match q8 {
+            Some(q8) => {
+                let n = x.dim(0)?;
+                let y = q8.matmul(&x.flatten_all()?.to_vec1()?, n);
                 Ok(Tensor::from_vec(y, (n, self.wt.dim(1)?), x.device())?)
             }
-            _ => Ok(frozen_matmul(x, &self.wt)?),
+            None => Ok(frozen_matmul(x, &self.wt)?),
         }
     }
 
@@ -82,11 +91,11 @@ impl Linear {
         self.product(x, decode)
     }
 
-    /// Adds `sign · delta` `(out, in)` to the weight (and to its 8-bit copy if it has one).
+    /// Adds `sign · delta` `(out, in)` to the weight (its 8-bit copy is made again on use).
     fn add_delta(&mut self, delta: &Tensor, sign: f64) -> Result<()> {
         self.wt = (&self.wt + (delta.t()? * sign)?)?.contiguous()?;
-        let quantized = self.q8.is_some();
-        self.set_q8(quantized)
+        self.q8 = OnceLock::new();
+        Ok(())
     }
 }
 
@@ -251,6 +260,8 @@ pub struct Llama {
     /// `(positions, d/2)` each.
     cos: Tensor,
     sin: Tensor,
+    /// Whether decode steps run on 8-bit copies ([`Llama::set_quantized_decode`]).
+    quantized_decode: bool,
 }
 
 impl Llama {
@@ -299,6 +310,7 @@ impl Llama {
         let (cos, sin) = rope_tables(&config)?;
         Ok(Self {
             norm: get("model.norm.weight")?,
+            quantized_decode: false,
             config,
             embed,
             layers,
@@ -325,6 +337,11 @@ impl Llama {
         &self.norm
     }
 
+    /// cos and sin of every position's rotation angles, `(positions, d/2)` each.
+    pub(crate) fn rope_tables(&self) -> (&Tensor, &Tensor) {
+        (&self.cos, &self.sin)
+    }
+
     /// The output head's `Wᵀ` `(hidden, vocab)`.
     pub(crate) fn head(&self) -> &Tensor {
         &self.lm_head.wt
@@ -348,7 +365,7 @@ impl Llama {
         cache: &mut KvCache,
         lora: Option<&LoraBatch>,
     ) -> Result<Tensor> {
-        let decode = is_decode_step(tokens, cache)?;
+        let decode = self.quantized_step(tokens, cache)?;
         let hidden = self.hidden(tokens, cache, lora)?; // (b, s, e)
         let s = hidden.dim(1)?;
         let last = hidden.narrow(1, s - 1, 1)?.squeeze(1)?; // (b, e)
@@ -362,7 +379,7 @@ impl Llama {
         cache: &mut KvCache,
         lora: Option<&LoraBatch>,
     ) -> Result<Tensor> {
-        let decode = is_decode_step(tokens, cache)?;
+        let decode = self.quantized_step(tokens, cache)?;
         let hidden = self.hidden(tokens, cache, lora)?;
         let (b, s, e) = hidden.dims3()?;
         let logits = self
@@ -454,30 +471,18 @@ impl Llama {
 
     /// Decode steps of up to four sequences on 8-bit copies of the projection and head weights
     /// (`on`; blocks of 32 with a scale, llama.cpp's Q8_0), or on the f32 weights (`off`, the
-    /// default). A decode
-    /// step reads every weight once, so a copy a quarter the size makes it several times
-    /// faster; its logits differ from the f32 pass by the rounding of the weights to 8 bits
-    /// (`tests/generate.rs` bounds it). Prefill, batches and training stay on f32.
-    pub fn set_quantized_decode(&mut self, on: bool) -> Result<()> {
-        let layers: Vec<Result<()>> = {
-            use rayon::prelude::*;
-            self.layers
-                .par_iter_mut()
-                .map(|layer| {
-                    for linear in layer.projections_mut() {
-                        linear.set_q8(on)?;
-                    }
-                    Ok(())
-                })
-                .collect()
-        };
-        layers.into_iter().collect::<Result<()>>()?;
-        self.lm_head.set_q8(on)
+    /// default). A decode step reads every weight once, so a copy a quarter the size makes it
+    /// several times faster; its logits differ from the f32 pass by the rounding of the
+    /// weights to 8 bits (`tests/generate.rs` bounds it). Prefill, batches and training stay
+    /// on f32. The copies are made on the first decode step (about a second for the default
+    /// model).
+    pub fn set_quantized_decode(&mut self, on: bool) {
+        self.quantized_decode = on;
     }
 
     /// Whether decode steps run on 8-bit copies.
     pub fn quantized_decode(&self) -> bool {
-        self.lm_head.q8.is_some()
+        self.quantized_decode
     }
 
     /// Folds `adapter` into the base weights (`sign` 1.0), or takes it back out (-1.0).
@@ -523,7 +528,7 @@ impl Llama {
             .embed
             .index_select(&tokens.flatten_all()?, 0)?
             .reshape((b, s, self.config.hidden_size))?;
-        let decode = is_decode_step(tokens, cache)?;
+        let decode = self.quantized_step(tokens, cache)?;
         let at = Positions {
             cos: self.cos.narrow(0, start, s)?,
             sin: self.sin.narrow(0, start, s)?,
@@ -617,7 +622,7 @@ struct Positions {
     mask: Option<Tensor>,
     /// Use operations that carry gradients.
     grad: bool,
-    /// A decode step: run projections on their 8-bit copies where there are some.
+    /// A quantized decode step: run projections on their 8-bit copies where there are some.
     decode: bool,
 }
 
@@ -626,11 +631,14 @@ struct Positions {
 /// spreads the f32 read over its rows and runs faster on f32 products.
 const QUANTIZED_DECODE_MAX_BATCH: usize = 4;
 
-/// Whether running `tokens` `(b, s)` after `cache` is a decode step: one new position of at
-/// most [`QUANTIZED_DECODE_MAX_BATCH`] sequences after a prefill.
-fn is_decode_step(tokens: &Tensor, cache: &KvCache) -> Result<bool> {
-    let (b, s) = tokens.dims2()?;
-    Ok(s == 1 && b <= QUANTIZED_DECODE_MAX_BATCH && !cache.is_empty())
+impl Llama {
+    /// Whether running `tokens` `(b, s)` after `cache` uses the 8-bit copies: quantized decode
+    /// is on, and it is a decode step of one new position of at most
+    /// [`QUANTIZED_DECODE_MAX_BATCH`] sequences after a prefill.
+    fn quantized_step(&self, tokens: &Tensor, cache: &KvCache) -> Result<bool> {
+        let (b, s) = tokens.dims2()?;
+        Ok(self.quantized_decode && s == 1 && b <= QUANTIZED_DECODE_MAX_BATCH && !cache.is_empty())
+    }
 }
 
 /// `-inf` above the diagonal for `s` new positions after `start` cached ones, `(s, start + s)`;

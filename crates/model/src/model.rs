@@ -35,7 +35,7 @@ impl Model {
     /// Loads a GGUF file (weights dequantized to f32, the tokenizer and chat template from its
     /// metadata) or a Hugging Face model directory (`config.json`, `*.safetensors`,
     /// `tokenizer.json`, and the chat template from `tokenizer_config.json` or
-    /// `chat_template.jinja`). Decode steps run on Q8_0 copies of the weights
+    /// `chat_template.jinja`). Decode steps run on 8-bit copies of the weights
     /// ([`Llama::set_quantized_decode`]).
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         if !path.exists() {
@@ -44,31 +44,26 @@ impl Model {
                 path.display()
             )));
         }
-        if path.is_dir() {
+        let (config, weights, tokenizer, chat_template) = if path.is_dir() {
             let (config, weights) = crate::weights::load_safetensors_dir(path)?;
             let tokenizer = Tokenizer::from_hf_dir(path, &config)
                 .map_err(|e| ModelError::Format(format!("tokenizer: {e}")))?;
             let chat_template = crate::tokenizer::chat_template(path)
                 .map_err(|e| ModelError::Format(format!("chat template: {e}")))?;
-            let mut llama = Llama::new(config, &weights)?;
-            llama.set_quantized_decode(true)?;
-            return Ok(Self {
-                llama,
-                tokenizer,
-                chat_template,
-                adapter: None,
-            });
-        }
-        let gguf = load_gguf(path)?;
-        let tokenizer = Tokenizer::from_gguf(&gguf.metadata)
-            .map_err(|e| ModelError::Format(format!("tokenizer: {e}")))?;
-        let chat_template = gguf
-            .metadata
-            .get("tokenizer.chat_template")
-            .and_then(|v| v.to_string().ok())
-            .cloned();
-        let mut llama = Llama::new(gguf.config, &gguf.weights)?;
-        llama.set_quantized_decode(true)?;
+            (config, weights, tokenizer, chat_template)
+        } else {
+            let gguf = load_gguf(path)?;
+            let tokenizer = Tokenizer::from_gguf(&gguf.metadata)
+                .map_err(|e| ModelError::Format(format!("tokenizer: {e}")))?;
+            let chat_template = gguf
+                .metadata
+                .get("tokenizer.chat_template")
+                .and_then(|v| v.to_string().ok())
+                .cloned();
+            (gguf.config, gguf.weights, tokenizer, chat_template)
+        };
+        let mut llama = Llama::new(config, &weights)?;
+        llama.set_quantized_decode(true);
         Ok(Self {
             llama,
             tokenizer,

@@ -161,7 +161,7 @@ fn quantized_decode_steps_agree_with_f32_ones() {
         out
     };
     let quantized = steps(&model.llama);
-    model.llama.set_quantized_decode(false).unwrap();
+    model.llama.set_quantized_decode(false);
     assert!(!model.llama.quantized_decode());
     let exact = steps(&model.llama);
     let mut worst = 0f32;
@@ -189,7 +189,7 @@ fn quantized_decode_steps_agree_with_f32_ones() {
 #[test]
 fn the_cache_grows_past_its_first_buffer() {
     let mut model = default_model();
-    model.llama.set_quantized_decode(false).unwrap();
+    model.llama.set_quantized_decode(false);
     let text = "Rivers carry water from the hills down to the sea, and along the way they ";
     let ids: Vec<u32> = model.tokenizer.encode(&text.repeat(20))[..264].to_vec();
     let row = |ids: &[u32]| {

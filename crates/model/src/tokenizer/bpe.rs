@@ -33,6 +33,12 @@ pub(crate) fn byte_to_char() -> [char; 256] {
     map
 }
 
+/// The inverse of [`byte_to_char`].
+pub(crate) fn char_to_byte() -> HashMap<char, u8> {
+    let map = byte_to_char();
+    (0..=255u8).map(|b| (map[b as usize], b)).collect()
+}
+
 /// The bytes a vocabulary entry stands for: each char mapped back through [`byte_to_char`], or,
 /// if any char is outside that map (an added token spelled in plain text), the entry's own UTF-8,
 /// as HF's ByteLevel decoder does.

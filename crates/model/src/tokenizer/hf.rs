@@ -88,11 +88,7 @@ impl Tokenizer {
         // How a vocabulary entry spells its bytes: GPT-2's byte-level alphabet, or
         // SentencePiece's (`▁` for a space, `<0x0A>` for a raw byte).
         let byte_level = raw["decoder"].to_string().contains("ByteLevel");
-        let char_to_byte: HashMap<char, u8> = bpe::byte_to_char()
-            .iter()
-            .enumerate()
-            .map(|(b, &c)| (c, b as u8))
-            .collect();
+        let char_to_byte = bpe::char_to_byte();
         let mut names = vec![String::new(); size];
         for (token, &id) in &vocab {
             names[id as usize] = token.clone();

@@ -240,8 +240,7 @@ impl Tokenizer {
             .collect::<Result<Vec<_>, TokenizerError>>()?;
 
         let byte_to_char = bpe::byte_to_char();
-        let char_to_byte: HashMap<char, u8> =
-            (0..=255u8).map(|b| (byte_to_char[b as usize], b)).collect();
+        let char_to_byte = bpe::char_to_byte();
         let byte_ids = byte_to_char.map(|c| {
             vocab
                 .get(c.encode_utf8(&mut [0; 4]) as &str)
