@@ -5,6 +5,7 @@
 
 use super::{bpe, Encoder, Tokenizer, TokenizerError};
 use crate::config::Config;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::{collections::HashMap, path::Path};
 
@@ -69,7 +70,9 @@ impl Tokenizer {
                 "missing: a model directory needs its tokenizer",
             ));
         };
-        let tk = tokenizers::Tokenizer::from_file(&path).map_err(|e| file_error(&path, e))?;
+        // Read once: `tokenizers` takes the parsed JSON, whose decoder and added tokens are
+        // needed here too.
+        let tk = tokenizers::Tokenizer::deserialize(&raw).map_err(|e| file_error(&path, e))?;
         tk.encode("Hello, world 123", false)
             .map_err(|e| file_error(&path, format!("cannot encode: {e}")))?;
 
