@@ -1,5 +1,6 @@
 //! `model-bench`: the model engine's speed on the default model (SmolLM2-135M-Instruct, f32
-//! weights dequantized from its GGUF): prefill tokens/s, single-stream decode tokens/s, and
+//! weights dequantized from its GGUF, with 8-bit copies for decode steps, made during the
+//! first of the two decode rounds, of which the faster counts): prefill tokens/s, single-stream decode tokens/s, and
 //! aggregate decode tokens/s of a batch where every sequence runs on its own LoRA adapter,
 //! against the same batch with no adapters; and LoRA training tokens/s with its losses. Prints
 //! one JSON object.
@@ -137,7 +138,7 @@ fn main() -> Result<()> {
     );
 
     let mut out = json!({
-        "engine": "openledger-model (candle, f32)",
+        "engine": "openledger-model (candle, f32; 8-bit weights in decode steps)",
         "model": path.display().to_string(),
         "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     });
