@@ -1,9 +1,9 @@
 //! `model-bench`: the model engine's speed on the default model (SmolLM2-135M-Instruct, f32
 //! weights dequantized from its GGUF, with 8-bit copies for decode steps, made during the
-//! first of the two decode rounds, of which the faster counts): prefill tokens/s, single-stream decode tokens/s, and
-//! aggregate decode tokens/s of a batch where every sequence runs on its own LoRA adapter,
-//! against the same batch with no adapters; and LoRA training tokens/s with its losses. Prints
-//! one JSON object.
+//! first of the two decode rounds, of which the faster counts): prefill tokens/s,
+//! single-stream decode tokens/s, and aggregate decode tokens/s of a batch where every
+//! sequence runs on its own LoRA adapter, against the same batch with no adapters; and LoRA
+//! training tokens/s with its losses. Prints one JSON object.
 //!
 //! The peers, on the same GGUF file, are measured by `scripts/bench-model`, which runs this
 //! binary, `scripts/bench_model_peer.py` (llama.cpp through llama-cpp-python: prefill and
