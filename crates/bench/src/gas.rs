@@ -70,6 +70,8 @@ async fn main() -> Result<()> {
         metrics_addr: None,
         block_time: Duration::ZERO,
         dev: true,
+        pool: Default::default(),
+        rpc: Default::default(),
     })
     .await?;
     let url = format!("http://{}", node.http_addr);

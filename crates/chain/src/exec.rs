@@ -13,9 +13,15 @@ use revm::{
         result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction},
     },
     database_interface::DatabaseRef,
+    inspector::Inspector,
+    interpreter::{InstructionResult, Interpreter, InterpreterTypes},
     primitives::hardfork::SpecId,
     state::EvmState,
-    Context, ExecuteEvm, MainBuilder, MainContext,
+    Context, ExecuteEvm, InspectEvm, MainBuilder, MainContext,
+};
+use std::{
+    cell::Cell,
+    time::{Duration, Instant},
 };
 
 /// The hard fork the chain runs.
@@ -157,17 +163,52 @@ pub enum CallError {
     Reverted { output: Bytes, gas_used: u64 },
     #[error("execution halted: {0:?}")]
     Halted(HaltReason),
+    #[error("execution aborted (timeout = {0:?})")]
+    Timeout(Duration),
     #[error("{0}")]
     Invalid(String),
 }
 
-/// Runs a call against `db` and returns its output and gas used; nothing is committed.
+/// Stops a call once its time is up: every frame halts at its next instruction.
+struct Deadline<'a> {
+    at: Instant,
+    steps: u32,
+    expired: &'a Cell<bool>,
+}
+
+impl<CTX, INTR: InterpreterTypes> Inspector<CTX, INTR> for Deadline<'_> {
+    fn step(&mut self, interp: &mut Interpreter<INTR>, _context: &mut CTX) {
+        // Reading the clock costs more than most instructions, so look every few thousand.
+        self.steps = self.steps.wrapping_add(1);
+        if !self.expired.get() && self.steps.is_multiple_of(4096) && Instant::now() >= self.at {
+            self.expired.set(true);
+        }
+        if self.expired.get() {
+            interp.halt(InstructionResult::OutOfGas);
+        }
+    }
+}
+
+/// How far a read-only call may go.
+#[derive(Debug, Clone, Copy)]
+pub struct CallBounds {
+    /// The most gas it may use, whatever it asks for.
+    pub gas_cap: u64,
+    /// When it is stopped.
+    pub deadline: Instant,
+    /// The time it was given (for the error message).
+    pub timeout: Duration,
+}
+
+/// Runs a call against `db` and returns its output and gas used; nothing is committed. The
+/// call is stopped at `bounds.deadline`.
 pub fn call<DB: DatabaseRef>(
     db: &DB,
     chain_id: u64,
     block: &BlockParams,
     req: &CallRequest,
     gas: u64,
+    bounds: &CallBounds,
 ) -> Result<(Bytes, u64), CallError>
 where
     DB::Error: std::fmt::Display,
@@ -200,19 +241,29 @@ where
     if priced == 0 {
         block_env.basefee = 0;
     }
+    let expired = Cell::new(false);
+    let deadline = Deadline {
+        at: bounds.deadline,
+        steps: 0,
+        expired: &expired,
+    };
     let mut evm = Context::mainnet()
         .with_cfg(cfg)
         .with_block(block_env)
         .with_ref_db(db)
-        .build_mainnet();
-    match evm.transact(tx) {
+        .build_mainnet_with_inspector(deadline);
+    let outcome = evm.inspect_tx(tx);
+    if expired.get() {
+        return Err(CallError::Timeout(bounds.timeout));
+    }
+    match outcome {
         Ok(out) => match out.result {
             ExecutionResult::Success { output, gas, .. } => {
-                Ok((output.into_data(), gas.total_gas_spent()))
+                Ok((output.into_data(), gas.tx_gas_used()))
             }
             ExecutionResult::Revert { output, gas, .. } => Err(CallError::Reverted {
                 output,
-                gas_used: gas.total_gas_spent(),
+                gas_used: gas.tx_gas_used(),
             }),
             ExecutionResult::Halt { reason, .. } => Err(CallError::Halted(reason)),
         },
@@ -227,30 +278,38 @@ pub fn estimate_gas<DB: DatabaseRef>(
     chain_id: u64,
     block: &BlockParams,
     req: &CallRequest,
+    bounds: &CallBounds,
 ) -> Result<u64, CallError>
 where
     DB::Error: std::fmt::Display,
 {
-    let cap = req.gas.unwrap_or(block.gas_limit).min(block.gas_limit);
-    let (_, used) = call(db, chain_id, block, req, cap)?;
+    let cap = call_gas(req, block, bounds);
+    let run = |gas| call(db, chain_id, block, req, gas, bounds);
+    let (_, used) = run(cap)?;
     // The gas used is a lower bound; the 63/64 rule and refunds can make the limit needed
     // higher, so try a little above first and search only if that fails.
     let mut lo = used.saturating_sub(1);
     let guess = (used + used / 63 + 2_300).min(cap);
-    let mut hi = if call(db, chain_id, block, req, guess).is_ok() {
-        guess
-    } else {
-        cap
+    let fits = |gas| match run(gas) {
+        Err(CallError::Timeout(t)) => Err(CallError::Timeout(t)),
+        other => Ok(other.is_ok()),
     };
+    let mut hi = if fits(guess)? { guess } else { cap };
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
-        if call(db, chain_id, block, req, mid).is_ok() {
+        if fits(mid)? {
             hi = mid;
         } else {
             lo = mid;
         }
     }
     Ok(hi)
+}
+
+/// The gas a call runs with: what it asks for, at most the block's gas limit and the cap.
+pub fn call_gas(req: &CallRequest, block: &BlockParams, bounds: &CallBounds) -> u64 {
+    let cap = block.gas_limit.min(bounds.gas_cap);
+    req.gas.unwrap_or(cap).min(cap)
 }
 
 /// The texts Ethereum clients expect for a transaction that cannot execute.

@@ -5,7 +5,8 @@
 //! and services above it reach it only through JSON-RPC.
 //!
 //! How it is organised:
-//! - [`genesis`] and [`devkeys`]: the initial allocation (exactly 10^27 wei) and dev accounts.
+//! - [`genesis`] and [`devkeys`] (from `openledger-genesis`): the initial allocation (exactly
+//!   10^27 wei) and dev accounts.
 //! - [`state`] and [`trie`]: head state in memory with incrementally hashed Merkle-Patricia
 //!   tries; [`store`]: the redb database that makes blocks, state history and the mempool
 //!   durable.
@@ -16,9 +17,7 @@
 
 pub mod block;
 pub mod chain;
-pub mod devkeys;
 pub mod exec;
-pub mod genesis;
 pub mod mempool;
 pub mod metrics;
 pub mod node;
@@ -31,3 +30,6 @@ pub mod trie;
 pub use chain::{BlockId, Chain};
 pub use genesis::Genesis;
 pub use node::{Node, NodeConfig};
+/// The genesis types and dev keys live in `openledger-genesis`, which the services use without
+/// linking the node; they are re-exported here under their old paths.
+pub use openledger_genesis::{devkeys, genesis};

@@ -3,7 +3,8 @@
 use crate::{
     chain::{Chain, OpenError},
     genesis::Genesis,
-    rpc,
+    mempool::PoolLimits,
+    rpc::{self, Rpc, RpcLimits},
 };
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -17,6 +18,10 @@ pub struct NodeConfig {
     /// Zero: a block as soon as transactions arrive.
     pub block_time: Duration,
     pub dev: bool,
+    /// The mempool's bounds.
+    pub pool: PoolLimits,
+    /// The JSON-RPC server's bounds.
+    pub rpc: RpcLimits,
 }
 
 /// Why a node could not start.
@@ -41,14 +46,15 @@ pub struct Node {
 impl Node {
     /// Opens the chain and starts block production and the servers (inside a Tokio runtime).
     pub async fn start(config: NodeConfig) -> Result<Self, StartError> {
-        let chain = Chain::open(&config.data_dir, config.genesis, config.dev)?;
+        let chain = Chain::open_with(&config.data_dir, config.genesis, config.dev, config.pool)?;
+        let service = Rpc::new(chain.clone(), config.rpc);
         let listen = |addr: SocketAddr| move |source| StartError::Listen { addr, source };
-        let http_addr = rpc::serve(config.http_addr, rpc::router(chain.clone()))
+        let http_addr = rpc::serve(config.http_addr, rpc::router(service.clone()))
             .await
             .map_err(listen(config.http_addr))?;
         let metrics_addr = match config.metrics_addr {
             Some(addr) => Some(
-                rpc::serve(addr, rpc::metrics_router(chain.clone()))
+                rpc::serve(addr, rpc::metrics_router(service.clone()))
                     .await
                     .map_err(listen(addr))?,
             ),

@@ -291,29 +291,19 @@ impl WorldState {
     /// EIP-1186 proofs for an account and some of its slots, against [`WorldState::state_root`].
     pub fn proof(&mut self, address: Address, slots: &[U256]) -> AccountProof {
         self.state_root();
-        let account_proof = self.trie.proof(keccak256(address));
-        match self.accounts.get_mut(&address) {
-            Some(entry) => {
-                let storage_hash = entry.storage_trie.root();
-                let storage = slots
-                    .iter()
-                    .map(|slot| {
-                        let value = entry.storage.get(slot).copied().unwrap_or_default();
-                        let proof = entry
-                            .storage_trie
-                            .proof(keccak256(slot.to_be_bytes::<32>()));
-                        (*slot, value, proof)
-                    })
-                    .collect();
-                AccountProof {
-                    address,
-                    account: entry.info,
-                    storage_hash,
-                    account_proof,
-                    storage,
-                }
-            }
-            None => AccountProof {
+        self.committed_proof(address, slots)
+            .expect("every trie is hashed once the state root is")
+    }
+
+    /// [`WorldState::proof`] without re-hashing, so a reader can serve it: `None` when the
+    /// state changed since the last [`WorldState::state_root`] (never so between blocks).
+    pub fn committed_proof(&self, address: Address, slots: &[U256]) -> Option<AccountProof> {
+        if !self.dirty.is_empty() {
+            return None;
+        }
+        let account_proof = self.trie.committed_proof(keccak256(address))?;
+        let Some(entry) = self.accounts.get(&address) else {
+            return Some(AccountProof {
                 address,
                 account: Account::empty(),
                 storage_hash: EMPTY_ROOT_HASH,
@@ -322,8 +312,24 @@ impl WorldState {
                     .iter()
                     .map(|slot| (*slot, U256::ZERO, Vec::new()))
                     .collect(),
-            },
+            });
+        };
+        let storage_hash = entry.storage_trie.committed_root()?;
+        let mut storage = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let value = entry.storage.get(slot).copied().unwrap_or_default();
+            let proof = entry
+                .storage_trie
+                .committed_proof(keccak256(slot.to_be_bytes::<32>()))?;
+            storage.push((*slot, value, proof));
         }
+        Some(AccountProof {
+            address,
+            account: entry.info,
+            storage_hash,
+            account_proof,
+            storage,
+        })
     }
 }
 

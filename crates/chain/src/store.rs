@@ -217,11 +217,13 @@ impl Store {
         let txn = self.db.begin_write()?;
         {
             let mut pool = txn.open_table(MEMPOOL)?;
-            for hash in forget {
-                pool.remove(&hash.0)?;
-            }
+            // Inserts first: a transaction accepted and then evicted or replaced within one
+            // group must end up forgotten.
             for (hash, raw) in txs {
                 pool.insert(&hash.0, raw.as_slice())?;
+            }
+            for hash in forget {
+                pool.remove(&hash.0)?;
             }
         }
         txn.commit()?;

@@ -167,7 +167,7 @@ enum Request {
     Insert {
         hash: B256,
         raw: Vec<u8>,
-        replaced: Option<B256>,
+        forget: Vec<B256>,
         ack: oneshot::Sender<Result<(), String>>,
     },
     Forget(Vec<B256>),
@@ -213,11 +213,11 @@ impl PoolWriter {
                             Request::Insert {
                                 hash,
                                 raw,
-                                replaced,
+                                forget: dropped,
                                 ack,
                             } => {
                                 inserts.push((hash, raw));
-                                forget.extend(replaced);
+                                forget.extend(dropped);
                                 acks.push(ack);
                             }
                             Request::Forget(hashes) => forget.extend(hashes),
@@ -241,19 +241,20 @@ impl PoolWriter {
         }
     }
 
-    /// Persists one accepted transaction (and forgets the one it replaced); returns when durable.
+    /// Persists one accepted transaction and forgets the ones it replaced or evicted; returns
+    /// when durable.
     pub async fn persist(
         &self,
         hash: B256,
         raw: Vec<u8>,
-        replaced: Option<B256>,
+        forget: Vec<B256>,
     ) -> Result<(), TxError> {
         let (ack, done) = oneshot::channel();
         self.sender()?
             .send(Request::Insert {
                 hash,
                 raw,
-                replaced,
+                forget,
                 ack,
             })
             .map_err(|_| TxError::Persist("writer stopped".into()))?;

@@ -124,18 +124,37 @@ impl Trie {
         rlp.as_hash().unwrap_or_else(|| keccak256(rlp))
     }
 
+    /// The root hash if nothing changed since the last [`Trie::root`].
+    pub fn committed_root(&self) -> Option<B256> {
+        if matches!(self.root.kind, Kind::Empty) {
+            return Some(EMPTY_ROOT_HASH);
+        }
+        let rlp = self.root.rlp.as_ref()?;
+        Some(rlp.as_hash().unwrap_or_else(|| keccak256(rlp)))
+    }
+
     /// EIP-1186 proof for the hashed `key`: the RLP of every node on its path, root first.
     ///
     /// Nodes shorter than 32 bytes are embedded in their parent and not listed separately. For
     /// an absent key the path stops at the node that shows the absence. An empty trie yields an
     /// empty proof.
     pub fn proof(&mut self, key: B256) -> Vec<Bytes> {
+        if !matches!(self.root.kind, Kind::Empty) {
+            commit(&mut self.root, 0, &mut Vec::with_capacity(MAX_NODE_RLP));
+        }
+        self.committed_proof(key)
+            .expect("the trie was just committed")
+    }
+
+    /// [`Trie::proof`] on a trie whose root is already hashed (a change un-hashes the path up
+    /// to the root, so a hashed root means every node is); `None` when it is not.
+    pub fn committed_proof(&self, key: B256) -> Option<Vec<Bytes>> {
         let mut proof = Vec::new();
         if matches!(self.root.kind, Kind::Empty) {
-            return proof;
+            return Some(proof);
         }
+        self.root.rlp.as_ref()?;
         let mut buf = Vec::with_capacity(MAX_NODE_RLP);
-        commit(&mut self.root, 0, &mut buf);
         let mut at = Some((&self.root, 0));
         while let Some((node, depth)) = at {
             // The root is always listed. Inline nodes are part of their parent's encoding, and
@@ -147,7 +166,7 @@ impl Trie {
             }
             at = step(node, depth, &key);
         }
-        proof
+        Some(proof)
     }
 }
 

@@ -316,7 +316,7 @@ async fn future_nonces_wait_and_replacement_with_a_higher_fee_wins() {
 async fn a_nonce_too_far_ahead_is_refused_and_changes_nothing() {
     let t = TestChain::new();
     let keys = keys();
-    let gap = openledger_chain::mempool::MAX_NONCE_GAP;
+    let gap = openledger_chain::mempool::PoolLimits::default().account_slots as u64;
     let watch = [address(&keys[0])];
     rejected(
         &t,

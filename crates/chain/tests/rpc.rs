@@ -12,7 +12,7 @@ use openledger_chain::{
 use serde_json::{json, Value};
 
 async fn raw(t: &TestChain, body: &str) -> Option<Value> {
-    rpc::handle_body(&t.chain, body.as_bytes()).await
+    rpc::handle_body(&t.rpc, body.as_bytes()).await
 }
 
 #[tokio::test]
@@ -73,7 +73,7 @@ async fn malformed_bodies_get_standard_errors() {
 async fn send_transaction_needs_dev_mode() {
     let dir = tempfile::tempdir().unwrap();
     let chain = Chain::open(dir.path(), Genesis::dev(), false).unwrap();
-    let t = TestChain { chain, dir };
+    let t = TestChain::from_parts(chain, dir);
     assert_eq!(t.ok("eth_accounts", json!([])).await, json!([]));
     let from = address(&keys()[0]);
     let (code, message) = t
@@ -91,7 +91,7 @@ async fn send_transaction_needs_dev_mode() {
 async fn clock_and_block_control_need_dev_mode() {
     let dir = tempfile::tempdir().unwrap();
     let chain = Chain::open(dir.path(), Genesis::dev(), false).unwrap();
-    let t = TestChain { chain, dir };
+    let t = TestChain::from_parts(chain, dir);
     for method in ["evm_increaseTime", "evm_mine"] {
         let (code, message) = t.err(method, json!(["0x3c"])).await;
         assert_eq!(code, -32000);
@@ -104,7 +104,7 @@ async fn clock_and_block_control_need_dev_mode() {
 async fn a_dev_node_moves_its_clock_and_mines_on_request() {
     let dir = tempfile::tempdir().unwrap();
     let chain = Chain::open(dir.path(), Genesis::dev(), true).unwrap();
-    let t = TestChain { chain, dir };
+    let t = TestChain::from_parts(chain, dir);
     let before = now();
     assert_eq!(t.ok("evm_mine", json!([])).await, json!("0x1"));
     assert_eq!(
@@ -148,7 +148,7 @@ async fn genesis_predeploys_code_and_storage() {
     );
     genesis.validate().unwrap();
     let chain = Chain::open(dir.path(), genesis, true).unwrap();
-    let t = TestChain { chain, dir };
+    let t = TestChain::from_parts(chain, dir);
     assert_eq!(
         t.ok("eth_getCode", json!([predeploy, "latest"])).await,
         json!(runtime)

@@ -104,8 +104,8 @@ async fn supply_is_exactly_ten_to_the_27_after_every_block() {
 
     // The persisted state reproduces the head's state root on reopening.
     let head = t.chain.head();
-    let dir = t.dir;
-    drop(t.chain);
+    let TestChain { chain, rpc, dir } = t;
+    drop((rpc, chain));
     let reopened = Chain::open(dir.path(), Genesis::dev(), true).unwrap();
     assert_eq!(reopened.head().hash, head.hash);
     assert_eq!(reopened.total_balance(), TOTAL_SUPPLY);
@@ -258,7 +258,7 @@ async fn base_fee_rises_with_full_blocks_and_falls_with_empty_ones() {
     let mut genesis = Genesis::dev();
     genesis.gas_limit = 1_050_000; // 50 transfers; the target is a sixth of it
     let chain = Chain::open(dir.path(), genesis, true).unwrap();
-    let t = TestChain { chain, dir };
+    let t = TestChain::from_parts(chain, dir);
     let keys = keys();
     for nonce in 0..60 {
         let response = t

@@ -3,6 +3,7 @@
 mod datanet;
 mod deploy;
 mod gov;
+mod limits;
 mod model;
 mod progress;
 mod rest;
@@ -29,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the L2 node: sequencer, EVM, and Ethereum JSON-RPC (HTTP and WebSocket).
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// The OPEN token: supply and unlock schedule.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -175,6 +176,8 @@ struct NodeArgs {
     /// eth_accounts, and eth_sendTransaction signed by them.
     #[arg(long)]
     dev: bool,
+    #[command(flatten)]
+    limits: limits::LimitArgs,
 }
 
 fn default_home() -> PathBuf {
@@ -203,6 +206,8 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         metrics_addr: Some(args.metrics_addr),
         block_time: Duration::from_millis(args.block_time),
         dev: args.dev,
+        pool: args.limits.pool(),
+        rpc: args.limits.rpc(args.dev),
     })
     .await
     .with_context(|| format!("starting the node in {}", data_dir.display()))?;
@@ -354,7 +359,7 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Node(args) => runtime.block_on(run_node(args)),
+        Command::Node(args) => runtime.block_on(run_node(*args)),
         Command::Model(ModelCommand::Generate(args)) => model::generate(args),
         Command::Model(ModelCommand::Chat(args)) => model::chat(args),
         Command::Model(ModelCommand::Train(args)) => model::train(args),

@@ -8,7 +8,7 @@
 use crate::vesting::OpenVesting;
 use alloy_primitives::{Address, Bytes, B256, U256};
 use alloy_sol_types::SolConstructor;
-use openledger_chain::genesis::{allocation_address, Genesis, GenesisAccount};
+use openledger_genesis::genesis::{allocation_address, Genesis, GenesisAccount};
 use revm::{
     context::{BlockEnv, CfgEnv, TxEnv},
     context_interface::result::{ExecutionResult, Output},
@@ -92,10 +92,10 @@ pub const DEV_DEPLOYER_BALANCE: u128 = 100 * 1_000_000_000_000_000_000;
 
 /// The account that deploys the protocol on the dev network: the eleventh key of the dev
 /// mnemonic, so that it never competes for nonces with the ten dev accounts people use.
-pub fn dev_deployer() -> openledger_chain::devkeys::DevKey {
-    let mut keys = openledger_chain::devkeys::derive_accounts(
-        openledger_chain::devkeys::DEV_MNEMONIC,
-        openledger_chain::devkeys::DEV_ACCOUNT_COUNT + 1,
+pub fn dev_deployer() -> openledger_genesis::devkeys::DevKey {
+    let mut keys = openledger_genesis::devkeys::derive_accounts(
+        openledger_genesis::devkeys::DEV_MNEMONIC,
+        openledger_genesis::devkeys::DEV_ACCOUNT_COUNT + 1,
     );
     keys.pop().expect("one key past the dev accounts")
 }
@@ -106,7 +106,7 @@ pub fn dev_deployer() -> openledger_chain::devkeys::DevKey {
 /// ecosystem releases reach governance; dev accounts 8 and 9 receive the investor and team
 /// releases, so that releases can be tried from a wallet.
 pub fn dev_genesis() -> Genesis {
-    let dev = openledger_chain::devkeys::dev_accounts();
+    let dev = openledger_genesis::devkeys::dev_accounts();
     let deployer = dev_deployer().address;
     let mut genesis = Genesis::dev();
     genesis.timestamp = DEV_GENESIS_TIME;

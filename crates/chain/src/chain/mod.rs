@@ -11,9 +11,9 @@ pub use query::QueryError;
 use crate::{
     block::{Block, BlockTx},
     devkeys::{dev_accounts, DevKey},
-    exec::{self, BlockParams, CallRequest, Executed, Rejected},
+    exec::{self, BlockParams, CallBounds, CallRequest, Executed, Rejected},
     genesis::Genesis,
-    mempool::{Mempool, PoolError, PoolTx},
+    mempool::{Admitted, Mempool, PoolError, PoolLimits, PoolTx},
     metrics::Metrics,
     state::{Account, WorldState},
     store::{Store, StoreError},
@@ -38,6 +38,8 @@ use tokio::sync::{broadcast, Notify};
 
 /// How many recent blocks are kept decoded in memory.
 const RECENT_BLOCKS: usize = 256;
+/// The least gas any transaction needs: a block with less left is full.
+const MIN_TX_GAS: u64 = 21_000;
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -106,8 +108,18 @@ fn now_secs() -> u64 {
 
 impl Chain {
     /// Opens the chain in `dir`, creating it from `genesis` on first start; `dev` enables the
-    /// dev accounts for `eth_accounts` and `eth_sendTransaction`.
+    /// dev accounts for `eth_accounts` and `eth_sendTransaction`. The pool has default bounds.
     pub fn open(dir: &Path, genesis: Genesis, dev: bool) -> Result<Arc<Self>, OpenError> {
+        Self::open_with(dir, genesis, dev, PoolLimits::default())
+    }
+
+    /// [`Chain::open`] with the mempool's bounds given.
+    pub fn open_with(
+        dir: &Path,
+        genesis: Genesis,
+        dev: bool,
+        pool: PoolLimits,
+    ) -> Result<Arc<Self>, OpenError> {
         let store = Arc::new(Store::open(dir)?);
         if let Some(stored) = store.chain_id()? {
             if stored != genesis.chain_id {
@@ -183,7 +195,7 @@ impl Chain {
             writer: PoolWriter::start(store.clone()),
             store,
             state: RwLock::new(state),
-            pool: Mutex::new(Mempool::default()),
+            pool: Mutex::new(Mempool::new(pool)),
             head: RwLock::new(head),
             recent: RwLock::new(recent),
             producing: Mutex::new(()),
@@ -206,7 +218,11 @@ impl Chain {
             match crate::submit::decode(&raw, self.genesis.chain_id)
                 .and_then(|tx| self.admit(tx, raw))
             {
-                Ok(_) => restored += 1,
+                Ok(admitted) => {
+                    restored += 1;
+                    stale.extend(admitted.evicted);
+                    stale.extend(admitted.replaced);
+                }
                 Err(e) => {
                     tracing::debug!(%hash, error = %e, "dropping persisted pool transaction");
                     stale.push(hash);
@@ -224,7 +240,7 @@ impl Chain {
     }
 
     /// Checks a decoded transaction against the head state and puts it in the pool.
-    fn admit(&self, tx: BlockTx, raw: Vec<u8>) -> Result<Option<B256>, TxError> {
+    fn admit(&self, tx: BlockTx, raw: Vec<u8>) -> Result<Admitted, TxError> {
         crate::submit::check_static(&tx, &self.genesis)?;
         let state = self.state.read();
         let account = state.account(&tx.sender).unwrap_or_else(Account::empty);
@@ -234,25 +250,43 @@ impl Chain {
             return Err(TxError::SenderHasCode);
         }
         let hash = tx.hash();
+        let arrived = std::time::Instant::now();
         let mut pool = self.pool.lock();
-        let replaced = pool.insert(PoolTx { tx, hash, raw }, account.nonce, account.balance)?;
+        let pooled = PoolTx {
+            tx,
+            hash,
+            raw,
+            arrived,
+        };
+        let admitted = pool.insert(pooled, account.nonce, account.balance)?;
         self.metrics.set_pool_size(pool.len());
-        Ok(replaced.map(|old| old.hash))
+        Ok(admitted)
     }
 
     /// Validates and pools a signed transaction and returns once it is durable.
     pub async fn submit_raw(&self, raw: Vec<u8>) -> Result<B256, TxError> {
+        let limit = self.pool.lock().limits().max_tx_bytes;
+        if raw.len() > limit {
+            return Err(PoolError::Oversized {
+                size: raw.len(),
+                limit,
+            }
+            .into());
+        }
         let tx = crate::submit::decode(&raw, self.genesis.chain_id)?;
         let hash = tx.hash();
-        let replaced = self.admit(tx, raw.clone())?;
-        self.writer.persist(hash, raw, replaced).await?;
+        let admitted = self.admit(tx, raw.clone())?;
+        let mut forget = admitted.evicted;
+        forget.extend(admitted.replaced);
+        self.writer.persist(hash, raw, forget).await?;
         self.metrics.txs_accepted.inc();
         self.tx_arrived.notify_one();
         Ok(hash)
     }
 
-    /// Signs with a dev key and submits (`eth_sendTransaction` in `--dev`).
-    pub async fn submit_dev(&self, req: CallRequest) -> Result<B256, TxError> {
+    /// Signs with a dev key and submits (`eth_sendTransaction` in `--dev`); a missing gas
+    /// limit is estimated within `bounds`.
+    pub async fn submit_dev(&self, req: CallRequest, bounds: &CallBounds) -> Result<B256, TxError> {
         let from = req.from.ok_or(TxError::UnknownAccount(Address::ZERO))?;
         let key = self
             .dev_keys
@@ -268,7 +302,7 @@ impl Chain {
         let gas = match req.gas {
             Some(g) => g,
             None => self
-                .estimate_gas(&req, BlockId::Pending)
+                .estimate_gas(&req, BlockId::Pending, bounds)
                 .map_err(|e| TxError::Estimate(e.to_string()))?,
         };
         let base = self.head.read().header.base_fee_per_gas.unwrap_or_default() as u128;
@@ -298,18 +332,26 @@ impl Chain {
         next_base_fee(&self.genesis, &head.header)
     }
 
-    /// Moves the clock of future blocks `seconds` ahead (dev mode); returns the total offset.
+    /// Moves the chain's clock `seconds` ahead (dev mode): the next block is at least that much
+    /// after the later of the head's time and the clock as it ran so far (blocks made faster
+    /// than one a second run ahead of real time). Returns the total offset from real time.
     pub fn increase_time(&self, seconds: u64) -> u64 {
         use std::sync::atomic::Ordering::Relaxed;
-        self.time_offset.fetch_add(seconds, Relaxed) + seconds
+        let now = now_secs();
+        let clock = (now + self.time_offset.load(Relaxed)).max(self.head().header.timestamp);
+        let offset = clock + seconds - now;
+        self.time_offset.store(offset, Relaxed);
+        offset
     }
 
     fn params_after(&self, parent: &Block) -> BlockParams {
         let (hash, parent) = (parent.hash, &parent.header);
         BlockParams {
             number: parent.number + 1,
+            // Strictly after the parent (Ethereum's and the OP Stack's rule), even for several
+            // blocks in one second: the clock then runs ahead until real time catches up.
             timestamp: (now_secs() + self.time_offset.load(std::sync::atomic::Ordering::Relaxed))
-                .max(parent.timestamp),
+                .max(parent.timestamp + 1),
             gas_limit: self.genesis.gas_limit,
             base_fee: next_base_fee(&self.genesis, parent),
             beneficiary: self.genesis.fee_vault,
@@ -324,28 +366,23 @@ impl Chain {
         let parent = self.head();
         let params = self.params_after(&parent);
         let mut state = self.state.write();
-        let candidates = self
-            .pool
-            .lock()
-            .select(params.base_fee, params.gas_limit, |a| {
-                state.account(a).map_or(0, |acc| acc.nonce)
-            });
-        let mut txs = Vec::with_capacity(candidates.len());
-        let mut receipts = Vec::with_capacity(candidates.len());
+        let mut txs = Vec::new();
+        let mut receipts = Vec::new();
         let mut cumulative = 0u64;
-        let mut skip_sender: Vec<Address> = Vec::new();
-        for pooled in &candidates {
+        // Holding the pool while the block fills costs submitters nothing extra: admission
+        // needs the state's read lock, which block production holds anyway.
+        let pool = self.pool.lock();
+        let mut best = pool.best(params.base_fee, |a| {
+            state.account(a).map_or(0, |acc| acc.nonce)
+        });
+        while let Some(pooled) = best.next(params.gas_limit - cumulative) {
             let tx = &pooled.tx;
-            if skip_sender.contains(&tx.sender) || cumulative + tx.tx.gas_limit() > params.gas_limit
-            {
-                continue;
-            }
             match exec::execute(&*state, self.genesis.chain_id, &params, exec::tx_env(tx)) {
                 Ok(Executed {
                     result,
                     state: changes,
                 }) => {
-                    let gas_used = result.gas().total_gas_spent();
+                    let gas_used = result.gas().tx_gas_used();
                     state.apply(changes);
                     // The base fee revm would burn goes to the fee vault: OPEN is never
                     // destroyed, so the supply stays exactly what genesis created.
@@ -356,18 +393,23 @@ impl Chain {
                     cumulative += gas_used;
                     receipts.push(receipt(&tx.tx, &result, cumulative));
                     txs.push(tx.clone());
+                    best.included(&pooled);
                 }
                 Err(Rejected::Invalid(e)) => {
-                    // Stays pending (e.g. funds spent by an earlier transaction) unless stale;
-                    // its sender's later nonces cannot run in this block either.
+                    // Skipped, with its sender's later nonces, and the block goes on filling;
+                    // the re-check after the block drops what its sender can no longer pay.
                     if !matches!(e, InvalidTransaction::NonceTooLow { .. }) {
-                        tracing::debug!(hash = %pooled.hash, error = %e, "transaction deferred");
+                        tracing::debug!(hash = %pooled.hash, error = %e, "transaction skipped");
                     }
-                    skip_sender.push(tx.sender);
                 }
                 Err(Rejected::Other(e)) => return Err(ProduceError::Execution(e)),
             }
+            if params.gas_limit - cumulative < MIN_TX_GAS {
+                break;
+            }
         }
+        drop(best);
+        drop(pool);
         let state_root = state.state_root();
         let changes = state.take_changes();
         let logs_bloom = receipts
@@ -403,7 +445,13 @@ impl Chain {
         let mined: Vec<B256> = block.txs.iter().map(|t| t.hash()).collect();
         let stale = {
             let mut pool = self.pool.lock();
-            let stale = pool.prune(&mined, |a| state.account(a).map_or(0, |acc| acc.nonce));
+            let account = |a: &Address| {
+                state
+                    .account(a)
+                    .map_or((0, U256::ZERO), |acc| (acc.nonce, acc.balance))
+            };
+            let mut stale = pool.prune(&mined, changes.accounts.keys().copied(), account);
+            stale.extend(pool.sweep_queued(std::time::Instant::now(), |a| account(a).0));
             self.metrics.set_pool_size(pool.len());
             stale
         };
@@ -430,6 +478,12 @@ impl Chain {
         );
         let _ = self.blocks.send(block.clone());
         Ok(block)
+    }
+
+    /// How many transactions the pool holds, and their bytes.
+    pub fn pool_size(&self) -> (usize, usize) {
+        let pool = self.pool.lock();
+        (pool.len(), pool.bytes())
     }
 
     /// Whether the pool holds anything (block time 0 produces only then).

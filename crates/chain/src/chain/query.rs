@@ -3,7 +3,7 @@
 use super::{BlockId, Chain};
 use crate::{
     block::{Block, BlockTx},
-    exec::{self, BlockParams, CallError, CallRequest},
+    exec::{self, BlockParams, CallBounds, CallError, CallRequest},
     state::{Account, AccountProof},
     store::{HistoricalState, StoreError},
 };
@@ -17,11 +17,6 @@ pub enum QueryError {
     UnknownBlock,
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-enum CallContext {
-    Head(BlockParams),
-    Past(HistoricalState, BlockParams),
 }
 
 impl Chain {
@@ -123,7 +118,12 @@ impl Chain {
     ) -> Result<AccountProof, String> {
         let head = self.head().header.number;
         match self.resolve(id).map_err(|e| e.to_string())? {
-            Some(n) if n == head => Ok(self.state.write().proof(address, slots)),
+            // Between blocks every trie is hashed, so a reader serves the proof; the write lock
+            // is only a fallback that block production never leaves a reason for.
+            Some(n) if n == head => {
+                let proof = self.state.read().committed_proof(address, slots);
+                Ok(proof.unwrap_or_else(|| self.state.write().proof(address, slots)))
+            }
             Some(n) => Err(format!(
                 "proofs are served for the latest block ({head}) only, not block {n}"
             )),
@@ -141,34 +141,32 @@ impl Chain {
         }
     }
 
-    /// Executes a call at a block without changing anything.
-    pub fn call(&self, req: &CallRequest, id: BlockId) -> Result<Bytes, CallError> {
-        let chain_id = self.genesis.chain_id;
-        let gas = |p: &BlockParams| req.gas.unwrap_or(p.gas_limit).min(p.gas_limit);
-        match self.call_context(id)? {
-            CallContext::Head(params) => {
-                let state = self.state.read();
-                exec::call(&*state, chain_id, &params, req, gas(&params)).map(|(out, _)| out)
-            }
-            CallContext::Past(old, params) => {
-                exec::call(&old, chain_id, &params, req, gas(&params)).map(|(out, _)| out)
-            }
-        }
+    /// Executes a call at a block without changing anything, within `bounds`. Calls read the
+    /// store's snapshot of the block, never the head state's lock, so a slow call cannot hold
+    /// up block production.
+    pub fn call(
+        &self,
+        req: &CallRequest,
+        id: BlockId,
+        bounds: &CallBounds,
+    ) -> Result<Bytes, CallError> {
+        let (state, params) = self.call_context(id)?;
+        let gas = exec::call_gas(req, &params, bounds);
+        exec::call(&state, self.genesis.chain_id, &params, req, gas, bounds).map(|(out, _)| out)
     }
 
-    /// Estimates the gas a call or transaction needs.
-    pub fn estimate_gas(&self, req: &CallRequest, id: BlockId) -> Result<u64, CallError> {
-        let chain_id = self.genesis.chain_id;
-        match self.call_context(id)? {
-            CallContext::Head(params) => {
-                let state = self.state.read();
-                exec::estimate_gas(&*state, chain_id, &params, req)
-            }
-            CallContext::Past(old, params) => exec::estimate_gas(&old, chain_id, &params, req),
-        }
+    /// Estimates the gas a call or transaction needs, within `bounds`.
+    pub fn estimate_gas(
+        &self,
+        req: &CallRequest,
+        id: BlockId,
+        bounds: &CallBounds,
+    ) -> Result<u64, CallError> {
+        let (state, params) = self.call_context(id)?;
+        exec::estimate_gas(&state, self.genesis.chain_id, &params, req, bounds)
     }
 
-    fn call_context(&self, id: BlockId) -> Result<CallContext, CallError> {
+    fn call_context(&self, id: BlockId) -> Result<(HistoricalState, BlockParams), CallError> {
         let storage = |e: StoreError| CallError::Invalid(e.to_string());
         let not_found = || CallError::Invalid("header not found".into());
         let number = self.resolve(id).map_err(storage)?.ok_or_else(not_found)?;
@@ -176,14 +174,13 @@ impl Chain {
             .block(BlockId::Number(number))
             .map_err(storage)?
             .ok_or_else(not_found)?;
+        let state = self.store.state_at(number).map_err(storage)?;
         // At the head, calls run in the context of the next block, as in geth and anvil.
         let mut params = self.params_after(&block);
-        if number == self.head().header.number {
-            return Ok(CallContext::Head(params));
+        if number < self.head().header.number {
+            params.number = number;
+            params.timestamp = block.header.timestamp;
         }
-        params.number = number;
-        params.timestamp = block.header.timestamp;
-        let old = self.store.state_at(number).map_err(storage)?;
-        Ok(CallContext::Past(old, params))
+        Ok((state, params))
     }
 }

@@ -2,9 +2,10 @@
 
 use super::{
     format::{self, q},
+    limits::MAX_FEE_PERCENTILES,
     logs,
     params::{quantity, Params},
-    RpcError,
+    Rpc, RpcError,
 };
 use crate::chain::{BlockId, Chain};
 use alloy_consensus::Transaction;
@@ -13,11 +14,9 @@ use serde_json::{json, Value};
 
 /// The priority fee the node suggests (fees go to the fee vault; this only orders the pool).
 const SUGGESTED_TIP: u64 = 1_000_000_000;
-/// The most blocks one `eth_feeHistory` call reports.
-const MAX_FEE_HISTORY: u64 = 1024;
-
 /// Runs one method.
-pub async fn dispatch(chain: &Chain, method: &str, params: &Value) -> Result<Value, RpcError> {
+pub async fn dispatch(rpc: &Rpc, method: &str, params: &Value) -> Result<Value, RpcError> {
+    let chain = &*rpc.chain;
     let p = Params::new(params)?;
     let store = RpcError::internal;
     Ok(match method {
@@ -50,8 +49,19 @@ pub async fn dispatch(chain: &Chain, method: &str, params: &Value) -> Result<Val
             let value = chain.storage(&address, slot, p.block(2)?)?;
             json!(B256::from(value))
         }
-        "eth_call" => json!(chain.call(&p.call(0)?, p.block(1)?)?),
-        "eth_estimateGas" => q(chain.estimate_gas(&p.call(0)?, p.block(1)?)?),
+        "eth_call" => {
+            let (req, id) = (p.call(0)?, p.block(1)?);
+            json!(
+                rpc.off_runtime(move |chain, bounds| chain.call(&req, id, &bounds))
+                    .await??
+            )
+        }
+        "eth_estimateGas" => {
+            let (req, id) = (p.call(0)?, p.block(1)?);
+            q(rpc
+                .off_runtime(move |chain, bounds| chain.estimate_gas(&req, id, &bounds))
+                .await??)
+        }
         "eth_sendRawTransaction" => {
             let raw: Bytes = p.required(0, "signed transaction")?;
             json!(chain.submit_raw(raw.to_vec()).await?)
@@ -81,7 +91,7 @@ pub async fn dispatch(chain: &Chain, method: &str, params: &Value) -> Result<Val
                      or sign the transaction and use eth_sendRawTransaction",
                 ));
             }
-            json!(chain.submit_dev(p.call(0)?).await?)
+            json!(chain.submit_dev(p.call(0)?, &rpc.bounds()).await?)
         }
         "eth_getTransactionByHash" => {
             let hash: B256 = p.required(0, "transaction hash")?;
@@ -143,9 +153,9 @@ pub async fn dispatch(chain: &Chain, method: &str, params: &Value) -> Result<Val
                 _ => Value::Null,
             }
         }
-        "eth_getLogs" => logs::get_logs(chain, p.get(0).unwrap_or(&Value::Null))?,
-        "eth_getProof" => get_proof(chain, &p)?,
-        "eth_feeHistory" => fee_history(chain, &p)?,
+        "eth_getLogs" => logs::get_logs(chain, &rpc.limits, p.get(0).unwrap_or(&Value::Null))?,
+        "eth_getProof" => get_proof(rpc, &p).await?,
+        "eth_feeHistory" => fee_history(chain, rpc.limits.fee_history_blocks, &p)?,
         "eth_subscribe" | "eth_unsubscribe" => {
             return Err(RpcError::server(format!(
                 "{method} needs a WebSocket connection (ws:// on the same port)"
@@ -155,11 +165,20 @@ pub async fn dispatch(chain: &Chain, method: &str, params: &Value) -> Result<Val
     })
 }
 
-fn get_proof(chain: &Chain, p: &Params<'_>) -> Result<Value, RpcError> {
+async fn get_proof(rpc: &Rpc, p: &Params<'_>) -> Result<Value, RpcError> {
     let address: Address = p.required(0, "address")?;
     let slots: Vec<U256> = p.optional(1, "storage keys")?.unwrap_or_default();
-    let proof = chain
-        .proof(address, &slots, p.block(2)?)
+    if slots.len() > rpc.limits.proof_slots {
+        return Err(RpcError::invalid_params(format!(
+            "too many storage keys: {}, at most {} (--rpc-max-proof-slots)",
+            slots.len(),
+            rpc.limits.proof_slots
+        )));
+    }
+    let id = p.block(2)?;
+    let proof = rpc
+        .off_runtime(move |chain, _| chain.proof(address, &slots, id))
+        .await?
         .map_err(RpcError::server)?;
     let storage: Vec<Value> = proof
         .storage
@@ -177,23 +196,29 @@ fn get_proof(chain: &Chain, p: &Params<'_>) -> Result<Value, RpcError> {
     }))
 }
 
-fn fee_history(chain: &Chain, p: &Params<'_>) -> Result<Value, RpcError> {
+fn fee_history(chain: &Chain, max_blocks: u64, p: &Params<'_>) -> Result<Value, RpcError> {
     let count = quantity(
         p.get(0)
             .ok_or_else(|| RpcError::invalid_params("missing blockCount"))?,
         "blockCount",
     )?
-    .min(MAX_FEE_HISTORY);
+    .min(max_blocks);
     let newest = chain
         .resolve(p.block(1)?)
         .map_err(RpcError::internal)?
         .ok_or_else(|| RpcError::server("header not found"))?;
     let percentiles: Vec<f64> = p.optional(2, "reward percentiles")?.unwrap_or_default();
-    if percentiles.windows(2).any(|w| w[0] > w[1])
+    if percentiles.len() > MAX_FEE_PERCENTILES {
+        return Err(RpcError::invalid_params(format!(
+            "too many reward percentiles: {}, at most {MAX_FEE_PERCENTILES}",
+            percentiles.len()
+        )));
+    }
+    if percentiles.windows(2).any(|w| w[0] >= w[1])
         || percentiles.iter().any(|x| !(0.0..=100.0).contains(x))
     {
         return Err(RpcError::invalid_params(
-            "reward percentiles must be ascending and within 0..=100",
+            "reward percentiles must be strictly ascending and within 0..=100",
         ));
     }
     let oldest = (newest + 1).saturating_sub(count);

@@ -1,6 +1,6 @@
 //! Log filters for `eth_getLogs` and `logs` subscriptions.
 
-use super::{format, RpcError};
+use super::{format, RpcError, RpcLimits};
 use crate::{
     block::Block,
     chain::{BlockId, Chain},
@@ -8,8 +8,8 @@ use crate::{
 use alloy_primitives::{Address, BloomInput, B256};
 use serde_json::Value;
 
-/// The widest block range one `eth_getLogs` call may scan.
-pub const MAX_BLOCK_RANGE: u64 = 10_000;
+/// The most addresses, or alternatives for one topic position, a filter may list.
+pub const MAX_FILTER_ITEMS: usize = 1000;
 
 /// Which logs a caller wants: addresses (any of) and per-position topic alternatives.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +28,12 @@ fn one_or_many<T: serde::de::DeserializeOwned>(v: &Value, name: &str) -> Result<
     };
     match v {
         Value::Null => Ok(vec![]),
+        Value::Array(items) if items.len() > MAX_FILTER_ITEMS => {
+            Err(RpcError::invalid_params(format!(
+                "too many {name}s: {}, at most {MAX_FILTER_ITEMS}",
+                items.len()
+            )))
+        }
         Value::Array(items) => items.iter().map(parse).collect(),
         _ => Ok(vec![parse(v)?]),
     }
@@ -118,8 +124,8 @@ impl LogFilter {
     }
 }
 
-/// `eth_getLogs`.
-pub fn get_logs(chain: &Chain, v: &Value) -> Result<Value, RpcError> {
+/// `eth_getLogs`, refusing ranges wider and answers longer than `limits` allow.
+pub fn get_logs(chain: &Chain, limits: &RpcLimits, v: &Value) -> Result<Value, RpcError> {
     let filter = LogFilter::parse(v)?;
     let mut out = Vec::new();
     if let Some(hash) = filter.block_hash {
@@ -147,9 +153,10 @@ pub fn get_logs(chain: &Chain, v: &Value) -> Result<Value, RpcError> {
             "invalid block range: fromBlock {from} is after toBlock {to}"
         )));
     }
-    if to - from >= MAX_BLOCK_RANGE {
+    if to - from >= limits.max_log_range {
         return Err(RpcError::server(format!(
-            "query exceeds max block range {MAX_BLOCK_RANGE}"
+            "query exceeds max block range {} (--rpc-max-log-range)",
+            limits.max_log_range
         )));
     }
     for number in from..=to {
@@ -158,6 +165,13 @@ pub fn get_logs(chain: &Chain, v: &Value) -> Result<Value, RpcError> {
             .map_err(RpcError::internal)?
         {
             filter.block_logs(&block, &mut out);
+        }
+        if out.len() > limits.max_logs {
+            return Err(RpcError::server(format!(
+                "query returned more than {} results (--rpc-max-logs); ask for a narrower \
+                 block range or filter",
+                limits.max_logs
+            )));
         }
     }
     Ok(Value::Array(out))

@@ -6,26 +6,28 @@
 
 mod eth;
 pub mod format;
+mod http;
+pub mod limits;
 pub mod logs;
 pub mod params;
 mod ws;
 
+pub use http::{metrics_router, router, serve};
+pub use limits::{Cors, RpcLimits};
+
+use crate::exec::CallBounds;
 use crate::{
     chain::{Chain, QueryError},
     exec::CallError,
     store::StoreError,
     submit::TxError,
 };
-use axum::{
-    body::Bytes,
-    extract::{State, WebSocketUpgrade},
-    http::{header, StatusCode},
-    response::{IntoResponse, Response},
-    routing::get,
-    Router,
-};
 use serde_json::{json, Value};
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    sync::{atomic::AtomicUsize, Arc},
+    time::Instant,
+};
+use tokio::sync::Semaphore;
 
 /// A JSON-RPC error object.
 #[derive(Debug, Clone)]
@@ -112,6 +114,7 @@ impl From<CallError> for RpcError {
                 }
             }
             CallError::Halted(reason) => Self::server(format!("execution halted: {reason:?}")),
+            CallError::Timeout(_) => Self::server(e.to_string()),
             CallError::Invalid(message) => Self::server(message),
         }
     }
@@ -128,8 +131,60 @@ fn revert_reason(output: &[u8]) -> Option<String> {
     String::from_utf8(text.to_vec()).ok()
 }
 
+/// The JSON-RPC service: the chain, the server's bounds, and the slots that bound the work
+/// running at once.
+pub struct Rpc {
+    pub chain: Arc<Chain>,
+    pub limits: RpcLimits,
+    /// Calls (`eth_call`, `eth_estimateGas`, `eth_getProof`) run on blocking threads, this many
+    /// at once.
+    calls: Semaphore,
+    /// Open WebSocket connections.
+    ws_open: AtomicUsize,
+}
+
+impl Rpc {
+    /// The service over `chain` with these bounds.
+    pub fn new(chain: Arc<Chain>, limits: RpcLimits) -> Arc<Self> {
+        Arc::new(Self {
+            calls: Semaphore::new(limits.concurrent_calls.max(1)),
+            chain,
+            limits,
+            ws_open: AtomicUsize::new(0),
+        })
+    }
+
+    /// The bounds of a call starting now.
+    fn bounds(&self) -> CallBounds {
+        CallBounds {
+            gas_cap: self.limits.gas_cap,
+            deadline: Instant::now() + self.limits.evm_timeout,
+            timeout: self.limits.evm_timeout,
+        }
+    }
+
+    /// Runs `work` on a blocking thread once a call slot is free, so that neither the async
+    /// runtime nor block production waits on it.
+    async fn off_runtime<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Chain, CallBounds) -> T + Send + 'static,
+    ) -> Result<T, RpcError> {
+        let _slot = self
+            .calls
+            .acquire()
+            .await
+            .map_err(|_| RpcError::server("the node is shutting down"))?;
+        let chain = self.chain.clone();
+        let bounds = self.bounds();
+        tokio::task::spawn_blocking(move || work(&chain, bounds))
+            .await
+            .map_err(|e| RpcError::server(format!("call failed: {e}")))
+    }
+}
+
 /// Answers one request object; `None` for a notification (no `id`).
-pub async fn handle_request(chain: &Chain, request: &Value) -> Option<Value> {
+pub async fn handle_request(rpc: &Rpc, request: &Value) -> Option<Value> {
+    let chain = &rpc.chain;
     let started = Instant::now();
     let id = request.get("id").cloned();
     let result = match (
@@ -137,7 +192,7 @@ pub async fn handle_request(chain: &Chain, request: &Value) -> Option<Value> {
         request.get("jsonrpc"),
     ) {
         (Some(method), Some(Value::String(v))) if v == "2.0" => {
-            eth::dispatch(chain, method, request.get("params").unwrap_or(&Value::Null)).await
+            eth::dispatch(rpc, method, request.get("params").unwrap_or(&Value::Null)).await
         }
         _ => Err(RpcError {
             code: -32600,
@@ -160,74 +215,47 @@ pub async fn handle_request(chain: &Chain, request: &Value) -> Option<Value> {
     })
 }
 
+fn error_response(code: i64, message: String) -> Value {
+    json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}})
+}
+
 /// Answers a request body: one request or a batch.
-pub async fn handle_body(chain: &Chain, body: &[u8]) -> Option<Value> {
+pub async fn handle_body(rpc: &Rpc, body: &[u8]) -> Option<Value> {
     let parsed: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(e) => {
-            return Some(json!({"jsonrpc": "2.0", "id": null,
-                "error": {"code": -32700, "message": format!("parse error: {e}")}}))
-        }
+        Err(e) => return Some(error_response(-32700, format!("parse error: {e}"))),
     };
     match parsed {
-        Value::Array(requests) if requests.is_empty() => Some(json!({"jsonrpc": "2.0",
-            "id": null, "error": {"code": -32600, "message": "empty batch"}})),
+        Value::Array(requests) if requests.is_empty() => {
+            Some(error_response(-32600, "empty batch".into()))
+        }
+        Value::Array(requests) if requests.len() > rpc.limits.batch_items => Some(error_response(
+            -32600,
+            format!(
+                "batch too large: {} requests, at most {} (--rpc-batch-items)",
+                requests.len(),
+                rpc.limits.batch_items
+            ),
+        )),
         Value::Array(requests) => {
             let mut out = Vec::with_capacity(requests.len());
+            let mut bytes = 0usize;
             for request in &requests {
-                out.extend(handle_request(chain, request).await);
+                if bytes > rpc.limits.batch_response_bytes {
+                    // geth's answer once a batch's responses pass the limit.
+                    out.push(json!({"jsonrpc": "2.0", "id": request.get("id"),
+                        "error": {"code": -32003, "message": format!(
+                            "response too large: the batch's answers passed {} bytes \
+                             (--rpc-batch-response-bytes)", rpc.limits.batch_response_bytes)}}));
+                    continue;
+                }
+                if let Some(response) = handle_request(rpc, request).await {
+                    bytes += response.to_string().len();
+                    out.push(response);
+                }
             }
             (!out.is_empty()).then_some(Value::Array(out))
         }
-        request => handle_request(chain, &request).await,
+        request => handle_request(rpc, &request).await,
     }
-}
-
-async fn http(State(chain): State<Arc<Chain>>, body: Bytes) -> Response {
-    match handle_body(&chain, &body).await {
-        Some(value) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            serde_json::to_vec(&value).unwrap_or_default(),
-        )
-            .into_response(),
-        None => StatusCode::NO_CONTENT.into_response(),
-    }
-}
-
-async fn upgrade(State(chain): State<Arc<Chain>>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| ws::serve(chain, socket))
-}
-
-async fn metrics(State(chain): State<Arc<Chain>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        chain.metrics.render(chain.head().header.number),
-    )
-        .into_response()
-}
-
-/// The JSON-RPC router (HTTP POST and WebSocket upgrade on `/`).
-pub fn router(chain: Arc<Chain>) -> Router {
-    Router::new()
-        .route("/", get(upgrade).post(http))
-        .with_state(chain)
-}
-
-/// The metrics router (`GET /metrics`).
-pub fn metrics_router(chain: Arc<Chain>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .with_state(chain)
-}
-
-/// Binds `addr` and serves `router` until the process ends.
-pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(error = %e, "server stopped");
-        }
-    });
-    Ok(bound)
 }

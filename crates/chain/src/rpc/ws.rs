@@ -1,17 +1,50 @@
 //! WebSocket connections: the same calls as HTTP, plus `newHeads` and `logs` subscriptions.
+//!
+//! Outgoing messages wait in a bounded queue: a client that stops reading while notifications
+//! pile up is disconnected rather than allowed to grow the node's memory.
 
-use super::{format, handle_body, logs::LogFilter, RpcError};
+use super::{format, handle_body, logs::LogFilter, Rpc, RpcError};
 use crate::chain::Chain;
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::{collections::HashMap, sync::Arc};
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, Notify},
+    task::JoinHandle,
+};
 
-/// Serves one WebSocket until the client leaves.
-pub async fn serve(chain: Arc<Chain>, socket: WebSocket) {
+/// The sending side of a connection's queue; a full queue disconnects the client.
+#[derive(Clone)]
+struct Outbox {
+    queue: mpsc::Sender<String>,
+    overflow: Arc<Notify>,
+}
+
+impl Outbox {
+    /// Queues a message; false once the client is gone or too far behind.
+    fn send(&self, message: String) -> bool {
+        match self.queue.try_send(message) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflow.notify_one();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// Serves one WebSocket until the client leaves or falls too far behind.
+pub async fn serve(rpc: Arc<Rpc>, socket: WebSocket) {
+    let chain = rpc.chain.clone();
     let (mut sink, mut stream) = socket.split();
-    let (out, mut outgoing) = mpsc::unbounded_channel::<String>();
+    let (queue, mut outgoing) = mpsc::channel::<String>(rpc.limits.ws_queue.max(1));
+    let overflow = Arc::new(Notify::new());
+    let out = Outbox {
+        queue,
+        overflow: overflow.clone(),
+    };
     let writer = tokio::spawn(async move {
         while let Some(text) = outgoing.recv().await {
             if sink.send(Message::Text(text.into())).await.is_err() {
@@ -21,7 +54,15 @@ pub async fn serve(chain: Arc<Chain>, socket: WebSocket) {
     });
     let mut subscriptions: HashMap<String, JoinHandle<()>> = HashMap::new();
     let mut next_id: u64 = 1;
-    while let Some(Ok(message)) = stream.next().await {
+    loop {
+        let message = tokio::select! {
+            message = stream.next() => message,
+            _ = overflow.notified() => {
+                tracing::debug!("WebSocket client not reading; disconnecting it");
+                break;
+            }
+        };
+        let Some(Ok(message)) = message else { break };
         let body = match message {
             Message::Text(text) => text.as_bytes().to_vec(),
             Message::Binary(bytes) => bytes.to_vec(),
@@ -34,13 +75,25 @@ pub async fn serve(chain: Arc<Chain>, socket: WebSocket) {
             .and_then(|r| r.get("method"))
             .and_then(Value::as_str);
         let reply = match (method, &request) {
+            (Some("eth_subscribe"), Some(request))
+                if subscriptions.len() >= rpc.limits.ws_subscriptions =>
+            {
+                respond(
+                    request,
+                    Err(RpcError::server(format!(
+                        "too many subscriptions on this connection: at most {} \
+                         (--ws-max-subscriptions)",
+                        rpc.limits.ws_subscriptions
+                    ))),
+                )
+            }
             (Some("eth_subscribe"), Some(request)) => match subscribe(&chain, request) {
                 Ok(subscription) => {
                     let id = format!("{next_id:#x}");
                     next_id += 1;
                     // The reply goes out before the first notification can.
                     if let Some(reply) = respond(request, Ok(json!(id))) {
-                        let _ = out.send(reply.to_string());
+                        out.send(reply.to_string());
                     }
                     let task = forward(subscription, id.clone(), out.clone());
                     subscriptions.insert(id, task);
@@ -56,10 +109,10 @@ pub async fn serve(chain: Arc<Chain>, socket: WebSocket) {
                 let removed = subscriptions.remove(&id).map(|task| task.abort()).is_some();
                 respond(request, Ok(json!(removed)))
             }
-            _ => handle_body(&chain, &body).await,
+            _ => handle_body(&rpc, &body).await,
         };
         if let Some(reply) = reply {
-            if out.send(reply.to_string()).is_err() {
+            if !out.send(reply.to_string()) {
                 break;
             }
         }
@@ -109,11 +162,7 @@ fn subscribe(chain: &Chain, request: &Value) -> Result<Subscription, RpcError> {
 }
 
 /// Sends a notification for every new block (or each matching log) until the client leaves.
-fn forward(
-    subscription: Subscription,
-    id: String,
-    out: mpsc::UnboundedSender<String>,
-) -> JoinHandle<()> {
+fn forward(subscription: Subscription, id: String, out: Outbox) -> JoinHandle<()> {
     let Subscription { filter, mut blocks } = subscription;
     tokio::spawn(async move {
         loop {
@@ -134,7 +183,7 @@ fn forward(
                 }
             };
             for message in messages {
-                if out.send(message).is_err() {
+                if !out.send(message) {
                     return;
                 }
             }

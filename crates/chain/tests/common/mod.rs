@@ -6,7 +6,12 @@ use alloy_consensus::{SignableTransaction, TxEip1559, TxEip2930, TxEnvelope, TxL
 use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, Bytes, Signature, TxKind, U256};
 use k256::ecdsa::SigningKey;
-use openledger_chain::{devkeys::dev_accounts, rpc, Chain, Genesis};
+use openledger_chain::{
+    devkeys::dev_accounts,
+    mempool::PoolLimits,
+    rpc::{self, Rpc, RpcLimits},
+    Chain, Genesis,
+};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -15,20 +20,33 @@ pub const GWEI: u128 = 1_000_000_000;
 /// A chain on a fresh data directory with the dev genesis.
 pub struct TestChain {
     pub chain: Arc<Chain>,
+    pub rpc: Arc<Rpc>,
     pub dir: tempfile::TempDir,
 }
 
 impl TestChain {
     pub fn new() -> Self {
+        Self::with_limits(PoolLimits::default(), RpcLimits::default())
+    }
+
+    /// Serves an opened chain with default RPC bounds.
+    pub fn from_parts(chain: Arc<Chain>, dir: tempfile::TempDir) -> Self {
+        let rpc = Rpc::new(chain.clone(), RpcLimits::default());
+        Self { chain, rpc, dir }
+    }
+
+    /// A dev chain whose pool and RPC have the given bounds.
+    pub fn with_limits(pool: PoolLimits, limits: RpcLimits) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let chain = Chain::open(dir.path(), Genesis::dev(), true).unwrap();
-        Self { chain, dir }
+        let chain = Chain::open_with(dir.path(), Genesis::dev(), true, pool).unwrap();
+        let rpc = Rpc::new(chain.clone(), limits);
+        Self { chain, rpc, dir }
     }
 
     /// Calls a method through the JSON-RPC dispatcher; returns the whole response object.
     pub async fn call(&self, method: &str, params: Value) -> Value {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        rpc::handle_body(&self.chain, body.to_string().as_bytes())
+        rpc::handle_body(&self.rpc, body.to_string().as_bytes())
             .await
             .expect("a request with an id gets a response")
     }

@@ -36,6 +36,8 @@ impl World {
             metrics_addr: None,
             block_time: Duration::ZERO,
             dev: true,
+            pool: Default::default(),
+            rpc: Default::default(),
         })
         .await
         .unwrap();

@@ -95,7 +95,7 @@ impl Signer {
 
     /// A signer from a key.
     pub fn from_key(key: SigningKey) -> Self {
-        let address = openledger_chain::devkeys::address_of(&key);
+        let address = Address::from_private_key(&key);
         Self { key, address }
     }
 

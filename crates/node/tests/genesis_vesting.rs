@@ -14,23 +14,27 @@ use openledger_protocol::{
     OpenVesting,
 };
 use serde_json::{json, Value};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
-async fn call(chain: &Chain, method: &str, params: Value) -> Value {
+async fn call(chain: &Arc<Chain>, method: &str, params: Value) -> Value {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    let response = rpc::handle_body(chain, body.to_string().as_bytes())
+    let service = rpc::Rpc::new(chain.clone(), Default::default());
+    let response = rpc::handle_body(&service, body.to_string().as_bytes())
         .await
         .unwrap();
     assert!(response.get("error").is_none(), "{method}: {response}");
     response["result"].clone()
 }
 
-async fn balance(chain: &Chain, who: Address) -> U256 {
+async fn balance(chain: &Arc<Chain>, who: Address) -> U256 {
     let value = call(chain, "eth_getBalance", json!([who, "latest"])).await;
     value.as_str().unwrap().parse().unwrap()
 }
 
-async fn view<C: SolCall>(chain: &Chain, to: Address, c: C) -> C::Return {
+async fn view<C: SolCall>(chain: &Arc<Chain>, to: Address, c: C) -> C::Return {
     let data = Bytes::from(c.abi_encode());
     let out = call(
         chain,

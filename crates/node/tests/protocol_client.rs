@@ -22,6 +22,8 @@ async fn node(dir: &std::path::Path) -> (Node, String) {
         metrics_addr: None,
         block_time: Duration::ZERO,
         dev: true,
+        pool: Default::default(),
+        rpc: Default::default(),
     })
     .await
     .unwrap();
