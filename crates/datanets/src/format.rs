@@ -16,11 +16,14 @@ use serde_json::{Map, Value};
 use std::{
     fmt,
     fs::File,
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufReader, Read, Write},
     path::Path,
 };
 
-use crate::validate::ValidationError;
+use crate::{
+    lines::{self, Line, LineGuard},
+    validate::ValidationError,
+};
 
 /// A text record groups paragraphs until it holds at least this many bytes.
 const TEXT_RECORD_BYTES: usize = 1024;
@@ -249,32 +252,36 @@ pub fn stage(
 }
 
 /// Reads the staged file's records in batches of (place, raw record).
-pub fn batches(path: &Path, format: Format) -> Result<Batches, ValidationError> {
+pub fn batches(path: &Path, format: Format, max_record: usize) -> Result<Batches, ValidationError> {
     let file = File::open(path).map_err(ValidationError::io)?;
     match format {
         Format::Parquet => Ok(Box::new(crate::parquet::rows(file)?)),
-        _ => batches_of(file, format),
+        _ => batches_of(file, format, max_record),
     }
 }
 
-/// Reads the records of a text format from `reader` in batches.
+/// Reads the records of a text format from `reader` in batches; no line is buffered past
+/// `max_record` bytes.
 pub fn batches_of(
     reader: impl Read + Send + 'static,
     format: Format,
+    max_record: usize,
 ) -> Result<Batches, ValidationError> {
     Ok(match format {
         Format::Jsonl => Box::new(JsonLines {
             reader: BufReader::with_capacity(1 << 20, Box::new(reader)),
             line: 0,
             through: 0,
+            max_record,
         }),
         Format::Text | Format::Markdown => Box::new(TextParagraphs {
             reader: BufReader::with_capacity(1 << 20, Box::new(reader)),
             line: 0,
             through: 0,
             done: false,
+            max_record,
         }),
-        Format::Csv => Box::new(CsvRows::new(reader)?),
+        Format::Csv => Box::new(CsvRows::new(LineGuard::new(reader, max_record))?),
         Format::Parquet => {
             return Err(ValidationError::BadParquet(
                 "Parquet is read from a file, not a stream".into(),
@@ -290,6 +297,7 @@ struct JsonLines {
     reader: BufReader<Source>,
     line: u64,
     through: u64,
+    max_record: usize,
 }
 
 impl Iterator for JsonLines {
@@ -299,9 +307,12 @@ impl Iterator for JsonLines {
         let mut batch = Vec::new();
         while batch.len() < BATCH_RECORDS {
             let mut bytes = Vec::new();
-            match self.reader.read_until(b'\n', &mut bytes) {
-                Ok(0) => break,
-                Ok(n) => self.through += n as u64,
+            match lines::read_line(&mut self.reader, &mut bytes, self.max_record) {
+                Ok(Line::End) => break,
+                Ok(Line::Read(n)) => self.through += n as u64,
+                Ok(Line::TooLong) => {
+                    return Some(Err(lines::too_long(self.line + 1, self.max_record)))
+                }
                 Err(e) => return Some(Err(ValidationError::io(e))),
             }
             self.line += 1;
@@ -322,6 +333,7 @@ struct TextParagraphs {
     line: u64,
     through: u64,
     done: bool,
+    max_record: usize,
 }
 
 impl Iterator for TextParagraphs {
@@ -334,14 +346,17 @@ impl Iterator for TextParagraphs {
         let mut bytes = Vec::new();
         while !self.done && batch.len() < BATCH_RECORDS {
             bytes.clear();
-            let n = match self.reader.read_until(b'\n', &mut bytes) {
-                Ok(n) => n,
+            let n = match lines::read_line(&mut self.reader, &mut bytes, self.max_record) {
+                Ok(Line::Read(n)) => n,
+                Ok(Line::End) => {
+                    self.done = true;
+                    break;
+                }
+                Ok(Line::TooLong) => {
+                    return Some(Err(lines::too_long(self.line + 1, self.max_record)))
+                }
                 Err(e) => return Some(Err(ValidationError::io(e))),
             };
-            if n == 0 {
-                self.done = true;
-                break;
-            }
             self.through += n as u64;
             self.line += 1;
             let Ok(line) = std::str::from_utf8(&bytes) else {
@@ -359,6 +374,14 @@ impl Iterator for TextParagraphs {
                     continue;
                 }
                 start = self.line;
+            }
+            if text.len() + line.len() > self.max_record {
+                // A paragraph is one record: it may not grow past the limit either.
+                return Some(Err(ValidationError::RecordTooLarge {
+                    place: Place::Line(start),
+                    size: text.len() + line.len(),
+                    limit: self.max_record,
+                }));
             }
             text.push_str(line);
         }
@@ -431,19 +454,15 @@ impl Iterator for CsvRows {
 }
 
 fn csv_error(e: csv::Error) -> ValidationError {
-    let line = e.position().map_or(0, csv::Position::line);
-    match e.kind() {
-        csv::ErrorKind::Utf8 { .. } => ValidationError::NotUtf8 {
-            place: Place::Line(line),
-        },
+    let place = Place::Line(e.position().map_or(0, csv::Position::line));
+    let message = e.to_string();
+    match e.into_kind() {
+        csv::ErrorKind::Utf8 { .. } => ValidationError::NotUtf8 { place },
         csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::FileTooLarge => {
             ValidationError::Io("over the size limit".into())
         }
-        csv::ErrorKind::Io(_) => ValidationError::Io(e.to_string()),
-        _ => ValidationError::BadCsv {
-            place: Place::Line(line),
-            message: e.to_string(),
-        },
+        csv::ErrorKind::Io(io) => ValidationError::io(io),
+        _ => ValidationError::BadCsv { place, message },
     }
 }
 

@@ -3,6 +3,9 @@
 //! Everything here comes from the chain's logs, applied in order, with the next block to read
 //! saved in the same write transaction as the events it covers; so a crash never leaves the
 //! index between two states, and deleting the file and syncing again rebuilds the same view.
+//! A row that does not decode (a damaged or foreign file) is reported as
+//! [`IndexError::Corrupt`], never a panic, and marks the index for that rebuild: the service's
+//! next sync clears it and reads the registry's logs again from block 0.
 
 use alloy_primitives::{Address, B256};
 use openledger_protocol::datanet_registry::DatanetRegistry::DatanetRegistryEvents as Event;
@@ -22,12 +25,19 @@ const CURSOR: &str = "next_block";
 
 /// A failure of the index database.
 #[derive(Debug, thiserror::Error)]
-#[error("datanet index: {0}")]
-pub struct IndexError(#[from] redb::Error);
+pub enum IndexError {
+    #[error("datanet index: {0}")]
+    Db(#[from] redb::Error),
+    #[error(
+        "datanet index: a {table} row does not decode ({reason}); the index is being rebuilt \
+         from the chain's logs, try again shortly"
+    )]
+    Corrupt { table: &'static str, reason: String },
+}
 
 macro_rules! index_err {
     ($($t:ty),*) => {$(impl From<$t> for IndexError {
-        fn from(e: $t) -> Self { IndexError(e.into()) }
+        fn from(e: $t) -> Self { IndexError::Db(e.into()) }
     })*};
 }
 index_err!(
@@ -92,15 +102,16 @@ pub struct VersionRow {
 /// The index.
 pub struct Index {
     db: Database,
+    /// Set when a row failed to decode: the next sync rebuilds.
+    corrupt: std::sync::atomic::AtomicBool,
 }
 
 fn encode(value: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec(value).expect("plain rows serialise")
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> T {
-    serde_json::from_slice(bytes).expect("rows written by this module decode")
-}
+/// The tables of rows, cleared together by a rebuild.
+const ROW_TABLES: [TableDefinition<u64, &[u8]>; 3] = [DATANETS, CONTRIBUTIONS, VERSIONS];
 
 fn id(value: alloy_primitives::U256) -> u64 {
     value.saturating_to()
@@ -120,7 +131,49 @@ impl Index {
             txn.open_table(VERSIONS)?;
         }
         txn.commit()?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            corrupt: Default::default(),
+        })
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        table: &'static str,
+        bytes: &[u8],
+    ) -> Result<T, IndexError> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            self.corrupt
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(table, error = %e, "datanet index row does not decode; rebuilding");
+            IndexError::Corrupt {
+                table,
+                reason: e.to_string(),
+            }
+        })
+    }
+
+    /// Whether a row failed to decode since the last rebuild.
+    pub fn needs_rebuild(&self) -> bool {
+        self.corrupt.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Empties the index and its cursor, so that syncing reads every log again.
+    pub fn clear(&self) -> Result<(), IndexError> {
+        let txn = self.db.begin_write()?;
+        for table in ROW_TABLES {
+            txn.delete_table(table)?;
+            txn.open_table(table)?;
+        }
+        txn.delete_table(BY_DATANET)?;
+        txn.open_table(BY_DATANET)?;
+        txn.delete_table(BY_HASH)?;
+        txn.open_table(BY_HASH)?;
+        txn.open_table(META)?.remove(CURSOR)?;
+        txn.commit()?;
+        self.corrupt
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// The next block whose logs have not been applied.
@@ -143,17 +196,19 @@ impl Index {
             for (block, event) in events {
                 let block = *block;
                 // Reads and rewrites one contribution row.
-                let mut update =
-                    |cid: u64, f: &dyn Fn(&mut ContributionRow)| -> Result<(), IndexError> {
-                        let row = contributions
-                            .get(cid)?
-                            .map(|v| decode::<ContributionRow>(v.value()));
-                        if let Some(mut row) = row {
-                            f(&mut row);
-                            contributions.insert(cid, encode(&row).as_slice())?;
-                        }
-                        Ok(())
+                let mut update = |cid: u64,
+                                  f: &dyn Fn(&mut ContributionRow)|
+                 -> Result<(), IndexError> {
+                    let row = match contributions.get(cid)? {
+                        Some(v) => Some(self.decode::<ContributionRow>("contribution", v.value())?),
+                        None => None,
                     };
+                    if let Some(mut row) = row {
+                        f(&mut row);
+                        contributions.insert(cid, encode(&row).as_slice())?;
+                    }
+                    Ok(())
+                };
                 match event {
                     Event::DatanetCreated(e) => {
                         let row = DatanetRow {
@@ -235,21 +290,30 @@ impl Index {
     pub fn datanet(&self, id: u64) -> Result<Option<DatanetRow>, IndexError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(DATANETS)?;
-        Ok(table.get(id)?.map(|v| decode(v.value())))
+        table
+            .get(id)?
+            .map(|v| self.decode("datanet", v.value()))
+            .transpose()
     }
 
     /// Every datanet, by id.
     pub fn datanets(&self) -> Result<Vec<DatanetRow>, IndexError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(DATANETS)?;
-        table.iter()?.map(|r| Ok(decode(r?.1.value()))).collect()
+        table
+            .iter()?
+            .map(|r| self.decode("datanet", r?.1.value()))
+            .collect()
     }
 
     /// A contribution, if indexed.
     pub fn contribution(&self, id: u64) -> Result<Option<ContributionRow>, IndexError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(CONTRIBUTIONS)?;
-        Ok(table.get(id)?.map(|v| decode(v.value())))
+        table
+            .get(id)?
+            .map(|v| self.decode("contribution", v.value()))
+            .transpose()
     }
 
     /// A datanet's contributions, by id.
@@ -261,7 +325,7 @@ impl Index {
         for entry in ids.range((datanet, 0)..=(datanet, u64::MAX))? {
             let (_, cid) = entry?.0.value();
             if let Some(v) = rows.get(cid)? {
-                out.push(decode(v.value()));
+                out.push(self.decode("contribution", v.value())?);
             }
         }
         Ok(out)
@@ -286,7 +350,10 @@ impl Index {
     pub fn version(&self, id: u64) -> Result<Option<VersionRow>, IndexError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(VERSIONS)?;
-        Ok(table.get(id)?.map(|v| decode(v.value())))
+        table
+            .get(id)?
+            .map(|v| self.decode("version", v.value()))
+            .transpose()
     }
 
     /// A datanet's versions (every datanet's with `None`), by id.
@@ -295,7 +362,7 @@ impl Index {
         let table = txn.open_table(VERSIONS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
-            let row: VersionRow = decode(entry?.1.value());
+            let row: VersionRow = self.decode("version", entry?.1.value())?;
             if datanet.is_none_or(|d| d == row.datanet) {
                 out.push(row);
             }

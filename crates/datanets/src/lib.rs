@@ -19,6 +19,7 @@ pub mod api;
 mod contribute;
 pub mod format;
 pub mod index;
+mod lines;
 pub mod merkle;
 pub mod metadata;
 pub mod minhash;

@@ -15,23 +15,35 @@ pub fn rows(
     file: File,
 ) -> Result<impl Iterator<Item = Result<Batch, ValidationError>>, ValidationError> {
     let size = file.metadata().map_err(ValidationError::io)?.len();
-    let reader = SerializedFileReader::new(file).map_err(bad)?;
+    let reader = unpanicked(|| SerializedFileReader::new(file), "its footer")?.map_err(bad)?;
     let total = reader.metadata().file_metadata().num_rows().max(0) as u64;
     if total == 0 {
         return Err(ValidationError::Empty);
     }
     let mut rows = reader.into_iter();
     let mut row = 0u64;
+    let mut broken = false;
     Ok(std::iter::from_fn(move || {
         let mut batch = Vec::new();
-        while batch.len() < BATCH_ROWS {
-            match rows.next() {
-                None => break,
-                Some(Ok(r)) => {
+        while !broken && batch.len() < BATCH_ROWS {
+            let next = unpanicked(|| rows.next(), &format!("row {}", row + 1));
+            match next {
+                Ok(None) => break,
+                Ok(Some(Ok(r))) => {
                     row += 1;
                     batch.push((Place::Row(row), Raw::Value(r.to_json_value())));
                 }
-                Some(Err(e)) => return Some(Err(bad(e))),
+                Ok(Some(Err(e))) => {
+                    broken = true;
+                    return Some(Err(ValidationError::BadParquet(format!(
+                        "row {}: {e}",
+                        row + 1
+                    ))));
+                }
+                Err(e) => {
+                    broken = true;
+                    return Some(Err(e));
+                }
             }
         }
         (!batch.is_empty()).then_some(Ok(Batch {
@@ -40,6 +52,19 @@ pub fn rows(
             through: size * row / total,
         }))
     }))
+}
+
+/// Runs a step of the Parquet reader, turning a panic (the crate panics on some damaged files,
+/// truncated ones among them) into an error that names where reading stopped.
+fn unpanicked<T>(step: impl FnOnce() -> T, at: &str) -> Result<T, ValidationError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("the reader failed");
+        ValidationError::BadParquet(format!("the file is damaged at {at}: {why}"))
+    })
 }
 
 fn bad(e: parquet::errors::ParquetError) -> ValidationError {

@@ -14,7 +14,7 @@ use crate::{
 use alloy_primitives::{keccak256, Address, U256};
 use alloy_sol_types::{Eip712Domain, SolEvent, SolEventInterface};
 use openledger_protocol::{
-    client::{ClientError, Log},
+    client::Log,
     datanet_registry::DatanetRegistry::{self, DatanetRegistryEvents},
     ProtocolClient,
 };
@@ -25,9 +25,6 @@ use std::{
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
-
-/// Logs asked for per `eth_getLogs` request while syncing.
-const SYNC_BLOCKS: u64 = 10_000;
 
 /// A datanet to create.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -155,21 +152,18 @@ impl Datanets {
     /// Applies the registry's new events to the index; returns the next block to read.
     pub async fn sync(&self) -> Result<u64, DatanetsError> {
         let _guard = self.sync_lock.lock().await;
+        if self.index.needs_rebuild() {
+            tracing::warn!("rebuilding the datanet index from the chain's logs");
+            self.index.clear()?;
+            if let Ok(mut cache) = self.near_cache.lock() {
+                cache.clear();
+            }
+        }
         let head = self.client.block_number().await?;
         let mut from = self.index.next_block()?;
+        let filter = json!({"address": self.registry});
         while from <= head {
-            let to = (from + SYNC_BLOCKS - 1).min(head);
-            let filter = json!({
-                "address": self.registry,
-                "fromBlock": format!("{from:#x}"),
-                "toBlock": format!("{to:#x}"),
-            });
-            let logs: Vec<Log> = self
-                .client
-                .rpc()
-                .request("eth_getLogs", json!([filter]))
-                .await
-                .map_err(ClientError::from)?;
+            let (logs, to) = self.client.logs_page(&filter, from, head).await?;
             let mut events = Vec::with_capacity(logs.len());
             for log in logs {
                 // Events of other contract versions are not ours to read.

@@ -54,6 +54,8 @@ pub enum ValidationError {
         size: usize,
         limit: usize,
     },
+    #[error("{place}: the line is longer than the record limit of {limit} bytes")]
+    LineTooLong { place: Place, limit: usize },
     #[error("{place}: the record seems to hold {}; remove it and upload again", .kind.describe())]
     Secret { place: Place, kind: FindingKind },
     #[error("the file holds no records")]
@@ -77,6 +79,12 @@ pub enum ValidationError {
 
 impl ValidationError {
     pub(crate) fn io(e: std::io::Error) -> Self {
+        if let Some(long) = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<crate::lines::LineTooLong>())
+        {
+            return crate::lines::too_long(long.line, long.limit);
+        }
         Self::Io(e.to_string())
     }
 }
@@ -206,7 +214,7 @@ pub fn stage_and_check(
             let checked = open().and_then(|file| {
                 let reader = format::Canonical::new(file, format, policy.max_bytes);
                 check(
-                    format::batches_of(reader, format)?,
+                    format::batches_of(reader, format, policy.max_record_bytes)?,
                     format,
                     schema,
                     policy,
@@ -220,7 +228,7 @@ pub fn stage_and_check(
         let hashed = stage();
         let checked = hashed.as_ref().map_err(Clone::clone).and_then(|_| {
             check(
-                format::batches(staged, format)?,
+                format::batches(staged, format, policy.max_record_bytes)?,
                 format,
                 schema,
                 policy,

@@ -262,7 +262,8 @@ impl Datanets {
                 )));
             }
             blob.flush().map_err(io)?;
-            for batch in format::batches(blob.path(), report.format)? {
+            for batch in format::batches(blob.path(), report.format, self.policy.max_record_bytes)?
+            {
                 for (place, raw) in batch?.records {
                     let record: Value = match raw {
                         Raw::Json(bytes) => serde_json::from_slice(&bytes).map_err(|e| {

@@ -36,7 +36,7 @@ fn read(bytes: &[u8], format: Format) -> Result<Vec<(Place, Value)>, ValidationE
         alloy_primitives::keccak256(std::fs::read(&staged).unwrap())
     );
     let mut records = Vec::new();
-    for batch in format::batches(&staged, format)? {
+    for batch in format::batches(&staged, format, 1 << 20)? {
         for (place, raw) in batch?.records {
             records.push((
                 place,
@@ -193,4 +193,70 @@ fn blank_jsonl_lines_are_skipped_but_counted() {
             place: Place::Line(1)
         }
     );
+}
+
+/// A damaged Parquet file (truncated data under an intact footer, or any byte flipped) is
+/// refused with an error, never a panic; the parquet crate panics on some such files.
+#[test]
+fn damaged_parquet_is_refused_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.parquet");
+    parquet_file(&path);
+    let good = std::fs::read(&path).unwrap();
+    let footer = u32::from_le_bytes(good[good.len() - 8..good.len() - 4].try_into().unwrap());
+    let data_end = good.len() - 8 - footer as usize;
+    let mut damaged = Vec::new();
+    for cut in 4..data_end {
+        // The data pages cut short and zero-filled, the footer still pointing into them.
+        let mut bytes = good.clone();
+        bytes[cut..data_end].fill(0);
+        damaged.push(bytes);
+    }
+    for at in 4..good.len() - 8 {
+        let mut bytes = good.clone();
+        bytes[at] ^= 0xff;
+        damaged.push(bytes);
+    }
+    let mut refused = 0;
+    for bytes in damaged {
+        match read(&bytes, Format::Parquet) {
+            Ok(_) => {}
+            Err(e) => {
+                let message = e.to_string();
+                assert!(
+                    message.contains("Parquet")
+                        || message.contains("row")
+                        || message.contains("schema"),
+                    "{message}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0);
+}
+
+/// One line of a gigabyte is refused at the record limit, naming the line, without being read
+/// into memory.
+#[test]
+fn a_gigabyte_line_is_refused_at_the_record_limit() {
+    use std::io::Read;
+    let limit = 1 << 20;
+    for format in [Format::Jsonl, Format::Text, Format::Csv] {
+        let huge = b"header\n".chain(std::io::repeat(b'a').take(1 << 30));
+        let mut batches = format::batches_of(huge, format, limit).unwrap();
+        let err = batches
+            .find_map(Result::err)
+            .expect("the long line is refused");
+        assert!(
+            matches!(
+                &err,
+                ValidationError::LineTooLong {
+                    place: Place::Line(2),
+                    ..
+                }
+            ),
+            "{format}: {err}"
+        );
+    }
 }

@@ -7,6 +7,7 @@ mod limits;
 mod model;
 mod progress;
 mod rest;
+mod stake;
 mod token;
 
 use alloy_primitives::U256;
@@ -57,6 +58,16 @@ enum Command {
         api_url: String,
         #[command(subcommand)]
         command: datanet::DatanetCommand,
+    },
+    /// Staking: stake OPEN as validator, host or curator of a datanet; unstake; withdraw.
+    Stake {
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// The protocol's addresses file [default: the dev node's, in $OPENLEDGER_HOME/chain].
+        #[arg(long, global = true)]
+        addresses: Option<PathBuf>,
+        #[command(subcommand)]
+        command: stake::StakeCommand,
     },
     /// Governance: propose parameter changes, vote with staked OPEN, queue, execute.
     Gov {
@@ -310,12 +321,16 @@ async fn serve_api(
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
-async fn run_gov(chain: ChainArgs, addresses: Option<PathBuf>, command: GovCommand) -> Result<()> {
+/// A client for the protocol's contracts, checked against the addresses file's chain.
+async fn protocol_client(
+    chain: &ChainArgs,
+    addresses: Option<PathBuf>,
+    sends: bool,
+) -> Result<ProtocolClient> {
     let file = addresses.unwrap_or_else(|| default_home().join("chain").join("protocol.json"));
     let addresses = Addresses::load(&file)?;
     let signer = chain.key.as_deref().map(Signer::from_hex).transpose()?;
-    let needs_key = !matches!(command, GovCommand::Status { .. });
-    if needs_key && signer.is_none() {
+    if sends && signer.is_none() {
         bail!("this command sends a transaction: pass --key HEX or set OPENLEDGER_KEY");
     }
     let client = ProtocolClient::connect(&chain.rpc_url, signer)
@@ -330,7 +345,12 @@ async fn run_gov(chain: ChainArgs, addresses: Option<PathBuf>, command: GovComma
             client.chain_id()
         );
     }
-    let client = client.with_addresses(addresses);
+    Ok(client.with_addresses(addresses))
+}
+
+async fn run_gov(chain: ChainArgs, addresses: Option<PathBuf>, command: GovCommand) -> Result<()> {
+    let sends = !matches!(command, GovCommand::Status { .. });
+    let client = protocol_client(&chain, addresses, sends).await?;
     match command {
         GovCommand::Propose {
             actions,
@@ -380,6 +400,14 @@ fn main() -> Result<()> {
             addresses,
             command,
         } => runtime.block_on(run_gov(chain, addresses, command)),
+        Command::Stake {
+            chain,
+            addresses,
+            command,
+        } => runtime.block_on(async {
+            let client = protocol_client(&chain, addresses, command.sends()).await?;
+            stake::run(&client, command).await
+        }),
         Command::Datanet {
             chain,
             api_url,

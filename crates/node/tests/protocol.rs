@@ -10,7 +10,7 @@ use openledger_protocol::{
 use serde_json::json;
 
 mod common;
-use common::{dev_key, ok, openledger, start};
+use common::{dev_key, ok, openledger, start_with};
 
 const OPEN: u128 = 1_000_000_000_000_000_000;
 
@@ -38,7 +38,9 @@ async fn dev_rpc(client: &ProtocolClient, method: &str, params: serde_json::Valu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_and_governance_through_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path());
+    // Event reads must page: the node answers eth_getLogs over at most 8 blocks, and the
+    // governance below spans dozens (as a real chain spans more than the default 10,000).
+    let node = start_with(dir.path(), &["--rpc-max-log-range", "8"]);
     let url = node.rpc_url.clone();
     let dev_file = dir.path().join("protocol.json");
     let dev = Addresses::load(&dev_file).unwrap();

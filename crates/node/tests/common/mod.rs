@@ -38,10 +38,16 @@ pub struct DevNode {
 /// Starts a dev node and waits until its first-start deployment has written the addresses
 /// and its REST API answers.
 pub fn start(dir: &Path) -> DevNode {
+    start_with(dir, &[])
+}
+
+/// [`start`] with extra flags for the node.
+pub fn start_with(dir: &Path, flags: &[&str]) -> DevNode {
     let (addr, api) = (free_addr(), free_addr());
     let child = Command::new(env!("CARGO_BIN_EXE_openledger"))
         .args(["node", "--dev", "--block-time", "0", "--data-dir"])
         .arg(dir)
+        .args(flags)
         .args(["--http-addr", &addr.to_string()])
         .args(["--metrics-addr", &free_addr().to_string()])
         .args(["--api-addr", &api.to_string()])

@@ -6,6 +6,7 @@
 //! first so that a call the contract would refuse fails with its custom error, decoded, before
 //! anything is sent. Works against the embedded node and any other EVM endpoint over HTTP.
 
+mod logs;
 mod revert;
 mod rpc;
 
@@ -16,7 +17,7 @@ use crate::deploy::{self, Addresses, DeployConfig};
 use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, Bytes, Signature, TxKind, B256, U256, U64};
-use alloy_sol_types::{SolCall, SolEvent};
+use alloy_sol_types::SolCall;
 use k256::ecdsa::SigningKey;
 use serde::Deserialize;
 use serde_json::json;
@@ -163,6 +164,8 @@ pub struct ProtocolClient {
     addresses: Option<Addresses>,
     /// The signer's next nonce once known; held while a transaction is signed and sent.
     nonce: tokio::sync::Mutex<Option<u64>>,
+    /// How many blocks one `eth_getLogs` asks for: shrinks when the node refuses a range.
+    log_page: std::sync::atomic::AtomicU64,
 }
 
 impl ProtocolClient {
@@ -176,6 +179,7 @@ impl ProtocolClient {
             signer,
             addresses: None,
             nonce: tokio::sync::Mutex::new(None),
+            log_page: std::sync::atomic::AtomicU64::new(logs::FIRST_PAGE),
         })
     }
 
@@ -224,42 +228,25 @@ impl ProtocolClient {
         Ok(n.to())
     }
 
+    /// The latest block's timestamp (unix seconds): the chain's clock.
+    pub async fn latest_timestamp(&self) -> Result<u64, ClientError> {
+        #[derive(Deserialize)]
+        struct Header {
+            timestamp: U64,
+        }
+        let header: Header = self
+            .rpc
+            .request("eth_getBlockByNumber", json!(["latest", false]))
+            .await?;
+        Ok(header.timestamp.to())
+    }
+
     /// The runtime code at `address` (empty where there is none).
     pub async fn code(&self, address: Address) -> Result<Bytes, ClientError> {
         Ok(self
             .rpc
             .request("eth_getCode", json!([address, "latest"]))
             .await?)
-    }
-
-    /// Every `E` event the contract at `address` emitted in blocks `from..=to` (`None`: the
-    /// latest), decoded, with the block number each came in.
-    pub async fn events<E: SolEvent>(
-        &self,
-        address: Address,
-        from: u64,
-        to: Option<u64>,
-    ) -> Result<Vec<(u64, E)>, ClientError> {
-        let to = to.map_or_else(|| json!("latest"), |n| json!(U64::from(n)));
-        let filter = json!({
-            "address": address,
-            "topics": [E::SIGNATURE_HASH],
-            "fromBlock": U64::from(from),
-            "toBlock": to,
-        });
-        let logs: Vec<Log> = self.rpc.request("eth_getLogs", json!([filter])).await?;
-        logs.into_iter()
-            .map(|log| {
-                let event =
-                    E::decode_raw_log(log.topics.iter().copied(), &log.data).map_err(|e| {
-                        ClientError::Decode {
-                            what: E::SIGNATURE.to_string(),
-                            reason: e.to_string(),
-                        }
-                    })?;
-                Ok((log.block_number.map_or(0, |n| n.to()), event))
-            })
-            .collect()
     }
 
     /// Reads a view of the contract at `to`.
