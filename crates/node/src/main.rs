@@ -54,7 +54,12 @@ enum Command {
         #[command(flatten)]
         chain: ChainArgs,
         /// The node's REST API.
-        #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+        #[arg(
+            long,
+            global = true,
+            env = "OPENLEDGER_API_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
         api_url: String,
         #[command(subcommand)]
         command: datanet::DatanetCommand,
@@ -85,7 +90,12 @@ enum Command {
 #[derive(clap::Args)]
 struct ChainArgs {
     /// JSON-RPC endpoint (http).
-    #[arg(long, global = true, default_value = "http://127.0.0.1:8545")]
+    #[arg(
+        long,
+        global = true,
+        env = "OPENLEDGER_RPC_URL",
+        default_value = "http://127.0.0.1:8545"
+    )]
     rpc_url: String,
     /// Private key (hex) that signs transactions.
     #[arg(long, global = true, env = "OPENLEDGER_KEY", hide_env_values = true)]
