@@ -97,7 +97,14 @@ async fn sequence(chain: Arc<Chain>, block_time: Duration) {
             Ok(Err(e)) => {
                 // The block could not be made durable: stopping is the only safe answer,
                 // since nothing past the last durable block may be reported.
-                tracing::error!(error = %e, "block production failed; stopping");
+                let durable = chain.head().header.number;
+                tracing::error!(
+                    error = %e,
+                    "could not make block {} durable; stopping. The store still holds block \
+                     {durable} whole: free space (or fix the disk) and restart, and the node \
+                     resumes from there with its pending transactions",
+                    durable + 1
+                );
                 std::process::exit(70);
             }
             Err(e) => {

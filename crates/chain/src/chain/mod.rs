@@ -278,7 +278,13 @@ impl Chain {
         let admitted = self.admit(tx, raw.clone())?;
         let mut forget = admitted.evicted;
         forget.extend(admitted.replaced);
-        self.writer.persist(hash, raw, forget).await?;
+        if let Err(e) = self.writer.persist(hash, raw, forget).await {
+            // Not acknowledged, so not kept: the caller was told it failed.
+            let mut pool = self.pool.lock();
+            pool.withdraw(&hash);
+            self.metrics.set_pool_size(pool.len());
+            return Err(e);
+        }
         self.metrics.txs_accepted.inc();
         self.tx_arrived.notify_one();
         Ok(hash)

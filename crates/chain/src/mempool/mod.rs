@@ -356,6 +356,15 @@ impl Mempool {
         Some(tx.hash)
     }
 
+    /// Drops a transaction that could not be made durable, with its sender's later nonces
+    /// (they could not run without it); returns their hashes.
+    pub fn withdraw(&mut self, hash: &B256) -> Vec<B256> {
+        match self.by_hash.get(hash).cloned() {
+            Some(tx) => self.remove_from(&tx.tx.sender, tx.nonce()),
+            None => Vec::new(),
+        }
+    }
+
     /// Removes a sender's transactions from `nonce` on; returns their hashes.
     fn remove_from(&mut self, sender: &Address, nonce: u64) -> Vec<B256> {
         let Some(queue) = self.by_sender.get_mut(sender) else {
