@@ -17,9 +17,14 @@ import {Staking} from "./Staking.sol";
 /// one side decide. A rejected contribution's fee goes to the curators who rejected it; an
 /// accepted one's returns to the contributor once the challenge window has passed unchallenged.
 /// During the window anyone may challenge an accepted contribution as poisoned by posting a
-/// bond; governance (the owner) rules. An upheld challenge marks it poisoned, pays the
-/// contributor's fee and the bond to the challenger and slashes every curator who approved it;
-/// a rejected challenge forfeits the bond to the treasury.
+/// bond; the approving curators' stakes are frozen until governance (the owner) rules, within
+/// the ruling period. Upheld: the contribution is poisoned, the contributor's deposit is
+/// forfeit to the treasury, every approving curator is slashed, and the challenger gets its
+/// bond back plus the challenger share of the slashes, capped at half of the forfeited deposit,
+/// so poisoning one's own data and challenging it from another address always loses money.
+/// Rejected: the bond goes to the treasury. Not ruled in time: anyone may close the challenge,
+/// which then counts as not upheld, with the bond returned (governance's silence is nobody's
+/// fault but governance's).
 ///
 /// Payments are credited and withdrawn with `claim`, so no vote or ruling can be blocked by a
 /// recipient that refuses OPEN. Every state change emits an event, so an indexer can rebuild
@@ -27,6 +32,9 @@ import {Staking} from "./Staking.sol";
 contract DatanetRegistry is Ownable, ReentrancyGuard {
     /// @notice The most curator votes a datanet may require, which bounds every loop over voters.
     uint16 public constant MAX_QUORUM = 32;
+    /// @notice The most a successful challenger earns beyond its bond, as a share of the
+    /// deposit the contributor forfeits: below a whole, so self-challenging never pays.
+    uint16 public constant CHALLENGER_REWARD_CAP_BPS = 5_000;
 
     /// @notice Where a contribution stands.
     enum Status {
@@ -135,6 +143,10 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
     error AlreadyChallenged(uint256 contributionId);
     /// @notice The contribution has no open challenge.
     error NoOpenChallenge(uint256 contributionId);
+    /// @notice The ruling period ended at `endedAt`: the challenge can only be closed by default.
+    error RulingPeriodOver(uint256 contributionId, uint64 endedAt);
+    /// @notice The ruling period runs until `endsAt`: governance may still rule.
+    error RulingPeriodOpen(uint256 contributionId, uint64 endsAt);
     /// @notice The contribution's fee has already been released.
     error FeeAlreadyReleased(uint256 contributionId);
     /// @notice The account has nothing to claim.
@@ -169,6 +181,9 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
         uint256 indexed contributionId, address indexed challenger, uint256 bond, bytes32 evidenceHash
     );
     event ChallengeResolved(uint256 indexed contributionId, address indexed challenger, bool upheld);
+    /// @notice Governance did not rule within the ruling period; the challenge was closed as not
+    /// upheld and the bond returned.
+    event ChallengeExpired(uint256 indexed contributionId, address indexed challenger);
     event ContributionPoisoned(uint256 indexed contributionId, uint256 indexed datanetId);
     event FeeReleased(uint256 indexed contributionId, address indexed contributor, uint256 amount);
     event Credited(address indexed account, uint256 amount);
@@ -326,47 +341,97 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
         _challenges[contributionId] =
             Challenge({challenger: msg.sender, bond: uint96(msg.value), openedAt: uint64(block.timestamp)});
         emit ContributionChallenged(contributionId, msg.sender, msg.value, evidenceHash);
+        // The ruling may slash the approvers: hold their stakes until it comes.
+        _forEachApprover(contributionId, c, staking.freeze);
     }
 
-    /// @notice Governance's ruling on an open challenge. Upheld: the contribution is poisoned,
-    /// the challenger is credited the bond back plus the contributor's fee, and each approving
-    /// curator loses up to the curator minimum stake (the challenger credited `Staking`'s
-    /// share). Rejected: the bond goes to the treasury, and the challenge window (and the fee's
-    /// release) moves later by as long as the challenge was open. Only the owner (governance).
+    /// @notice Governance's ruling on an open challenge, within the ruling period. Upheld: the
+    /// contribution is poisoned, the contributor's deposit goes to the treasury, each approving
+    /// curator loses up to the curator minimum stake, and the challenger is credited its bond
+    /// plus the challenger share of the slashes, at most `CHALLENGER_REWARD_CAP_BPS` of the
+    /// forfeited deposit (the rest goes to the treasury). Rejected: the bond goes to the
+    /// treasury, and the challenge window (and the fee's release) moves later by as long as the
+    /// challenge was open. Either way the approvers' stakes are released. Only the owner
+    /// (governance).
     function resolveChallenge(uint256 contributionId, bool upheld) external onlyOwner {
         Challenge memory ch = _challenges[contributionId];
         if (ch.challenger == address(0)) revert NoOpenChallenge(contributionId);
+        uint64 endsAt = ch.openedAt + params.rulingPeriod();
+        if (block.timestamp > endsAt) revert RulingPeriodOver(contributionId, endsAt);
         delete _challenges[contributionId];
         emit ChallengeResolved(contributionId, ch.challenger, upheld);
         Contribution storage c = _contributions[contributionId];
+        _forEachApprover(contributionId, c, staking.unfreeze);
         if (!upheld) {
-            // The window stood still while the challenge was open, so a frivolous challenge
-            // (perhaps by the contributor) cannot run out the clock for genuine ones.
-            c.decidedAt += uint64(block.timestamp) - ch.openedAt;
+            _extendWindow(c, ch);
             _credit(staking.treasury(), ch.bond);
             return;
         }
         uint256 datanetId = c.datanetId;
         c.status = Status.Poisoned;
         _datanets[datanetId].accepted -= 1;
-        uint256 fee = c.fee;
+        uint256 forfeit = c.fee;
         c.fee = 0;
         emit ContributionPoisoned(contributionId, datanetId);
+        uint256 shares = _slashApprovers(contributionId, c, datanetId);
+        uint256 cap = forfeit * CHALLENGER_REWARD_CAP_BPS / 10_000;
+        uint256 reward = shares < cap ? shares : cap;
+        _credit(ch.challenger, ch.bond + reward);
+        _credit(staking.treasury(), forfeit + shares - reward);
+    }
+
+    /// @notice Closes a challenge governance did not rule on within the ruling period, as not
+    /// upheld: the bond returns to the challenger, the approvers' stakes are released, and the
+    /// challenge window moves later by as long as the challenge was open. Anyone may call this.
+    function expireChallenge(uint256 contributionId) external {
+        Challenge memory ch = _challenges[contributionId];
+        if (ch.challenger == address(0)) revert NoOpenChallenge(contributionId);
+        uint64 endsAt = ch.openedAt + params.rulingPeriod();
+        if (block.timestamp <= endsAt) revert RulingPeriodOpen(contributionId, endsAt);
+        delete _challenges[contributionId];
+        emit ChallengeExpired(contributionId, ch.challenger);
+        Contribution storage c = _contributions[contributionId];
+        _forEachApprover(contributionId, c, staking.unfreeze);
+        _extendWindow(c, ch);
+        _credit(ch.challenger, ch.bond);
+    }
+
+    /// The window stood still while the challenge was open, so a frivolous challenge (perhaps by
+    /// the contributor) cannot run out the clock for genuine ones.
+    function _extendWindow(Contribution storage c, Challenge memory ch) private {
+        c.decidedAt += uint64(block.timestamp) - ch.openedAt;
+    }
+
+    /// Slashes each approver of a poisoned contribution; returns the challenger shares that
+    /// `Staking` sent here (credited by the caller, not sent by `Staking`: a challenger that
+    /// refuses OPEN would otherwise make the ruling revert).
+    function _slashApprovers(uint256 contributionId, Contribution storage c, uint256 datanetId)
+        private
+        returns (uint256 shares)
+    {
         uint256 penalty = params.minStake(ProtocolParams.Role.Curator);
         mapping(uint256 => address) storage approvers = _approvers[contributionId];
-        uint256 approvals = c.approvals;
-        // The challenger's share of each slash comes here and is credited, not sent by
-        // `Staking`: a challenger that refuses OPEN would otherwise make the ruling revert.
         uint256 balanceBefore = address(this).balance;
-        for (uint256 i = 0; i < approvals; ++i) {
+        for (uint256 i = 0; i < c.approvals; ++i) {
             address curator = approvers[i];
             // A curator who has already withdrawn everything has nothing left to take.
             if (staking.slashableOf(curator, ProtocolParams.Role.Curator, datanetId) != 0) {
                 staking.slash(ProtocolParams.Role.Curator, datanetId, curator, penalty, payable(address(this)));
             }
         }
-        uint256 shares = address(this).balance - balanceBefore;
-        _credit(ch.challenger, ch.bond + fee + shares);
+        shares = address(this).balance - balanceBefore;
+    }
+
+    /// Calls `action` (freeze or unfreeze) on each approver's curator stake.
+    function _forEachApprover(
+        uint256 contributionId,
+        Contribution storage c,
+        function(ProtocolParams.Role, uint256, address) external action
+    ) private {
+        mapping(uint256 => address) storage approvers = _approvers[contributionId];
+        for (uint256 i = 0; i < c.approvals; ++i) {
+            action(ProtocolParams.Role.Curator, c.datanetId, approvers[i]);
+        }
     }
 
     /// @notice Receives the challenger's share of a slash from `Staking` during a ruling; OPEN
@@ -407,7 +472,8 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
         emit ChallengeBondSet(bond);
     }
 
-    /// @notice Whether `contributionId` is in version `versionId`, given its Merkle proof.
+    /// @notice Whether `contributionId` is in version `versionId`, given its Merkle proof, and
+    /// is still accepted (not found poisoned since).
     function contains(uint256 versionId, uint256 contributionId, bytes32[] calldata proof)
         external
         view
@@ -416,7 +482,8 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
         Version memory v = _versions[versionId];
         if (v.datanetId == 0) revert UnknownVersion(versionId);
         Contribution storage c = _contributions[contributionId];
-        if (c.datanetId != v.datanetId) return false;
+        // Only data that stands: a poisoned (or never accepted) contribution is in no version.
+        if (c.datanetId != v.datanetId || c.status != Status.Accepted) return false;
         bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(contributionId, c.contentHash))));
         return MerkleProof.verifyCalldata(proof, v.root, leaf);
     }

@@ -254,14 +254,18 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
         if (_challenges[batchId].challenger != address(0)) revert AlreadyChallenged(batchId);
         _challenges[batchId] = Challenge({challenger: msg.sender, bond: uint96(msg.value)});
         emit BatchChallenged(batchId, msg.sender, msg.value, evidenceHash);
+        // The ruling may slash the host: hold its stake until it comes.
+        staking.freeze(ProtocolParams.Role.Host, 0, b.host);
     }
 
-    /// @notice Governance's ruling on an open challenge. Only the owner (governance).
+    /// @notice Governance's ruling on an open challenge; the host's stake is released either
+    /// way. Only the owner (governance).
     function resolveChallenge(uint256 batchId, bool upheld) external onlyOwner {
         Challenge memory ch = _challenges[batchId];
         if (ch.challenger == address(0)) revert NoOpenChallenge(batchId);
         delete _challenges[batchId];
         emit ChallengeResolved(batchId, ch.challenger, upheld);
+        staking.unfreeze(ProtocolParams.Role.Host, 0, _batches[batchId].host);
         if (!upheld) {
             _pay(staking.treasury(), ch.bond);
             return;

@@ -12,7 +12,9 @@ import {ProtocolParams} from "./ProtocolParams.sol";
 /// @notice Native OPEN staked for a role: validator, curator of one datanet, or inference host.
 /// Each stake must meet the role's minimum from `ProtocolParams`; leaving goes through the
 /// unbonding delay; only authorised slashers (protocol modules and governance) can slash, and a
-/// slashed amount is split between the treasury and the party whose challenge succeeded.
+/// slashed amount is split between the treasury and the party whose challenge succeeded. While a
+/// challenge that could slash a stake is open, the slasher that holds it freezes the stake:
+/// nothing of it can be withdrawn until the ruling.
 /// Staked OPEN carries voting power with checkpoints (OpenZeppelin `Votes`), which the
 /// governor reads; a staker votes for itself unless it delegates.
 contract Staking is AccessControl, Votes, ReentrancyGuard {
@@ -42,6 +44,9 @@ contract Staking is AccessControl, Votes, ReentrancyGuard {
     /// One pending withdrawal per stake, so a slash finds everything still at risk; id + 1.
     mapping(address staker => mapping(ProtocolParams.Role role => mapping(uint256 subject => uint256))) private
         _pending;
+    /// Open challenges that may slash the stake; withdrawals wait while non-zero.
+    mapping(address staker => mapping(ProtocolParams.Role role => mapping(uint256 subject => uint256))) private
+        _freezes;
     uint256 private _nextWithdrawal;
 
     /// @notice The stake would be `provided`, below the role's minimum `required`.
@@ -60,6 +65,10 @@ contract Staking is AccessControl, Votes, ReentrancyGuard {
     error ZeroAmount();
     /// @notice The challenger share must be at most 10,000 basis points.
     error ShareTooLarge(uint16 bps);
+    /// @notice An open challenge may slash this stake: it cannot be withdrawn until the ruling.
+    error StakeFrozen(address staker, ProtocolParams.Role role, uint256 subject);
+    /// @notice `unfreeze` without a matching `freeze`.
+    error NotFrozen(address staker, ProtocolParams.Role role, uint256 subject);
 
     event Staked(address indexed staker, ProtocolParams.Role indexed role, uint256 indexed subject, uint256 amount);
     event UnstakeRequested(
@@ -71,6 +80,10 @@ contract Staking is AccessControl, Votes, ReentrancyGuard {
         uint64 readyAt
     );
     event Withdrawn(address indexed staker, uint256 indexed withdrawalId, uint256 amount);
+    event Frozen(address indexed staker, ProtocolParams.Role indexed role, uint256 indexed subject, uint256 freezes);
+    event Unfrozen(
+        address indexed staker, ProtocolParams.Role indexed role, uint256 indexed subject, uint256 freezes
+    );
     event Slashed(
         address indexed staker,
         ProtocolParams.Role indexed role,
@@ -156,6 +169,7 @@ contract Staking is AccessControl, Votes, ReentrancyGuard {
         if (w.amount == 0) revert UnknownWithdrawal(id);
         if (w.staker != msg.sender) revert NotYourWithdrawal(id);
         if (block.timestamp < w.readyAt) revert StillUnbonding(w.readyAt);
+        if (_freezes[msg.sender][w.role][w.subject] != 0) revert StakeFrozen(msg.sender, w.role, w.subject);
         delete _withdrawals[id];
         delete _pending[msg.sender][w.role][w.subject];
         emit Withdrawn(msg.sender, id, w.amount);
@@ -195,6 +209,27 @@ contract Staking is AccessControl, Votes, ReentrancyGuard {
         emit Slashed(staker, role, subject, slashed, challenger, toChallenger);
         if (toChallenger != 0) Address.sendValue(challenger, toChallenger);
         Address.sendValue(treasury, slashed - toChallenger);
+    }
+
+    /// @notice Holds a stake for an open challenge that may slash it: until the matching
+    /// `unfreeze`, none of it can be withdrawn. Challenges count: two freezes need two
+    /// unfreezes. Only slashers (the modules that rule on challenges).
+    function freeze(ProtocolParams.Role role, uint256 subject, address staker) external onlyRole(SLASHER_ROLE) {
+        uint256 freezes = ++_freezes[staker][role][subject];
+        emit Frozen(staker, role, subject, freezes);
+    }
+
+    /// @notice Releases one freeze once its challenge is ruled on. Only slashers.
+    function unfreeze(ProtocolParams.Role role, uint256 subject, address staker) external onlyRole(SLASHER_ROLE) {
+        uint256 freezes = _freezes[staker][role][subject];
+        if (freezes == 0) revert NotFrozen(staker, role, subject);
+        _freezes[staker][role][subject] = freezes - 1;
+        emit Unfrozen(staker, role, subject, freezes - 1);
+    }
+
+    /// @notice How many open challenges hold the stake of `staker` for `role` and `subject`.
+    function freezesOf(address staker, ProtocolParams.Role role, uint256 subject) external view returns (uint256) {
+        return _freezes[staker][role][subject];
     }
 
     /// @notice The stake of `staker` for `role` and `subject`.

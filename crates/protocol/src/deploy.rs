@@ -111,6 +111,9 @@ pub struct DeployConfig {
     pub min_stakes: [U256; 3],
     pub review_quorum: u16,
     pub challenge_window_secs: u64,
+    /// Seconds governance has to rule on a challenge.
+    pub ruling_period_secs: u64,
+    /// At least the challenge window plus the ruling period (`ProtocolParams` refuses less).
     pub unbonding_delay_secs: u64,
     /// The successful challenger's share of a slash, in basis points.
     pub challenger_share_bps: u16,
@@ -138,6 +141,7 @@ impl DeployConfig {
             ],
             review_quorum: 3,
             challenge_window_secs: 24 * 3600,
+            ruling_period_secs: 5 * 24 * 3600,
             unbonding_delay_secs: 7 * 24 * 3600,
             challenger_share_bps: 2000,
             challenge_bond: U256::from(100 * OPEN),
@@ -151,7 +155,7 @@ impl DeployConfig {
 
     /// Settings for the dev network, short enough to try every flow by hand: a one-block
     /// voting delay, a 20-block vote, a minute in the timelock, ten minutes to challenge and
-    /// to unbond, small stakes.
+    /// to rule, twenty to unbond, small stakes.
     pub fn dev() -> Self {
         Self {
             min_stakes: [
@@ -161,7 +165,8 @@ impl DeployConfig {
             ],
             review_quorum: 1,
             challenge_window_secs: 600,
-            unbonding_delay_secs: 600,
+            ruling_period_secs: 600,
+            unbonding_delay_secs: 1200,
             challenge_bond: U256::from(OPEN),
             timelock_delay_secs: 60,
             voting_delay_blocks: 1,
@@ -254,10 +259,11 @@ pub fn plan(
                 minStakes: config.min_stakes,
                 quorum: config.review_quorum,
                 challengeSeconds: config.challenge_window_secs,
+                rulingSeconds: config.ruling_period_secs,
                 unbondingSeconds: config.unbonding_delay_secs,
             }
             .abi_encode(),
-            1_000_000,
+            1_200_000,
         ),
         create(
             "create Staking",
@@ -296,7 +302,7 @@ pub fn plan(
                 challengeBond_: config.challenge_bond,
             }
             .abi_encode(),
-            3_500_000,
+            3_900_000,
         ),
         create(
             "create ModelRegistry",

@@ -55,6 +55,7 @@ fn a_fee_split_change_passes_through_vote_queue_delay_and_execution() {
             ],
             quorum: 2,
             challengeSeconds: 86_400,
+            rulingSeconds: 86_400,
             unbondingSeconds: 7 * 86_400,
         }
         .abi_encode(),

@@ -18,6 +18,7 @@ fn creation(split: FeeSplit, quorum: u16, window: u64) -> Bytes {
         minStakes: [U256::from(1000), U256::from(100), U256::from(500)],
         quorum,
         challengeSeconds: window,
+        rulingSeconds: 86_400,
         unbondingSeconds: 7 * 24 * 3600,
     }
     .abi_encode();
@@ -138,4 +139,123 @@ fn zero_quorums_and_windows_are_refused() {
     let (_, logs) = evm.call(GOVERNANCE, params, stake).unwrap();
     let event = ProtocolParams::MinStakeSet::decode_log_data(&logs[0].data).unwrap();
     assert_eq!((event.role, event.amount), (2, U256::from(42)));
+}
+
+fn governed(
+    evm: &mut Evm,
+    params: Address,
+    call: impl SolCall,
+) -> Result<(), ProtocolParamsErrors> {
+    let data: Bytes = call.abi_encode().into();
+    evm.call(GOVERNANCE, params, data)
+        .map(|_| ())
+        .map_err(|e| decode_error(&e))
+}
+
+#[test]
+fn every_parameter_is_bounded_and_unbonding_outlasts_a_challenge_and_its_ruling() {
+    let (mut evm, params) = deployed();
+    let (day, year) = (86_400u64, 365 * 86_400u64);
+    use ProtocolParams as P;
+    use ProtocolParamsErrors as Err;
+    let refused = |r: Result<(), Err>| r.expect_err("refused");
+    // Zero and too-large values, setter by setter.
+    let zero = governed(&mut evm, params, P::setReviewQuorumCall { quorum: 0 });
+    assert!(matches!(refused(zero), Err::ZeroQuorum(_)));
+    let big = governed(&mut evm, params, P::setReviewQuorumCall { quorum: 33 });
+    assert!(matches!(refused(big), Err::QuorumTooLarge(e) if e.quorum == 33 && e.max == 32));
+    for call in [
+        P::setRulingPeriodCall { secondsLong: 0 }.abi_encode(),
+        P::setUnbondingDelayCall { secondsLong: 0 }.abi_encode(),
+    ] {
+        let err = evm.call(GOVERNANCE, params, call.into()).unwrap_err();
+        assert!(matches!(decode_error(&err), Err::ZeroDuration(_)));
+    }
+    let long = governed(
+        &mut evm,
+        params,
+        P::setChallengeWindowCall {
+            secondsLong: year + 1,
+        },
+    );
+    assert!(matches!(refused(long), Err::DurationTooLong(e) if e.max == year));
+    let huge = P::setMinStakeCall {
+        role: 0,
+        amount: U256::from(10).pow(U256::from(27)) + U256::from(1),
+    };
+    assert!(matches!(
+        refused(governed(&mut evm, params, huge)),
+        Err::StakeTooLarge(_)
+    ));
+
+    // The unbonding delay (7 days) must cover the window (1 day) plus the ruling period (1 day).
+    let short = governed(
+        &mut evm,
+        params,
+        P::setUnbondingDelayCall {
+            secondsLong: 2 * day - 1,
+        },
+    );
+    assert!(
+        matches!(refused(short), Err::UnbondingTooShort(e) if e.unbonding == 2 * day - 1 && e.required == 2 * day)
+    );
+    let window = governed(
+        &mut evm,
+        params,
+        P::setChallengeWindowCall {
+            secondsLong: 6 * day + 1,
+        },
+    );
+    assert!(matches!(refused(window), Err::UnbondingTooShort(e) if e.required == 7 * day + 1));
+    let ruling = governed(
+        &mut evm,
+        params,
+        P::setRulingPeriodCall {
+            secondsLong: 6 * day + 1,
+        },
+    );
+    assert!(matches!(refused(ruling), Err::UnbondingTooShort(_)));
+    // Lengthening the delay first makes room, as one proposal would do it.
+    governed(
+        &mut evm,
+        params,
+        P::setUnbondingDelayCall {
+            secondsLong: 10 * day,
+        },
+    )
+    .unwrap();
+    governed(
+        &mut evm,
+        params,
+        P::setRulingPeriodCall {
+            secondsLong: 6 * day + 1,
+        },
+    )
+    .unwrap();
+    let now = evm.sol(STRANGER, params, P::rulingPeriodCall {}).unwrap();
+    assert_eq!(now, 6 * day + 1);
+    // Nobody else sets any of it.
+    let call: Bytes = P::setRulingPeriodCall { secondsLong: day }
+        .abi_encode()
+        .into();
+    let stranger = evm.call(STRANGER, params, call).unwrap_err();
+    assert!(matches!(
+        decode_error(&stranger),
+        Err::OwnableUnauthorizedAccount(_)
+    ));
+
+    // Deploying with too short an unbonding delay is refused too.
+    let args = P::constructorCall {
+        governance: GOVERNANCE,
+        split: split([4000, 1000, 2500, 1500, 1000]),
+        minStakes: [U256::from(1000), U256::from(100), U256::from(500)],
+        quorum: 3,
+        challengeSeconds: day,
+        rulingSeconds: day,
+        unbondingSeconds: day,
+    }
+    .abi_encode();
+    let code: Bytes = [P::BYTECODE.as_ref(), &args].concat().into();
+    let err = evm.deploy(GOVERNANCE, code).unwrap_err();
+    assert!(matches!(decode_error(&err), Err::UnbondingTooShort(_)));
 }

@@ -38,6 +38,7 @@ fn world() -> World {
         minStakes: [open(100), open(10), open(50)],
         quorum: 2,
         challengeSeconds: 86_400,
+        rulingSeconds: 86_400,
         unbondingSeconds: UNBONDING,
     };
     let code = [ProtocolParams::BYTECODE.as_ref(), &params.abi_encode()].concat();
@@ -310,4 +311,111 @@ fn unbonding_stake_stays_slashable_and_a_stake_has_one_pending_withdrawal() {
     let third = w.evm.sol(ALICE, w.staking, request(open(50))).unwrap();
     assert_ne!(third, first);
     assert_eq!(w.total(), total);
+}
+
+/// Slashers freeze a stake while a challenge that may slash it is open: its withdrawal waits
+/// for the ruling. Freezes count, only slashers set or lift them, and an unmatched unfreeze
+/// is refused.
+#[test]
+fn a_frozen_stake_cannot_be_withdrawn_until_every_freeze_is_lifted() {
+    let mut w = world();
+    w.stake(ALICE, HOST, 0, open(80)).unwrap();
+    let request = Staking::requestUnstakeCall {
+        role: HOST,
+        subject: U256::ZERO,
+        amount: open(80),
+    };
+    let (out, _) = w
+        .evm
+        .call(ALICE, w.staking, request.abi_encode().into())
+        .unwrap();
+    let id = Staking::requestUnstakeCall::abi_decode_returns(&out).unwrap();
+    let freeze = Staking::freezeCall {
+        role: HOST,
+        subject: U256::ZERO,
+        staker: ALICE,
+    }
+    .abi_encode();
+    let unfreeze = Staking::unfreezeCall {
+        role: HOST,
+        subject: U256::ZERO,
+        staker: ALICE,
+    }
+    .abi_encode();
+    // Nobody but a slasher freezes.
+    let err = w
+        .evm
+        .call(BOB, w.staking, freeze.clone().into())
+        .unwrap_err();
+    assert!(matches!(
+        error(&err),
+        StakingErrors::AccessControlUnauthorizedAccount(_)
+    ));
+    let err = w
+        .evm
+        .call(GOVERNANCE, w.staking, unfreeze.clone().into())
+        .unwrap_err();
+    assert!(matches!(error(&err), StakingErrors::NotFrozen(e) if e.staker == ALICE));
+    for _ in 0..2 {
+        w.evm
+            .call(GOVERNANCE, w.staking, freeze.clone().into())
+            .unwrap();
+    }
+    w.evm.advance(UNBONDING);
+    let withdraw = Staking::withdrawCall { id }.abi_encode();
+    let err = w
+        .evm
+        .call(ALICE, w.staking, withdraw.clone().into())
+        .unwrap_err();
+    assert!(
+        matches!(error(&err), StakingErrors::StakeFrozen(e) if e.staker == ALICE && e.role == HOST)
+    );
+    w.evm
+        .call(GOVERNANCE, w.staking, unfreeze.clone().into())
+        .unwrap();
+    let err = w
+        .evm
+        .call(ALICE, w.staking, withdraw.clone().into())
+        .unwrap_err();
+    assert!(
+        matches!(error(&err), StakingErrors::StakeFrozen(_)),
+        "one freeze is still on"
+    );
+    w.evm.call(GOVERNANCE, w.staking, unfreeze.into()).unwrap();
+    let before = w.evm.balance(ALICE);
+    w.evm.call(ALICE, w.staking, withdraw.into()).unwrap();
+    assert_eq!(w.evm.balance(ALICE), before + open(80));
+}
+
+/// `requestUnstake` of nothing is refused (the error nothing else reaches).
+#[test]
+fn unstaking_nothing_is_refused() {
+    let mut w = world();
+    w.stake(ALICE, HOST, 0, open(80)).unwrap();
+    let request = Staking::requestUnstakeCall {
+        role: HOST,
+        subject: U256::ZERO,
+        amount: U256::ZERO,
+    };
+    let err = w
+        .evm
+        .call(ALICE, w.staking, request.abi_encode().into())
+        .unwrap_err();
+    assert!(matches!(error(&err), StakingErrors::ZeroAmount(_)));
+}
+
+/// A challenger share above the whole is refused at deployment (`ShareTooLarge`).
+#[test]
+fn a_challenger_share_above_the_whole_is_refused() {
+    let mut evm = Evm::new(&[GOVERNANCE]);
+    let args = Staking::constructorCall {
+        admin: GOVERNANCE,
+        governance: GOVERNANCE,
+        treasury_: TREASURY,
+        params_: Address::repeat_byte(1),
+        challengerShareBps_: 10_001,
+    };
+    let code = [Staking::BYTECODE.as_ref(), &args.abi_encode()].concat();
+    let err = evm.deploy(GOVERNANCE, code.into()).unwrap_err();
+    assert!(matches!(error(&err), StakingErrors::ShareTooLarge(e) if e.bps == 10_001));
 }

@@ -160,10 +160,16 @@ impl Sim {
         let from = self.rng.pick_or(&[staker], &CONSUMERS);
         let (before, to) = (self.evm.balance(staker), (from, self.a.staking));
         let call = Staking::withdrawCall::new((id,));
+        let key = self.m.pending.iter().find(|p| *p.1 == id).map(|p| *p.0);
         if self
             .send::<StErr, _>("withdraw stake", to, call, Z)
             .is_some()
         {
+            let frozen = key.is_some_and(|key| self.frozen(key));
+            assert!(
+                !frozen,
+                "{staker} withdrew a stake an open challenge may slash"
+            );
             self.m.unbonding.remove(&id);
             self.m.pending.retain(|_, pending| *pending != id);
             assert_eq!(self.evm.balance(staker) - before, amount);
@@ -229,6 +235,7 @@ impl Sim {
                 status: Status::Pending,
                 fee,
                 decided_at: 0,
+                challenged_at: 0,
                 bond: None,
                 approvers: vec![],
                 rejecters: vec![],
@@ -307,17 +314,36 @@ impl Sim {
         let who = self.rng.pick(&[VALIDATORS[0], CONSUMERS[3]]);
         let call = DR::challengeCall::new((u(id as u128), keccak256(b"poison")));
         if self.dr("challenge contribution", who, call, u(BOND)) {
-            self.m.contributions[id as usize - 1].bond = Some((who, u(BOND)));
+            let c = &mut self.m.contributions[id as usize - 1];
+            c.bond = Some((who, u(BOND)));
+            c.challenged_at = t;
+            // Governance often rules at once; otherwise the challenge waits, and may expire.
+            if self.rng.chance(60) {
+                let upheld = self.rng.chance(50);
+                self.rule_on(id, upheld);
+            }
         }
     }
 
     pub(super) fn rule_on_contribution(&mut self) {
+        // Mostly challenges whose ruling period leaves time for a proposal to pass.
+        let t = self.evm.timestamp;
         let open = self.m.contributions.iter().zip(1u64..);
-        let open: Vec<u64> = open.filter(|c| c.0.bond.is_some()).map(|c| c.1).collect();
-        if open.is_empty() {
-            return;
-        }
-        let (id, upheld) = (self.rng.pick(&open), self.rng.chance(50));
+        let open: Vec<(u64, u64)> = open
+            .filter(|c| c.0.bond.is_some())
+            .map(|c| (c.1, c.0.challenged_at))
+            .collect();
+        let timely: Vec<u64> = open
+            .iter()
+            .filter(|c| c.1 + RULING / 2 >= t)
+            .map(|c| c.0)
+            .collect();
+        let Some(&any) = open.first() else { return };
+        let (id, upheld) = (self.rng.pick_or(&timely, &[any.0]), self.rng.chance(50));
+        self.rule_on(id, upheld);
+    }
+
+    fn rule_on(&mut self, id: u64, upheld: bool) {
         let (challenger, bond) = self.m.contributions[id as usize - 1].bond.unwrap();
         let treasury = self.a.timelock;
         let before = (self.evm.balance(challenger), self.evm.balance(treasury));
@@ -340,9 +366,35 @@ impl Sim {
             rest += taken - bps(taken, CHALLENGER_BPS);
         }
         assert_eq!(self.evm.balance(treasury) - before.1, rest);
-        // The registry credits the challenger's shares rather than letting Staking send them.
+        // The registry credits the challenger's shares rather than letting Staking send them;
+        // the deposit is forfeit to the treasury, and the reward is capped at half of it.
         assert_eq!(self.evm.balance(challenger), before.0);
-        add(&mut self.m.owed, challenger, bond + fee + shares);
+        let reward = shares.min(bps(fee, REWARD_CAP_BPS));
+        add(&mut self.m.owed, challenger, bond + reward);
+        add(&mut self.m.owed, treasury, fee + shares - reward);
+    }
+
+    /// Closes a challenge that was not ruled on in time: the bond goes back.
+    pub(super) fn expire_contribution_challenge(&mut self) {
+        let t = self.evm.timestamp;
+        let open = self.m.contributions.iter().zip(1u64..);
+        let open: Vec<(u64, u64)> = open
+            .filter(|c| c.0.bond.is_some())
+            .map(|c| (c.1, c.0.challenged_at))
+            .collect();
+        let due: Vec<u64> = open
+            .iter()
+            .filter(|c| c.1 + RULING < t)
+            .map(|c| c.0)
+            .collect();
+        let Some(&any) = open.first() else { return };
+        let id = self.rng.pick_or(&due, &[any.0]);
+        let (challenger, bond) = self.m.contributions[id as usize - 1].bond.unwrap();
+        let call = DR::expireChallengeCall::new((u(id as u128),));
+        if self.dr("expire contribution challenge", CONSUMERS[1], call, Z) {
+            self.m.contributions[id as usize - 1].bond = None;
+            add(&mut self.m.owed, challenger, bond);
+        }
     }
 
     pub(super) fn claim_datanet(&mut self) {

@@ -43,15 +43,20 @@ fn challenges_need_an_accepted_contribution_the_bond_and_an_open_window() {
 }
 
 #[test]
-fn an_upheld_challenge_poisons_pays_the_challenger_and_slashes_the_approvers() {
+fn an_upheld_challenge_poisons_forfeits_the_deposit_and_slashes_frozen_approvers() {
     let mut w = world();
     let total = w.evm.total_balance();
     let (fee, bond, penalty) = (open(3), w.config.challenge_bond, w.config.min_stakes[1]);
     let [c1, c2, c3, c4, c5] = CURATORS;
     let datanet = w.create(3, fee).unwrap();
     w.curate(&CURATORS, datanet);
-    // c2 staked more than the penalty and keeps the rest.
+    // c2 staked more than the penalty and keeps the rest. c3 staked more too, and asked long
+    // before to take the extra out: that withdrawal comes due while the challenge is open.
     w.stake(c2, CURATOR, datanet, open(15));
+    w.stake(c3, CURATOR, datanet, penalty);
+    let early = Staking::requestUnstakeCall::new((CURATOR, datanet, penalty));
+    let leaving = w.evm.sol(c3, w.a.staking, early).unwrap();
+    w.evm.advance(w.config.unbonding_delay_secs - 100);
     let poison = w.contribute(CONTRIBUTOR, datanet, 1, fee).unwrap();
     for (curator, approve) in [(c1, true), (c5, false), (c2, true), (c3, true)] {
         w.review(curator, poison, approve).unwrap();
@@ -60,16 +65,31 @@ fn an_upheld_challenge_poisons_pays_the_challenger_and_slashes_the_approvers() {
     for c in [c1, c2, c4] {
         w.review(c, good, true).unwrap();
     }
-    w.publish(OWNER, datanet, content(50), 2).unwrap();
+    let levels = tree(vec![leaf(poison, content(1)), leaf(good, content(2))]);
+    let version = w.publish(OWNER, datanet, levels[1][0], 2).unwrap();
+    let contains = |id, index| Reg::containsCall::new((version, id, proof(&levels, index)));
+    assert!(w.view(contains(poison, 0)));
     w.challenge(poison, bond).unwrap();
-    // c1 asks to leave once challenged, but unbonding stake is still at risk. c3 leaves
-    // completely before the ruling: nothing is left to take, and that must not block it.
+    // c1 asks to leave once challenged, but unbonding stake is still at risk.
     let unstake = Staking::requestUnstakeCall::new((CURATOR, datanet, penalty));
-    w.evm.sol(c1, w.a.staking, unstake.clone()).unwrap();
-    let leaving = w.evm.sol(c3, w.a.staking, unstake).unwrap();
-    w.evm.advance(w.config.unbonding_delay_secs);
+    w.evm.sol(c1, w.a.staking, unstake).unwrap();
+    // c3's withdrawal is due, but the challenge froze the stake until the ruling.
+    w.evm.advance(200);
     let withdraw = Staking::withdrawCall::new((leaving,));
-    w.evm.sol(c3, w.a.staking, withdraw).unwrap();
+    let Err(frozen) = w.evm.sol(c3, w.a.staking, withdraw.clone()) else {
+        panic!("a frozen stake was withdrawn");
+    };
+    let expected = Staking::StakeFrozen {
+        staker: c3,
+        role: CURATOR,
+        subject: datanet,
+    };
+    assert_eq!(frozen, Bytes::from(expected.abi_encode()));
+    let freezes = Staking::freezesOfCall::new((c3, CURATOR, datanet));
+    assert_eq!(
+        w.evm.sol(c3, w.a.staking, freezes.clone()).unwrap(),
+        uint(1)
+    );
     let challenger_before = w.evm.balance(CHALLENGER);
     let treasury_before = w.evm.balance(w.a.timelock);
     let resolve = Reg::resolveChallengeCall::new((poison, true));
@@ -80,14 +100,24 @@ fn an_upheld_challenge_poisons_pays_the_challenger_and_slashes_the_approvers() {
     assert_eq!((c.status, c.fee, accepted), (POISONED, 0, 1));
     let bad = err!(BadVersionCount(2, 1));
     assert_eq!(w.publish(OWNER, datanet, content(51), 2), Err(bad));
-    // Two approvers lose the curator minimum each; the challenger is credited 20% of each
-    // slash on top of its bond and the contributor's fee.
+    // The version still holds its leaf, but `contains` admits only data that stands.
+    assert!(
+        !w.view(contains(poison, 0)),
+        "a poisoned contribution is in no version"
+    );
+    assert!(w.view(contains(good, 1)));
+    // Three approvers lose the curator minimum each. The challenger's share of each slash
+    // (20%) comes to the registry; the challenger gets its bond and at most half of the
+    // forfeited deposit, and the treasury the deposit and the rest.
     let share = penalty * U256::from(w.config.challenger_share_bps) / uint(10_000);
     assert_eq!(share, open(2));
-    let payout = bond + fee + share * uint(2);
-    assert_eq!(w.owed(CHALLENGER), payout);
+    let reward = (share * uint(3)).min(fee / uint(2));
+    assert_eq!(reward, fee / uint(2));
+    assert_eq!(w.owed(CHALLENGER), bond + reward);
+    assert_eq!(w.owed(w.a.timelock), fee + share * uint(3) - reward);
+    assert_eq!(w.owed(CONTRIBUTOR), U256::ZERO);
     assert_eq!(w.evm.balance(CHALLENGER), challenger_before);
-    let treasury_now = treasury_before + (penalty - share) * uint(2);
+    let treasury_now = treasury_before + (penalty - share) * uint(3);
     assert_eq!(w.evm.balance(w.a.timelock), treasury_now);
     let stakes = CURATORS.map(|c| w.stake_of(c, datanet));
     assert_eq!(stakes, [U256::ZERO, open(15), U256::ZERO, penalty, penalty]);
@@ -98,13 +128,82 @@ fn an_upheld_challenge_poisons_pays_the_challenger_and_slashes_the_approvers() {
         U256::ZERO,
         "the slash took c1's unbonding stake"
     );
+    // The ruling released the freeze: c3's earlier withdrawal pays out now.
+    assert_eq!(w.evm.sol(c3, w.a.staking, freezes).unwrap(), U256::ZERO);
+    let c3_before = w.evm.balance(c3);
+    w.evm.sol(c3, w.a.staking, withdraw).unwrap();
+    assert_eq!(w.evm.balance(c3), c3_before + penalty);
     let open_challenge = w.view(Reg::challengeOfCall::new((poison,)));
     assert_eq!(open_challenge.challenger, Address::ZERO);
     let poisoned = err!(NotAccepted(poison, POISONED));
     assert_eq!(w.challenge(poison, bond), Err(poisoned));
     w.claim(CHALLENGER).unwrap();
-    assert_eq!(w.evm.balance(CHALLENGER), challenger_before + payout);
+    assert_eq!(w.evm.balance(CHALLENGER), challenger_before + bond + reward);
     assert_eq!(w.evm.total_balance(), total, "OPEN is conserved");
+}
+
+/// The attack: a contributor poisons its own datanet entry and challenges it from a second
+/// address, hoping the challenger's reward beats the deposit it forfeits. It never does.
+#[test]
+fn poisoning_and_challenging_ones_own_data_loses_money() {
+    let mut w = world();
+    let (fee, bond) = (open(3), w.config.challenge_bond);
+    let [c1, c2, c3, _, _] = CURATORS;
+    let datanet = w.create(3, fee).unwrap();
+    w.curate(&CURATORS, datanet);
+    let second_address = CHALLENGER;
+    let start = w.evm.balance(CONTRIBUTOR) + w.evm.balance(second_address);
+    let poison = w.contribute(CONTRIBUTOR, datanet, 1, fee).unwrap();
+    for curator in [c1, c2, c3] {
+        w.review(curator, poison, true).unwrap();
+    }
+    w.challenge(poison, bond).unwrap();
+    w.govern(Reg::resolveChallengeCall::new((poison, true)))
+        .unwrap();
+    for account in [CONTRIBUTOR, second_address] {
+        if !w.owed(account).is_zero() {
+            w.claim(account).unwrap();
+        }
+    }
+    let end = w.evm.balance(CONTRIBUTOR) + w.evm.balance(second_address);
+    // The balance sheet: the deposit is gone, the bond came back, the reward is at most half
+    // the deposit (three slashes' shares, 6 OPEN, would have paid twice the deposit).
+    let lost = start - end;
+    assert_eq!(
+        lost,
+        fee - fee / uint(2),
+        "lost exactly half the deposit (gas is free here)"
+    );
+    assert!(lost > U256::ZERO);
+}
+
+/// A challenge governance never rules on closes by default after the ruling period: not
+/// upheld, the bond returned, the approvers' stakes released; a ruling then comes too late.
+#[test]
+fn an_unruled_challenge_expires_with_its_bond_returned() {
+    let mut w = world();
+    let bond = w.config.challenge_bond;
+    let ruling = w.config.ruling_period_secs;
+    let (datanet, id) = w.accepted_contribution(1, open(1));
+    w.challenge(id, bond).unwrap();
+    let opened = w.evm.timestamp - 1;
+    let ends_at = opened + ruling;
+    let early = err!(RulingPeriodOpen(id, ends_at));
+    let expire = Reg::expireChallengeCall::new((id,));
+    assert_eq!(w.act(OUTSIDER, expire.clone()), Err(early));
+    w.evm.timestamp = ends_at + 1;
+    let late = err!(RulingPeriodOver(id, ends_at));
+    let ruled = w.govern(Reg::resolveChallengeCall::new((id, true)));
+    assert_eq!(error(ruled.unwrap_err()), late);
+    w.act(OUTSIDER, expire.clone()).unwrap();
+    assert_eq!(w.owed(CHALLENGER), bond);
+    assert_eq!(w.contribution(id).status, ACCEPTED);
+    let freezes = Staking::freezesOfCall::new((CURATORS[0], CURATOR, datanet));
+    assert_eq!(
+        w.evm.sol(OUTSIDER, w.a.staking, freezes).unwrap(),
+        U256::ZERO
+    );
+    assert_eq!(w.act(OUTSIDER, expire), Err(err!(NoOpenChallenge(id))));
 }
 
 #[test]
@@ -219,9 +318,11 @@ fn a_challenger_that_refuses_open_cannot_block_an_upheld_ruling() {
     let resolve = Reg::resolveChallengeCall::new((id, true));
     w.govern(resolve).unwrap();
     assert_eq!(w.contribution(id).status, POISONED);
-    // Its share of both slashes is credited with the bond and the fee, like every payment.
+    // Its reward (the slashes' shares, at most half the deposit) is credited with the bond,
+    // like every payment.
     let share = penalty * U256::from(w.config.challenger_share_bps) / uint(10_000);
-    assert_eq!(w.owed(challenger), bond + fee + share * uint(2));
+    let reward = (share * uint(2)).min(fee / uint(2));
+    assert_eq!(w.owed(challenger), bond + reward);
     assert_eq!(w.evm.balance(challenger), U256::ZERO);
     let treasury_now = treasury + (penalty - share) * uint(2);
     assert_eq!(w.evm.balance(w.a.timelock), treasury_now);
@@ -238,11 +339,12 @@ fn a_rejected_challenge_gives_back_the_window_it_held_open() {
     let window = w.config.challenge_window_secs;
     let (_, id) = w.accepted_contribution(1, open(1));
     let decided = w.contribution(id).decidedAt;
-    // A challenge with a tenth of the window left, then ruled out long after the window.
+    // A challenge with a tenth of the window left, then ruled out after the window, late in
+    // the ruling period.
     w.evm.timestamp = decided + window - window / 10;
     w.challenge(id, bond).unwrap();
     let opened = w.evm.timestamp - 1;
-    w.evm.advance(3 * window);
+    w.evm.advance(w.config.ruling_period_secs - 200);
     w.govern(Reg::resolveChallengeCall::new((id, false)))
         .unwrap();
     let ruled = w.evm.timestamp - 1;
