@@ -24,13 +24,14 @@
 //! | `GET /api/versions/{id}/export` | the version as JSONL training data |
 
 use crate::{
-    format::Format, index::Status, Datanets, DatanetsError, NewDatanet, Proof, SignedMetadata,
+    format::Format, index::Status, metadata::UploadAuthError, Datanets, DatanetsError, NewDatanet,
+    Proof, SignedMetadata, UploadRequest,
 };
 use alloy_primitives::{Address, B256};
 use axum::{
     body::Body,
     extract::{Path, Query, State},
-    http::{header, StatusCode},
+    http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post, put},
     Json, Router,
@@ -76,6 +77,11 @@ impl From<DatanetsError> for ApiError {
             | NothingToPublish { .. }
             | NoUpload { .. }
             | MissingSchema { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            UploadAuth(crate::metadata::UploadAuthError::Missing) => StatusCode::UNAUTHORIZED,
+            UploadAuth(_) => StatusCode::FORBIDDEN,
+            ContributorQuota { .. } | PendingFull { .. } | Busy { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Chain(_) => StatusCode::BAD_GATEWAY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -156,19 +162,39 @@ struct UploadQuery {
     progress: bool,
 }
 
+/// The upload's signature (`X-Upload-Signature`, 65 bytes hex) and its deadline
+/// (`X-Upload-Deadline`, unix seconds), from the request's headers.
+fn upload_auth(headers: &HeaderMap) -> Result<(Vec<u8>, u64), DatanetsError> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(signature), Some(deadline)) = (text("x-upload-signature"), text("x-upload-deadline"))
+    else {
+        return Err(UploadAuthError::Missing.into());
+    };
+    let signature =
+        alloy_primitives::hex::decode(signature).map_err(|_| UploadAuthError::Malformed)?;
+    let deadline = deadline.parse().map_err(|_| UploadAuthError::Malformed)?;
+    Ok((signature, deadline))
+}
+
 async fn upload(
     State(s): Shared,
     Path(id): Path<u64>,
     Query(q): Query<UploadQuery>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    // Checked before a byte is stored: a slot, a signature to verify, room in the quotas.
+    let slot = s.upload_slot()?;
+    let (signature, deadline) = upload_auth(&headers)?;
     s.sync().await?;
     s.datanet(id)?;
-    // The body streams into a scratch file, refused as soon as it passes the size limit.
+    s.check_quotas(q.contributor, 0).await?;
+    // The body streams into a scratch file, hashed on the way, refused as soon as it passes
+    // the size limit.
     let mut file = tempfile::NamedTempFile::new_in(s.staging_dir())
         .map_err(|e| DatanetsError::Io(format!("staging an upload: {e}")))?;
     let mut stream = body.into_data_stream();
-    let mut size = 0u64;
+    let (mut size, mut hasher) = (0u64, alloy_primitives::Keccak256::new());
     let limit = s.policy().max_bytes;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
@@ -178,15 +204,27 @@ async fn upload(
                 DatanetsError::Validation(crate::ValidationError::TooLarge { limit }).into(),
             );
         }
+        hasher.update(&chunk);
         file.write_all(&chunk)
             .map_err(|e| DatanetsError::Io(format!("staging an upload: {e}")))?;
     }
     file.flush()
         .map_err(|e| DatanetsError::Io(format!("staging an upload: {e}")))?;
+    // Only the contributor's key can store an upload under its address.
+    let request = UploadRequest {
+        datanetId: alloy_primitives::U256::from(id),
+        contributor: q.contributor,
+        fileHash: hasher.finalize(),
+        size,
+        deadline,
+    };
+    request
+        .verify(s.domain(), &signature, crate::service::now())
+        .map_err(DatanetsError::from)?;
     if !q.progress {
-        return Ok(
-            to_json(s.upload(id, file.path(), q.format, q.contributor).await?)?.into_response(),
-        );
+        let uploaded = s.upload(id, file.path(), q.format, q.contributor).await?;
+        drop(slot);
+        return Ok(to_json(uploaded)?.into_response());
     }
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
     let progress: crate::Progress = Arc::new(move |stage, done, total| {
@@ -196,7 +234,7 @@ async fn upload(
         let answer = s
             .upload_reporting(id, file.path(), q.format, q.contributor, Some(progress))
             .await;
-        drop(file);
+        drop((file, slot));
         match answer {
             Ok(uploaded) => json!({"result": uploaded}),
             Err(e) => json!({"error": e.to_string()}),
@@ -263,8 +301,37 @@ async fn verify(State(s): Shared, Json(proof): Json<Proof>) -> Answer {
     to_json(json!({"here": here, "on_chain": on_chain}))
 }
 
+/// The export is written to a scratch file first (every blob is checked against its hash
+/// before anything goes out, so a bad one fails the request cleanly), then streamed from it in
+/// chunks: memory stays flat whatever the version's size.
 async fn export(State(s): Shared, Path(id): Path<u64>) -> Result<Response, ApiError> {
-    let mut out = Vec::new();
+    let io = |e: std::io::Error| DatanetsError::Io(format!("exporting: {e}"));
+    let file = tempfile::NamedTempFile::new_in(s.staging_dir()).map_err(io)?;
+    let mut out = std::io::BufWriter::new(file.reopen().map_err(io)?);
     s.export(id, &mut out).await?;
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response())
+    out.flush().map_err(io)?;
+    drop(out);
+    let reader = file.reopen().map_err(io)?;
+    let chunks = futures_util::stream::unfold(Some((reader, file)), |state| async move {
+        let (mut reader, file) = state?;
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; 1 << 20];
+            let n = std::io::Read::read(&mut reader, &mut buf)?;
+            buf.truncate(n);
+            Ok::<_, std::io::Error>((buf, reader))
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        match read {
+            Ok((buf, _)) if buf.is_empty() => None,
+            Ok((buf, reader)) => Some((Ok(buf), Some((reader, file)))),
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(chunks),
+    )
+        .into_response())
 }

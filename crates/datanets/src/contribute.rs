@@ -26,6 +26,9 @@ struct Pending {
     content_hash: B256,
     contributor: Address,
     created: u64,
+    /// Its canonical size, counted against the contributor's quota.
+    #[serde(default)]
+    size: u64,
 }
 
 /// A validated, stored upload.
@@ -129,6 +132,10 @@ impl Datanets {
     ) -> Result<Uploaded, DatanetsError> {
         self.sync().await?;
         let row = self.datanet(datanet)?;
+        let total = std::fs::metadata(file)
+            .map_err(|e| DatanetsError::Io(format!("opening {}: {e}", file.display())))?
+            .len();
+        self.check_quotas(contributor, total).await?;
         let schema = jsonschema::validator_for(&self.schema(&row).await?)
             .map_err(|e| DatanetsError::BadSchema(e.to_string()))?;
         let staged = tempfile::Builder::new()
@@ -136,9 +143,6 @@ impl Datanets {
             .tempfile_in(&self.staging)
             .map_err(|e| DatanetsError::Io(format!("staging: {e}")))?;
         let near = self.accepted_index(datanet).await?;
-        let total = std::fs::metadata(file)
-            .map_err(|e| DatanetsError::Io(format!("opening {}: {e}", file.display())))?
-            .len();
         let checking = self.report("checking", progress);
         let (source, policy, path) = (
             file.to_path_buf(),
@@ -192,9 +196,10 @@ impl Datanets {
             content_hash: hash,
             contributor,
             created: now(),
+            size,
         };
         self.store
-            .put_json(&keys::pending(datanet, hash), &pending)
+            .put_json(&keys::pending(datanet, hash, contributor), &pending)
             .await?;
         self.store
             .put_file(&keys::blob(hash), staged.path())
@@ -222,22 +227,40 @@ impl Datanets {
         })
     }
 
-    /// Attaches the contributor's signed metadata to a pending upload and returns the
-    /// transaction that registers it (the contributor's account must send it).
+    /// Attaches the contributor's signed metadata to its pending upload (the signer's) and
+    /// returns the transaction that registers it (the contributor's account must send it).
     pub async fn attach(
         &self,
         datanet: u64,
         content_hash: B256,
         signed: &SignedMetadata,
     ) -> Result<Call, DatanetsError> {
-        let pending: Pending = self
+        let signer = signed.signer(&self.domain)?;
+        let Some(pending) = self
             .store
-            .get_json(&keys::pending(datanet, content_hash))
+            .get_json::<Pending>(&keys::pending(datanet, content_hash, signer))
             .await?
-            .ok_or(DatanetsError::NoUpload {
+        else {
+            // Someone else's upload of these bytes: say whose key should have signed.
+            if let Some(key) = self
+                .store
+                .list(&keys::pending_of(datanet, content_hash))
+                .await?
+                .first()
+            {
+                if let Some(other) = self.store.get_json::<Pending>(key).await? {
+                    return Err(crate::metadata::MetadataError::WrongSigner {
+                        signer,
+                        contributor: other.contributor,
+                    }
+                    .into());
+                }
+            }
+            return Err(DatanetsError::NoUpload {
                 datanet,
                 content_hash,
-            })?;
+            });
+        };
         let report: Report = self
             .store
             .get_json(&keys::contribution(datanet, content_hash, "report.json"))
@@ -256,7 +279,7 @@ impl Datanets {
         )?;
         self.store
             .put_json(
-                &keys::contribution(datanet, content_hash, "metadata.json"),
+                &keys::metadata(datanet, content_hash, pending.contributor),
                 signed,
             )
             .await?;
@@ -325,7 +348,8 @@ impl Datanets {
         let call = match self.attach(datanet, hash, &signed).await {
             Ok(call) => call,
             Err(e) => {
-                self.remove_contribution_files(datanet, hash).await?;
+                self.remove_contribution_files(datanet, hash, account)
+                    .await?;
                 return Err(e);
             }
         };
@@ -333,7 +357,8 @@ impl Datanets {
             Ok(receipt) => receipt,
             Err(e @ (ClientError::Reverted { .. } | ClientError::NoSigner)) => {
                 // Refused before anything was sent: nothing will land.
-                self.remove_contribution_files(datanet, hash).await?;
+                self.remove_contribution_files(datanet, hash, account)
+                    .await?;
                 return Err(e.into());
             }
             // Sent but unconfirmed: the mark stays for `sweep` to settle.
@@ -344,7 +369,9 @@ impl Datanets {
             .ok_or_else(|| {
                 DatanetsError::Io("contribute emitted no ContributionSubmitted".into())
             })?;
-        self.store.delete(&keys::pending(datanet, hash)).await?;
+        self.store
+            .delete(&keys::pending(datanet, hash, account))
+            .await?;
         self.sync().await?;
         Ok(Contributed {
             id,
@@ -353,13 +380,30 @@ impl Datanets {
         })
     }
 
-    /// Removes a contribution's files, and its blob unless another contribution holds it.
+    /// Removes a contributor's pending upload and its signed metadata, and the files shared
+    /// by everyone who uploaded these bytes (report, signatures, blob) unless another upload
+    /// or contribution still needs them.
     async fn remove_contribution_files(
         &self,
         datanet: u64,
         hash: B256,
+        contributor: Address,
     ) -> Result<(), DatanetsError> {
-        for file in ["report.json", "metadata.json", "minhash.bin"] {
+        self.store
+            .delete(&keys::metadata(datanet, hash, contributor))
+            .await?;
+        self.store
+            .delete(&keys::pending(datanet, hash, contributor))
+            .await?;
+        let others = !self
+            .store
+            .list(&keys::pending_of(datanet, hash))
+            .await?
+            .is_empty();
+        if others || self.index.by_hash(hash, datanet)?.is_some() {
+            return Ok(());
+        }
+        for file in ["report.json", "minhash.bin"] {
             self.store
                 .delete(&keys::contribution(datanet, hash, file))
                 .await?;
@@ -367,7 +411,42 @@ impl Datanets {
         if !self.index.holds_content(hash)? {
             self.store.delete(&keys::blob(hash)).await?;
         }
-        self.store.delete(&keys::pending(datanet, hash)).await?;
+        Ok(())
+    }
+
+    /// Refuses an upload of `size` bytes from `contributor` when it would pass the
+    /// contributor's quota of waiting uploads, or the service's.
+    pub async fn check_quotas(&self, contributor: Address, size: u64) -> Result<(), DatanetsError> {
+        let marks = self.store.list("pending").await?;
+        let policy = &self.policy;
+        if marks.len() >= policy.pending_total {
+            return Err(DatanetsError::PendingFull {
+                limit: policy.pending_total,
+            });
+        }
+        let suffix = format!("/{contributor:x}.json");
+        let mine: Vec<&String> = marks.iter().filter(|k| k.ends_with(&suffix)).collect();
+        if mine.len() >= policy.pending_per_contributor {
+            return Err(DatanetsError::ContributorQuota {
+                contributor,
+                what: format!("{} uploads", mine.len()),
+            });
+        }
+        let mut bytes = size;
+        for key in mine {
+            if let Some(p) = self.store.get_json::<Pending>(key).await? {
+                bytes += p.size;
+            }
+        }
+        if bytes > policy.pending_bytes_per_contributor {
+            return Err(DatanetsError::ContributorQuota {
+                contributor,
+                what: format!(
+                    "uploads of {} bytes with this one (the most is {})",
+                    bytes, policy.pending_bytes_per_contributor
+                ),
+            });
+        }
         Ok(())
     }
 
@@ -389,7 +468,8 @@ impl Datanets {
             if landed {
                 self.store.delete(&key).await?;
             } else if now().saturating_sub(pending.created) >= max_age.as_secs() {
-                self.remove_contribution_files(pending.datanet, pending.content_hash)
+                let (datanet, hash) = (pending.datanet, pending.content_hash);
+                self.remove_contribution_files(datanet, hash, pending.contributor)
                     .await?;
                 removed += 1;
             }

@@ -33,7 +33,7 @@ mod versions;
 pub use contribute::{Call, Contributed, Uploaded};
 pub use format::{Format, Place};
 pub use index::{ContributionRow, DatanetRow, Status, VersionRow};
-pub use metadata::{ContributionMetadata, SignedMetadata};
+pub use metadata::{ContributionMetadata, SignedMetadata, UploadRequest};
 pub use service::{Datanets, NewDatanet, Progress, QueueEntry};
 pub use validate::{Policy, Report, ValidationError};
 pub use versions::{ExportSummary, Proof, Published};
@@ -48,6 +48,19 @@ pub enum DatanetsError {
     Validation(#[from] ValidationError),
     #[error(transparent)]
     Metadata(#[from] metadata::MetadataError),
+    #[error(transparent)]
+    UploadAuth(#[from] metadata::UploadAuthError),
+    #[error("{contributor} already has {what} waiting for their transactions, the most allowed; send those (or let them expire) first")]
+    ContributorQuota {
+        contributor: alloy_primitives::Address,
+        what: String,
+    },
+    #[error("the service holds the most uploads waiting for their transactions ({limit}); try again later")]
+    PendingFull { limit: usize },
+    #[error(
+        "the service is checking the most uploads it checks at once ({limit}); try again shortly"
+    )]
+    Busy { limit: usize },
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error(transparent)]

@@ -7,6 +7,17 @@ use alloy_sol_types::{Eip712Domain, SolStruct};
 use serde::{Deserialize, Serialize};
 
 alloy_sol_types::sol! {
+    /// What an uploader signs to store a file as its own pending contribution: the raw bytes
+    /// it sends (their keccak256 and length), for which datanet, until when.
+    #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+    struct UploadRequest {
+        uint256 datanetId;
+        address contributor;
+        bytes32 fileHash;
+        uint64 size;
+        uint64 deadline;
+    }
+
     /// What a contributor signs.
     #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
     struct ContributionMetadata {
@@ -47,6 +58,64 @@ pub fn domain(chain_id: u64, registry: Address) -> Eip712Domain {
         Some(registry),
         None,
     )
+}
+
+/// The longest an upload signature may stay valid, in seconds: it bounds replays.
+pub const MAX_UPLOAD_VALIDITY: u64 = 3600;
+
+/// Why a signed upload request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UploadAuthError {
+    #[error("the upload is not signed: send X-Upload-Signature and X-Upload-Deadline")]
+    Missing,
+    #[error("the upload's signature is not a valid signature")]
+    Malformed,
+    #[error("the upload is signed by {signer}, not by the contributor {contributor}")]
+    WrongSigner {
+        signer: Address,
+        contributor: Address,
+    },
+    #[error(
+        "the upload's signature expired at {deadline} (or is valid for more than an hour): \
+         sign it again"
+    )]
+    Expired { deadline: u64 },
+}
+
+impl UploadRequest {
+    /// Recovers who signed this request with the 65-byte `signature`, and checks that it is
+    /// the contributor and that `now` is within the request's validity.
+    pub fn verify(
+        &self,
+        domain: &Eip712Domain,
+        signature: &[u8],
+        now: u64,
+    ) -> Result<(), UploadAuthError> {
+        if self.deadline < now || self.deadline > now + MAX_UPLOAD_VALIDITY {
+            return Err(UploadAuthError::Expired {
+                deadline: self.deadline,
+            });
+        }
+        let signature = Signature::try_from(signature).map_err(|_| UploadAuthError::Malformed)?;
+        let signer = signature
+            .recover_address_from_prehash(&self.eip712_signing_hash(domain))
+            .map_err(|_| UploadAuthError::Malformed)?;
+        if signer != self.contributor {
+            return Err(UploadAuthError::WrongSigner {
+                signer,
+                contributor: self.contributor,
+            });
+        }
+        Ok(())
+    }
+
+    /// Signs the request with `key`: 65 bytes, r, s, v.
+    pub fn sign(&self, domain: &Eip712Domain, key: &k256::ecdsa::SigningKey) -> Vec<u8> {
+        let (sig, recid) = key
+            .sign_prehash_recoverable(self.eip712_signing_hash(domain).as_slice())
+            .expect("signing a 32-byte prehash cannot fail");
+        Signature::from((sig, recid)).as_bytes().to_vec()
+    }
 }
 
 /// Metadata with its signature, as stored beside the blob.

@@ -62,7 +62,13 @@ pub struct Datanets {
     /// Version trees already built, by version id.
     pub(crate) trees: std::sync::Mutex<std::collections::HashMap<u64, Arc<VersionTree>>>,
     sync_lock: tokio::sync::Mutex<()>,
+    /// Uploads being received and checked at once; more are refused (429), so that strangers
+    /// cannot fill the staging disk with concurrent streams.
+    uploads: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many uploads the service receives and checks at once.
+pub const CONCURRENT_UPLOADS: usize = 4;
 
 type NearCache = std::collections::HashMap<u64, (Vec<u64>, Arc<crate::minhash::LshIndex>)>;
 
@@ -115,6 +121,7 @@ impl Datanets {
             near_cache: Default::default(),
             trees: Default::default(),
             sync_lock: tokio::sync::Mutex::new(()),
+            uploads: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_UPLOADS)),
         })
     }
 
@@ -135,6 +142,16 @@ impl Datanets {
     }
 
     /// The EIP-712 domain contributors sign metadata under.
+    /// A slot to receive and check one upload in, or `Busy` when all are taken.
+    pub fn upload_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, DatanetsError> {
+        self.uploads
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| DatanetsError::Busy {
+                limit: CONCURRENT_UPLOADS,
+            })
+    }
+
     pub fn domain(&self) -> &Eip712Domain {
         &self.domain
     }
@@ -223,8 +240,10 @@ impl Datanets {
 
     /// A datanet's description (name, description), from the blob store.
     pub async fn description(&self, datanet: &DatanetRow) -> Result<Option<Value>, DatanetsError> {
-        match datanet.metadata_uri.strip_prefix("openledger:") {
-            Some(key) => Ok(self.store.get_json(key).await?),
+        // Only the service's own key form: a datanet's owner chose this string, and any other
+        // key would let it read (and serve) whatever else the store holds.
+        match keys::from_metadata_uri(&datanet.metadata_uri) {
+            Some(key) => Ok(self.store.get_json(&key).await?),
             None => Ok(None),
         }
     }
@@ -262,11 +281,7 @@ impl Datanets {
                 .await?;
             let metadata = self
                 .store
-                .get_json(&keys::contribution(
-                    datanet,
-                    c.content_hash,
-                    "metadata.json",
-                ))
+                .get_json(&keys::metadata(datanet, c.content_hash, c.contributor))
                 .await?;
             out.push(QueueEntry {
                 contribution: c,

@@ -7,7 +7,8 @@
 //!   the same file).
 //! - `contributions/<datanet>/<content hash>/{report,metadata}.json` and `.../minhash.bin`:
 //!   the validation report, the signed metadata, and the records' MinHash signatures.
-//! - `pending/<datanet>/<content hash>.json`: a contribution stored but not yet seen on chain;
+//! - `pending/<datanet>/<content hash>/<contributor>.json`: a contribution stored but not yet
+//!   seen on chain, one per contributor;
 //!   [`crate::Datanets::sweep`] removes what never landed.
 //! - `schemas/<schema hash>.json`, `datanets/<metadata hash>.json`: datanets' schemas and
 //!   descriptions, named by the hashes on chain.
@@ -203,7 +204,7 @@ impl Store {
 
 /// Where things live in the store.
 pub mod keys {
-    use alloy_primitives::B256;
+    use alloy_primitives::{Address, B256};
 
     pub fn blob(content_hash: B256) -> String {
         format!("blobs/{content_hash:x}")
@@ -211,8 +212,37 @@ pub mod keys {
     pub fn contribution(datanet: u64, content_hash: B256, file: &str) -> String {
         format!("contributions/{datanet}/{content_hash:x}/{file}")
     }
-    pub fn pending(datanet: u64, content_hash: B256) -> String {
-        format!("pending/{datanet}/{content_hash:x}.json")
+    /// A contributor's upload waiting for its transaction: one per contributor, so another
+    /// uploader of the same bytes cannot displace it.
+    pub fn pending(datanet: u64, content_hash: B256, contributor: Address) -> String {
+        format!("pending/{datanet}/{content_hash:x}/{contributor:x}.json")
+    }
+    /// Every contributor's pending upload of these bytes to this datanet.
+    pub fn pending_of(datanet: u64, content_hash: B256) -> String {
+        format!("pending/{datanet}/{content_hash:x}")
+    }
+    /// A contributor's signed metadata for these bytes.
+    pub fn metadata(datanet: u64, content_hash: B256, contributor: Address) -> String {
+        contribution(
+            datanet,
+            content_hash,
+            &format!("metadata-{contributor:x}.json"),
+        )
+    }
+    /// The key a datanet's `metadataURI` names, if it is in this service's own form
+    /// (`openledger:datanets/<64 hex>.json`); any other string names nothing here.
+    pub fn from_metadata_uri(uri: &str) -> Option<String> {
+        let hex = uri
+            .strip_prefix("openledger:datanets/")?
+            .strip_suffix(".json")?;
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
+            return None;
+        }
+        Some(description(hex.parse().ok()?))
     }
     pub fn schema(hash: B256) -> String {
         format!("schemas/{hash:x}.json")

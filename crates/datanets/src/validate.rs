@@ -102,6 +102,25 @@ pub struct Policy {
     pub max_near_duplicate_share: f64,
     /// Refuse files with likely secrets (otherwise they are only flagged).
     pub refuse_secrets: bool,
+    /// Uploads one contributor may have waiting for their transaction.
+    #[serde(default = "default_pending_per_contributor")]
+    pub pending_per_contributor: usize,
+    /// Bytes one contributor may have waiting for their transaction.
+    #[serde(default = "default_pending_bytes_per_contributor")]
+    pub pending_bytes_per_contributor: u64,
+    /// Uploads all contributors together may have waiting.
+    #[serde(default = "default_pending_total")]
+    pub pending_total: usize,
+}
+
+fn default_pending_per_contributor() -> usize {
+    Policy::default().pending_per_contributor
+}
+fn default_pending_bytes_per_contributor() -> u64 {
+    Policy::default().pending_bytes_per_contributor
+}
+fn default_pending_total() -> usize {
+    Policy::default().pending_total
 }
 
 impl Default for Policy {
@@ -112,6 +131,9 @@ impl Default for Policy {
             near_duplicate_threshold: 0.8,
             max_near_duplicate_share: 0.2,
             refuse_secrets: true,
+            pending_per_contributor: 8,
+            pending_bytes_per_contributor: 2 << 30,
+            pending_total: 1024,
         }
     }
 }

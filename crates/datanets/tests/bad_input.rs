@@ -235,7 +235,7 @@ async fn a_stored_contribution_whose_transaction_never_landed_is_swept() {
         .unwrap();
     store
         .put_json(
-            &keys::pending(datanet, orphan),
+            &keys::pending(datanet, orphan, alice.sender().unwrap()),
             &serde_json::json!({"datanet": datanet, "content_hash": orphan,
                 "contributor": alice.sender().unwrap(), "created": 0}),
         )
@@ -244,7 +244,7 @@ async fn a_stored_contribution_whose_transaction_never_landed_is_swept() {
     // And one whose transaction did land but whose mark was left behind.
     store
         .put_json(
-            &keys::pending(datanet, landed.report.content_hash),
+            &keys::pending(datanet, landed.report.content_hash, alice.sender().unwrap()),
             &serde_json::json!({"datanet": datanet, "content_hash": landed.report.content_hash,
                 "contributor": alice.sender().unwrap(), "created": 0}),
         )

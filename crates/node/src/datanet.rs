@@ -8,7 +8,9 @@ use crate::{gov::parse_open, progress::Bar, rest::Api};
 use alloy_primitives::U256;
 use alloy_sol_types::SolEvent;
 use anyhow::{bail, Context, Result};
-use openledger_datanets::{metadata, Call, Format, NewDatanet, SignedMetadata, Uploaded};
+use openledger_datanets::{
+    metadata, Call, Format, NewDatanet, SignedMetadata, UploadRequest, Uploaded,
+};
 use openledger_protocol::{client::Receipt, datanet_registry::DatanetRegistry, ProtocolClient};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -313,12 +315,34 @@ async fn contribute(
             .as_str()
             .expect("formats are strings")
     );
+    // The upload is signed by the contributor, over the bytes sent, so that nobody else can
+    // store files under its address.
+    let registry: alloy_primitives::Address =
+        serde_json::from_value(info["registry"].clone()).context("the API's registry address")?;
+    let domain = metadata::domain(client.chain_id(), registry);
+    let request = UploadRequest {
+        datanetId: alloy_primitives::U256::from(id),
+        contributor,
+        fileHash: hash_file(file)?,
+        size,
+        deadline: unix_now() + UPLOAD_SIGNATURE_SECS,
+    };
+    let key = client.signer().expect("a signer").key().clone();
+    let signature = request.sign(&domain, &key);
+    let headers = [
+        (
+            "x-upload-signature",
+            alloy_primitives::hex::encode(&signature),
+        ),
+        ("x-upload-deadline", request.deadline.to_string()),
+    ];
     // The upload's bar, then the server's checking bar once its first progress line comes.
     let mut checking: Option<Bar> = None;
     let uploading = bar.clone();
     let uploaded = api
         .put_file(
             &path,
+            &headers,
             file,
             move |sent| progress.set(sent),
             |line| {
@@ -349,10 +373,6 @@ async fn contribute(
         eprintln!("this file already is your contribution {existing}; nothing sent");
         return Ok(());
     }
-    let registry =
-        serde_json::from_value(info["registry"].clone()).context("the API's registry address")?;
-    let domain = metadata::domain(client.chain_id(), registry);
-    let key = client.signer().expect("a signer").key().clone();
     let signed = SignedMetadata::sign(uploaded.metadata(licence, tags), &domain, &key);
     let call = api
         .post(
@@ -371,6 +391,32 @@ async fn contribute(
         e.contributionId
     );
     Ok(())
+}
+
+/// How long an upload's signature stays valid: the upload must start within it.
+const UPLOAD_SIGNATURE_SECS: u64 = 600;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// keccak256 of a file's bytes as they will be sent.
+fn hash_file(file: &Path) -> Result<alloy_primitives::B256> {
+    use std::io::Read;
+    let mut reader =
+        std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+    let (mut hasher, mut buf) = (alloy_primitives::Keccak256::new(), vec![0u8; 1 << 20]);
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", file.display()))?;
+        if n == 0 {
+            return Ok(hasher.finalize());
+        }
+        hasher.update(&buf[..n]);
+    }
 }
 
 /// Sends a call the API prepared, from `client`'s account.

@@ -43,13 +43,26 @@ impl Api {
         body: Body,
         kind: &str,
     ) -> Result<hyper::Response<hyper::body::Incoming>> {
+        self.request_with(method, path, body, kind, &[]).await
+    }
+
+    async fn request_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        kind: &str,
+        headers: &[(&str, String)],
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
         let url = format!("{}{path}", self.base);
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(&url)
-            .header("content-type", kind)
-            .body(body)
-            .expect("a valid request");
+            .header("content-type", kind);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let request = request.body(body).expect("a valid request");
         self.client.request(request).await.map_err(|e| {
             anyhow!("cannot reach the API at {url}: {e} (is `openledger node --dev` running?)")
         })
@@ -104,6 +117,7 @@ impl Api {
     pub async fn put_file(
         &self,
         path: &str,
+        headers: &[(&str, String)],
         file: &Path,
         progress: impl Fn(u64) + Send + Sync + 'static,
         mut on_line: impl FnMut(&Value),
@@ -134,7 +148,7 @@ impl Api {
         });
         let body = BodyExt::boxed(StreamBody::new(frames));
         let response = self
-            .request(Method::PUT, path, body, "application/octet-stream")
+            .request_with(Method::PUT, path, body, "application/octet-stream", headers)
             .await?;
         let status = response.status();
         let mut body = response.into_body();
