@@ -97,6 +97,11 @@ pub struct VersionRow {
     pub count: u64,
     pub uri: String,
     pub block: u64,
+    /// Whether the root (and count) equal those of the datanet's accepted contributions when
+    /// it was published, as the index recomputed them: `false` flags a version whose owner
+    /// published something else. `None` for rows indexed before the check existed.
+    #[serde(default)]
+    pub matches_accepted: Option<bool>,
 }
 
 /// The index.
@@ -267,13 +272,38 @@ impl Index {
                         update(id(e.contributionId), &|row| row.challenged = false)?
                     }
                     Event::VersionPublished(e) => {
+                        let datanet = id(e.datanetId);
+                        // The accepted set as of this event: every earlier event is applied.
+                        let mut members = Vec::new();
+                        for entry in by_datanet.range((datanet, 0)..=(datanet, u64::MAX))? {
+                            let (_, cid) = entry?.0.value();
+                            if let Some(v) = contributions.get(cid)? {
+                                let row: ContributionRow =
+                                    self.decode("contribution", v.value())?;
+                                if row.status == Status::Accepted {
+                                    members.push((cid, row.content_hash));
+                                }
+                            }
+                        }
+                        let expected = crate::merkle::VersionTree::build(members)
+                            .ok()
+                            .map(|tree| (tree.root(), tree.len() as u64));
+                        let matches = expected == Some((e.root, e.count));
+                        if !matches {
+                            tracing::warn!(
+                                version = id(e.versionId),
+                                datanet,
+                                "published root does not match the accepted contributions"
+                            );
+                        }
                         let row = VersionRow {
                             id: id(e.versionId),
-                            datanet: id(e.datanetId),
+                            datanet,
                             root: e.root,
                             count: e.count,
                             uri: e.uri.clone(),
                             block,
+                            matches_accepted: Some(matches),
                         };
                         versions.insert(row.id, encode(&row).as_slice())?;
                     }
