@@ -2,6 +2,8 @@
 //! transaction signing with real secp256k1 keys.
 #![allow(dead_code)]
 
+pub mod fuzz;
+
 use alloy_consensus::{SignableTransaction, TxEip1559, TxEip2930, TxEnvelope, TxLegacy};
 use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, Bytes, Signature, TxKind, U256};
