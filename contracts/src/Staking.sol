@@ -255,6 +255,18 @@ contract Staking is AccessControl, Votes, ReentrancyGuard {
         return _withdrawals[id];
     }
 
+    /// @notice Voting power is checkpointed by time, not by block (ERC-6372): making empty
+    /// blocks cannot move a vote's snapshot or shorten it.
+    function clock() public view override returns (uint48) {
+        return uint48(block.timestamp);
+    }
+
+    /// @notice The clock's mode, as ERC-6372 describes it.
+    // solhint-disable-next-line func-name-mixedcase
+    function CLOCK_MODE() public pure override returns (string memory) {
+        return "mode=timestamp";
+    }
+
     function _getVotingUnits(address account) internal view override returns (uint256) {
         return _votingUnits[account];
     }

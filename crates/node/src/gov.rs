@@ -303,7 +303,16 @@ pub async fn status(client: &ProtocolClient, id: Option<U256>) -> Result<()> {
         );
         println!("  description: {}", p.description);
         println!("  proposer:    {}", p.proposer);
-        println!("  voting:      blocks {} to {}", p.voteStart, p.voteEnd);
+        let deadline = client
+            .call(
+                a.governor,
+                OpenGovernor::proposalDeadlineCall { proposalId: id },
+            )
+            .await?;
+        println!(
+            "  voting:      from unix time {} to {deadline}",
+            p.voteStart
+        );
         println!(
             "  votes:       for {} / against {} / abstain {} (wei of staked OPEN)",
             votes.forVotes, votes.againstVotes, votes.abstainVotes

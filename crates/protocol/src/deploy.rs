@@ -120,12 +120,18 @@ pub struct DeployConfig {
     /// OPEN (wei) a challenger posts, for contributions and for settlement batches.
     pub challenge_bond: U256,
     pub timelock_delay_secs: u64,
-    pub voting_delay_blocks: u64,
-    pub voting_period_blocks: u32,
+    /// Seconds between a proposal and its vote (governance runs on timestamps).
+    pub voting_delay_secs: u64,
+    /// Seconds a vote stays open.
+    pub voting_period_secs: u32,
     /// Voting power (wei of staked OPEN) needed to propose.
     pub proposal_threshold: U256,
     /// Percent of all staked OPEN that must vote for a proposal to pass.
     pub quorum_percent: u64,
+    /// The least voting power (wei) a quorum ever is.
+    pub quorum_floor: U256,
+    /// Seconds a vote stays open after a quorum reached late.
+    pub late_quorum_extension_secs: u64,
 }
 
 impl DeployConfig {
@@ -146,15 +152,18 @@ impl DeployConfig {
             challenger_share_bps: 2000,
             challenge_bond: U256::from(100 * OPEN),
             timelock_delay_secs: 2 * 24 * 3600,
-            voting_delay_blocks: 24 * 3600,
-            voting_period_blocks: 7 * 24 * 3600,
+            voting_delay_secs: 24 * 3600,
+            voting_period_secs: 7 * 24 * 3600,
             proposal_threshold: U256::from(10_000 * OPEN),
             quorum_percent: 4,
+            quorum_floor: U256::from(100_000 * OPEN),
+            late_quorum_extension_secs: 24 * 3600,
         }
     }
 
-    /// Settings for the dev network, short enough to try every flow by hand: a one-block
-    /// voting delay, a 20-block vote, a minute in the timelock, ten minutes to challenge and
+    /// Settings for the dev network, short enough to try every flow by hand: a one-second
+    /// voting delay, a one-minute vote (30 s more after a late quorum), a quorum of at least
+    /// 100 OPEN, a minute in the timelock, ten minutes to challenge and
     /// to rule, twenty to unbond, small stakes.
     pub fn dev() -> Self {
         Self {
@@ -169,9 +178,11 @@ impl DeployConfig {
             unbonding_delay_secs: 1200,
             challenge_bond: U256::from(OPEN),
             timelock_delay_secs: 60,
-            voting_delay_blocks: 1,
-            voting_period_blocks: 20,
+            voting_delay_secs: 1,
+            voting_period_secs: 60,
             proposal_threshold: U256::from(100 * OPEN),
+            quorum_floor: U256::from(100 * OPEN),
+            late_quorum_extension_secs: 30,
             ..Self::mainnet()
         }
     }
@@ -284,10 +295,12 @@ pub fn plan(
             OpenGovernor::constructorCall {
                 staking: a.staking,
                 timelock: a.timelock,
-                delayBlocks: U48::from(config.voting_delay_blocks),
-                periodBlocks: config.voting_period_blocks,
+                delaySeconds: U48::from(config.voting_delay_secs),
+                periodSeconds: config.voting_period_secs,
                 threshold: config.proposal_threshold,
                 quorumPercent: U256::from(config.quorum_percent),
+                quorumFloor_: config.quorum_floor,
+                lateQuorumExtension: U48::from(config.late_quorum_extension_secs),
             }
             .abi_encode(),
             6_000_000,

@@ -78,10 +78,12 @@ fn a_fee_split_change_passes_through_vote_queue_delay_and_execution() {
         OpenGovernor::constructorCall {
             staking,
             timelock,
-            delayBlocks: alloy_primitives::aliases::U48::from(VOTING_DELAY),
-            periodBlocks: VOTING_PERIOD as u32,
+            delaySeconds: alloy_primitives::aliases::U48::from(VOTING_DELAY),
+            periodSeconds: VOTING_PERIOD as u32,
             threshold: U256::from(100 * OPEN),
             quorumPercent: U256::from(10),
+            quorumFloor_: U256::ZERO,
+            lateQuorumExtension: alloy_primitives::aliases::U48::ZERO,
         }
         .abi_encode(),
     );
@@ -158,7 +160,7 @@ fn a_fee_split_change_passes_through_vote_queue_delay_and_execution() {
             },
         )
         .unwrap();
-    evm.number += VOTING_DELAY;
+    evm.advance(VOTING_DELAY + 1);
     evm.sol(
         ALICE,
         governor,
@@ -188,7 +190,7 @@ fn a_fee_split_change_passes_through_vote_queue_delay_and_execution() {
         (votes.forVotes, votes.againstVotes),
         (U256::from(300 * OPEN), U256::from(100 * OPEN))
     );
-    evm.number += VOTING_PERIOD;
+    evm.advance(VOTING_PERIOD + 1);
     let queue = OpenGovernor::queueCall {
         targets: targets.clone(),
         values: values.clone(),
@@ -343,7 +345,7 @@ fn settlement_uses_a_fee_split_changed_by_governance() {
         0,
     );
     let id = OpenGovernor::proposeCall::abi_decode_returns(&out).unwrap();
-    evm.number += 1; // the dev voting delay
+    evm.advance(2); // the dev voting delay
     send(
         &mut evm,
         ALICE,
@@ -358,7 +360,7 @@ fn settlement_uses_a_fee_split_changed_by_governance() {
         OpenGovernor::castVoteCall::new((id, 0)).abi_encode(),
         0,
     );
-    evm.number += 20; // the dev voting period
+    evm.advance(61); // the dev voting period
     let queue = (targets.clone(), values.clone(), calldatas.clone(), hash);
     send(
         &mut evm,

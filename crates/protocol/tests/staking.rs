@@ -234,10 +234,11 @@ fn only_slashers_slash_and_the_challenger_gets_its_share() {
 }
 
 #[test]
-fn voting_power_is_checkpointed_by_block() {
+fn voting_power_is_checkpointed_by_time() {
     let mut w = world();
     w.stake(ALICE, VALIDATOR, 0, open(100)).unwrap();
-    let staked_at = w.evm.number - 1;
+    // The clock is the block timestamp (ERC-6372 `mode=timestamp`), not the block number.
+    let staked_at = w.evm.timestamp - 1;
     w.stake(ALICE, VALIDATOR, 0, open(50)).unwrap();
     w.evm.call(BOB, w.staking, Bytes::new()).ok(); // an unrelated block passes
     let past = w.view(Staking::getPastVotesCall {

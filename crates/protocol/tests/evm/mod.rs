@@ -150,10 +150,10 @@ impl Evm {
                 OpenGovernor::proposeCall::new((t, v, c, description)),
             )
             .expect("propose");
-        self.number += config.voting_delay_blocks;
+        self.advance(config.voting_delay_secs + 1);
         self.sol(voter, governor, OpenGovernor::castVoteCall::new((id, 1)))
             .expect("vote");
-        self.number += u64::from(config.voting_period_blocks);
+        self.advance(u64::from(config.voting_period_secs) + 1);
         let (t, v, c) = operation.clone();
         self.sol(
             voter,
