@@ -369,15 +369,6 @@ pub fn plan(
             .abi_encode(),
         ),
         call(
-            "renounce the deployer's Staking admin role",
-            a.staking,
-            Staking::renounceRoleCall {
-                role: B256::ZERO,
-                callerConfirmation: deployer,
-            }
-            .abi_encode(),
-        ),
-        call(
             "make the governor the timelock's proposer",
             a.timelock,
             OpenTimelock::grantRoleCall {
@@ -396,6 +387,15 @@ pub fn plan(
             .abi_encode(),
         ),
         call(
+            "renounce the deployer's Staking admin role",
+            a.staking,
+            Staking::renounceRoleCall {
+                role: B256::ZERO,
+                callerConfirmation: deployer,
+            }
+            .abi_encode(),
+        ),
+        call(
             "renounce the deployer's timelock admin role",
             a.timelock,
             OpenTimelock::renounceRoleCall {
@@ -406,6 +406,124 @@ pub fn plan(
         ),
     ];
     (addresses, steps)
+}
+
+/// Whether a step gives up the deployer's power: these come last, and are sent only once
+/// [`wiring_checks`] all pass.
+pub fn is_renounce(step: &Step) -> bool {
+    step.label.starts_with("renounce")
+}
+
+/// One read that a finished deployment must answer as expected.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub label: String,
+    pub to: Address,
+    pub input: Vec<u8>,
+    /// The ABI-encoded answer expected.
+    pub expect: Vec<u8>,
+}
+
+/// What the deployer checks before it renounces its roles: every module points at the
+/// others, governance owns what it must, and the roles are where the plan put them. Paired
+/// with a code check of every address, this keeps a deployer from giving up control of a
+/// deployment that came out wrong.
+pub fn wiring_checks(a: &Addresses) -> Vec<Check> {
+    use alloy_sol_types::SolValue;
+    let check = |label: &str, to: Address, input: Vec<u8>, expect: Vec<u8>| Check {
+        label: label.to_string(),
+        to,
+        input,
+        expect,
+    };
+    let owner = |label: &str, to: Address| {
+        let input = ProtocolParams::ownerCall {}.abi_encode();
+        check(label, to, input, a.timelock.abi_encode())
+    };
+    let has_role = |label: &str, to: Address, role_name: &str, account: Address| {
+        let role = if role_name == "DEFAULT_ADMIN_ROLE" {
+            B256::ZERO
+        } else {
+            role(role_name)
+        };
+        let input = Staking::hasRoleCall { role, account }.abi_encode();
+        check(label, to, input, true.abi_encode())
+    };
+    vec![
+        owner("the timelock owns ProtocolParams", a.protocol_params),
+        owner("the timelock owns DatanetRegistry", a.datanet_registry),
+        owner("the timelock owns ModelRegistry", a.model_registry),
+        owner(
+            "the timelock owns InferenceSettlement",
+            a.inference_settlement,
+        ),
+        check(
+            "Staking reads ProtocolParams",
+            a.staking,
+            Staking::paramsCall {}.abi_encode(),
+            a.protocol_params.abi_encode(),
+        ),
+        check(
+            "Staking pays the timelock",
+            a.staking,
+            Staking::treasuryCall {}.abi_encode(),
+            a.timelock.abi_encode(),
+        ),
+        check(
+            "DatanetRegistry reads Staking",
+            a.datanet_registry,
+            DatanetRegistry::stakingCall {}.abi_encode(),
+            a.staking.abi_encode(),
+        ),
+        check(
+            "InferenceSettlement reads Staking",
+            a.inference_settlement,
+            InferenceSettlement::stakingCall {}.abi_encode(),
+            a.staking.abi_encode(),
+        ),
+        check(
+            "the governor votes with Staking",
+            a.governor,
+            OpenGovernor::tokenCall {}.abi_encode(),
+            a.staking.abi_encode(),
+        ),
+        check(
+            "the governor executes through the timelock",
+            a.governor,
+            OpenGovernor::timelockCall {}.abi_encode(),
+            a.timelock.abi_encode(),
+        ),
+        has_role(
+            "DatanetRegistry may slash",
+            a.staking,
+            "SLASHER_ROLE",
+            a.datanet_registry,
+        ),
+        has_role(
+            "InferenceSettlement may slash",
+            a.staking,
+            "SLASHER_ROLE",
+            a.inference_settlement,
+        ),
+        has_role(
+            "the timelock administers Staking",
+            a.staking,
+            "DEFAULT_ADMIN_ROLE",
+            a.timelock,
+        ),
+        has_role(
+            "the governor proposes to the timelock",
+            a.timelock,
+            "PROPOSER_ROLE",
+            a.governor,
+        ),
+        has_role(
+            "the governor cancels in the timelock",
+            a.timelock,
+            "CANCELLER_ROLE",
+            a.governor,
+        ),
+    ]
 }
 
 /// The sum of the steps' gas limits: what the deployer must be able to pay for.

@@ -117,3 +117,49 @@ fn the_plan_deploys_at_the_predicted_addresses_within_its_gas_limits() {
         ));
     }
 }
+
+/// The deployer renounces last, and only a deployment that passes every wiring check is one
+/// it should renounce: the checks hold after the plan's other steps, and fail when a step is
+/// missing.
+#[test]
+fn the_wiring_checks_hold_before_renouncing_and_catch_a_missing_step() {
+    use openledger_protocol::deploy::{is_renounce, wiring_checks};
+    let config = DeployConfig::dev();
+    let (addresses, steps) = plan(1612, DEPLOYER, 0, &config);
+    let first_renounce = steps.iter().position(is_renounce).unwrap();
+    assert!(
+        steps[first_renounce..].iter().all(is_renounce),
+        "renouncing comes last"
+    );
+    assert_eq!(steps.len() - first_renounce, 2);
+
+    let failing = |skip: Option<&str>| -> Vec<String> {
+        let mut evm = Evm::new(&[DEPLOYER]);
+        let build: Vec<_> = steps[..first_renounce]
+            .iter()
+            .map(|s| match skip {
+                // A skipped step still uses its nonce, as a failed transaction would.
+                Some(label) if s.label == label => openledger_protocol::deploy::Step {
+                    input: alloy_primitives::Bytes::new(),
+                    to: Some(DEPLOYER),
+                    ..s.clone()
+                },
+                _ => s.clone(),
+            })
+            .collect();
+        evm.run_plan(DEPLOYER, &build);
+        wiring_checks(&addresses)
+            .into_iter()
+            .filter(|c| {
+                let out = evm.call(DEPLOYER, c.to, c.input.clone().into());
+                out.map(|(bytes, _)| bytes.to_vec()) != Ok(c.expect.clone())
+            })
+            .map(|c| c.label)
+            .collect()
+    };
+    assert_eq!(failing(None), Vec::<String>::new());
+    assert_eq!(
+        failing(Some("let DatanetRegistry slash curators")),
+        vec!["DatanetRegistry may slash".to_string()]
+    );
+}

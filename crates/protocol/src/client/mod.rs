@@ -62,6 +62,11 @@ pub enum ClientError {
         first: u64,
         pending: u64,
     },
+    #[error(
+        "the deployment is not wired as planned ({check} does not hold); the deployer keeps its \
+         roles so that it can be fixed"
+    )]
+    MiswiredDeployment { check: String },
     #[error("no {name} contract at {address} (was the protocol deployed on this chain?)")]
     NotDeployed {
         name: &'static str,
@@ -467,8 +472,42 @@ impl ProtocolClient {
             });
         }
         *self.nonce.lock().await = Some(pending);
-        let mut hashes = Vec::with_capacity(remaining.len());
-        for step in remaining {
+        // Everything but the renouncing first; the deployer gives up its roles only once the
+        // deployment checks out.
+        let split = remaining
+            .iter()
+            .position(deploy::is_renounce)
+            .unwrap_or(remaining.len());
+        let (build, renounce) = remaining.split_at(split);
+        self.run_steps(build, fees, sent, steps.len(), &mut progress)
+            .await?;
+        self.await_nonce(signer.address, first + (sent + build.len()) as u64)
+            .await?;
+        self.check_deployment(&addresses).await?;
+        self.run_steps(
+            renounce,
+            fees,
+            sent + build.len(),
+            steps.len(),
+            &mut progress,
+        )
+        .await?;
+        self.await_nonce(signer.address, first + steps.len() as u64)
+            .await?;
+        Ok(addresses)
+    }
+
+    /// Sends `steps` at once with consecutive nonces, then waits for each.
+    async fn run_steps(
+        &self,
+        steps: &[deploy::Step],
+        fees: (u128, u128),
+        done: usize,
+        total: usize,
+        progress: &mut impl FnMut(usize, usize, &str),
+    ) -> Result<(), ClientError> {
+        let mut hashes = Vec::with_capacity(steps.len());
+        for step in steps {
             hashes.push(
                 self.submit(Outgoing {
                     what: step.label.to_string(),
@@ -481,13 +520,18 @@ impl ProtocolClient {
                 .await?,
             );
         }
-        for (i, (step, hash)) in remaining.iter().zip(hashes).enumerate() {
+        for (i, (step, hash)) in steps.iter().zip(hashes).enumerate() {
             self.wait(step.label, hash).await?;
-            progress(sent + i + 1, steps.len(), step.label);
+            progress(done + i + 1, total, step.label);
         }
-        // Steps sent before a resume may still be waiting in the pool.
+        Ok(())
+    }
+
+    /// Waits until `account` has sent `nonce` transactions (steps sent before a resume may
+    /// still be waiting in the pool).
+    async fn await_nonce(&self, account: Address, nonce: u64) -> Result<(), ClientError> {
         let start = Instant::now();
-        while self.nonce_of(signer.address, "latest").await? < first + steps.len() as u64 {
+        while self.nonce_of(account, "latest").await? < nonce {
             if start.elapsed() > RECEIPT_TIMEOUT {
                 return Err(ClientError::NotMined {
                     what: "the deployment's earlier steps".into(),
@@ -496,12 +540,29 @@ impl ProtocolClient {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        Ok(())
+    }
+
+    /// Checks a deployment before the deployer renounces its roles: code at every address,
+    /// and every wiring read answering as the plan meant.
+    pub async fn check_deployment(&self, addresses: &Addresses) -> Result<(), ClientError> {
         for (name, address) in addresses.contracts() {
             if self.code(address).await?.is_empty() {
                 return Err(ClientError::NotDeployed { name, address });
             }
         }
-        Ok(addresses)
+        for check in deploy::wiring_checks(addresses) {
+            let request = json!({"to": check.to, "input": Bytes::from(check.input.clone())});
+            let out: Bytes = self
+                .rpc
+                .request("eth_call", json!([request, "latest"]))
+                .await
+                .map_err(|e| reverted(&check.label, e))?;
+            if out.as_ref() != check.expect.as_slice() {
+                return Err(ClientError::MiswiredDeployment { check: check.label });
+            }
+        }
+        Ok(())
     }
 
     async fn nonce_of(&self, account: Address, block: &str) -> Result<u64, ClientError> {
