@@ -8,6 +8,9 @@ fn credit_is_deposited_and_withdrawn_after_one_challenge_window() {
     let (c0, c1) = (consumer(0), consumer(1));
     let deposit = IS::depositCall {}.abi_encode();
     assert_eq!(w.fails(c0, w.is, deposit, U256::ZERO), err!(ZeroAmount));
+    // Plain OPEN sent unasked would be stuck: only Staking may (a challenger's share).
+    let stray = w.fails(c0, w.is, Vec::new(), open(1));
+    assert_eq!(stray, err!(UnexpectedPayment, c0));
     w.deposit(c0, open(10));
     w.deposit(c0, open(2));
     assert_eq!(w.credit(c0), open(12));
