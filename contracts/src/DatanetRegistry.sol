@@ -26,12 +26,23 @@ import {Staking} from "./Staking.sol";
 /// which then counts as not upheld, with the bond returned (governance's silence is nobody's
 /// fault but governance's).
 ///
+/// Curators are paid for reviewing, whatever their vote: `REVIEW_REWARD_BPS` of a decided
+/// contribution's deposit is shared by every curator who voted on it, paid at once for a
+/// rejection (the rest of the deposit goes to the treasury) and after the challenge window for
+/// an acceptance (the rest returns to the contributor); a poisoned contribution pays its
+/// reviewers nothing. A datanet's owner may restrict curating to the curators it names. A
+/// contribution still pending after the review period can be withdrawn by its contributor with
+/// its whole deposit.
+///
 /// Payments are credited and withdrawn with `claim`, so no vote or ruling can be blocked by a
 /// recipient that refuses OPEN. Every state change emits an event, so an indexer can rebuild
 /// the registry from logs alone.
 contract DatanetRegistry is Ownable, ReentrancyGuard {
     /// @notice The most curator votes a datanet may require, which bounds every loop over voters.
     uint16 public constant MAX_QUORUM = 32;
+    /// @notice The share of a decided contribution's deposit paid to the curators who reviewed
+    /// it, whatever they voted.
+    uint16 public constant REVIEW_REWARD_BPS = 2_000;
     /// @notice The most a successful challenger earns beyond its bond, as a share of the
     /// deposit the contributor forfeits: below a whole, so self-challenging never pays.
     uint16 public constant CHALLENGER_REWARD_CAP_BPS = 5_000;
@@ -42,7 +53,8 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
         Pending,
         Accepted,
         Rejected,
-        Poisoned
+        Poisoned,
+        Withdrawn
     }
 
     /// @notice A datanet's settings.
@@ -64,7 +76,7 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
         uint16 rejections;
         /// The fee still held as its deposit.
         uint128 fee;
-        uint64 submittedBlock;
+        uint64 submittedAt;
         uint64 decidedAt;
         bytes32 contentHash;
     }
@@ -90,6 +102,9 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
     ProtocolParams public immutable params;
     /// @notice OPEN a challenger must post.
     uint256 public challengeBond;
+    /// @notice Seconds a contribution waits for its quorum before its contributor may withdraw
+    /// it.
+    uint64 public reviewPeriod;
 
     mapping(uint256 id => Datanet) private _datanets;
     mapping(uint256 id => string) private _metadataURIs;
@@ -101,6 +116,9 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
     mapping(uint256 id => Version) private _versions;
     mapping(uint256 contributionId => Challenge) private _challenges;
     mapping(address account => uint256) private _owed;
+    /// Datanets whose owner names their curators, and the curators named.
+    mapping(uint256 datanetId => bool) private _restricted;
+    mapping(uint256 datanetId => mapping(address curator => bool)) private _curatorAllowed;
     uint32 private _datanetCount;
     uint256 private _contributionCount;
     uint256 private _versionCount;
@@ -143,6 +161,12 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
     error AlreadyChallenged(uint256 contributionId);
     /// @notice The contribution has no open challenge.
     error NoOpenChallenge(uint256 contributionId);
+    /// @notice The datanet's owner has not named `curator` as one of its curators.
+    error CuratorNotAllowed(uint256 datanetId, address curator);
+    /// @notice The review period runs until `endsAt`: the contribution may still be decided.
+    error ReviewPeriodOpen(uint256 contributionId, uint64 endsAt);
+    /// @notice Only the contributor withdraws its contribution.
+    error NotContributor(uint256 contributionId, address account);
     /// @notice The ruling period ended at `endedAt`: the challenge can only be closed by default.
     error RulingPeriodOver(uint256 contributionId, uint64 endedAt);
     /// @notice The ruling period runs until `endsAt`: governance may still rule.
@@ -189,18 +213,31 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
     event Credited(address indexed account, uint256 amount);
     event Claimed(address indexed account, uint256 amount);
     event ChallengeBondSet(uint256 bond);
+    event ReviewPeriodSet(uint64 secondsLong);
+    event CuratorsRestricted(uint256 indexed datanetId, bool restricted);
+    event CuratorAllowed(uint256 indexed datanetId, address indexed curator, bool allowed);
+    event ContributionWithdrawn(uint256 indexed contributionId, uint256 indexed datanetId);
+    event ReviewersPaid(uint256 indexed contributionId, uint256 amount, uint256 reviewers);
 
     /// @param governance The owner: rules on challenges and sets the challenge bond.
     /// @param staking_ Where curators stake and where approvers of poisoned data are slashed.
     /// @param params_ The protocol parameters (review quorum floor, challenge window).
     /// @param challengeBond_ OPEN a challenger must post.
-    constructor(address governance, Staking staking_, ProtocolParams params_, uint256 challengeBond_)
-        Ownable(governance)
-    {
+    /// @param reviewPeriod_ Seconds a contribution waits for its quorum before it may be
+    /// withdrawn.
+    constructor(
+        address governance,
+        Staking staking_,
+        ProtocolParams params_,
+        uint256 challengeBond_,
+        uint64 reviewPeriod_
+    ) Ownable(governance) {
         staking = staking_;
         params = params_;
         challengeBond = challengeBond_;
+        reviewPeriod = reviewPeriod_;
         emit ChallengeBondSet(challengeBond_);
+        emit ReviewPeriodSet(reviewPeriod_);
     }
 
     /// @notice Creates a datanet owned by the caller.
@@ -244,7 +281,7 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
             approvals: 0,
             rejections: 0,
             fee: uint128(msg.value),
-            submittedBlock: uint64(block.number),
+            submittedAt: uint64(block.timestamp),
             decidedAt: 0,
             contentHash: contentHash
         });
@@ -264,6 +301,9 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
         uint256 datanetId = c.datanetId;
         if (!staking.isStaked(msg.sender, ProtocolParams.Role.Curator, datanetId)) {
             revert NotCurator(datanetId, msg.sender);
+        }
+        if (_restricted[datanetId] && !_curatorAllowed[datanetId][msg.sender]) {
+            revert CuratorNotAllowed(datanetId, msg.sender);
         }
         if (msg.sender == c.contributor) revert SelfReview(contributionId);
         mapping(uint256 => address) storage approvers = _approvers[contributionId];
@@ -296,13 +336,10 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
                 uint256 fee = c.fee;
                 c.fee = 0;
                 emit ContributionRejected(contributionId, datanetId);
-                // The deposit pays the curators who filtered it out; the first one also takes
-                // the indivisible remainder.
-                uint256 each = fee / rejections;
-                uint256 remainder = fee - each * rejections;
-                for (uint256 i = 0; i < rejections; ++i) {
-                    _credit(rejecters[i], i == 0 ? each + remainder : each);
-                }
+                // Every reviewer is paid the same whatever its vote; the rest of the deposit,
+                // forfeit by a rejected contributor, goes to the treasury.
+                uint256 paid = _payReviewers(contributionId, c, fee);
+                _credit(staking.treasury(), fee - paid);
             }
         }
     }
@@ -452,8 +489,78 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
         uint256 fee = c.fee;
         if (fee == 0) revert FeeAlreadyReleased(contributionId);
         c.fee = 0;
-        emit FeeReleased(contributionId, c.contributor, fee);
+        // The reviewers are paid now that the acceptance stands; the rest returns.
+        uint256 paid = _payReviewers(contributionId, c, fee);
+        emit FeeReleased(contributionId, c.contributor, fee - paid);
+        _credit(c.contributor, fee - paid);
+    }
+
+    /// @notice Withdraws a contribution that did not reach its quorum within the review
+    /// period, returning its whole deposit. Only its contributor.
+    function withdrawContribution(uint256 contributionId) external {
+        Contribution storage c = _contributions[contributionId];
+        Status status = c.status;
+        if (status == Status.None) revert UnknownContribution(contributionId);
+        if (msg.sender != c.contributor) revert NotContributor(contributionId, msg.sender);
+        if (status != Status.Pending) revert NotPending(contributionId, status);
+        uint64 endsAt = c.submittedAt + reviewPeriod;
+        if (block.timestamp <= endsAt) revert ReviewPeriodOpen(contributionId, endsAt);
+        c.status = Status.Withdrawn;
+        uint256 fee = c.fee;
+        c.fee = 0;
+        emit ContributionWithdrawn(contributionId, c.datanetId);
         _credit(c.contributor, fee);
+    }
+
+    /// @notice Restricts (or opens) curating a datanet to the curators its owner names. Only
+    /// the datanet's owner.
+    function setCuratorsRestricted(uint256 datanetId, bool restricted) external {
+        _onlyDatanetOwner(datanetId);
+        _restricted[datanetId] = restricted;
+        emit CuratorsRestricted(datanetId, restricted);
+    }
+
+    /// @notice Names (or un-names) a curator of a restricted datanet. Only its owner.
+    function setCuratorAllowed(uint256 datanetId, address curator, bool allowed) external {
+        _onlyDatanetOwner(datanetId);
+        _curatorAllowed[datanetId][curator] = allowed;
+        emit CuratorAllowed(datanetId, curator, allowed);
+    }
+
+    /// @notice Whether `curator` may review a datanet's contributions (given a stake).
+    function mayCurate(uint256 datanetId, address curator) external view returns (bool) {
+        return !_restricted[datanetId] || _curatorAllowed[datanetId][curator];
+    }
+
+    /// @notice Sets the review period. Only governance.
+    function setReviewPeriod(uint64 secondsLong) external onlyOwner {
+        reviewPeriod = secondsLong;
+        emit ReviewPeriodSet(secondsLong);
+    }
+
+    function _onlyDatanetOwner(uint256 datanetId) private view {
+        address owner_ = _datanets[datanetId].owner;
+        if (owner_ == address(0)) revert UnknownDatanet(datanetId);
+        if (owner_ != msg.sender) revert NotDatanetOwner(datanetId, msg.sender);
+    }
+
+    /// Credits `REVIEW_REWARD_BPS` of `fee` to everyone who voted on the contribution, equally,
+    /// the first voter also taking the indivisible remainder; returns what was paid.
+    function _payReviewers(uint256 contributionId, Contribution storage c, uint256 fee)
+        private
+        returns (uint256 paid)
+    {
+        uint256 approvals = c.approvals;
+        uint256 voters = approvals + c.rejections;
+        if (voters == 0) return 0;
+        paid = fee * REVIEW_REWARD_BPS / 10_000;
+        uint256 each = paid / voters;
+        uint256 remainder = paid - each * voters;
+        for (uint256 i = 0; i < voters; ++i) {
+            address reviewer = i < approvals ? _approvers[contributionId][i] : _rejecters[contributionId][i - approvals];
+            _credit(reviewer, i == 0 ? each + remainder : each);
+        }
+        emit ReviewersPaid(contributionId, paid, voters);
     }
 
     /// @notice Pays `account` everything credited to it. Anyone may call this; the OPEN only

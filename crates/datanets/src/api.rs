@@ -141,6 +141,7 @@ async fn show(State(s): Shared, Path(id): Path<u64>) -> Answer {
             "accepted": count(Status::Accepted),
             "rejected": count(Status::Rejected),
             "poisoned": count(Status::Poisoned),
+            "withdrawn": count(Status::Withdrawn),
         },
         "versions": s.index().versions(Some(id)).map_err(DatanetsError::from)?.len(),
     }))

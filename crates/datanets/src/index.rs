@@ -68,6 +68,8 @@ pub enum Status {
     Accepted,
     Rejected,
     Poisoned,
+    /// Withdrawn by its contributor after the review period, undecided.
+    Withdrawn,
 }
 
 /// A contribution as the registry's events describe it.
@@ -264,6 +266,9 @@ impl Index {
                     }
                     Event::ContributionPoisoned(e) => {
                         update(id(e.contributionId), &|row| row.status = Status::Poisoned)?
+                    }
+                    Event::ContributionWithdrawn(e) => {
+                        update(id(e.contributionId), &|row| row.status = Status::Withdrawn)?
                     }
                     Event::ContributionChallenged(e) => {
                         update(id(e.contributionId), &|row| row.challenged = true)?

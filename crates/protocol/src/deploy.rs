@@ -113,6 +113,8 @@ pub struct DeployConfig {
     pub challenge_window_secs: u64,
     /// Seconds governance has to rule on a challenge.
     pub ruling_period_secs: u64,
+    /// Seconds a contribution waits for its curators before its contributor may withdraw it.
+    pub review_period_secs: u64,
     /// At least the challenge window plus the ruling period (`ProtocolParams` refuses less).
     pub unbonding_delay_secs: u64,
     /// The successful challenger's share of a slash, in basis points.
@@ -148,6 +150,7 @@ impl DeployConfig {
             review_quorum: 3,
             challenge_window_secs: 24 * 3600,
             ruling_period_secs: 5 * 24 * 3600,
+            review_period_secs: 14 * 24 * 3600,
             unbonding_delay_secs: 7 * 24 * 3600,
             challenger_share_bps: 2000,
             challenge_bond: U256::from(100 * OPEN),
@@ -175,6 +178,7 @@ impl DeployConfig {
             review_quorum: 1,
             challenge_window_secs: 600,
             ruling_period_secs: 600,
+            review_period_secs: 600,
             unbonding_delay_secs: 1200,
             challenge_bond: U256::from(OPEN),
             timelock_delay_secs: 60,
@@ -313,9 +317,10 @@ pub fn plan(
                 staking_: a.staking,
                 params_: a.protocol_params,
                 challengeBond_: config.challenge_bond,
+                reviewPeriod_: config.review_period_secs,
             }
             .abi_encode(),
-            3_900_000,
+            4_800_000,
         ),
         create(
             "create ModelRegistry",

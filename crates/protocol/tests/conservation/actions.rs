@@ -265,13 +265,11 @@ impl Sim {
             return;
         }
         c.status = Status::Rejected;
-        // The deposit pays the rejecters, the first taking the indivisible remainder.
+        // Every reviewer is paid alike; the treasury takes the rest of the deposit.
         let fee = std::mem::take(&mut c.fee);
-        let each = fee / u(QUORUM as u128);
-        let rest = fee - each * u(QUORUM as u128);
-        for (i, &curator) in c.rejecters.iter().enumerate() {
-            add(&mut self.m.owed, curator, each + rest * u((i == 0) as u128));
-        }
+        let voters: Vec<Address> = c.approvers.iter().chain(&c.rejecters).copied().collect();
+        let paid = pay_reviewers(&mut self.m.owed, &voters, fee);
+        add(&mut self.m.owed, self.a.timelock, fee - paid);
     }
 
     pub(super) fn random_review(&mut self) {
@@ -303,7 +301,11 @@ impl Sim {
         let (from, call) = (CONSUMERS[1], DR::releaseFeeCall::new((u(id as u128),)));
         if self.dr("release fee", from, call, Z) {
             let c = &mut self.m.contributions[id as usize - 1];
-            add(&mut self.m.owed, c.contributor, std::mem::take(&mut c.fee));
+            let fee = std::mem::take(&mut c.fee);
+            let voters: Vec<Address> = c.approvers.iter().chain(&c.rejecters).copied().collect();
+            let contributor = c.contributor;
+            let paid = pay_reviewers(&mut self.m.owed, &voters, fee);
+            add(&mut self.m.owed, contributor, fee - paid);
         }
     }
 
@@ -437,4 +439,20 @@ impl Sim {
         assert!(released.is_some(), "release never reverts");
         assert_eq!(self.evm.balance(beneficiary), vested, "released so far");
     }
+}
+
+/// The registry's review reward: a fifth of `fee` shared by `voters` (approvers first, in
+/// voting order, then rejecters), the first taking the remainder; returns what was paid.
+fn pay_reviewers(owed: &mut BTreeMap<Address, U256>, voters: &[Address], fee: U256) -> U256 {
+    if voters.is_empty() {
+        return Z;
+    }
+    let paid = bps(fee, REVIEW_REWARD_BPS);
+    let n = u(voters.len() as u128);
+    let each = paid / n;
+    let rest = paid - each * n;
+    for (i, &voter) in voters.iter().enumerate() {
+        add(owed, voter, each + rest * u((i == 0) as u128));
+    }
+    paid
 }

@@ -55,6 +55,8 @@ const BOND: u128 = OPEN;
 const CHALLENGER_BPS: u64 = 2000;
 /// The most a contribution's challenger earns beyond its bond, as a share of the forfeit.
 const REWARD_CAP_BPS: u64 = 5000;
+/// The share of a decided deposit paid to the contribution's reviewers.
+const REVIEW_REWARD_BPS: u64 = 2000;
 /// A contribution deposit that two rejecting curators cannot split evenly.
 const DATANET_FEE: u128 = OPEN / 3;
 const QUORUM: usize = 2;

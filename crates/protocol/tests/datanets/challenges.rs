@@ -277,7 +277,13 @@ fn the_fee_returns_to_the_contributor_after_an_unchallenged_window() {
     assert_eq!(w.contribution(id).fee, fee.to::<u128>());
     w.evm.timestamp = w.contribution(challenged).decidedAt + window + 1;
     w.release(id).unwrap();
-    assert_eq!((w.contribution(id).fee, w.owed(CONTRIBUTOR)), (0, fee));
+    // The approver is paid its share now that the acceptance stands; the rest returns.
+    let reviewers = fee / uint(5);
+    assert_eq!(
+        (w.contribution(id).fee, w.owed(CONTRIBUTOR)),
+        (0, fee - reviewers)
+    );
+    assert_eq!(w.owed(CURATORS[0]), reviewers);
     assert_eq!(w.release(id), Err(err!(FeeAlreadyReleased(id))));
     // An open challenge holds the fee past the window until governance rules.
     let held = err!(AlreadyChallenged(challenged));
@@ -285,7 +291,7 @@ fn the_fee_returns_to_the_contributor_after_an_unchallenged_window() {
     assert_eq!(w.contribution(challenged).fee, fee.to::<u128>());
     let before = w.evm.balance(CONTRIBUTOR);
     w.claim(CONTRIBUTOR).unwrap();
-    assert_eq!(w.evm.balance(CONTRIBUTOR), before + fee);
+    assert_eq!(w.evm.balance(CONTRIBUTOR), before + fee - reviewers);
     assert_eq!(w.owed(CONTRIBUTOR), U256::ZERO);
 }
 

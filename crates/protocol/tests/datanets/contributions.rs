@@ -124,14 +124,22 @@ fn a_contribution_is_decided_when_one_side_reaches_the_quorum() {
     assert_eq!(w.contribution(yes).status, ACCEPTED);
     assert_eq!(w.contribution(no).status, REJECTED);
     assert_eq!(w.datanet(quick).accepted, 1);
-    assert_eq!(w.owed(c5), open(1), "the lone rejecter takes the whole fee");
+    // The lone reviewer is paid its 20% of the deposit; the rest goes to the treasury.
+    assert_eq!(w.owed(c5), open(1) / uint(5), "the reviewer's share");
+    // The treasury holds the rest of both rejected deposits (this one and `decided`'s).
+    assert_eq!(
+        w.owed(w.a.timelock),
+        (open(1) - open(1) / uint(5)) * uint(2)
+    );
 }
 
+/// Curators are paid for reviewing, not for rejecting: a rejected deposit pays every voter on
+/// either side the same, and the treasury the rest.
 #[test]
-fn a_rejected_fee_is_split_among_its_rejecters_and_claimed_once() {
+fn a_rejected_deposit_pays_every_reviewer_alike_and_the_treasury_the_rest() {
     let mut w = world();
-    // Not divisible by three: the first rejecter also takes the remainder of 2 wei.
-    let fee = U256::from(OPEN + 1);
+    // A fifth of the fee split five ways leaves a remainder, which the first voter takes.
+    let fee = U256::from(OPEN + 7);
     let datanet = w.create(3, fee).unwrap();
     let [c1, c2, c3, c4, c5] = CURATORS;
     w.curate(&CURATORS, datanet);
@@ -148,23 +156,91 @@ fn a_rejected_fee_is_split_among_its_rejecters_and_claimed_once() {
     }
     let c = w.contribution(id);
     assert_eq!((c.status, c.fee), (REJECTED, 0));
-    let each = U256::from(OPEN / 3);
-    let shares = [(c4, each + uint(2)), (c2, each), (c3, each)];
-    assert_eq!(shares.iter().map(|s| s.1).sum::<U256>(), fee);
+    let paid = fee * uint(2_000) / uint(10_000);
+    let each = paid / uint(5);
+    let remainder = paid - each * uint(5);
+    // Approvers first, in voting order, then rejecters: c1 takes the remainder.
+    let shares = [
+        (c1, each + remainder),
+        (c5, each),
+        (c4, each),
+        (c2, each),
+        (c3, each),
+    ];
+    assert_eq!(shares.iter().map(|s| s.1).sum::<U256>(), paid);
     for (curator, share) in shares {
         assert_eq!(w.owed(curator), share);
     }
-    // Approvers of a rejected contribution earn nothing.
-    assert_eq!(w.owed(c1), U256::ZERO);
-
+    assert_eq!(w.owed(w.a.timelock), fee - paid);
     for (curator, share) in shares {
         let before = w.evm.balance(curator);
         w.claim(curator).unwrap();
         assert_eq!(w.evm.balance(curator), before + share);
         assert_eq!(w.claim(curator), Err(err!(NothingToClaim(curator))));
-        assert_eq!(w.evm.balance(curator), before + share);
     }
+    w.claim(w.a.timelock).unwrap();
     assert_eq!(w.evm.balance(w.a.datanet_registry), U256::ZERO);
+}
+
+/// A datanet's owner may restrict curating to curators it names.
+#[test]
+fn an_owner_may_restrict_who_curates() {
+    let mut w = world();
+    let datanet = w.create(1, open(1)).unwrap();
+    let [c1, c2, ..] = CURATORS;
+    w.curate(&[c1, c2], datanet);
+    let restrict = Reg::setCuratorsRestrictedCall::new((datanet, true));
+    assert_eq!(
+        w.act(OUTSIDER, restrict.clone()),
+        Err(err!(NotDatanetOwner(datanet, OUTSIDER)))
+    );
+    w.act(OWNER, restrict).unwrap();
+    w.act(OWNER, Reg::setCuratorAllowedCall::new((datanet, c1, true)))
+        .unwrap();
+    assert!(w.view(Reg::mayCurateCall::new((datanet, c1))));
+    assert!(!w.view(Reg::mayCurateCall::new((datanet, c2))));
+    let id = w.contribute(CONTRIBUTOR, datanet, 1, open(1)).unwrap();
+    assert_eq!(
+        w.review(c2, id, true),
+        Err(err!(CuratorNotAllowed(datanet, c2)))
+    );
+    w.review(c1, id, true).unwrap();
+    assert_eq!(w.contribution(id).status, ACCEPTED);
+}
+
+/// A contribution nobody decides within the review period can be withdrawn, deposit and all,
+/// by its contributor only.
+#[test]
+fn an_undecided_contribution_is_withdrawn_with_its_deposit_after_the_review_period() {
+    let mut w = world();
+    let datanet = w.create(2, open(1)).unwrap();
+    w.curate(&CURATORS, datanet);
+    let id = w.contribute(CONTRIBUTOR, datanet, 1, open(1)).unwrap();
+    let submitted = w.contribution(id).submittedAt;
+    w.review(CURATORS[0], id, true).unwrap();
+    let withdraw = Reg::withdrawContributionCall::new((id,));
+    let ends_at = submitted + w.config.review_period_secs;
+    assert_eq!(
+        w.act(CONTRIBUTOR, withdraw.clone()),
+        Err(err!(ReviewPeriodOpen(id, ends_at)))
+    );
+    w.evm.timestamp = ends_at + 1;
+    assert_eq!(
+        w.act(OUTSIDER, withdraw.clone()),
+        Err(err!(NotContributor(id, OUTSIDER)))
+    );
+    w.act(CONTRIBUTOR, withdraw.clone()).unwrap();
+    let c = w.contribution(id);
+    assert_eq!((c.status, c.fee), (WITHDRAWN, 0));
+    assert_eq!(w.owed(CONTRIBUTOR), open(1));
+    assert_eq!(
+        w.review(CURATORS[1], id, true),
+        Err(err!(NotPending(id, WITHDRAWN)))
+    );
+    assert_eq!(
+        w.act(CONTRIBUTOR, withdraw),
+        Err(err!(NotPending(id, WITHDRAWN)))
+    );
 }
 
 #[test]

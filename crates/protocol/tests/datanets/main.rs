@@ -33,6 +33,7 @@ const PENDING: u8 = 1;
 const ACCEPTED: u8 = 2;
 const REJECTED: u8 = 3;
 const POISONED: u8 = 4;
+const WITHDRAWN: u8 = 5;
 
 /// `err!(Name(fields…))` is the registry's custom error `Name` with those fields, in order.
 macro_rules! err {
