@@ -10,7 +10,7 @@ use openledger_protocol::{
 use serde_json::json;
 
 mod common;
-use common::{dev_key, ok, openledger, start_with};
+use common::{dev_key, ok, openledger, start};
 
 const OPEN: u128 = 1_000_000_000_000_000_000;
 
@@ -31,6 +31,21 @@ async fn assert_deployed(client: &ProtocolClient, addresses: &Addresses) {
     }
 }
 
+/// Posts a JSON-RPC body and reads the answer to the end (one HTTP/1.1 exchange).
+fn post(addr: &str, body: &str) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.200}");
+}
+
 async fn dev_rpc(client: &ProtocolClient, method: &str, params: serde_json::Value) {
     let _: serde_json::Value = client.rpc().request(method, params).await.unwrap();
 }
@@ -38,9 +53,7 @@ async fn dev_rpc(client: &ProtocolClient, method: &str, params: serde_json::Valu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_and_governance_through_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    // Event reads must page: the node answers eth_getLogs over at most 8 blocks, and the
-    // governance below spans dozens (as a real chain spans more than the default 10,000).
-    let node = start_with(dir.path(), &["--rpc-max-log-range", "8"]);
+    let node = start(dir.path());
     let url = node.rpc_url.clone();
     let dev_file = dir.path().join("protocol.json");
     let dev = Addresses::load(&dev_file).unwrap();
@@ -122,6 +135,18 @@ async fn deploy_and_governance_through_the_command_line() {
         ],
     );
     assert!(String::from_utf8_lossy(&refused.stderr).contains("add up to 9500"));
+
+    // The chain passes 10,000 blocks, the most one eth_getLogs covers by default: reading the
+    // proposals below must page through block ranges.
+    let mine: Vec<serde_json::Value> = (0..1000)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "evm_mine"}))
+        .collect();
+    let body = serde_json::to_string(&mine).unwrap();
+    let addr = url.trim_start_matches("http://").to_string();
+    for _ in 0..11 {
+        post(&addr, &body);
+    }
+    assert!(alice.block_number().await.unwrap() > 10_000);
 
     let id = ok(gov(
         0,
