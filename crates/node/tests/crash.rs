@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 use std::{
     collections::BTreeMap,
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -19,48 +19,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// One JSON-RPC call over a fresh HTTP/1.1 connection; `None` if the node is unreachable.
-fn rpc(addr: SocketAddr, method: &str, params: Value) -> Option<Value> {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (_, body) = response.split_once("\r\n\r\n")?;
-    serde_json::from_str(body).ok()
-}
+mod common;
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// The node process; killed when dropped so that a failing test leaves nothing running.
-struct NodeProcess(Child);
-
-impl NodeProcess {
-    fn kill_nine(&mut self) {
-        self.0.kill().expect("SIGKILL the node");
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{free_addr, rpc, NodeProcess};
 
 fn start(dir: &Path, addr: SocketAddr, metrics: SocketAddr) -> NodeProcess {
     let child = Command::new(env!("CARGO_BIN_EXE_openledger"))

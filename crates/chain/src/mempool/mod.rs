@@ -367,33 +367,29 @@ impl Mempool {
 
     /// Removes a sender's transactions from `nonce` on; returns their hashes.
     fn remove_from(&mut self, sender: &Address, nonce: u64) -> Vec<B256> {
-        let Some(queue) = self.by_sender.get_mut(sender) else {
-            return Vec::new();
-        };
-        let removed = queue.txs.split_off(&nonce);
-        for tx in removed.values() {
-            queue.cost -= tx.max_cost();
-        }
-        if queue.txs.is_empty() {
-            self.by_sender.remove(sender);
-        }
-        removed
-            .into_values()
-            .map(|tx| {
-                self.unindex(&tx);
-                tx.hash
-            })
-            .collect()
+        self.take(sender, |txs| txs.split_off(&nonce))
     }
 
     /// Removes a sender's transactions below `nonce` (mined or never minable); returns their
     /// hashes.
     fn remove_below(&mut self, sender: &Address, nonce: u64) -> Vec<B256> {
+        self.take(sender, |txs| {
+            let keep = txs.split_off(&nonce);
+            std::mem::replace(txs, keep)
+        })
+    }
+
+    /// Removes the transactions `split` takes out of a sender's queue, keeping every index
+    /// in step; returns their hashes.
+    fn take(
+        &mut self,
+        sender: &Address,
+        split: impl FnOnce(&mut BTreeMap<u64, Arc<PoolTx>>) -> BTreeMap<u64, Arc<PoolTx>>,
+    ) -> Vec<B256> {
         let Some(queue) = self.by_sender.get_mut(sender) else {
             return Vec::new();
         };
-        let keep = queue.txs.split_off(&nonce);
-        let removed = std::mem::replace(&mut queue.txs, keep);
+        let removed = split(&mut queue.txs);
         for tx in removed.values() {
             queue.cost -= tx.max_cost();
         }

@@ -21,6 +21,35 @@ pub fn free_addr() -> SocketAddr {
 /// The node process; killed when dropped so that a failing test leaves nothing running.
 pub struct NodeProcess(pub Child);
 
+impl NodeProcess {
+    /// SIGKILL, as a crash would.
+    pub fn kill_nine(&mut self) {
+        self.0.kill().expect("SIGKILL the node");
+        self.0.wait().unwrap();
+    }
+}
+
+/// One JSON-RPC call over a fresh HTTP/1.1 connection; `None` if the node is unreachable.
+pub fn rpc(addr: SocketAddr, method: &str, params: serde_json::Value) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        .to_string();
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .ok()?;
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    serde_json::from_str(body).ok()
+}
+
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();

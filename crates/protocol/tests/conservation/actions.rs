@@ -330,11 +330,7 @@ impl Sim {
     pub(super) fn rule_on_contribution(&mut self) {
         // Mostly challenges whose ruling period leaves time for a proposal to pass.
         let t = self.evm.timestamp;
-        let open = self.m.contributions.iter().zip(1u64..);
-        let open: Vec<(u64, u64)> = open
-            .filter(|c| c.0.bond.is_some())
-            .map(|c| (c.1, c.0.challenged_at))
-            .collect();
+        let open = self.open_challenges();
         let timely: Vec<u64> = open
             .iter()
             .filter(|c| c.1 + RULING / 2 >= t)
@@ -376,14 +372,18 @@ impl Sim {
         add(&mut self.m.owed, treasury, fee + shares - reward);
     }
 
+    /// Contributions with an open challenge: id and when it was raised.
+    fn open_challenges(&self) -> Vec<(u64, u64)> {
+        let all = self.m.contributions.iter().zip(1u64..);
+        all.filter(|c| c.0.bond.is_some())
+            .map(|c| (c.1, c.0.challenged_at))
+            .collect()
+    }
+
     /// Closes a challenge that was not ruled on in time: the bond goes back.
     pub(super) fn expire_contribution_challenge(&mut self) {
         let t = self.evm.timestamp;
-        let open = self.m.contributions.iter().zip(1u64..);
-        let open: Vec<(u64, u64)> = open
-            .filter(|c| c.0.bond.is_some())
-            .map(|c| (c.1, c.0.challenged_at))
-            .collect();
+        let open = self.open_challenges();
         let due: Vec<u64> = open
             .iter()
             .filter(|c| c.1 + RULING < t)
