@@ -136,9 +136,10 @@ async fn while_blocks_continue<T>(
     });
     let out = abuse.await;
     let (last, slowest) = watcher.await.unwrap();
-    assert!(last >= first + 5, "blocks stalled: {first} -> {last}");
+    assert!(last >= first + 3, "blocks stalled: {first} -> {last}");
     assert!(
-        slowest < Duration::from_millis(500),
+        // Generous for a loaded CI machine; the stall this guards against lasted seconds.
+        slowest < Duration::from_millis(1500),
         "eth_blockNumber took {slowest:?}"
     );
     out
