@@ -298,6 +298,20 @@ async fn cors_answers_only_the_configured_origins() {
     assert!(head
         .to_lowercase()
         .contains("access-control-allow-origin: https://app.example"));
+    // WebSockets carry no preflight: a page from another origin is refused at the upgrade.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    for (origin, allowed) in [
+        ("https://evil.example", false),
+        ("https://app.example", true),
+    ] {
+        let mut request = format!("ws://{addr}/").into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("Origin", origin.parse().unwrap());
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let upgraded = tokio_tungstenite::client_async(request, stream).await;
+        assert_eq!(upgraded.is_ok(), allowed, "{origin}");
+    }
 }
 
 #[tokio::test]

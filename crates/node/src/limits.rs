@@ -17,6 +17,9 @@ pub struct LimitArgs {
     /// [default: 4096]
     #[arg(long, value_name = "N")]
     txpool_account_slots: Option<usize>,
+    /// Most transactions one sender may have waiting behind a nonce gap [default: 64]
+    #[arg(long, value_name = "N")]
+    txpool_queued_per_sender: Option<usize>,
     /// Most transactions in the pool [default: 65536]
     #[arg(long, value_name = "N")]
     txpool_global_slots: Option<usize>,
@@ -82,6 +85,7 @@ impl LimitArgs {
         PoolLimits {
             max_tx_bytes: self.txpool_max_tx_size.unwrap_or(d.max_tx_bytes),
             account_slots: self.txpool_account_slots.unwrap_or(d.account_slots),
+            queued_per_sender: self.txpool_queued_per_sender.unwrap_or(d.queued_per_sender),
             max_txs: self.txpool_global_slots.unwrap_or(d.max_txs),
             max_bytes: self.txpool_global_bytes.unwrap_or(d.max_bytes),
             queued_lifetime: self

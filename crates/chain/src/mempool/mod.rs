@@ -42,6 +42,9 @@ pub struct PoolLimits {
     /// The most transactions one sender may have pooled; also how far ahead of its account
     /// nonce a transaction may be.
     pub account_slots: usize,
+    /// The most transactions one sender may have waiting behind a nonce gap: they can never
+    /// run (nor pay) until the gap closes, so they are few, and evicted first.
+    pub queued_per_sender: usize,
     /// The most transactions the pool holds.
     pub max_txs: usize,
     /// The most bytes of signed transactions the pool holds.
@@ -55,6 +58,7 @@ impl Default for PoolLimits {
         Self {
             max_tx_bytes: 128 * 1024,
             account_slots: 4096,
+            queued_per_sender: 64,
             max_txs: 65_536,
             max_bytes: 64 * 1024 * 1024,
             queued_lifetime: Duration::from_secs(3 * 3600),
@@ -131,6 +135,11 @@ pub enum PoolError {
     #[error("txpool is full for this account: at most {limit} pooled transactions per sender")]
     AccountFull { limit: usize },
     #[error(
+        "too many transactions waiting behind a nonce gap: at most {limit} per sender; send the \
+         missing nonces first"
+    )]
+    QueuedFull { limit: usize },
+    #[error(
         "txpool is full: a transaction gets in only by paying a higher priority fee than the \
          cheapest pooled one"
     )]
@@ -142,6 +151,29 @@ pub enum PoolError {
 struct SenderQueue {
     txs: BTreeMap<u64, Arc<PoolTx>>,
     cost: U256,
+    /// The account's nonce as last seen (at admission or after a block that touched it).
+    next: u64,
+}
+
+impl SenderQueue {
+    /// The first nonce past the run that can execute: what lies beyond waits behind a gap.
+    fn run_end(&self) -> u64 {
+        let mut next = self.next;
+        for nonce in self.txs.range(self.next..).map(|(n, _)| *n) {
+            if nonce != next {
+                break;
+            }
+            next += 1;
+        }
+        next
+    }
+}
+
+/// What an eviction takes: one transaction, or a sender's transactions from a nonce on.
+#[derive(Debug, Clone, Copy)]
+enum Evict {
+    One(Address, u64),
+    From(Address, u64),
 }
 
 /// What an admission changed besides adding the transaction.
@@ -261,6 +293,16 @@ impl Mempool {
                 limit: limits.account_slots,
             });
         }
+        let gapped = nonce > self.pending_nonce(&tx.tx.sender, account_nonce);
+        if gapped && existing.is_none() {
+            let end = self.pending_nonce(&tx.tx.sender, account_nonce);
+            let waiting = queue.map_or(0, |q| q.txs.range(end..).count());
+            if waiting >= limits.queued_per_sender {
+                return Err(PoolError::QueuedFull {
+                    limit: limits.queued_per_sender,
+                });
+            }
+        }
         let queued_cost = queue.map_or(U256::ZERO, |q| q.cost)
             - existing.as_ref().map_or(U256::ZERO, |old| old.max_cost());
         let cost = queued_cost.saturating_add(tx.max_cost());
@@ -271,37 +313,78 @@ impl Mempool {
             Some(old) => (self.len(), self.bytes - old.size() + tx.size()),
             None => (self.len() + 1, self.bytes + tx.size()),
         };
-        let evict = self.plan_eviction(&tx, count, bytes)?;
+        let evict = self.plan_eviction(&tx, gapped, count, bytes)?;
         let mut admitted = Admitted::default();
-        for (sender, from) in evict {
-            admitted.evicted.extend(self.remove_from(&sender, from));
+        for action in evict {
+            match action {
+                Evict::One(sender, nonce) => {
+                    admitted.evicted.extend(self.remove_one(&sender, nonce))
+                }
+                Evict::From(sender, nonce) => {
+                    admitted.evicted.extend(self.remove_from(&sender, nonce))
+                }
+            }
         }
         if let Some(old) = existing {
             self.remove_one(&old.tx.sender, nonce);
             admitted.replaced = Some(old.hash);
         }
+        let sender = tx.tx.sender;
         self.add(Arc::new(tx));
+        if let Some(queue) = self.by_sender.get_mut(&sender) {
+            queue.next = account_nonce;
+        }
         Ok(admitted)
     }
 
     /// Which transactions to evict so that the pool, holding `count` transactions of `bytes`
-    /// bytes once `new` is in, fits its bounds: the cheapest first, each with its sender's
-    /// later nonces (they could not run without it). Refuses when that would evict something
-    /// at least as well paid as `new`, or one of `new`'s own sender's transactions.
+    /// bytes once `new` is in, fits its bounds. First the transactions waiting behind a nonce
+    /// gap, cheapest first: they may never run, so a newcomer that can run evicts them whatever
+    /// they bid (a waiting newcomer only cheaper ones). Then, for a newcomer that can run, the
+    /// cheapest of the rest, each with its sender's later nonces (they could not run without
+    /// it). Refuses when that would evict something at least as well paid as `new`, or one of
+    /// `new`'s own sender's transactions.
     fn plan_eviction(
         &self,
         new: &PoolTx,
+        new_gapped: bool,
         mut count: usize,
         mut bytes: usize,
-    ) -> Result<Vec<(Address, u64)>, PoolError> {
+    ) -> Result<Vec<Evict>, PoolError> {
         let over = |count: usize, bytes: usize| {
             count > self.limits.max_txs || bytes > self.limits.max_bytes
         };
         if !over(count, bytes) {
             return Ok(Vec::new());
         }
+        let mut plan = Vec::new();
+        let mut gone: HashSet<B256> = HashSet::default();
+        let mut waiting: Vec<&Arc<PoolTx>> = Vec::new();
+        for queue in self.by_sender.values() {
+            waiting.extend(queue.txs.range(queue.run_end()..).map(|(_, tx)| tx));
+        }
+        waiting.sort_by_key(|tx| (tx.price(), tx.hash));
+        for victim in waiting {
+            let sender = victim.tx.sender;
+            if sender == new.tx.sender || (new_gapped && victim.price() >= new.price()) {
+                continue;
+            }
+            plan.push(Evict::One(sender, victim.nonce()));
+            gone.insert(victim.hash);
+            count -= 1;
+            bytes -= victim.size();
+            if !over(count, bytes) {
+                return Ok(plan);
+            }
+        }
+        if new_gapped {
+            return Err(PoolError::PoolFull);
+        }
         let mut from: HashMap<Address, u64> = HashMap::default();
         for (price, hash) in &self.by_price {
+            if gone.contains(hash) {
+                continue;
+            }
             let victim = &self.by_hash[hash];
             let sender = victim.tx.sender;
             if *price >= new.price() || sender == new.tx.sender {
@@ -314,16 +397,19 @@ impl Mempool {
                 None => u64::MAX,
             };
             from.insert(sender, nonce);
-            for tx in self.by_sender[&sender]
-                .txs
-                .range(nonce..upto)
-                .map(|(_, t)| t)
-            {
-                count -= 1;
-                bytes -= tx.size();
+            let queue = &self.by_sender[&sender];
+            for tx in queue.txs.range(nonce..upto).map(|(_, t)| t) {
+                if gone.insert(tx.hash) {
+                    count -= 1;
+                    bytes -= tx.size();
+                }
             }
             if !over(count, bytes) {
-                return Ok(from.into_iter().collect());
+                plan.extend(
+                    from.into_iter()
+                        .map(|(sender, nonce)| Evict::From(sender, nonce)),
+                );
+                return Ok(plan);
             }
         }
         Err(PoolError::PoolFull)
@@ -434,6 +520,9 @@ impl Mempool {
         let mut dropped = Vec::new();
         for sender in senders {
             let (nonce, balance) = account(&sender);
+            if let Some(queue) = self.by_sender.get_mut(&sender) {
+                queue.next = nonce;
+            }
             dropped.extend(self.remove_below(&sender, nonce));
             let Some(queue) = self.by_sender.get(&sender) else {
                 continue;

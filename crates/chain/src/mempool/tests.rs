@@ -184,3 +184,39 @@ fn queued_transactions_expire_but_executable_ones_stay() {
     assert_eq!(pool.len(), 1);
     assert_eq!(pool.pending_nonce(&keys[0].address, 0), 1);
 }
+
+/// Transactions behind a nonce gap never run, so they cannot hold the pool: a newcomer that can
+/// run evicts them whatever they bid, and one sender may park only a few.
+#[test]
+fn transactions_behind_a_gap_give_way_to_ones_that_can_run() {
+    let keys = dev_accounts();
+    let big = 30_000;
+    let mut pool = pool(PoolLimits {
+        max_bytes: 100_000,
+        queued_per_sender: 3,
+        ..PoolLimits::default()
+    });
+    // An attacker parks three large, well-paid transactions behind a gap (nonce 0 missing).
+    for nonce in 1..=3 {
+        pool.insert(tx(&keys[0], nonce, 1_000_000, 90, big), 0, RICH)
+            .unwrap();
+    }
+    let err = pool
+        .insert(tx(&keys[0], 4, 21_000, 90, 0), 0, RICH)
+        .unwrap_err();
+    assert_eq!(err, PoolError::QueuedFull { limit: 3 });
+    // An honest transfer paying the least tip still gets in, evicting one of them.
+    let admitted = pool
+        .insert(tx(&keys[1], 0, 1_000_000, 1, big), 0, RICH)
+        .unwrap();
+    assert_eq!(admitted.evicted.len(), 1);
+    assert!(pool.bytes() <= 100_000);
+    // A parked newcomer may push out a cheaper parked one, never one that can run.
+    pool.insert(tx(&keys[2], 7, 1_000_000, 99, big), 0, RICH)
+        .unwrap();
+    let err = pool
+        .insert(tx(&keys[3], 7, 1_000_000, 50, big), 0, RICH)
+        .unwrap_err();
+    assert_eq!(err, PoolError::PoolFull);
+    assert!(pool.by_sender.contains_key(&keys[1].address));
+}

@@ -153,7 +153,12 @@ pub async fn dispatch(rpc: &Rpc, method: &str, params: &Value) -> Result<Value, 
                 _ => Value::Null,
             }
         }
-        "eth_getLogs" => logs::get_logs(chain, &rpc.limits, p.get(0).unwrap_or(&Value::Null))?,
+        "eth_getLogs" => {
+            // Scanning thousands of blocks is blocking work: off the async runtime, in a slot.
+            let (filter, limits) = (p.get(0).cloned().unwrap_or(Value::Null), rpc.limits.clone());
+            rpc.off_runtime(move |chain, _| logs::get_logs(chain, &limits, &filter))
+                .await??
+        }
         "eth_getProof" => get_proof(rpc, &p).await?,
         "eth_feeHistory" => fee_history(chain, rpc.limits.fee_history_blocks, &p)?,
         "eth_subscribe" | "eth_unsubscribe" => {

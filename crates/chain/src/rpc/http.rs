@@ -89,7 +89,17 @@ async fn preflight(State(rpc): State<Arc<Rpc>>, headers: HeaderMap) -> Response 
         .into_response()
 }
 
-async fn upgrade(State(rpc): State<Arc<Rpc>>, ws: WebSocketUpgrade) -> Response {
+async fn upgrade(
+    State(rpc): State<Arc<Rpc>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // Browsers send their page's origin and do not ask first for WebSockets: a page the
+    // operator did not allow must not reach the node this way either.
+    if headers.contains_key(header::ORIGIN) && allowed_origin(&rpc.limits.cors, &headers).is_none()
+    {
+        return (StatusCode::FORBIDDEN, "origin not allowed (--http-cors)").into_response();
+    }
     let open = rpc.ws_open.fetch_add(1, Ordering::SeqCst);
     if open >= rpc.limits.ws_connections {
         rpc.ws_open.fetch_sub(1, Ordering::SeqCst);

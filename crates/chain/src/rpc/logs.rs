@@ -5,11 +5,12 @@ use crate::{
     block::Block,
     chain::{BlockId, Chain},
 };
-use alloy_primitives::{Address, BloomInput, B256};
+use alloy_primitives::{Address, Bloom, BloomInput, B256};
 use serde_json::Value;
 
-/// The most addresses, or alternatives for one topic position, a filter may list.
-pub const MAX_FILTER_ITEMS: usize = 1000;
+/// The most addresses and topic alternatives, all together, a filter may list: each costs a
+/// check per block scanned (and per block for every subscription).
+pub const MAX_FILTER_ITEMS: usize = 256;
 
 /// Which logs a caller wants: addresses (any of) and per-position topic alternatives.
 #[derive(Debug, Clone, Default)]
@@ -19,6 +20,10 @@ pub struct LogFilter {
     pub block_hash: Option<B256>,
     pub addresses: Vec<Address>,
     pub topics: Vec<Vec<B256>>,
+    /// The blooms of `addresses` and `topics`, made once so that a block's bloom check is
+    /// bit arithmetic instead of hashing.
+    address_blooms: Vec<Bloom>,
+    topic_blooms: Vec<Vec<Bloom>>,
 }
 
 fn one_or_many<T: serde::de::DeserializeOwned>(v: &Value, name: &str) -> Result<Vec<T>, RpcError> {
@@ -78,6 +83,21 @@ impl LogFilter {
                 .map(|p| one_or_many(p, "topic"))
                 .collect::<Result<_, _>>()?;
         }
+        let items = filter.addresses.len() + filter.topics.iter().map(Vec::len).sum::<usize>();
+        if items > MAX_FILTER_ITEMS {
+            return Err(RpcError::invalid_params(format!(
+                "the filter lists {items} addresses and topics, at most {MAX_FILTER_ITEMS}"
+            )));
+        }
+        let bloom = |bytes: &[u8]| Bloom::from(BloomInput::Raw(bytes));
+        filter.address_blooms = filter
+            .addresses
+            .iter()
+            .map(|a| bloom(a.as_slice()))
+            .collect();
+        filter.topic_blooms = (filter.topics.iter())
+            .map(|ts| ts.iter().map(|t| bloom(t.as_slice())).collect())
+            .collect();
         Ok(filter)
     }
 
@@ -93,18 +113,13 @@ impl LogFilter {
     /// Whether the block's bloom admits a match (false means certainly none).
     fn may_match(&self, block: &Block) -> bool {
         let bloom = &block.header.logs_bloom;
-        let addresses = self.addresses.is_empty()
-            || self
-                .addresses
-                .iter()
-                .any(|a| bloom.contains_input(BloomInput::Raw(a.as_slice())));
+        let addresses =
+            self.address_blooms.is_empty() || self.address_blooms.iter().any(|a| bloom.contains(a));
         addresses
-            && self.topics.iter().all(|wanted| {
-                wanted.is_empty()
-                    || wanted
-                        .iter()
-                        .any(|t| bloom.contains_input(BloomInput::Raw(t.as_slice())))
-            })
+            && self
+                .topic_blooms
+                .iter()
+                .all(|wanted| wanted.is_empty() || wanted.iter().any(|t| bloom.contains(t)))
     }
 
     /// The matching logs of one block, as JSON.

@@ -136,9 +136,9 @@ fn revert_reason(output: &[u8]) -> Option<String> {
 pub struct Rpc {
     pub chain: Arc<Chain>,
     pub limits: RpcLimits,
-    /// Calls (`eth_call`, `eth_estimateGas`, `eth_getProof`) run on blocking threads, this many
-    /// at once.
-    calls: Semaphore,
+    /// Calls (`eth_call`, `eth_estimateGas`, `eth_getProof`, `eth_getLogs`) run on blocking
+    /// threads, this many at once; a slot is held until the work ends, even if the client left.
+    calls: Arc<Semaphore>,
     /// Open WebSocket connections.
     ws_open: AtomicUsize,
 }
@@ -147,7 +147,7 @@ impl Rpc {
     /// The service over `chain` with these bounds.
     pub fn new(chain: Arc<Chain>, limits: RpcLimits) -> Arc<Self> {
         Arc::new(Self {
-            calls: Semaphore::new(limits.concurrent_calls.max(1)),
+            calls: Arc::new(Semaphore::new(limits.concurrent_calls.max(1))),
             chain,
             limits,
             ws_open: AtomicUsize::new(0),
@@ -169,16 +169,20 @@ impl Rpc {
         &self,
         work: impl FnOnce(&Chain, CallBounds) -> T + Send + 'static,
     ) -> Result<T, RpcError> {
-        let _slot = self
+        let slot = self
             .calls
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| RpcError::server("the node is shutting down"))?;
         let chain = self.chain.clone();
         let bounds = self.bounds();
-        tokio::task::spawn_blocking(move || work(&chain, bounds))
-            .await
-            .map_err(|e| RpcError::server(format!("call failed: {e}")))
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            work(&chain, bounds)
+        })
+        .await
+        .map_err(|e| RpcError::server(format!("call failed: {e}")))
     }
 }
 
