@@ -418,8 +418,9 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
     }
 
     /// @notice Closes a challenge governance did not rule on within the ruling period, as not
-    /// upheld: the bond returns to the challenger, the approvers' stakes are released, and the
-    /// challenge window moves later by as long as the challenge was open. Anyone may call this.
+    /// upheld: the bond returns to the challenger and the approvers' stakes are released; the
+    /// challenge window does not move, so the stakes are held at most the window plus one
+    /// ruling period. Anyone may call this.
     function expireChallenge(uint256 contributionId) external {
         Challenge memory ch = _challenges[contributionId];
         if (ch.challenger == address(0)) revert NoOpenChallenge(contributionId);
@@ -429,7 +430,8 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
         emit ChallengeExpired(contributionId, ch.challenger);
         Contribution storage c = _contributions[contributionId];
         _forEachApprover(contributionId, c, staking.unfreeze);
-        _extendWindow(c, ch);
+        // The window does not move: expire-and-challenge-again could otherwise hold the
+        // approvers' stakes frozen for ever, for no more than a returned bond.
         _credit(ch.challenger, ch.bond);
     }
 
@@ -447,6 +449,8 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
         returns (uint256 shares)
     {
         uint256 penalty = params.minStake(ProtocolParams.Role.Curator);
+        // With no minimum stake there is no penalty, and a slash of nothing would revert.
+        if (penalty == 0) return 0;
         mapping(uint256 => address) storage approvers = _approvers[contributionId];
         uint256 balanceBefore = address(this).balance;
         for (uint256 i = 0; i < c.approvals; ++i) {

@@ -61,6 +61,7 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
     struct Challenge {
         address challenger;
         uint96 bond;
+        uint64 openedAt;
     }
 
     /// @notice The roles paid from lists of payouts.
@@ -121,6 +122,10 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
     error AlreadyChallenged(uint256 batchId);
     /// @notice The batch has no open challenge.
     error NoOpenChallenge(uint256 batchId);
+    /// @notice The ruling period ended at `endedAt`: the challenge can only be closed by default.
+    error RulingPeriodOver(uint256 batchId, uint64 endedAt);
+    /// @notice The ruling period runs until `endsAt`: governance may still rule.
+    error RulingPeriodOpen(uint256 batchId, uint64 endsAt);
     /// @notice An upheld challenge already slashed the host for this batch.
     error AlreadySlashed(uint256 batchId);
     /// @notice Only `Staking` sends OPEN here outside deposits (a challenger's slash share).
@@ -146,6 +151,9 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
     event Claimed(address indexed account, uint256 amount);
     event BatchChallenged(uint256 indexed batchId, address indexed challenger, uint256 bond, bytes32 evidenceHash);
     event ChallengeResolved(uint256 indexed batchId, address indexed challenger, bool upheld);
+    /// @notice Governance did not rule within the ruling period: the challenge was closed as
+    /// not upheld, the bond returned and the host's stake released.
+    event ChallengeExpired(uint256 indexed batchId, address indexed challenger);
     event ChallengeBondSet(uint256 bond);
 
     /// @param governance The owner: rules on challenges and sets the challenge bond.
@@ -252,17 +260,34 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
         if (b.slashed) revert AlreadySlashed(batchId);
         if (msg.value != challengeBond) revert WrongBond(challengeBond, msg.value);
         if (_challenges[batchId].challenger != address(0)) revert AlreadyChallenged(batchId);
-        _challenges[batchId] = Challenge({challenger: msg.sender, bond: uint96(msg.value)});
+        _challenges[batchId] =
+            Challenge({challenger: msg.sender, bond: uint96(msg.value), openedAt: uint64(block.timestamp)});
         emit BatchChallenged(batchId, msg.sender, msg.value, evidenceHash);
         // The ruling may slash the host: hold its stake until it comes.
         staking.freeze(ProtocolParams.Role.Host, 0, b.host);
     }
 
-    /// @notice Governance's ruling on an open challenge; the host's stake is released either
-    /// way. Only the owner (governance).
+    /// @notice Closes a challenge governance did not rule on within the ruling period, as not
+    /// upheld: the bond returns to the challenger and the host's stake is released. Anyone may
+    /// call this.
+    function expireChallenge(uint256 batchId) external {
+        Challenge memory ch = _challenges[batchId];
+        if (ch.challenger == address(0)) revert NoOpenChallenge(batchId);
+        uint64 endsAt = ch.openedAt + params.rulingPeriod();
+        if (block.timestamp <= endsAt) revert RulingPeriodOpen(batchId, endsAt);
+        delete _challenges[batchId];
+        emit ChallengeExpired(batchId, ch.challenger);
+        staking.unfreeze(ProtocolParams.Role.Host, 0, _batches[batchId].host);
+        _pay(ch.challenger, ch.bond);
+    }
+
+    /// @notice Governance's ruling on an open challenge, within the ruling period; the host's
+    /// stake is released either way. Only the owner (governance).
     function resolveChallenge(uint256 batchId, bool upheld) external onlyOwner {
         Challenge memory ch = _challenges[batchId];
         if (ch.challenger == address(0)) revert NoOpenChallenge(batchId);
+        uint64 endsAt = ch.openedAt + params.rulingPeriod();
+        if (block.timestamp > endsAt) revert RulingPeriodOver(batchId, endsAt);
         delete _challenges[batchId];
         emit ChallengeResolved(batchId, ch.challenger, upheld);
         staking.unfreeze(ProtocolParams.Role.Host, 0, _batches[batchId].host);
@@ -276,10 +301,9 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
         // The challenger's share of the slash comes here and is credited, not sent by
         // `Staking`: a challenger that refuses OPEN would otherwise make the ruling revert.
         uint256 balanceBefore = address(this).balance;
-        if (staking.slashableOf(host, ProtocolParams.Role.Host, 0) != 0) {
-            staking.slash(
-                ProtocolParams.Role.Host, 0, host, params.minStake(ProtocolParams.Role.Host), payable(address(this))
-            );
+        uint256 penalty = params.minStake(ProtocolParams.Role.Host);
+        if (penalty != 0 && staking.slashableOf(host, ProtocolParams.Role.Host, 0) != 0) {
+            staking.slash(ProtocolParams.Role.Host, 0, host, penalty, payable(address(this)));
         }
         _pay(ch.challenger, ch.bond + address(this).balance - balanceBefore);
     }

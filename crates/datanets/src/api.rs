@@ -163,6 +163,9 @@ struct UploadQuery {
     progress: bool,
 }
 
+/// How long an upload may send nothing before it is dropped.
+const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The upload's signature (`X-Upload-Signature`, 65 bytes hex) and its deadline
 /// (`X-Upload-Deadline`, unix seconds), from the request's headers.
 fn upload_auth(headers: &HeaderMap) -> Result<(Vec<u8>, u64), DatanetsError> {
@@ -197,7 +200,16 @@ async fn upload(
     let mut stream = body.into_data_stream();
     let (mut size, mut hasher) = (0u64, alloy_primitives::Keccak256::new());
     let limit = s.policy().max_bytes;
-    while let Some(chunk) = stream.next().await {
+    loop {
+        // A client that stops sending frees its slot instead of holding it.
+        let next = tokio::time::timeout(UPLOAD_IDLE, stream.next()).await;
+        let Ok(next) = next else {
+            return Err(ApiError(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the upload sent nothing for {} s", UPLOAD_IDLE.as_secs()),
+            ));
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
         size += chunk.len() as u64;
         if size > limit {

@@ -217,6 +217,15 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         (None, true) => openledger_protocol::genesis::dev_genesis(),
         (None, false) => bail!("--genesis FILE is required (or use --dev for the dev chain)"),
     };
+    if !args.dev && args.block_time < 1000 {
+        // Every block is at least a second after its parent: faster blocks would let anyone
+        // who sends transactions run the chain's clock ahead, and with it every deadline.
+        bail!(
+            "--block-time {} is under a second: only a --dev node may make blocks faster than \
+             one a second",
+            args.block_time
+        );
+    }
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| default_home().join("chain"));

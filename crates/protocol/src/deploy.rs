@@ -149,9 +149,11 @@ impl DeployConfig {
             ],
             review_quorum: 3,
             challenge_window_secs: 24 * 3600,
-            ruling_period_secs: 5 * 24 * 3600,
+            // Governance's fastest ruling is a proposal's delay, vote, late-quorum extension
+            // and timelock (1 + 7 + 1 + 2 days): two weeks leave room to act.
+            ruling_period_secs: 14 * 24 * 3600,
             review_period_secs: 14 * 24 * 3600,
-            unbonding_delay_secs: 7 * 24 * 3600,
+            unbonding_delay_secs: 21 * 24 * 3600,
             challenger_share_bps: 2000,
             challenge_bond: U256::from(100 * OPEN),
             timelock_delay_secs: 2 * 24 * 3600,
@@ -344,7 +346,7 @@ pub fn plan(
                 challengeBond_: config.challenge_bond,
             }
             .abi_encode(),
-            3_000_000,
+            3_300_000,
         ),
         call(
             "let DatanetRegistry slash curators",
@@ -411,6 +413,17 @@ pub fn plan(
         ),
     ];
     (addresses, steps)
+}
+
+impl DeployConfig {
+    /// The soonest governance can act on a challenge: a proposal's voting delay, its vote, a
+    /// late-quorum extension and the timelock's delay.
+    pub fn governance_latency_secs(&self) -> u64 {
+        self.voting_delay_secs
+            + u64::from(self.voting_period_secs)
+            + self.late_quorum_extension_secs
+            + self.timelock_delay_secs
+    }
 }
 
 /// Whether a step gives up the deployer's power: these come last, and are sent only once

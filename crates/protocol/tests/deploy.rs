@@ -163,3 +163,21 @@ fn the_wiring_checks_hold_before_renouncing_and_catch_a_missing_step() {
         vec!["DatanetRegistry may slash".to_string()]
     );
 }
+
+/// A challenge must be one governance can rule on in time: the ruling period outlasts the
+/// fastest proposal (delay, vote, late-quorum extension, timelock), or every challenge would
+/// expire unruled.
+#[test]
+fn governance_can_rule_within_the_ruling_period() {
+    for config in [DeployConfig::mainnet(), DeployConfig::dev()] {
+        assert!(
+            config.ruling_period_secs > config.governance_latency_secs(),
+            "ruling period {} s, governance needs {} s",
+            config.ruling_period_secs,
+            config.governance_latency_secs()
+        );
+        assert!(
+            config.unbonding_delay_secs >= config.challenge_window_secs + config.ruling_period_secs
+        );
+    }
+}

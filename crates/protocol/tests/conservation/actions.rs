@@ -190,6 +190,11 @@ impl Sim {
         let call = IS::challengeCall::new((u(id as u128), keccak256(b"proof")));
         if self.is("challenge batch", who, call, u(BOND)) {
             self.m.batches[id as usize - 1].2 = Some((who, u(BOND)));
+            self.m.batch_challenged_at.insert(id, t);
+            // Governance often rules at once; otherwise the challenge waits, and may expire.
+            if self.rng.chance(60) {
+                self.rule_on_batch_id(id);
+            }
         }
     }
 
@@ -204,7 +209,23 @@ impl Sim {
         if open.is_empty() {
             return;
         }
-        let (id, upheld) = (self.rng.pick(&open), self.rng.chance(50));
+        let id = self.rng.pick(&open);
+        self.rule_on_batch_id(id);
+    }
+
+    /// Rules on batch `id`'s challenge, or closes it by default once its ruling period is over.
+    fn rule_on_batch_id(&mut self, id: u64) {
+        let opened = self.m.batch_challenged_at.get(&id).copied().unwrap_or(0);
+        if self.evm.timestamp > opened + RULING {
+            let (challenger, bond) = self.m.batches[id as usize - 1].2.unwrap();
+            let call = IS::expireChallengeCall::new((u(id as u128),));
+            if self.is("rule on batch", CONSUMERS[2], call, Z) {
+                self.m.batches[id as usize - 1].2 = None;
+                add(&mut self.m.claimable, challenger, bond);
+            }
+            return;
+        }
+        let upheld = self.rng.chance(50);
         let batch = &mut self.m.batches[id as usize - 1];
         let (host, (challenger, bond)) = (batch.0, batch.2.unwrap());
         let treasury = self.a.timelock;

@@ -167,6 +167,8 @@ struct Model {
     claimable: BTreeMap<Address, U256>,
     /// Each batch's host, settlement time and open challenge (challenger, bond), by id − 1.
     batches: Vec<(Address, u64, Challenge)>,
+    /// When each batch's open challenge was raised, by id.
+    batch_challenged_at: BTreeMap<u64, u64>,
     owed: BTreeMap<Address, U256>,
     contributions: Vec<Contribution>,
     stakes: BTreeMap<Key, U256>,
@@ -363,8 +365,8 @@ impl Sim {
             65..=72 => self.random_review(),
             73..=76 => self.release_fee(),
             77..=79 => self.challenge_contribution(),
-            80..=81 => self.rule_on_contribution(),
-            82 => self.expire_contribution_challenge(),
+            80 => self.rule_on_contribution(),
+            81..=82 => self.expire_contribution_challenge(),
             83..=86 => self.claim_datanet(),
             87..=88 => self.governance_slash(),
             89..=91 => self.vesting_release(),

@@ -122,6 +122,46 @@ fn an_upheld_challenge_slashes_the_host_and_a_rejected_one_forfeits_the_bond() {
     assert_eq!(w.evm.total_balance(), total, "OPEN is conserved");
 }
 
+/// A challenge governance never rules on closes by default after the ruling period: the bond
+/// returns and the host's frozen stake is released; a ruling then comes too late.
+#[test]
+fn an_unruled_batch_challenge_expires_and_releases_the_host() {
+    let mut w = world();
+    w.deposit(consumer(0), open(1));
+    let (b1, _) = w.settle_ok(HOST, &[receipt(consumer(0), AGENT_A, 1000)]);
+    w.challenge(VALIDATOR, b1);
+    let opened = w.evm.timestamp - 1;
+    let params = openledger_protocol::ProtocolParams::rulingPeriodCall {};
+    let ruling = w.view(w.a.protocol_params, params);
+    let ends_at = opened + ruling;
+    let freezes = Staking::freezesOfCall::new((HOST, 2, U256::ZERO));
+    assert_eq!(
+        w.view(w.a.staking, freezes.clone()),
+        u(1),
+        "the host's stake is frozen"
+    );
+    let expire = IS::expireChallengeCall::new((b1,)).abi_encode();
+    let early = w.fails(OUTSIDER, w.is, expire.clone(), U256::ZERO);
+    assert_eq!(early, err!(RulingPeriodOpen, b1, ends_at));
+    w.evm.timestamp = ends_at + 1;
+    let late = w.govern_fails(IS::resolveChallengeCall::new((b1, true)).abi_encode());
+    assert_eq!(late, err!(RulingPeriodOver, b1, ends_at));
+    let claimable = w.claimable(VALIDATOR);
+    w.ok(OUTSIDER, w.is, IS::expireChallengeCall::new((b1,)));
+    assert_eq!(
+        w.claimable(VALIDATOR),
+        claimable + open(1),
+        "the bond comes back"
+    );
+    assert_eq!(
+        w.view(w.a.staking, freezes),
+        U256::ZERO,
+        "the host's stake is released"
+    );
+    let again = w.fails(OUTSIDER, w.is, expire, U256::ZERO);
+    assert_eq!(again, err!(NoOpenChallenge, b1));
+}
+
 #[test]
 fn settling_100_receipts_fits_the_gas_budget() {
     let mut w = world();

@@ -140,7 +140,13 @@ fn world() -> World {
         .chain((0..10).map(consumer))
         .collect();
     let mut evm = Evm::new(&funded);
-    let a = evm.deploy_protocol(DEPLOYER, &DeployConfig::dev());
+    // Several rulings in a row take several proposals: an hour to rule on each challenge.
+    let config = DeployConfig {
+        ruling_period_secs: 3600,
+        unbonding_delay_secs: 600 + 3600,
+        ..DeployConfig::dev()
+    };
+    let a = evm.deploy_protocol(DEPLOYER, &config);
     let (is, proposals) = (a.inference_settlement, 0);
     let mut w = World {
         evm,
