@@ -153,9 +153,35 @@ struct SenderQueue {
     cost: U256,
     /// The account's nonce as last seen (at admission or after a block that touched it).
     next: u64,
+    /// `run_end()`, kept up to date so that admission does not walk long queues.
+    end: u64,
 }
 
 impl SenderQueue {
+    /// The end of the runnable run for an account whose nonce is `next`: the cached one when
+    /// `next` is the nonce last seen.
+    fn end_for(&self, next: u64) -> u64 {
+        if next == self.next {
+            return self.end;
+        }
+        let mut end = next;
+        while self.txs.contains_key(&end) {
+            end += 1;
+        }
+        end
+    }
+
+    /// Records the account's nonce and brings the cached run end up to date.
+    fn refresh(&mut self, next: u64) {
+        if next != self.next || self.end < next {
+            self.next = next;
+            self.end = self.run_end();
+        }
+        while self.txs.contains_key(&self.end) {
+            self.end += 1;
+        }
+    }
+
     /// The first nonce past the run that can execute: what lies beyond waits behind a gap.
     fn run_end(&self) -> u64 {
         let mut next = self.next;
@@ -293,9 +319,9 @@ impl Mempool {
                 limit: limits.account_slots,
             });
         }
-        let gapped = nonce > self.pending_nonce(&tx.tx.sender, account_nonce);
+        let end = queue.map_or(account_nonce, |q| q.end_for(account_nonce));
+        let gapped = nonce > end;
         if gapped && existing.is_none() {
-            let end = self.pending_nonce(&tx.tx.sender, account_nonce);
             let waiting = queue.map_or(0, |q| q.txs.range(end..).count());
             if waiting >= limits.queued_per_sender {
                 return Err(PoolError::QueuedFull {
@@ -332,7 +358,7 @@ impl Mempool {
         let sender = tx.tx.sender;
         self.add(Arc::new(tx));
         if let Some(queue) = self.by_sender.get_mut(&sender) {
-            queue.next = account_nonce;
+            queue.refresh(account_nonce);
         }
         Ok(admitted)
     }
@@ -361,7 +387,7 @@ impl Mempool {
         let mut gone: HashSet<B256> = HashSet::default();
         let mut waiting: Vec<&Arc<PoolTx>> = Vec::new();
         for queue in self.by_sender.values() {
-            waiting.extend(queue.txs.range(queue.run_end()..).map(|(_, tx)| tx));
+            waiting.extend(queue.txs.range(queue.end..).map(|(_, tx)| tx));
         }
         waiting.sort_by_key(|tx| (tx.price(), tx.hash));
         for victim in waiting {
@@ -435,6 +461,9 @@ impl Mempool {
         let queue = self.by_sender.get_mut(sender)?;
         let tx = queue.txs.remove(&nonce)?;
         queue.cost -= tx.max_cost();
+        if nonce >= queue.next && nonce < queue.end {
+            queue.end = nonce;
+        }
         if queue.txs.is_empty() {
             self.by_sender.remove(sender);
         }
@@ -479,6 +508,7 @@ impl Mempool {
         for tx in removed.values() {
             queue.cost -= tx.max_cost();
         }
+        queue.end = queue.run_end();
         if queue.txs.is_empty() {
             self.by_sender.remove(sender);
         }
@@ -521,7 +551,7 @@ impl Mempool {
         for sender in senders {
             let (nonce, balance) = account(&sender);
             if let Some(queue) = self.by_sender.get_mut(&sender) {
-                queue.next = nonce;
+                queue.refresh(nonce);
             }
             dropped.extend(self.remove_below(&sender, nonce));
             let Some(queue) = self.by_sender.get(&sender) else {

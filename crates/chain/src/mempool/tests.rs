@@ -220,3 +220,34 @@ fn transactions_behind_a_gap_give_way_to_ones_that_can_run() {
     assert_eq!(err, PoolError::PoolFull);
     assert!(pool.by_sender.contains_key(&keys[1].address));
 }
+
+/// The cached run end follows every change: admissions in and out of order, removals, and a
+/// new account nonce after a block.
+#[test]
+fn the_runnable_run_is_tracked_through_every_change() {
+    let keys = dev_accounts();
+    let a = keys[0].address;
+    let mut pool = pool(PoolLimits::default());
+    let end = |pool: &Mempool| pool.by_sender[&a].end;
+    pool.insert(tx(&keys[0], 0, 21_000, 1, 0), 0, RICH).unwrap();
+    pool.insert(tx(&keys[0], 2, 21_000, 1, 0), 0, RICH).unwrap();
+    assert_eq!(end(&pool), 1);
+    pool.insert(tx(&keys[0], 1, 21_000, 1, 0), 0, RICH).unwrap();
+    assert_eq!(end(&pool), 3, "the gap closed");
+    let hash = pool.by_sender[&a].txs[&1].hash;
+    pool.remove_one(&a, 1);
+    assert_eq!(end(&pool), 1);
+    assert!(pool.get(&hash).is_none());
+    // Nonce 0 mined: the account is at 1, and nonce 2 still waits behind the gap at 1.
+    let mined = [pool.by_sender[&a].txs[&0].hash];
+    pool.prune(&mined, [a], |_| (1, RICH));
+    assert_eq!(end(&pool), 1);
+    for nonce in 1..4 {
+        if nonce != 2 {
+            pool.insert(tx(&keys[0], nonce, 21_000, 1, 0), 1, RICH)
+                .unwrap();
+        }
+    }
+    assert_eq!(end(&pool), 4);
+    assert_eq!(pool.pending_nonce(&a, 1), 4);
+}
