@@ -20,6 +20,7 @@ pub fn rows(
     if total == 0 {
         return Err(ValidationError::Empty);
     }
+    check_sizes(reader.metadata(), size)?;
     let mut rows = reader.into_iter();
     let mut row = 0u64;
     let mut broken = false;
@@ -52,6 +53,43 @@ pub fn rows(
             through: size * row / total,
         }))
     }))
+}
+
+/// The most values (or uncompressed bytes) a file may declare per byte it holds. The reader
+/// sizes its buffers from these declarations, and a damaged footer claiming billions of values
+/// made it ask for tens of gigabytes, which aborts the process instead of failing; honest
+/// tables compress far less than this.
+const MAX_EXPANSION: u64 = 64;
+
+/// Refuses a file whose footer declares more rows, values or uncompressed bytes than its size
+/// can hold (at `MAX_EXPANSION` per byte, and at least a mebibyte's worth).
+fn check_sizes(
+    metadata: &parquet::file::metadata::ParquetMetaData,
+    file_size: u64,
+) -> Result<(), ValidationError> {
+    let bound = file_size.max(1 << 20).saturating_mul(MAX_EXPANSION);
+    let over = |what: &str, declared: i64| -> Result<(), ValidationError> {
+        if declared < 0 || declared as u64 > bound {
+            return Err(ValidationError::BadParquet(format!(
+                "the footer declares {declared} {what}, more than a {file_size}-byte file can \
+                 hold"
+            )));
+        }
+        Ok(())
+    };
+    over("rows", metadata.file_metadata().num_rows())?;
+    for group in metadata.row_groups() {
+        over("rows in a row group", group.num_rows())?;
+        over("bytes in a row group", group.total_byte_size())?;
+        for column in group.columns() {
+            over("values in a column chunk", column.num_values())?;
+            over(
+                "uncompressed bytes in a column chunk",
+                column.uncompressed_size(),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs a step of the Parquet reader, turning a panic (the crate panics on some damaged files,
