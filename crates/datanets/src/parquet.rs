@@ -21,6 +21,7 @@ pub fn rows(
         return Err(ValidationError::Empty);
     }
     check_sizes(reader.metadata(), size)?;
+    unpanicked(|| check_pages(&reader), "its pages")??;
     let mut rows = reader.into_iter();
     let mut row = 0u64;
     let mut broken = false;
@@ -87,6 +88,34 @@ fn check_sizes(
                 "uncompressed bytes in a column chunk",
                 column.uncompressed_size(),
             )?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads every page header once before any row: a dictionary page declaring more values than
+/// its bytes can hold made the reader size its dictionary from the claim (28.9 GB in the case
+/// the fuzzer found), which aborts the process.
+fn check_pages(reader: &SerializedFileReader<File>) -> Result<(), ValidationError> {
+    use parquet::column::page::Page;
+    for g in 0..reader.num_row_groups() {
+        let group = reader.get_row_group(g).map_err(bad)?;
+        for c in 0..group.num_columns() {
+            let mut pages = group.get_column_page_reader(c).map_err(bad)?;
+            while let Some(page) = pages.get_next_page().map_err(bad)? {
+                if let Page::DictionaryPage {
+                    buf, num_values, ..
+                } = &page
+                {
+                    // Every dictionary value takes at least a bit.
+                    if u64::from(*num_values) > buf.len() as u64 * 8 + 8 {
+                        return Err(ValidationError::BadParquet(format!(
+                            "a dictionary page declares {num_values} values in {} bytes",
+                            buf.len()
+                        )));
+                    }
+                }
+            }
         }
     }
     Ok(())
