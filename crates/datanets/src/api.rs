@@ -79,9 +79,10 @@ impl From<DatanetsError> for ApiError {
             | MissingSchema { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             UploadAuth(crate::metadata::UploadAuthError::Missing) => StatusCode::UNAUTHORIZED,
             UploadAuth(_) => StatusCode::FORBIDDEN,
-            ContributorQuota { .. } | PendingFull { .. } | Busy { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ContributorQuota { .. }
+            | PendingFull { .. }
+            | PendingBytesFull { .. }
+            | Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             Chain(_) => StatusCode::BAD_GATEWAY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

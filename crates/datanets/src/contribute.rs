@@ -425,18 +425,27 @@ impl Datanets {
             });
         }
         let suffix = format!("/{contributor:x}.json");
-        let mine: Vec<&String> = marks.iter().filter(|k| k.ends_with(&suffix)).collect();
-        if mine.len() >= policy.pending_per_contributor {
-            return Err(DatanetsError::ContributorQuota {
-                contributor,
-                what: format!("{} uploads", mine.len()),
-            });
-        }
-        let mut bytes = size;
-        for key in mine {
-            if let Some(p) = self.store.get_json::<Pending>(key).await? {
+        let (mut mine, mut bytes, mut all_bytes) = (0usize, size, size);
+        for key in &marks {
+            let Some(p) = self.store.get_json::<Pending>(key).await? else {
+                continue;
+            };
+            all_bytes += p.size;
+            if key.ends_with(&suffix) {
+                mine += 1;
                 bytes += p.size;
             }
+        }
+        if all_bytes > policy.pending_bytes_total {
+            return Err(DatanetsError::PendingBytesFull {
+                limit: policy.pending_bytes_total,
+            });
+        }
+        if mine >= policy.pending_per_contributor {
+            return Err(DatanetsError::ContributorQuota {
+                contributor,
+                what: format!("{mine} uploads"),
+            });
         }
         if bytes > policy.pending_bytes_per_contributor {
             return Err(DatanetsError::ContributorQuota {
@@ -471,6 +480,8 @@ impl Datanets {
                 let (datanet, hash) = (pending.datanet, pending.content_hash);
                 self.remove_contribution_files(datanet, hash, pending.contributor)
                     .await?;
+                // A mark in the layout before marks were kept per contributor has another key.
+                self.store.delete(&key).await?;
                 removed += 1;
             }
         }

@@ -57,6 +57,8 @@ pub enum DatanetsError {
     },
     #[error("the service holds the most uploads waiting for their transactions ({limit}); try again later")]
     PendingFull { limit: usize },
+    #[error("the service holds the most bytes of uploads waiting for their transactions ({limit}); try again later")]
+    PendingBytesFull { limit: u64 },
     #[error(
         "the service is checking the most uploads it checks at once ({limit}); try again shortly"
     )]

@@ -111,6 +111,14 @@ pub struct Policy {
     /// Uploads all contributors together may have waiting.
     #[serde(default = "default_pending_total")]
     pub pending_total: usize,
+    /// Bytes all contributors together may have waiting: addresses are free, so the
+    /// per-contributor quota alone does not bound the disk.
+    #[serde(default = "default_pending_bytes_total")]
+    pub pending_bytes_total: u64,
+}
+
+fn default_pending_bytes_total() -> u64 {
+    Policy::default().pending_bytes_total
 }
 
 fn default_pending_per_contributor() -> usize {
@@ -134,6 +142,7 @@ impl Default for Policy {
             pending_per_contributor: 8,
             pending_bytes_per_contributor: 2 << 30,
             pending_total: 1024,
+            pending_bytes_total: 16 << 30,
         }
     }
 }

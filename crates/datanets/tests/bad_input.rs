@@ -273,5 +273,17 @@ async fn a_stored_contribution_whose_transaction_never_landed_is_swept() {
         .exists(&keys::blob(landed.report.content_hash))
         .await
         .unwrap());
+    // A mark left in the layout from before marks were kept per contributor is swept too.
+    let old = format!("pending/{datanet}/{orphan:x}.json");
+    store
+        .put_json(
+            &old,
+            &serde_json::json!({"datanet": datanet, "content_hash": orphan,
+                "contributor": alice.sender().unwrap(), "created": 0}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(service.sweep(Duration::from_secs(60)).await.unwrap(), 1);
+    assert!(store.list("pending").await.unwrap().is_empty());
     let _ = U256::ZERO;
 }

@@ -213,6 +213,35 @@ async fn quotas_bound_what_one_address_can_stage() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// Fresh addresses cost nothing, so all contributors together are bounded in bytes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_of_addresses_is_bounded_in_bytes() {
+    let world = World::start().await;
+    let owner = world.account(1).await;
+    let file = format!("{}\n", chat_line(30, "c"));
+    let policy = Policy {
+        pending_bytes_total: 2 * file.len() as u64 + 10,
+        ..Policy::default()
+    };
+    let service = world.service("svc", policy).await;
+    let datanet = service.create(&owner, &chat_datanet(1)).await.unwrap();
+    let (addr, service) = serve(service).await;
+    for (i, signer) in [2usize, 3].into_iter().enumerate() {
+        let file = format!("{}\n", chat_line(30 + i, "c"));
+        let who = dev_accounts()[signer].address;
+        let (status, body) =
+            upload(addr, &service, datanet, who, Some(signer), file.as_bytes()).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let who = dev_accounts()[4].address;
+    let (status, body) = upload(addr, &service, datanet, who, Some(4), file.as_bytes()).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("most bytes"),
+        "{body}"
+    );
+}
+
 /// A datanet created on chain with a metadataURI pointing anywhere else in the store reads
 /// nothing; the service's own form still works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
