@@ -162,33 +162,29 @@ impl SenderQueue {
     /// `next` is the nonce last seen.
     fn end_for(&self, next: u64) -> u64 {
         if next == self.next {
-            return self.end;
+            self.end
+        } else {
+            self.walk_from(next)
         }
-        let mut end = next;
-        while self.txs.contains_key(&end) {
-            end += 1;
-        }
-        end
     }
 
     /// Records the account's nonce and brings the cached run end up to date.
     fn refresh(&mut self, next: u64) {
         if next != self.next || self.end < next {
             self.next = next;
-            self.end = self.run_end();
+            self.end = next;
         }
-        while self.txs.contains_key(&self.end) {
-            self.end += 1;
-        }
+        self.end = self.walk_from(self.end);
     }
 
     /// The first nonce past the run that can execute: what lies beyond waits behind a gap.
     fn run_end(&self) -> u64 {
-        let mut next = self.next;
-        for nonce in self.txs.range(self.next..).map(|(n, _)| *n) {
-            if nonce != next {
-                break;
-            }
+        self.walk_from(self.next)
+    }
+
+    /// The first nonce from `next` on that the queue does not hold.
+    fn walk_from(&self, mut next: u64) -> u64 {
+        while self.txs.contains_key(&next) {
             next += 1;
         }
         next
@@ -261,16 +257,9 @@ impl Mempool {
 
     /// The next nonce of `sender` counting its queued transactions (the `pending` nonce).
     pub fn pending_nonce(&self, sender: &Address, account_nonce: u64) -> u64 {
-        let mut next = account_nonce;
-        if let Some(queue) = self.by_sender.get(sender) {
-            for nonce in queue.txs.range(account_nonce..).map(|(n, _)| *n) {
-                if nonce != next {
-                    break;
-                }
-                next += 1;
-            }
-        }
-        next
+        self.by_sender
+            .get(sender)
+            .map_or(account_nonce, |queue| queue.end_for(account_nonce))
     }
 
     /// Admits a transaction checked against its sender's account.
