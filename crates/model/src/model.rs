@@ -127,15 +127,39 @@ impl Model {
         max_tokens: usize,
         sampling: Sampling,
         stops: &[String],
+        on_text: impl FnMut(&str),
+    ) -> Result<Completion, ModelError> {
+        self.complete_with(
+            self.adapter.as_ref(),
+            prompt,
+            max_tokens,
+            sampling,
+            stops,
+            on_text,
+        )
+    }
+
+    /// [`Model::complete`] on `adapter` (checked against the model) or the base model,
+    /// whatever adapter is set: one loaded model answers for many adapters.
+    pub fn complete_with(
+        &self,
+        adapter: Option<&LoraAdapter>,
+        prompt: &str,
+        max_tokens: usize,
+        sampling: Sampling,
+        stops: &[String],
         mut on_text: impl FnMut(&str),
     ) -> Result<Completion, ModelError> {
+        if let Some(a) = adapter {
+            self.llama.check_adapter(a)?;
+        }
         let ids = self.tokenizer.encode(prompt);
         let mut decoder = StreamDecoder::new();
         let mut text = String::new();
         let mut emitted = 0;
         let tokenizer = &self.tokenizer;
         let stop_at = std::cell::Cell::new(None);
-        let lora = match &self.adapter {
+        let lora = match adapter {
             Some(adapter) => Some(LoraBatch::new(vec![adapter], &[Some(0)])?),
             None => None,
         };

@@ -70,6 +70,8 @@ pub struct Progress {
     pub total_steps: usize,
     pub loss: f32,
     pub learning_rate: f64,
+    /// Tokens the step read (padding not counted).
+    pub tokens: usize,
     pub tokens_per_second: f64,
 }
 
@@ -267,6 +269,7 @@ impl<'m> Trainer<'m> {
                 total_steps: self.config.total_steps,
                 loss: loss_sum / self.config.grad_accum as f32,
                 learning_rate: lr,
+                tokens,
                 tokens_per_second: tokens as f64 / started.elapsed().as_secs_f64(),
             });
         }

@@ -199,6 +199,19 @@ struct NodeArgs {
     dev: bool,
     #[command(flatten)]
     limits: limits::LimitArgs,
+    /// A base model the factory fine-tunes, as NAME=PATH (repeatable) [default:
+    /// SmolLM2-135M-Instruct=<models dir>/SmolLM2-135M-Instruct.Q4_1.gguf].
+    #[arg(long = "factory-model", value_name = "NAME=PATH")]
+    factory_models: Vec<String>,
+    /// An API key the /v1 APIs accept as `Authorization: Bearer KEY` (repeatable); without
+    /// one, they are open on --dev and closed otherwise.
+    #[arg(
+        long = "api-key",
+        env = "OPENLEDGER_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_keys: Vec<String>,
 }
 
 fn default_home() -> PathBuf {
@@ -262,7 +275,16 @@ async fn run_node(args: NodeArgs) -> Result<()> {
                 .display()
                 .to_string()
         });
-        let addr = serve_api(&node, &data_dir, &addresses_file, &blobs, args.api_addr).await?;
+        let factory = factory_settings(&args.factory_models, &args.api_keys, args.dev)?;
+        let addr = serve_api(
+            &node,
+            &data_dir,
+            &addresses_file,
+            &blobs,
+            args.api_addr,
+            factory,
+        )
+        .await?;
         tracing::info!(api = %format!("http://{addr}/api"), "REST API running");
     } else {
         tracing::info!(
@@ -294,13 +316,52 @@ async fn run_node(args: NodeArgs) -> Result<()> {
 const DATANETS_SYNC: Duration = Duration::from_secs(2);
 const UPLOAD_TTL: Duration = Duration::from_secs(3600);
 
-/// Opens the datanet service in `<data-dir>/datanets` and serves the REST API.
+/// The factory's base models and who may call the /v1 APIs.
+struct FactorySettings {
+    models: std::collections::BTreeMap<String, PathBuf>,
+    access: openledger_factory::api::Access,
+}
+
+fn factory_settings(models: &[String], keys: &[String], dev: bool) -> Result<FactorySettings> {
+    let mut named = std::collections::BTreeMap::new();
+    for pair in models {
+        let (name, path) = pair
+            .split_once('=')
+            .with_context(|| format!("--factory-model {pair:?} is not NAME=PATH"))?;
+        named.insert(name.to_string(), PathBuf::from(path));
+    }
+    if named.is_empty() {
+        named.insert(
+            "SmolLM2-135M-Instruct".to_string(),
+            openledger_model::default_model_path(),
+        );
+    }
+    let keys: Vec<String> = keys.iter().filter(|k| !k.is_empty()).cloned().collect();
+    let access = if keys.is_empty() && dev {
+        openledger_factory::api::Access::Open
+    } else {
+        if keys.is_empty() {
+            tracing::warn!(
+                "no --api-key: the /v1 APIs refuse every request (they are open only on --dev)"
+            );
+        }
+        openledger_factory::api::Access::Keys(keys)
+    };
+    Ok(FactorySettings {
+        models: named,
+        access,
+    })
+}
+
+/// Opens the datanet service in `<data-dir>/datanets` and the factory in
+/// `<data-dir>/factory`, and serves the REST API.
 async fn serve_api(
     node: &Node,
     data_dir: &std::path::Path,
     addresses_file: &std::path::Path,
     blobs: &str,
     addr: SocketAddr,
+    factory: FactorySettings,
 ) -> Result<SocketAddr> {
     let addresses = Addresses::load(addresses_file)?;
     let client = ProtocolClient::connect(&format!("http://{}", node.http_addr), None)
@@ -334,7 +395,22 @@ async fn serve_api(
             tokio::time::sleep(DATANETS_SYNC).await;
         }
     });
-    let router = openledger_datanets::api::router(service);
+    let factory_client = ProtocolClient::connect(&format!("http://{}", node.http_addr), None)
+        .await?
+        .with_addresses(addresses);
+    let factory_service = openledger_factory::Factory::open(
+        &data_dir.join("factory"),
+        service.clone(),
+        factory_client,
+        factory.models,
+        std::sync::Arc::new(openledger_factory::LocalRunner),
+        openledger_factory::Limits::default(),
+    )?;
+    factory_service.start()?;
+    let router = openledger_datanets::api::router(service).merge(openledger_factory::api::router(
+        factory_service,
+        factory.access,
+    ));
     openledger_chain::rpc::serve(addr, router)
         .await
         .with_context(|| format!("cannot listen on {addr}"))

@@ -1,0 +1,55 @@
+//! ModelFactory: fine-tuning jobs on datanet versions, the layer between datanets and
+//! serving. It uses the model engine (training, evaluation), the datanet service (versions
+//! and their exports) and the chain, through `openledger-protocol`.
+//!
+//! How it is organised:
+//! - [`spec`]: OpenAI's create-job request with this system's extensions, resolved to a
+//!   training spec (every `"auto"` to its default) and a [`spec::Plan`] of steps.
+//! - [`data`]: gathering records from datanet versions (checked against their roots on
+//!   chain) and uploaded files, rendering and tokenizing them, the validation report, and
+//!   the prepared file a run trains from; [`estimate`] is the pre-flight estimate.
+//! - [`job`]: jobs, events, checkpoints and files, and their OpenAI-shaped JSON.
+//! - [`store`]: the embedded store they live in (redb).
+//! - [`runner`]: the [`Runner`] trait and the local CPU runner (checkpoints, resume,
+//!   cancel at a step boundary, evaluation).
+//! - [`eval`]: ROUGE-L and perplexity.
+//! - [`Factory`]: the service (validation, the durable FIFO queue, one worker).
+//! - [`api`]: the OpenAI-compatible REST API (`/v1/fine_tuning/jobs`, `/v1/files`).
+
+pub mod api;
+pub mod data;
+pub mod estimate;
+pub mod eval;
+pub mod job;
+pub mod runner;
+mod service;
+pub mod spec;
+pub mod store;
+
+pub use job::{Job, Status};
+pub use runner::{LocalRunner, Runner};
+pub use service::{Factory, Limits};
+
+/// Why a factory request failed (what the API answers with a 4xx or 5xx).
+#[derive(Debug, thiserror::Error)]
+pub enum FactoryError {
+    #[error("{message}")]
+    InvalidRequest {
+        param: Option<String>,
+        message: String,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the factory holds the most jobs waiting to run ({limit}); try again later")]
+    Busy { limit: usize },
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Io(String),
+}
+
+impl From<job::JobError> for FactoryError {
+    fn from(e: job::JobError) -> Self {
+        FactoryError::Io(e.message)
+    }
+}
