@@ -34,6 +34,11 @@ import {Staking} from "./Staking.sol";
 /// contribution still pending after the review period can be withdrawn by its contributor with
 /// its whole deposit.
 ///
+/// A datanet's owner may make it permissioned: training on it then needs an access grant.
+/// An account requests access paying the datanet's access fee, which the registry holds until
+/// the owner grants (the fee goes to the owner) or denies (it returns to the requester); the
+/// requester may withdraw a request not yet answered. A grant is permanent.
+///
 /// Payments are credited and withdrawn with `claim`, so no vote or ruling can be blocked by a
 /// recipient that refuses OPEN. Every state change emits an event, so an indexer can rebuild
 /// the registry from logs alone.
@@ -89,6 +94,26 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
         bytes32 root;
     }
 
+    /// @notice Who may train on a datanet: anyone, or (permissioned) the owner and the accounts
+    /// it granted access, each of which paid `fee` for it.
+    struct AccessPolicy {
+        bool permissioned;
+        uint128 fee;
+    }
+
+    /// @notice An account's standing with a permissioned datanet.
+    enum AccessStatus {
+        None,
+        Requested,
+        Granted
+    }
+
+    /// @notice An account's access request or grant, with the fee held for a request.
+    struct AccessRequest {
+        AccessStatus status;
+        uint128 fee;
+    }
+
     /// @notice An open challenge of a contribution.
     struct Challenge {
         address challenger;
@@ -119,6 +144,9 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
     /// Datanets whose owner names their curators, and the curators named.
     mapping(uint256 datanetId => bool) private _restricted;
     mapping(uint256 datanetId => mapping(address curator => bool)) private _curatorAllowed;
+    /// Access policies and each account's standing with a permissioned datanet.
+    mapping(uint256 datanetId => AccessPolicy) private _access;
+    mapping(uint256 datanetId => mapping(address account => AccessRequest)) private _accessOf;
     uint32 private _datanetCount;
     uint256 private _contributionCount;
     uint256 private _versionCount;
@@ -175,6 +203,14 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
     error FeeAlreadyReleased(uint256 contributionId);
     /// @notice The account has nothing to claim.
     error NothingToClaim(address account);
+    /// @notice The datanet is open to all: there is no access to request.
+    error NotPermissioned(uint256 datanetId);
+    /// @notice The account already holds access to the datanet.
+    error AlreadyHasAccess(uint256 datanetId, address account);
+    /// @notice The account already has a request waiting for the owner.
+    error AccessAlreadyRequested(uint256 datanetId, address account);
+    /// @notice The account has no request waiting.
+    error NoAccessRequest(uint256 datanetId, address account);
     /// @notice Only `Staking` sends OPEN here unasked (a challenger's share of a slash).
     error UnexpectedPayment(address from);
 
@@ -218,6 +254,11 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
     event CuratorAllowed(uint256 indexed datanetId, address indexed curator, bool allowed);
     event ContributionWithdrawn(uint256 indexed contributionId, uint256 indexed datanetId);
     event ReviewersPaid(uint256 indexed contributionId, uint256 amount, uint256 reviewers);
+    event AccessPolicySet(uint256 indexed datanetId, bool permissioned, uint128 fee);
+    event AccessRequested(uint256 indexed datanetId, address indexed account, uint128 fee);
+    event AccessGranted(uint256 indexed datanetId, address indexed account, uint128 fee);
+    event AccessDenied(uint256 indexed datanetId, address indexed account);
+    event AccessRequestWithdrawn(uint256 indexed datanetId, address indexed account);
 
     /// @param governance The owner: rules on challenges and sets the challenge bond.
     /// @param staking_ Where curators stake and where approvers of poisoned data are slashed.
@@ -534,6 +575,85 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
     /// @notice Whether `curator` may review a datanet's contributions (given a stake).
     function mayCurate(uint256 datanetId, address curator) external view returns (bool) {
         return !_restricted[datanetId] || _curatorAllowed[datanetId][curator];
+    }
+
+    /// @notice Makes a datanet permissioned (training needs a grant) or open, and sets the fee
+    /// an access request pays. Only the datanet's owner. Requests already made keep the fee
+    /// they paid.
+    function setAccessPolicy(uint256 datanetId, bool permissioned, uint128 fee) external {
+        _onlyDatanetOwner(datanetId);
+        _access[datanetId] = AccessPolicy({permissioned: permissioned, fee: fee});
+        emit AccessPolicySet(datanetId, permissioned, fee);
+    }
+
+    /// @notice Asks a permissioned datanet's owner for access, paying its access fee, which
+    /// the registry holds until the owner answers or the request is withdrawn.
+    function requestAccess(uint256 datanetId) external payable {
+        if (_datanets[datanetId].owner == address(0)) revert UnknownDatanet(datanetId);
+        AccessPolicy memory policy = _access[datanetId];
+        if (!policy.permissioned) revert NotPermissioned(datanetId);
+        AccessRequest storage r = _accessOf[datanetId][msg.sender];
+        if (r.status == AccessStatus.Granted || _datanets[datanetId].owner == msg.sender) {
+            revert AlreadyHasAccess(datanetId, msg.sender);
+        }
+        if (r.status == AccessStatus.Requested) revert AccessAlreadyRequested(datanetId, msg.sender);
+        if (msg.value != policy.fee) revert WrongFee(policy.fee, msg.value);
+        r.status = AccessStatus.Requested;
+        r.fee = policy.fee;
+        emit AccessRequested(datanetId, msg.sender, policy.fee);
+    }
+
+    /// @notice Grants `account` access: the fee its request holds goes to the owner; an
+    /// account that made no request is granted free. Only the datanet's owner.
+    function grantAccess(uint256 datanetId, address account) external {
+        _onlyDatanetOwner(datanetId);
+        AccessRequest storage r = _accessOf[datanetId][account];
+        if (r.status == AccessStatus.Granted) revert AlreadyHasAccess(datanetId, account);
+        uint128 fee = r.fee;
+        r.status = AccessStatus.Granted;
+        r.fee = 0;
+        emit AccessGranted(datanetId, account, fee);
+        _credit(msg.sender, fee);
+    }
+
+    /// @notice Turns down a waiting request; its fee returns to the requester. Only the
+    /// datanet's owner.
+    function denyAccess(uint256 datanetId, address account) external {
+        _onlyDatanetOwner(datanetId);
+        uint128 fee = _closeRequest(datanetId, account);
+        emit AccessDenied(datanetId, account);
+        _credit(account, fee);
+    }
+
+    /// @notice Withdraws the caller's waiting request, with its fee.
+    function withdrawAccessRequest(uint256 datanetId) external {
+        uint128 fee = _closeRequest(datanetId, msg.sender);
+        emit AccessRequestWithdrawn(datanetId, msg.sender);
+        _credit(msg.sender, fee);
+    }
+
+    function _closeRequest(uint256 datanetId, address account) private returns (uint128 fee) {
+        AccessRequest storage r = _accessOf[datanetId][account];
+        if (r.status != AccessStatus.Requested) revert NoAccessRequest(datanetId, account);
+        fee = r.fee;
+        delete _accessOf[datanetId][account];
+    }
+
+    /// @notice Whether `account` may train on the datanet: it is open, or `account` owns it
+    /// or was granted access.
+    function hasAccess(uint256 datanetId, address account) external view returns (bool) {
+        return !_access[datanetId].permissioned || _datanets[datanetId].owner == account
+            || _accessOf[datanetId][account].status == AccessStatus.Granted;
+    }
+
+    /// @notice A datanet's access policy.
+    function accessPolicy(uint256 datanetId) external view returns (AccessPolicy memory) {
+        return _access[datanetId];
+    }
+
+    /// @notice An account's access request or grant.
+    function accessOf(uint256 datanetId, address account) external view returns (AccessRequest memory) {
+        return _accessOf[datanetId][account];
     }
 
     /// @notice Sets the review period. Only governance.

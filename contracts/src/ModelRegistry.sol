@@ -38,6 +38,9 @@ contract ModelRegistry is Ownable {
         uint64 baseModelId;
         bytes32 trainingConfigHash;
         bytes32 weightsHash;
+        /// Hash of the training manifest: each training example's contribution and tokens, and
+        /// the checkpoints (what Proof of Attribution builds its indexes from).
+        bytes32 manifestHash;
     }
 
     /// @notice An agent: an adapter served by a host at a price.
@@ -93,6 +96,7 @@ contract ModelRegistry is Ownable {
         uint256[] datanetVersions,
         bytes32 trainingConfigHash,
         bytes32 weightsHash,
+        bytes32 manifestHash,
         string uri
     );
     event AgentDeployed(
@@ -135,6 +139,7 @@ contract ModelRegistry is Ownable {
     /// @param datanetVersions The datanet versions it was trained on.
     /// @param trainingConfigHash Hash of the training configuration.
     /// @param weightsHash Hash of the adapter's weights.
+    /// @param manifestHash Hash of its training manifest (zero if it has none).
     /// @param uri Where the adapter can be fetched.
     /// @return adapterId The new adapter's id (ids start at 1).
     function registerAdapter(
@@ -142,6 +147,7 @@ contract ModelRegistry is Ownable {
         uint256[] calldata datanetVersions,
         bytes32 trainingConfigHash,
         bytes32 weightsHash,
+        bytes32 manifestHash,
         string calldata uri
     ) external returns (uint256 adapterId) {
         Status baseStatus = _baseModels[baseModelId].status;
@@ -160,11 +166,12 @@ contract ModelRegistry is Ownable {
             status: Status.Registered,
             baseModelId: uint64(baseModelId),
             trainingConfigHash: trainingConfigHash,
-            weightsHash: weightsHash
+            weightsHash: weightsHash,
+            manifestHash: manifestHash
         });
         _lineage[adapterId] = datanetVersions;
         emit AdapterRegistered(
-            adapterId, baseModelId, msg.sender, datanetVersions, trainingConfigHash, weightsHash, uri
+            adapterId, baseModelId, msg.sender, datanetVersions, trainingConfigHash, weightsHash, manifestHash, uri
         );
     }
 

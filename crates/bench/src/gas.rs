@@ -185,6 +185,7 @@ async fn main() -> Result<()> {
                 datanetVersions: vec![U256::from(1)],
                 trainingConfigHash: keccak256("config"),
                 weightsHash: keccak256("adapter"),
+                manifestHash: keccak256("manifest"),
                 uri: "ipfs://adapter".into(),
             },
             U256::ZERO,

@@ -11,8 +11,8 @@
 //! only proposer and canceller; anyone may execute a ready operation.
 
 use crate::{
-    protocol_params::ProtocolParams::FeeSplit, DatanetRegistry, InferenceSettlement, ModelRegistry,
-    OpenGovernor, OpenTimelock, ProtocolParams, Staking,
+    protocol_params::ProtocolParams::FeeSplit, DatanetRegistry, InferenceSettlement, ModelFactory,
+    ModelRegistry, OpenGovernor, OpenTimelock, ProtocolParams, Staking,
 };
 use alloy_primitives::{aliases::U48, keccak256, Address, Bytes, B256, U256};
 use alloy_sol_types::{SolCall, SolConstructor};
@@ -34,11 +34,13 @@ pub struct Addresses {
     pub datanet_registry: Address,
     pub model_registry: Address,
     pub inference_settlement: Address,
+    /// Escrow of fine-tuning job fees.
+    pub model_factory: Address,
 }
 
 impl Addresses {
     /// Each contract's name and address.
-    pub fn contracts(&self) -> [(&'static str, Address); 7] {
+    pub fn contracts(&self) -> [(&'static str, Address); 8] {
         [
             ("OpenTimelock", self.timelock),
             ("ProtocolParams", self.protocol_params),
@@ -47,6 +49,7 @@ impl Addresses {
             ("DatanetRegistry", self.datanet_registry),
             ("ModelRegistry", self.model_registry),
             ("InferenceSettlement", self.inference_settlement),
+            ("ModelFactory", self.model_factory),
         ]
     }
 
@@ -134,6 +137,10 @@ pub struct DeployConfig {
     pub quorum_floor: U256,
     /// Seconds a vote stays open after a quorum reached late.
     pub late_quorum_extension_secs: u64,
+    /// Seconds a factory operator has to start a funded fine-tuning job, and to finish a
+    /// started one, before its payer may reclaim the fee.
+    pub job_start_timeout_secs: u64,
+    pub job_run_timeout_secs: u64,
 }
 
 impl DeployConfig {
@@ -163,6 +170,8 @@ impl DeployConfig {
             quorum_percent: 4,
             quorum_floor: U256::from(100_000 * OPEN),
             late_quorum_extension_secs: 24 * 3600,
+            job_start_timeout_secs: 7 * 24 * 3600,
+            job_run_timeout_secs: 30 * 24 * 3600,
         }
     }
 
@@ -189,6 +198,8 @@ impl DeployConfig {
             proposal_threshold: U256::from(100 * OPEN),
             quorum_floor: U256::from(100 * OPEN),
             late_quorum_extension_secs: 30,
+            job_start_timeout_secs: 600,
+            job_run_timeout_secs: 3600,
             ..Self::mainnet()
         }
     }
@@ -233,6 +244,7 @@ pub fn plan(
         datanet_registry: at(4),
         model_registry: at(5),
         inference_settlement: at(6),
+        model_factory: at(7),
     };
     let a = addresses;
     let create = |label, code: &[u8], args: Vec<u8>, gas_limit| Step {
@@ -322,7 +334,7 @@ pub fn plan(
                 reviewPeriod_: config.review_period_secs,
             }
             .abi_encode(),
-            4_800_000,
+            5_400_000,
         ),
         create(
             "create ModelRegistry",
@@ -347,6 +359,16 @@ pub fn plan(
             }
             .abi_encode(),
             3_300_000,
+        ),
+        create(
+            "create ModelFactory",
+            &ModelFactory::BYTECODE,
+            ModelFactory::constructorCall {
+                startTimeout_: config.job_start_timeout_secs,
+                runTimeout_: config.job_run_timeout_secs,
+            }
+            .abi_encode(),
+            1_500_000,
         ),
         call(
             "let DatanetRegistry slash curators",

@@ -75,6 +75,15 @@ pub mod model_registry {
     );
 }
 
+/// Escrow of fine-tuning job fees between payers and factory operators.
+pub mod model_factory {
+    alloy_sol_types::sol!(
+        #[sol(all_derives)]
+        ModelFactory,
+        "../../contracts/out/ModelFactory.json"
+    );
+}
+
 /// Prepaid credit, settlement batches of inference receipts, and claimable payouts.
 pub mod inference_settlement {
     alloy_sol_types::sol!(
@@ -92,6 +101,7 @@ pub use client::{ClientError, ProtocolClient, Signer};
 pub use datanet_registry::DatanetRegistry;
 pub use governor::OpenGovernor;
 pub use inference_settlement::InferenceSettlement;
+pub use model_factory::ModelFactory;
 pub use model_registry::ModelRegistry;
 pub use protocol_params::ProtocolParams;
 pub use staking::Staking;

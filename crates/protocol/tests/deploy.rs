@@ -7,7 +7,7 @@ use alloy_primitives::{keccak256, Address, B256};
 use evm::Evm;
 use openledger_protocol::{
     deploy::{plan, DeployConfig},
-    DatanetRegistry, InferenceSettlement, ModelRegistry, OpenGovernor, OpenTimelock,
+    DatanetRegistry, InferenceSettlement, ModelFactory, ModelRegistry, OpenGovernor, OpenTimelock,
     ProtocolParams, Staking,
 };
 
@@ -61,6 +61,15 @@ fn the_plan_deploys_at_the_predicted_addresses_within_its_gas_limits() {
             )
             .unwrap();
         assert_eq!(owner, timelock);
+        // The job escrow has no owner; its timeouts are the config's.
+        let start = evm
+            .sol(
+                DEPLOYER,
+                addresses.model_factory,
+                ModelFactory::startTimeoutCall {},
+            )
+            .unwrap();
+        assert_eq!(start, config.job_start_timeout_secs);
         let gov_timelock = evm
             .sol(DEPLOYER, addresses.governor, OpenGovernor::timelockCall {})
             .unwrap();

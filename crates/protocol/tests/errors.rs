@@ -5,9 +5,10 @@
 use std::path::Path;
 
 /// Each contract with its test files (a directory stands for every file in it).
-const CONTRACTS: [(&str, &[&str]); 4] = [
+const CONTRACTS: [(&str, &[&str]); 5] = [
     ("DatanetRegistry", &["datanets"]),
     ("InferenceSettlement", &["settlement"]),
+    ("ModelFactory", &["model_factory.rs"]),
     ("ModelRegistry", &["models.rs"]),
     ("Staking", &["staking.rs", "datanets"]),
 ];

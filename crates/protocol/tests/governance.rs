@@ -268,7 +268,8 @@ fn settlement_uses_a_fee_split_changed_by_governance() {
     send(&mut evm, CONTRIB, dr, publish.abi_encode(), 0);
     let base = MR::registerBaseModelCall::new((h("base"), "hf://b".into(), "MIT".into()));
     send(&mut evm, MODEL, mr, base.abi_encode(), 0);
-    let adapter = MR::registerAdapterCall::new((u(1), vec![u(1)], h("c"), h("w"), "".into()));
+    let adapter =
+        MR::registerAdapterCall::new((u(1), vec![u(1)], h("c"), h("w"), h("m"), "".into()));
     send(&mut evm, MODEL, mr, adapter.abi_encode(), 0);
     send(&mut evm, HOST, a.staking, stake(2, 0), 50 * OPEN);
     let agent = MR::deployAgentCall::new((u(1), HOST, 1000, "".into()));

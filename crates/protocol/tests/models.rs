@@ -123,7 +123,8 @@ impl World {
     fn adapter(&mut self, base: U256, lineage: &[u64], weights: B256) -> Result<U256, E> {
         let lineage = lineage.iter().map(|v| uint(*v)).collect();
         let uri = "ipfs://adapter".to_string();
-        let call = Models::registerAdapterCall::new((base, lineage, hash(99), weights, uri));
+        let call =
+            Models::registerAdapterCall::new((base, lineage, hash(99), weights, hash(98), uri));
         self.models(TUNER, call)
     }
 
@@ -211,7 +212,10 @@ fn adapters_need_a_live_base_model_weights_and_a_published_lineage() {
     let found = w.view(Models::adapterCall::new((uint(1),)));
     let a = found._0;
     assert_eq!((a.owner, a.status, a.baseModelId), (TUNER, REGISTERED, 1));
-    assert_eq!((a.trainingConfigHash, a.weightsHash), (hash(99), hash(2)));
+    assert_eq!(
+        (a.trainingConfigHash, a.weightsHash, a.manifestHash),
+        (hash(99), hash(2), hash(98))
+    );
     assert_eq!(
         found.datanetVersions,
         vec![uint(2), uint(1)],

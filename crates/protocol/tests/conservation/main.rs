@@ -455,7 +455,7 @@ fn setup(seed: u64) -> Sim {
     s.must(OWNERS[0], mr, base);
     for owner in OWNERS {
         let lineage = vec![u(1)];
-        let call = MR::registerAdapterCall::new((u(1), lineage, h("c"), h("w"), "".into()));
+        let call = MR::registerAdapterCall::new((u(1), lineage, h("c"), h("w"), h("m"), "".into()));
         s.must(owner, mr, call);
     }
     for host in HOSTS {

@@ -227,5 +227,6 @@ fn proof(levels: &[Vec<B256>], mut index: usize) -> Vec<B256> {
     proof
 }
 
+mod access;
 mod challenges;
 mod contributions;

@@ -171,7 +171,14 @@ fn world() -> World {
     w.ok(MODEL_A, mr, base);
     for owner in [MODEL_A, MODEL_B] {
         let lineage = vec![u(1)];
-        let call = MR::registerAdapterCall::new((u(1), lineage, h("cfg"), h("lora"), "".into()));
+        let call = MR::registerAdapterCall::new((
+            u(1),
+            lineage,
+            h("cfg"),
+            h("lora"),
+            h("manifest"),
+            "".into(),
+        ));
         w.ok(owner, mr, call);
     }
     w.stake(HOST, 2, 0, open(120));
