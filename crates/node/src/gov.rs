@@ -371,6 +371,7 @@ mod tests {
             datanet_registry: Address::ZERO,
             model_registry: Address::ZERO,
             inference_settlement: Address::ZERO,
+            model_factory: Address::ZERO,
         };
         let err = actions.build(&a).err().unwrap().to_string();
         assert!(err.contains("9500"), "{err}");
