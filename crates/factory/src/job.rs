@@ -3,6 +3,7 @@
 
 use crate::{
     data::Report,
+    escrow::Payment,
     spec::{Plan, TrainingSpec},
 };
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,8 @@ pub struct Job {
     pub cancel_requested: bool,
     pub evaluation: Option<Evaluation>,
     pub fine_tuned_model: Option<String>,
+    /// The job fee's escrow.
+    pub payment: Option<Payment>,
 }
 
 /// `ftjob-<n>`, and back.
@@ -194,6 +197,13 @@ impl Job {
             "plan": self.plan,
             "step": self.step,
             "evaluation": self.evaluation,
+            "payment": self.payment.as_ref().map(|p| json!({
+                "escrow": p.escrow,
+                "operator": p.operator,
+                "job_key": p.job_key,
+                "fee": p.fee.to_string(),
+                "payer": p.payer,
+            })),
         })
     }
 }

@@ -13,11 +13,14 @@
 //! - [`runner`]: the [`Runner`] trait and the local CPU runner (checkpoints, resume,
 //!   cancel at a step boundary, evaluation).
 //! - [`eval`]: ROUGE-L and perplexity.
-//! - [`Factory`]: the service (validation, the durable FIFO queue, one worker).
+//! - [`escrow`]: the job fee on chain (`ModelFactory`) and the datanet access check.
+//! - [`Factory`]: the service; validation (files, then the fee, then access) and the worker
+//!   that runs the durable FIFO queue live in modules of their own.
 //! - [`api`]: the OpenAI-compatible REST API (`/v1/fine_tuning/jobs`, `/v1/files`).
 
 pub mod api;
 pub mod data;
+pub mod escrow;
 pub mod estimate;
 pub mod eval;
 pub mod job;
@@ -25,10 +28,12 @@ pub mod runner;
 mod service;
 pub mod spec;
 pub mod store;
+mod validation;
+mod worker;
 
 pub use job::{Job, Status};
 pub use runner::{LocalRunner, Runner};
-pub use service::{Factory, Limits};
+pub use service::{Factory, Limits, Operator};
 
 /// Why a factory request failed (what the API answers with a 4xx or 5xx).
 #[derive(Debug, thiserror::Error)]

@@ -74,16 +74,18 @@ impl Store {
         Ok(Self { db })
     }
 
-    /// Stores a new job under the next sequence number (which it sets) and returns it.
-    pub fn insert_job(&self, mut job: Job) -> Result<Job> {
+    /// Stores a new job, `make(seq)`, under the next sequence number (which it sets).
+    pub fn insert_job(&self, make: impl FnOnce(u64) -> Job) -> Result<Job> {
         let txn = self.db.begin_write()?;
-        {
+        let job = {
             let mut meta = txn.open_table(META)?;
             let seq = meta.get("next_job")?.map_or(1, |v| v.value());
             meta.insert("next_job", seq + 1)?;
+            let mut job = make(seq);
             job.seq = seq;
             txn.open_table(JOBS)?.insert(seq, encode(&job).as_slice())?;
-        }
+            job
+        };
         txn.commit()?;
         Ok(job)
     }

@@ -212,6 +212,13 @@ struct NodeArgs {
         hide_env_values = true
     )]
     api_keys: Vec<String>,
+    /// The factory operator's private key (hex): it is paid the job fees and signs the job
+    /// escrow's transactions [default on --dev: dev account 9].
+    #[arg(long, env = "OPENLEDGER_FACTORY_KEY", hide_env_values = true)]
+    factory_key: Option<String>,
+    /// The fee the factory charges per fine-tuning job, in OPEN.
+    #[arg(long, default_value = "1")]
+    factory_fee: String,
 }
 
 fn default_home() -> PathBuf {
@@ -241,6 +248,7 @@ async fn run_node(args: NodeArgs) -> Result<()> {
     }
     let data_dir = args
         .data_dir
+        .clone()
         .unwrap_or_else(|| default_home().join("chain"));
     let node = Node::start(NodeConfig {
         data_dir: data_dir.clone(),
@@ -275,7 +283,7 @@ async fn run_node(args: NodeArgs) -> Result<()> {
                 .display()
                 .to_string()
         });
-        let factory = factory_settings(&args.factory_models, &args.api_keys, args.dev)?;
+        let factory = factory_settings(&args)?;
         let addr = serve_api(
             &node,
             &data_dir,
@@ -316,15 +324,18 @@ async fn run_node(args: NodeArgs) -> Result<()> {
 const DATANETS_SYNC: Duration = Duration::from_secs(2);
 const UPLOAD_TTL: Duration = Duration::from_secs(3600);
 
-/// The factory's base models and who may call the /v1 APIs.
+/// The factory's base models, operator and fee, and who may call the /v1 APIs.
 struct FactorySettings {
     models: std::collections::BTreeMap<String, PathBuf>,
     access: openledger_factory::api::Access,
+    operator: Option<Signer>,
+    fee: u128,
 }
 
-fn factory_settings(models: &[String], keys: &[String], dev: bool) -> Result<FactorySettings> {
+fn factory_settings(args: &NodeArgs) -> Result<FactorySettings> {
+    let (keys, dev) = (&args.api_keys, args.dev);
     let mut named = std::collections::BTreeMap::new();
-    for pair in models {
+    for pair in &args.factory_models {
         let (name, path) = pair
             .split_once('=')
             .with_context(|| format!("--factory-model {pair:?} is not NAME=PATH"))?;
@@ -347,9 +358,22 @@ fn factory_settings(models: &[String], keys: &[String], dev: bool) -> Result<Fac
         }
         openledger_factory::api::Access::Keys(keys)
     };
+    let operator = match (&args.factory_key, dev) {
+        (Some(key), _) => Some(Signer::from_hex(key).context("--factory-key")?),
+        (None, true) => Some(Signer::from_key(
+            openledger_chain::devkeys::dev_accounts()[9].key.clone(),
+        )),
+        (None, false) => None,
+    };
+    let fee = gov::parse_open(&args.factory_fee)
+        .context("--factory-fee")?
+        .try_into()
+        .context("--factory-fee is too large")?;
     Ok(FactorySettings {
         models: named,
         access,
+        operator,
+        fee,
     })
 }
 
@@ -395,22 +419,36 @@ async fn serve_api(
             tokio::time::sleep(DATANETS_SYNC).await;
         }
     });
-    let factory_client = ProtocolClient::connect(&format!("http://{}", node.http_addr), None)
-        .await?
-        .with_addresses(addresses);
-    let factory_service = openledger_factory::Factory::open(
-        &data_dir.join("factory"),
-        service.clone(),
-        factory_client,
-        factory.models,
-        std::sync::Arc::new(openledger_factory::LocalRunner),
-        openledger_factory::Limits::default(),
-    )?;
-    factory_service.start()?;
-    let router = openledger_datanets::api::router(service).merge(openledger_factory::api::router(
-        factory_service,
-        factory.access,
-    ));
+    let mut router = openledger_datanets::api::router(service.clone());
+    match factory.operator {
+        Some(operator) => {
+            let url = format!("http://{}", node.http_addr);
+            let reader = ProtocolClient::connect(&url, None)
+                .await?
+                .with_addresses(addresses);
+            let operator = ProtocolClient::connect(&url, Some(operator))
+                .await?
+                .with_addresses(addresses);
+            let factory_service = openledger_factory::Factory::open(
+                &data_dir.join("factory"),
+                service,
+                reader,
+                openledger_factory::Operator {
+                    client: operator,
+                    fee: factory.fee,
+                },
+                factory.models,
+                std::sync::Arc::new(openledger_factory::LocalRunner),
+                openledger_factory::Limits::default(),
+            )?;
+            factory_service.start().await?;
+            router = router.merge(openledger_factory::api::router(
+                factory_service,
+                factory.access,
+            ));
+        }
+        None => tracing::warn!("no --factory-key: the fine-tuning API is off"),
+    }
     openledger_chain::rpc::serve(addr, router)
         .await
         .with_context(|| format!("cannot listen on {addr}"))
