@@ -62,6 +62,7 @@ class Node:
     ws_url: str
     data_dir: Path
     log_path: Path
+    api_url: str = ""
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -90,7 +91,7 @@ def node():
     log = open(log_path, "wb")
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     n = Node(process, f"http://127.0.0.1:{http_port}", f"ws://127.0.0.1:{http_port}",
-             data_dir, log_path)
+             data_dir, log_path, f"http://127.0.0.1:{api_port}")
     try:
         probe = Web3(Web3.HTTPProvider(n.http_url, request_kwargs={"timeout": 2}))
         deadline = time.monotonic() + STARTUP_TIMEOUT_S

@@ -282,7 +282,7 @@ impl Factory {
         if let Some(status) = refused {
             return Err(FactoryError::InvalidRequest {
                 param: None,
-                message: format!("job {id} has already {}", status.as_str()),
+                message: format!("job {id} is already {}", status.as_str()),
             });
         }
         if let Some((running, flag)) = &*self.cancel.lock().expect("not poisoned") {

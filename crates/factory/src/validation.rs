@@ -279,6 +279,11 @@ impl Factory {
     }
 
     async fn finish_validation(&self, seq: u64, outcome: Result<Validated, JobError>) {
+        if matches!(&outcome, Err(e) if e.code != "cancelled") {
+            // The fee goes back before the job reads as failed, so that whoever sees the
+            // failure also sees the refund.
+            self.refund_if_funded(seq).await;
+        }
         let mut queued = false;
         let result = self.store.update_job(seq, |job| {
             if job.status != Status::ValidatingFiles {
@@ -318,7 +323,6 @@ impl Factory {
                 self.wake();
             }
             Err(error) if error.code != "cancelled" => {
-                self.refund_if_funded(seq).await;
                 self.event(
                     seq,
                     "error",
