@@ -50,6 +50,36 @@ pub fn rpc(addr: SocketAddr, method: &str, params: serde_json::Value) -> Option<
     serde_json::from_str(body).ok()
 }
 
+/// One REST request over a fresh HTTP/1.1 connection: the status and the JSON answer.
+pub fn rest(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut stream = std::net::TcpStream::connect(addr).expect("the REST API answers");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -72,7 +102,11 @@ pub fn start(dir: &Path) -> DevNode {
 
 /// [`start`] with extra flags for the node.
 pub fn start_with(dir: &Path, flags: &[&str]) -> DevNode {
-    let (addr, api) = (free_addr(), free_addr());
+    start_at(dir, flags, free_addr(), free_addr())
+}
+
+/// [`start_with`] on given JSON-RPC and REST addresses (a restart keeps its URLs).
+pub fn start_at(dir: &Path, flags: &[&str], addr: SocketAddr, api: SocketAddr) -> DevNode {
     let child = Command::new(env!("CARGO_BIN_EXE_openledger"))
         .args(["node", "--dev", "--block-time", "0", "--data-dir"])
         .arg(dir)

@@ -1,0 +1,212 @@
+//! The factory in the real binary: a fine-tuning job killed with `kill -9` mid-training resumes
+//! from its last checkpoint and ends with exactly the adapter of an uninterrupted run, and a
+//! cancelled running job stops within one step.
+
+mod common;
+
+use alloy_primitives::{Address, B256, U256};
+use common::{dev_key, free_addr, ok, openledger, rest, start_at, DevNode};
+use openledger_protocol::{model_factory::ModelFactory, ProtocolClient, Signer};
+use serde_json::{json, Value};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+const PAYER: usize = 4;
+
+/// A datanet with one accepted contribution of `records` chat records, and its version.
+fn published_datanet(node: &DevNode, dir: &Path, records: usize) -> String {
+    let run = |key: usize, args: &[&str]| {
+        let key = dev_key(key);
+        let mut all = vec![args[0], "--rpc-url", &node.rpc_url, "--key", key.as_str()];
+        all.extend(&args[1..]);
+        openledger(&all)
+    };
+    let schema = dir.join("schema.json");
+    std::fs::write(&schema, json!({"type": "object"}).to_string()).unwrap();
+    let lines: Vec<String> = (0..records)
+        .map(|i| {
+            json!({"messages": [
+                {"role": "user", "content": format!("Which gate guards vault {i}?")},
+                {"role": "assistant", "content": format!("Vault {i} is guarded by gate {}.", i * 31 % 97)}
+            ]})
+            .to_string()
+        })
+        .collect();
+    let data = dir.join("data.jsonl");
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let api = ["--api-url", node.api_url.as_str()];
+    fn datanet<'a>(api: &[&'a str; 2], args: &[&'a str]) -> Vec<&'a str> {
+        [&["datanet"][..], &api[..], args].concat()
+    }
+    let schema = schema.to_str().unwrap();
+    ok(run(
+        0,
+        &datanet(&api, &["create", "--name", "vaults", "--schema", schema]),
+    ));
+    let addresses = dir.join("node").join("protocol.json");
+    let stake = [
+        "stake",
+        "--addresses",
+        addresses.to_str().unwrap(),
+        "add",
+        "curator",
+        "--datanet",
+        "1",
+        "--amount",
+        "10",
+    ];
+    ok(run(3, &stake));
+    ok(run(
+        2,
+        &datanet(&api, &["contribute", "1", data.to_str().unwrap()]),
+    ));
+    ok(run(
+        3,
+        &datanet(&api, &["review", "1", "approve", "--reason", "ok"]),
+    ));
+    ok(run(0, &datanet(&api, &["publish", "1"])));
+    "datanet:1@1".to_string()
+}
+
+/// Creates a job and pays its fee from dev account `PAYER`; returns its id.
+async fn paid_job(node: &DevNode, training_file: &str, hyper: Value) -> String {
+    let body = json!({
+        "model": "SmolLM2-135M-Instruct",
+        "training_file": training_file,
+        "seed": 11,
+        "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
+    });
+    let (status, job) = rest(&node.api_url, "POST", "/v1/fine_tuning/jobs", Some(body));
+    assert_eq!(status, 200, "{job}");
+    let p = &job["payment"];
+    let payer = ProtocolClient::connect(
+        &node.rpc_url,
+        Some(Signer::from_hex(&dev_key(PAYER)).unwrap()),
+    )
+    .await
+    .unwrap();
+    let escrow: Address = p["escrow"].as_str().unwrap().parse().unwrap();
+    let call = ModelFactory::fundCall {
+        operator: p["operator"].as_str().unwrap().parse().unwrap(),
+        jobKey: p["job_key"].as_str().unwrap().parse::<B256>().unwrap(),
+    };
+    let fee: u128 = p["fee"].as_str().unwrap().parse().unwrap();
+    payer.send(escrow, call, U256::from(fee)).await.unwrap();
+    job["id"].as_str().unwrap().to_string()
+}
+
+fn job(node: &DevNode, id: &str) -> Value {
+    let (status, job) = rest(
+        &node.api_url,
+        "GET",
+        &format!("/v1/fine_tuning/jobs/{id}"),
+        None,
+    );
+    assert_eq!(status, 200, "{job}");
+    job
+}
+
+/// Polls the job until `done` holds of it.
+fn wait(node: &DevNode, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let job = job(node, id);
+        if done(&job) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "{id} never {what}: {job}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn finished(job: &Value) -> bool {
+    matches!(
+        job["status"].as_str(),
+        Some("succeeded" | "failed" | "cancelled")
+    )
+}
+
+fn adapter(data: &Path, id: &str) -> Vec<u8> {
+    let seq = id.trim_start_matches("ftjob-");
+    let path = data
+        .join("factory/jobs")
+        .join(seq)
+        .join("adapter/adapter_model.safetensors");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_killed_mid_training_resumes_to_the_same_adapter_and_cancel_stops_within_a_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let (rpc, api) = (free_addr(), free_addr());
+    let mut node = start_at(&data, &[], rpc, api);
+    let file = published_datanet(&node, dir.path(), 24);
+    // 24 records, none held out, 2 per step: 12 steps, checkpoints every 3.
+    let hyper = json!({"n_epochs": 1, "batch_size": 2, "eval_split": 0, "eval_interval": 3,
+        "eval_samples": 0, "compare_samples": 0});
+
+    let whole = paid_job(&node, &file, hyper.clone()).await;
+    let whole_job = wait(&node, &whole, "finished", finished);
+    assert_eq!(whole_job["status"], "succeeded", "{whole_job}");
+
+    let killed = paid_job(&node, &file, hyper.clone()).await;
+    let before = wait(&node, &killed, "passed step 4", |j| {
+        j["step"].as_u64() >= Some(4)
+    });
+    assert_eq!(before["status"], "running");
+    node.process.kill_nine();
+    let node = start_at(&data, &[], rpc, api);
+    let resumed = wait(&node, &killed, "finished", finished);
+    assert_eq!(resumed["status"], "succeeded", "{resumed}");
+    let (_, events) = rest(
+        &node.api_url,
+        "GET",
+        &format!("/v1/fine_tuning/jobs/{killed}/events?limit=100"),
+        None,
+    );
+    let messages: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("Resumed from the checkpoint at step")),
+        "{messages:?}"
+    );
+    assert_eq!(
+        adapter(&data, &killed),
+        adapter(&data, &whole),
+        "the resumed run's adapter differs from the uninterrupted run's"
+    );
+    assert_eq!(resumed["trained_tokens"], whole_job["trained_tokens"]);
+
+    // Cancelling a running job: it stops at the next step boundary.
+    let long = json!({"n_epochs": 20, "batch_size": 2, "eval_split": 0, "eval_interval": 1000,
+        "eval_samples": 0, "compare_samples": 0});
+    let cancelled = paid_job(&node, &file, long).await;
+    wait(&node, &cancelled, "passed step 2", |j| {
+        j["step"].as_u64() >= Some(2)
+    });
+    let (status, answer) = rest(
+        &node.api_url,
+        "POST",
+        &format!("/v1/fine_tuning/jobs/{cancelled}/cancel"),
+        None,
+    );
+    assert_eq!(status, 200, "{answer}");
+    let at_cancel = answer["step"].as_u64().unwrap();
+    let stopped = wait(&node, &cancelled, "finished", finished);
+    assert_eq!(stopped["status"], "cancelled");
+    let last = stopped["step"].as_u64().unwrap();
+    assert!(
+        last <= at_cancel + 1,
+        "cancelled at step {at_cancel} but trained to step {last}"
+    );
+    assert!(last < 240, "the cancelled job ran to its end");
+}
