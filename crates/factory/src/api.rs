@@ -11,6 +11,9 @@
 //! | `GET /v1/fine_tuning/jobs/{id}/events?after=&limit=` | events, newest first |
 //! | `GET /v1/fine_tuning/jobs/{id}/events?stream=true` | every event, oldest first, as server-sent events until the job ends |
 //! | `GET /v1/fine_tuning/jobs/{id}/checkpoints` | checkpoints, newest first |
+//! | `POST /v1/fine_tuning/jobs/{id}/publish` | store the adapter and its lineage → `registerAdapter` call |
+//! | `POST /v1/fine_tuning/jobs/{id}/compare` | `{"prompt", "max_tokens"}` → the base model's and the adapter's greedy answers |
+//! | `GET /api/adapters/{weights hash}/{file}` | a published adapter's files (PEFT files, `manifest.json`, `examples.bin`, `training_config.json`, `checkpoints/<step>/…`) |
 //! | `POST /v1/files` | upload JSONL (multipart, `purpose=fine-tune`) |
 //! | `GET /v1/files`, `GET /v1/files/{id}`, `DELETE /v1/files/{id}` | uploaded files |
 //!
@@ -58,6 +61,9 @@ pub fn router(factory: Arc<Factory>, access: Access) -> Router {
         .route("/v1/fine_tuning/jobs/{id}/cancel", post(cancel))
         .route("/v1/fine_tuning/jobs/{id}/events", get(events))
         .route("/v1/fine_tuning/jobs/{id}/checkpoints", get(checkpoints))
+        .route("/v1/fine_tuning/jobs/{id}/publish", post(publish))
+        .route("/v1/fine_tuning/jobs/{id}/compare", post(compare))
+        .route("/api/adapters/{hash}/{*file}", get(adapter_file))
         .route(
             "/v1/files",
             post(upload)
@@ -135,7 +141,7 @@ impl IntoResponse for ApiError {
                 None,
                 &message,
             ),
-            FactoryError::Busy { .. } => {
+            FactoryError::Busy(_) => {
                 let mut response = error(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limit_error",
@@ -484,4 +490,114 @@ async fn delete_file(State(factory): Shared, Path(id): Path<String>) -> ApiResul
     factory.store.delete_file(file.seq)?;
     let _ = std::fs::remove_file(factory.file_path(file.seq));
     Ok(Json(json!({"id": id, "object": "file", "deleted": true})).into_response())
+}
+
+async fn publish(State(factory): Shared, Path(id): Path<String>) -> ApiResult {
+    let job = factory.job(&id)?;
+    let publication = factory.publish(job.seq).await.map_err(|e| {
+        if e.code == "invalid_request" {
+            bad_request(None, e.message)
+        } else {
+            ApiError(FactoryError::Io(e.message))
+        }
+    })?;
+    factory
+        .store
+        .update_job(job.seq, |j| j.publication = Some(publication.clone()))?;
+    let registry = factory
+        .registry_address()
+        .map_err(|e| ApiError(FactoryError::Io(e.message)))?;
+    Ok(Json(json!({
+        "object": "fine_tuning.job.publication",
+        "fine_tuning_job_id": job.id(),
+        "fine_tuned_model": job.model_name(),
+        "publication": publication,
+        "call": publication.call(registry),
+    }))
+    .into_response())
+}
+
+/// A published adapter's file, streamed from the blob store.
+async fn adapter_file(
+    State(factory): Shared,
+    Path((hash, file)): Path<(String, String)>,
+) -> ApiResult {
+    let hash: alloy_primitives::B256 = hash
+        .parse()
+        .map_err(|_| bad_request(Some("hash"), format!("{hash} is not a weights hash")))?;
+    // Only the names publication writes: nothing else in the store is served.
+    let known = [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "manifest.json",
+        "training_config.json",
+        "examples.bin",
+    ];
+    let checkpoint = file
+        .strip_prefix("checkpoints/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(step, name)| {
+            step.parse::<u64>().is_ok()
+                && matches!(name, "adapter_config.json" | "adapter_model.safetensors")
+        });
+    if !known.contains(&file.as_str()) && !checkpoint {
+        return Err(bad_request(
+            Some("file"),
+            format!("{file} is not an adapter file"),
+        ));
+    }
+    let key = format!("{}/{file}", crate::publish::adapter_prefix(hash));
+    let store = factory.datanets_store();
+    if !store
+        .exists(&key)
+        .await
+        .map_err(|e| ApiError(FactoryError::Io(e.to_string())))?
+    {
+        return Err(ApiError(FactoryError::NotFound(format!(
+            "no published adapter file {key}"
+        ))));
+    }
+    let stream = store
+        .stream(&key)
+        .await
+        .map_err(|e| ApiError(FactoryError::Io(e.to_string())))?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct CompareRequest {
+    prompt: String,
+    #[serde(default = "default_compare_tokens")]
+    max_tokens: usize,
+}
+
+fn default_compare_tokens() -> usize {
+    128
+}
+
+async fn compare(
+    State(factory): Shared,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let request: CompareRequest = serde_json::from_slice(&body).map_err(|e| {
+        bad_request(
+            None,
+            format!("expected {{\"prompt\", \"max_tokens\"}}: {e}"),
+        )
+    })?;
+    let job = factory.job(&id)?;
+    let (base, tuned) = factory
+        .compare(job.seq, request.prompt.clone(), request.max_tokens)
+        .await
+        .map_err(|e| match e.code.as_str() {
+            "invalid_request" => bad_request(None, e.message),
+            "busy" => ApiError(FactoryError::Busy(e.message)),
+            _ => ApiError(FactoryError::Io(e.message)),
+        })?;
+    Ok(Json(json!({"prompt": request.prompt, "base": base, "tuned": tuned})).into_response())
 }

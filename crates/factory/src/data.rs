@@ -274,9 +274,14 @@ pub fn write_samples(path: &Path, samples: &[Sample]) -> std::io::Result<()> {
 
 /// Reads what [`write_samples`] wrote.
 pub fn read_samples(path: &Path) -> std::io::Result<Vec<Sample>> {
-    let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
     let mut bytes = Vec::new();
     std::fs::File::open(path)?.read_to_end(&mut bytes)?;
+    parse_samples(&bytes)
+}
+
+/// Parses the bytes [`write_samples`] wrote.
+pub fn parse_samples(bytes: &[u8]) -> std::io::Result<Vec<Sample>> {
+    let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
     let mut at = 0usize;
     let mut take = |n: usize| -> std::io::Result<&[u8]> {
         let slice = bytes.get(at..at + n).ok_or_else(|| bad("truncated"))?;

@@ -80,6 +80,11 @@ impl Escrow {
         })
     }
 
+    /// The operator's client (it signs).
+    pub(crate) fn client(&self) -> &ProtocolClient {
+        &self.client
+    }
+
     pub fn operator(&self) -> Address {
         self.client.sender().expect("checked in open")
     }

@@ -4,6 +4,7 @@
 use crate::{
     data::Report,
     escrow::Payment,
+    publish::Publication,
     spec::{Plan, TrainingSpec},
 };
 use serde::{Deserialize, Serialize};
@@ -102,6 +103,9 @@ pub struct Job {
     pub fine_tuned_model: Option<String>,
     /// The job fee's escrow.
     pub payment: Option<Payment>,
+    /// Where the adapter and its lineage were published, once they were.
+    #[serde(default)]
+    pub publication: Option<Publication>,
 }
 
 /// `ftjob-<n>`, and back.
@@ -197,6 +201,7 @@ impl Job {
             "plan": self.plan,
             "step": self.step,
             "evaluation": self.evaluation,
+            "publication": self.publication,
             "payment": self.payment.as_ref().map(|p| json!({
                 "escrow": p.escrow,
                 "operator": p.operator,

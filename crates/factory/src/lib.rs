@@ -13,6 +13,8 @@
 //! - [`runner`]: the [`Runner`] trait and the local CPU runner (checkpoints, resume,
 //!   cancel at a step boundary, evaluation).
 //! - [`eval`]: ROUGE-L and perplexity.
+//! - [`publish`]: the adapter, its training manifest and config to the blob store, and the
+//!   `registerAdapter` call that puts its lineage on chain.
 //! - [`escrow`]: the job fee on chain (`ModelFactory`) and the datanet access check.
 //! - [`Factory`]: the service; validation (files, then the fee, then access) and the worker
 //!   that runs the durable FIFO queue live in modules of their own.
@@ -24,6 +26,7 @@ pub mod escrow;
 pub mod estimate;
 pub mod eval;
 pub mod job;
+pub mod publish;
 pub mod runner;
 mod service;
 pub mod spec;
@@ -45,8 +48,9 @@ pub enum FactoryError {
     },
     #[error("{0}")]
     NotFound(String),
-    #[error("the factory holds the most jobs waiting to run ({limit}); try again later")]
-    Busy { limit: usize },
+    /// Too much is already waiting (answered 429 with Retry-After).
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error("{0}")]

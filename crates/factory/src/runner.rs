@@ -9,7 +9,7 @@
 //! and ends with the same adapter as one that was never interrupted.
 
 use crate::{
-    data::{read_samples, Sample},
+    data::read_samples,
     eval,
     job::{Checkpoint, Comparison, Evaluation, EventKind, Job, JobError},
     spec::Plan,
@@ -69,17 +69,16 @@ fn server(message: impl Into<String>) -> JobError {
     JobError::new("server_error", message, None)
 }
 
-/// The held-out and training examples: a seeded shuffle, the first `eval` held out.
-pub fn split(samples: &[Sample], plan: &Plan, seed: u64) -> (Vec<Example>, Vec<Example>) {
-    let mut order: Vec<usize> = (0..samples.len()).collect();
+/// The indices of the held-out and the training examples among `n`: a seeded shuffle, the
+/// first `plan.eval_examples` held out; each list ascending.
+pub fn split(n: usize, plan: &Plan, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x5eed_e7a1));
-    let (held, train) = order.split_at(plan.eval_examples.min(samples.len()));
-    let pick = |ids: &[usize]| {
-        let mut ids = ids.to_vec();
-        ids.sort_unstable();
-        ids.iter().map(|&i| samples[i].example.clone()).collect()
-    };
-    (pick(held), pick(train))
+    let (held, train) = order.split_at(plan.eval_examples.min(n));
+    let (mut held, mut train) = (held.to_vec(), train.to_vec());
+    held.sort_unstable();
+    train.sort_unstable();
+    (held, train)
 }
 
 /// The trainer's settings for a job.
@@ -147,7 +146,13 @@ impl Runner for LocalRunner {
         let samples = read_samples(&dir.join("data.bin"))
             .map_err(|e| server(format!("reading the prepared data: {e}")))?;
         let seed = job.spec.hyperparameters.seed;
-        let (held, train) = split(&samples, &plan, seed);
+        let (held, train) = split(samples.len(), &plan, seed);
+        let pick = |ids: Vec<usize>| -> Vec<Example> {
+            ids.into_iter()
+                .map(|i| samples[i].example.clone())
+                .collect()
+        };
+        let (held, train) = (pick(held), pick(train));
         let interval_eval = &held[..held.len().min(INTERVAL_EVAL_EXAMPLES)];
         let config = train_config(job, &plan);
         let per_step = config.batch_size * config.grad_accum;

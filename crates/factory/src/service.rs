@@ -72,6 +72,8 @@ pub struct Factory {
     pub(crate) limits: Limits,
     /// Serialises validations: each holds a model and the job's records in memory.
     pub(crate) validating: tokio::sync::Semaphore,
+    /// One base-versus-tuned comparison at a time: each runs two generations.
+    pub(crate) comparing: tokio::sync::Semaphore,
     /// The runtime the worker thread sends its transactions on.
     pub(crate) runtime: tokio::runtime::Handle,
 }
@@ -110,6 +112,7 @@ impl Factory {
             events: broadcast::channel(1024).0,
             limits,
             validating: tokio::sync::Semaphore::new(1),
+            comparing: tokio::sync::Semaphore::new(1),
             runtime: tokio::runtime::Handle::current(),
         }))
     }
@@ -149,6 +152,16 @@ impl Factory {
 
     pub(crate) fn files_dir(&self) -> PathBuf {
         self.dir.join("files")
+    }
+
+    /// The blob store adapters are published to (the datanets').
+    pub(crate) fn datanets_store(&self) -> &openledger_datanets::store::Store {
+        self.datanets.store()
+    }
+
+    /// Where base model `name` is read from.
+    pub(crate) fn model_path(&self, name: &str) -> Option<PathBuf> {
+        self.models.get(name).cloned()
     }
 
     /// A loaded base model (loaded on first use, then kept).
@@ -211,9 +224,10 @@ impl Factory {
             .filter(|j| j.status != Status::Running)
             .count();
         if waiting >= self.limits.waiting_jobs {
-            return Err(FactoryError::Busy {
-                limit: self.limits.waiting_jobs,
-            });
+            return Err(FactoryError::Busy(format!(
+                "the factory holds the most jobs waiting to run ({}); try again later",
+                self.limits.waiting_jobs
+            )));
         }
         let escrow = &self.escrow;
         let job = self.store.insert_job(|seq| Job {
@@ -234,6 +248,7 @@ impl Factory {
             cancel_requested: false,
             evaluation: None,
             fine_tuned_model: None,
+            publication: None,
         })?;
         self.event(
             job.seq,

@@ -2,6 +2,7 @@
 
 mod datanet;
 mod deploy;
+mod factory;
 mod gov;
 mod limits;
 mod model;
@@ -9,6 +10,7 @@ mod progress;
 mod rest;
 mod stake;
 mod token;
+mod verify;
 
 use alloy_primitives::U256;
 use anyhow::{bail, Context, Result};
@@ -63,6 +65,26 @@ enum Command {
         api_url: String,
         #[command(subcommand)]
         command: datanet::DatanetCommand,
+    },
+    /// ModelFactory: fine-tune on datanet versions, follow, evaluate, publish with lineage,
+    /// verify.
+    Factory {
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// The node's REST API.
+        #[arg(
+            long,
+            global = true,
+            env = "OPENLEDGER_API_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        api_url: String,
+        /// The protocol's addresses file, for `verify` [default: the dev node's, in
+        /// $OPENLEDGER_HOME/chain].
+        #[arg(long, global = true)]
+        addresses: Option<PathBuf>,
+        #[command(subcommand)]
+        command: factory::FactoryCommand,
     },
     /// Staking: stake OPEN as validator, host or curator of a datanet; unstake; withdraw.
     Stake {
@@ -551,6 +573,27 @@ fn main() -> Result<()> {
             chain.key.as_deref(),
             command,
         )),
+        Command::Factory {
+            chain,
+            api_url,
+            addresses,
+            command,
+        } => runtime.block_on(async {
+            let reader = match &command {
+                factory::FactoryCommand::Verify { .. } => {
+                    Some(protocol_client(&chain, addresses, false).await?)
+                }
+                _ => None,
+            };
+            factory::run(
+                &api_url,
+                &chain.rpc_url,
+                chain.key.as_deref(),
+                reader,
+                command,
+            )
+            .await
+        }),
         Command::Token(TokenCommand::Supply { at, schedule }) => {
             let genesis = openledger_protocol::genesis::dev_genesis();
             if schedule {

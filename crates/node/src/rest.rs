@@ -111,6 +111,72 @@ impl Api {
         Self::json_of(&bytes, path)
     }
 
+    /// POSTs a multipart form: text `fields`, then the file `bytes` as field `file`.
+    pub async fn post_file(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+        filename: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Value> {
+        let boundary = format!("openledger-{:016x}", fastrand_boundary());
+        let mut body = Vec::with_capacity(bytes.len() + 512);
+        for (name, value) in fields {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
+                 filename=\"{filename}\"\r\nContent-Type: application/jsonl\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(&bytes);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let body = Full::new(body.into())
+            .map_err(|never| match never {})
+            .boxed();
+        let kind = format!("multipart/form-data; boundary={boundary}");
+        let bytes = self.send(Method::POST, path, body, &kind).await?;
+        Self::json_of(&bytes, path)
+    }
+
+    /// GETs `path` and hands each complete line of the answer to `on_line` as it arrives,
+    /// until the answer ends or `on_line` returns false.
+    pub async fn get_lines(&self, path: &str, mut on_line: impl FnMut(&str) -> bool) -> Result<()> {
+        let response = self
+            .request(Method::GET, path, empty(), "application/json")
+            .await?;
+        let status = response.status();
+        let mut body = response.into_body();
+        let mut pending = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| anyhow!("reading the answer to {path}: {e}"))?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            pending.extend_from_slice(data);
+            if !status.is_success() {
+                continue;
+            }
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if !on_line(String::from_utf8_lossy(&line).trim_end()) {
+                    return Ok(());
+                }
+            }
+        }
+        if !status.is_success() {
+            anyhow::bail!("{}", error_message(&pending));
+        }
+        Ok(())
+    }
+
     /// PUTs the file at `file` as the request body, telling `progress` how many bytes went,
     /// and reads an NDJSON answer: `{"progress": …}` lines go to `on_line`, and the
     /// `{"result": …}` line is returned (an `{"error": …}` line fails).
@@ -184,11 +250,33 @@ impl Api {
     }
 }
 
+/// The message of an `{"error": "…"}` answer (datanets) or of OpenAI's
+/// `{"error": {"message", "param"}}` (factory).
 fn error_message(bytes: &[u8]) -> String {
-    serde_json::from_slice::<Value>(bytes)
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_string))
-        .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned())
+    let value = serde_json::from_slice::<Value>(bytes).ok();
+    let error = value.as_ref().map(|v| &v["error"]);
+    if let Some(text) = error.and_then(Value::as_str) {
+        return text.to_string();
+    }
+    if let Some(message) = error.and_then(|e| e["message"].as_str()) {
+        return match error.and_then(|e| e["param"].as_str()) {
+            Some(param) => format!("{message} (parameter {param})"),
+            None => message.to_string(),
+        };
+    }
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A multipart boundary unlikely to occur in the file.
+fn fastrand_boundary() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }
 
 fn empty() -> Body {

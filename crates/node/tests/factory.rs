@@ -137,6 +137,64 @@ fn adapter(data: &Path, id: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// Publishes a job's adapter from the CLI and verifies its lineage; then a tampered stored
+/// file fails verification.
+fn publish_and_verify(node: &DevNode, data: &Path, id: &str) {
+    let key = dev_key(PAYER);
+    let addresses = data.join("protocol.json");
+    let factory = |args: &[&str]| {
+        let mut all = vec![
+            "factory",
+            "--rpc-url",
+            &node.rpc_url,
+            "--api-url",
+            &node.api_url,
+            "--addresses",
+            addresses.to_str().unwrap(),
+        ];
+        all.extend(args);
+        openledger(&all)
+    };
+    let adapter = ok(factory(&["publish", id, "--key", &key]));
+    let adapter = adapter.trim();
+    assert_eq!(adapter, "1");
+    let verified = ok(factory(&["verify", adapter]));
+    assert!(verified.contains("every check holds"), "{verified}");
+    assert!(
+        verified.contains("version 1 of datanet 1: root"),
+        "{verified}"
+    );
+    let compared = ok(factory(&[
+        "compare",
+        id,
+        "--prompt",
+        "Which gate guards vault 3?",
+        "--max-tokens",
+        "8",
+    ]));
+    assert!(
+        compared.contains("base model:") && compared.contains("tuned adapter:"),
+        "{compared}"
+    );
+    // Change one byte of the stored examples: the manifest no longer vouches for them.
+    let job = job(node, id);
+    let hash = job["publication"]["weights_hash"].as_str().unwrap();
+    let stored = data
+        .join("datanets/blobs/adapters")
+        .join(hash.trim_start_matches("0x"))
+        .join("examples.bin");
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&stored, &bytes).unwrap();
+    let refused = factory(&["verify", adapter]);
+    assert!(!refused.status.success());
+    let out = String::from_utf8_lossy(&refused.stdout);
+    assert!(out.contains("FAIL examples hash"), "{out}");
+    bytes[last] ^= 1;
+    std::fs::write(&stored, &bytes).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_killed_mid_training_resumes_to_the_same_adapter_and_cancel_stops_within_a_step() {
     let dir = tempfile::tempdir().unwrap();
@@ -151,6 +209,8 @@ async fn a_job_killed_mid_training_resumes_to_the_same_adapter_and_cancel_stops_
     let whole = paid_job(&node, &file, hyper.clone()).await;
     let whole_job = wait(&node, &whole, "finished", finished);
     assert_eq!(whole_job["status"], "succeeded", "{whole_job}");
+
+    publish_and_verify(&node, &data, &whole);
 
     let killed = paid_job(&node, &file, hyper.clone()).await;
     let before = wait(&node, &killed, "passed step 4", |j| {

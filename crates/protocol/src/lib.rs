@@ -67,6 +67,7 @@ pub mod datanet_registry {
 }
 
 /// Base models, adapters with their lineage, and the agents that serve them.
+#[allow(clippy::too_many_arguments)] // generated from the ABI (the AdapterRegistered event)
 pub mod model_registry {
     alloy_sol_types::sol!(
         #[sol(all_derives)]
