@@ -96,6 +96,7 @@ pub fn train_config(job: &Job, plan: &Plan) -> TrainConfig {
         batch_size: h.batch_size,
         grad_accum: h.gradient_accumulation_steps,
         seed: h.seed,
+        dropout: h.lora_dropout,
     }
 }
 

@@ -55,6 +55,7 @@ pub fn per_example_gradients(
         tokens,
         targets,
         weights,
+        dropout: None,
     };
     let pass = backprop::run(
         model,

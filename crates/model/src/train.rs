@@ -4,7 +4,7 @@
 //! held-out split, and checkpoints that resume to exactly the same result.
 
 use crate::{
-    backprop::{self, Batch, Workspace},
+    backprop::{self, Batch, Dropout, Workspace},
     llama::Llama,
     lora::{LoraAdapter, LoraConfig, LoraPair},
     ModelError,
@@ -41,6 +41,9 @@ pub struct TrainConfig {
     /// Micro-batches whose gradients are summed into one optimizer step.
     pub grad_accum: usize,
     pub seed: u64,
+    /// LoRA dropout on the adapters' inputs (0: none).
+    #[serde(default)]
+    pub dropout: f64,
 }
 
 impl Default for TrainConfig {
@@ -59,6 +62,7 @@ impl Default for TrainConfig {
             batch_size: 4,
             grad_accum: 1,
             seed: 0,
+            dropout: 0.0,
         }
     }
 }
@@ -110,6 +114,12 @@ impl<'m> Trainer<'m> {
                 .collect::<Vec<_>>(),
         );
         lora.validate()?;
+        if !(0.0..1.0).contains(&config.dropout) {
+            return Err(ModelError::Train(format!(
+                "dropout {} must be in [0, 1)",
+                config.dropout
+            )));
+        }
         let mut rng = StdRng::seed_from_u64(config.seed);
         let mut params = Vec::new();
         for (module, inp, out) in model.projections() {
@@ -156,8 +166,10 @@ impl<'m> Trainer<'m> {
     pub fn adapter(&self) -> LoraAdapter {
         let c = &self.config;
         let targets: Vec<&str> = c.targets.iter().map(String::as_str).collect();
+        let mut config = LoraConfig::new(c.rank, c.alpha, &targets);
+        config.lora_dropout = c.dropout;
         LoraAdapter {
-            config: LoraConfig::new(c.rank, c.alpha, &targets),
+            config,
             pairs: self
                 .params
                 .iter()
@@ -191,7 +203,7 @@ impl<'m> Trainer<'m> {
         let mut total = 0.0;
         let mut weight = 0.0;
         for chunk in examples.chunks(self.config.batch_size.max(1)) {
-            let (batch, learned) = micro_batch(chunk)?;
+            let (batch, learned) = micro_batch(chunk, None)?;
             let pass = backprop::run(self.model, &adapter, &batch, false, false, &mut workspace)?;
             total += pass.loss as f32 * learned;
             weight += learned;
@@ -232,8 +244,8 @@ impl<'m> Trainer<'m> {
             let mut loss_sum = 0.0;
             let mut tokens = 0usize;
             let accum = self.config.grad_accum as f32;
-            for micro in batch.chunks(self.config.batch_size) {
-                let (input, _) = micro_batch(micro)?;
+            for (j, micro) in batch.chunks(self.config.batch_size).enumerate() {
+                let (input, _) = micro_batch(micro, self.dropout(j))?;
                 let pass = backprop::run(
                     self.model,
                     &adapter,
@@ -274,6 +286,17 @@ impl<'m> Trainer<'m> {
             });
         }
         Ok(())
+    }
+
+    /// The dropout of micro-batch `j` of the current step: its mask depends only on the seed,
+    /// the step and `j`, so a resumed run draws the same masks.
+    fn dropout(&self, j: usize) -> Option<Dropout> {
+        let c = &self.config;
+        (c.dropout > 0.0).then(|| Dropout {
+            p: c.dropout as f32,
+            seed: c.seed
+                ^ ((self.step as u64) << 20 | j as u64).wrapping_mul(0xd6e8_feb8_6659_fd93),
+        })
     }
 
     /// The examples of optimizer step `step`: positions `step·n …` of an endless sequence of
@@ -421,7 +444,7 @@ pub(crate) fn longest(examples: &[impl AsRef<Example>]) -> Result<usize> {
 
 /// A micro-batch padded to its longest example whose loss is the mean over its learned
 /// positions, and how many positions it learns from.
-fn micro_batch(examples: &[impl AsRef<Example>]) -> Result<(Batch, f32)> {
+fn micro_batch(examples: &[impl AsRef<Example>], dropout: Option<Dropout>) -> Result<(Batch, f32)> {
     let len = longest(examples)?;
     let (tokens, targets, mask) = pad_rows(examples.iter().map(AsRef::as_ref), len);
     let learned: f32 = mask.iter().sum();
@@ -437,6 +460,7 @@ fn micro_batch(examples: &[impl AsRef<Example>]) -> Result<(Batch, f32)> {
         tokens,
         targets,
         weights,
+        dropout,
     };
     Ok((batch, learned))
 }

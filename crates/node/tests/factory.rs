@@ -202,8 +202,10 @@ async fn a_job_killed_mid_training_resumes_to_the_same_adapter_and_cancel_stops_
     let (rpc, api) = (free_addr(), free_addr());
     let mut node = start_at(&data, &[], rpc, api);
     let file = published_datanet(&node, dir.path(), 24);
-    // 24 records, none held out, 2 per step: 12 steps, checkpoints every 3.
+    // 24 records, none held out, 2 per step: 12 steps, checkpoints every 3; dropout masks are
+    // drawn again on resume.
     let hyper = json!({"n_epochs": 1, "batch_size": 2, "eval_split": 0, "eval_interval": 3,
+        "lora_dropout": 0.1,
         "eval_samples": 0, "compare_samples": 0});
 
     let whole = paid_job(&node, &file, hyper.clone()).await;

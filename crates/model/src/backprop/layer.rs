@@ -198,6 +198,8 @@ fn project(x: &[f32], n: usize, p: &Proj, scale: f32, y: &mut [f32], u: &mut Vec
         let r = pair.r;
         let u = buffer(u, n * r);
         let at = Mat::new(&pair.a, r, inp).t();
+        let dropped = dropped(x, p);
+        let xm = dropped.as_deref().map_or(xm, |x| Mat::new(x, n, inp));
         kernels::matmul(MatMut::new(u, n, r), xm, at, 1.0, false, Threads::All);
         let bt = Mat::new(&pair.b, out, r).t();
         kernels::matmul(
@@ -253,6 +255,9 @@ fn project_back(
         Threads::All,
     );
     let rows = n / groups;
+    // The adapter read x through its dropout mask: so do its gradients.
+    let dropped = dropped(x, p);
+    let x = dropped.as_deref().unwrap_or(x);
     let (mut ga, mut gb) = (vec![0f32; groups * r * inp], vec![0f32; groups * out * r]);
     for g in 0..groups {
         let span = g * rows..(g + 1) * rows;
@@ -281,18 +286,48 @@ fn project_back(
         );
     }
     if let Some((dx, _)) = dx {
-        // ∂x += scale·t·A
+        // ∂x += scale·t·A, through the dropout mask if there is one.
         let a = Mat::new(&pair.a, r, inp);
-        kernels::matmul(
-            MatMut::new(dx, n, inp),
-            Mat::new(t, n, r),
-            a,
-            scale,
-            true,
-            Threads::All,
-        );
+        match p.dropout {
+            None => kernels::matmul(
+                MatMut::new(dx, n, inp),
+                Mat::new(t, n, r),
+                a,
+                scale,
+                true,
+                Threads::All,
+            ),
+            Some(dropout) => {
+                let mut ta = vec![0f32; n * inp];
+                kernels::matmul(
+                    MatMut::new(&mut ta, n, inp),
+                    Mat::new(t, n, r),
+                    a,
+                    scale,
+                    false,
+                    Threads::All,
+                );
+                dropout.apply(&mut ta);
+                add_into(dx, &ta);
+            }
+        }
     }
     Some((ga, gb))
+}
+
+/// `x` through the projection's dropout mask, if it has one.
+fn dropped(x: &[f32], p: &Proj) -> Option<Vec<f32>> {
+    p.dropout.map(|d| {
+        let mut x = x.to_vec();
+        d.apply(&mut x);
+        x
+    })
+}
+
+fn add_into(out: &mut [f32], a: &[f32]) {
+    out.par_chunks_mut(4096)
+        .zip(a.par_chunks(4096))
+        .for_each(|(o, a)| o.iter_mut().zip(a).for_each(|(o, a)| *o += a));
 }
 
 fn add(a: &[f32], b: &[f32], out: &mut [f32]) {

@@ -32,6 +32,60 @@ pub(crate) struct Batch {
     pub tokens: Vec<u32>,
     pub targets: Vec<u32>,
     pub weights: Vec<f32>,
+    /// LoRA dropout for this pass (training only).
+    pub dropout: Option<Dropout>,
+}
+
+/// LoRA dropout, as PEFT applies it: each adapter reads `x ⊙ m / (1 − p)` instead of `x`
+/// (the frozen weight still reads `x`), every element of `m` kept with probability `1 − p`.
+/// The mask is a hash of the seed, layer, projection and element, so it is drawn again in
+/// the backward pass instead of stored, and a resumed run draws exactly the same masks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Dropout {
+    pub p: f32,
+    pub seed: u64,
+}
+
+/// SplitMix64's finaliser: a good 64-bit mix of `z`.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Dropout {
+    /// The mask of projection `k` in layer `l`.
+    fn at(self, l: usize, k: usize) -> Self {
+        Self {
+            p: self.p,
+            seed: mix(self.seed ^ mix(((l as u64) << 8) | k as u64)),
+        }
+    }
+
+    /// Whether element `i` is kept.
+    fn keeps(self, i: usize) -> bool {
+        let draw = (mix(self
+            .seed
+            .wrapping_add((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+            >> 40) as f32
+            / (1u64 << 24) as f32;
+        draw >= self.p
+    }
+
+    /// `x ⊙ m / (1 − p)` in place.
+    pub(crate) fn apply(self, x: &mut [f32]) {
+        use rayon::prelude::*;
+        let scale = 1.0 / (1.0 - self.p);
+        x.par_chunks_mut(4096).enumerate().for_each(|(c, chunk)| {
+            for (j, v) in chunk.iter_mut().enumerate() {
+                *v = if self.keeps(c * 4096 + j) {
+                    *v * scale
+                } else {
+                    0.0
+                };
+            }
+        });
+    }
 }
 
 /// What a pass gives back.
@@ -108,6 +162,8 @@ struct Proj<'w> {
     out: usize,
     bias: Option<&'w [f32]>,
     lora: Option<&'w Pair>,
+    /// Dropout on what the adapter reads.
+    dropout: Option<Dropout>,
 }
 
 /// The frozen tensors, read in place for the length of a pass.
@@ -239,6 +295,7 @@ pub(crate) fn run(
             out,
             bias: biases[l][k].map(|i| frozen.get(i)),
             lora: pairs[l][k].as_ref(),
+            dropout: batch.dropout.filter(|d| d.p > 0.0).map(|d| d.at(l, k)),
         }
     };
 

@@ -110,6 +110,7 @@ fn loss_is_candles_and_summed_gradients_add_up_per_sequence() {
         tokens: tokens.clone(),
         targets: targets.clone(),
         weights: mask.iter().map(|m| m / learned).collect(),
+        dropout: None,
     };
     let mut ws = Workspace::default();
     let whole = run(&model, &adapter, &batch, true, false, &mut ws).unwrap();
@@ -147,4 +148,70 @@ fn loss_is_candles_and_summed_gradients_add_up_per_sequence() {
             }
         }
     }
+}
+
+/// With LoRA dropout the gradients are still those of the loss the pass computes: each
+/// checked against a central finite difference under the same (seeded) masks.
+#[test]
+fn dropout_gradients_match_finite_differences() {
+    let model = tiny();
+    let adapter = adapter(&model);
+    let (b, s) = (2, 5);
+    let batch = |dropout| Batch {
+        b,
+        s,
+        tokens: (0..b * s).map(|i| (i * 13 % 40) as u32).collect(),
+        targets: (0..b * s).map(|i| (i * 5 % 40) as u32).collect(),
+        weights: vec![1.0 / (b * s) as f32; b * s],
+        dropout,
+    };
+    let dropout = Some(Dropout { p: 0.3, seed: 9 });
+    let mut ws = Workspace::default();
+    let plain = run(&model, &adapter, &batch(None), false, false, &mut ws).unwrap();
+    let zero = Some(Dropout { p: 0.0, seed: 9 });
+    let same = run(&model, &adapter, &batch(zero), false, false, &mut ws).unwrap();
+    assert_eq!(plain.loss, same.loss, "p = 0 is no dropout");
+    let pass = run(&model, &adapter, &batch(dropout), true, false, &mut ws).unwrap();
+    assert_ne!(
+        pass.loss, plain.loss,
+        "the mask changes what the adapters read"
+    );
+    let again = run(&model, &adapter, &batch(dropout), false, false, &mut ws).unwrap();
+    assert_eq!(pass.loss, again.loss, "the same seed draws the same masks");
+
+    let loss_with = |module: &str, which: usize, i: usize, delta: f32| {
+        let mut changed = adapter.clone();
+        let pair = changed.pairs.get_mut(module).unwrap();
+        let t = if which == 0 { &mut pair.a } else { &mut pair.b };
+        let mut v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        v[i] += delta;
+        *t = Tensor::from_vec(v, t.shape(), &Device::Cpu).unwrap();
+        let mut ws = Workspace::default();
+        run(&model, &changed, &batch(dropout), false, false, &mut ws)
+            .unwrap()
+            .loss
+    };
+    let eps = 1e-2f32;
+    let mut checked = 0;
+    for module in [
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.1.mlp.gate_proj",
+    ] {
+        let (ga, gb) = &pass.grads[module];
+        for (which, grad) in [(0, ga), (1, gb)] {
+            for i in [0, 3, grad.len() - 1] {
+                let numeric = (loss_with(module, which, i, eps)
+                    - loss_with(module, which, i, -eps))
+                    / (2.0 * f64::from(eps));
+                let analytic = f64::from(grad[i]);
+                assert!(
+                    (numeric - analytic).abs() <= 2e-3 + 0.05 * analytic.abs(),
+                    "{module} {} [{i}]: analytic {analytic} vs numeric {numeric}",
+                    ["A", "B"][which]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 12);
 }
