@@ -219,17 +219,25 @@ pub fn prepare(
         longest: 0,
         estimate: None,
     };
-    for record in records {
-        let bad = |why: String| invalid(format!("{}: {why}", record.place));
-        let rendered = data::render(model, &record.value).map_err(bad)?;
-        let mut example = data::tokenize(model, &rendered).map_err(bad)?;
+    // Rendering and tokenizing dominate validation: every record on every core, in order.
+    use rayon::prelude::*;
+    let rendered: Vec<Result<Example, JobError>> = records
+        .par_iter()
+        .map(|record| {
+            let bad = |why: String| invalid(format!("{}: {why}", record.place));
+            let rendered = data::render(model, &record.value).map_err(bad)?;
+            data::tokenize(model, &rendered).map_err(bad)
+        })
+        .collect();
+    for (record, example) in records.iter().zip(rendered) {
+        let mut example = example?;
         report.longest = report.longest.max(example.tokens.len() as u64);
         if example.tokens.len() > cutoff {
             if example.prompt_len + 1 >= cutoff {
-                return Err(bad(format!(
-                    "the prompt alone is {} tokens, which leaves nothing to learn within the \
-                     cutoff length of {cutoff}",
-                    example.prompt_len
+                return Err(invalid(format!(
+                    "{}: the prompt alone is {} tokens, which leaves nothing to learn within \
+                     the cutoff length of {cutoff}",
+                    record.place, example.prompt_len
                 )));
             }
             example.tokens.truncate(cutoff);

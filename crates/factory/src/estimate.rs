@@ -33,11 +33,16 @@ pub fn estimate(c: &Config, report: &Report, plan: &Plan, h: &Hyperparameters) -
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
     let tokens_per_second = PARAM_TOKENS_PER_SECOND_2_CORES * (cores / 2.0) / params;
     let mean_tokens = report.tokens as f64 / report.examples.max(1) as f64;
-    let per_step = (h.batch_size * h.gradient_accumulation_steps) as f64;
-    let train_tokens = plan.total_steps as f64 * per_step * mean_tokens;
-    let eval_passes = plan.total_steps.div_ceil(plan.eval_interval.max(1)) as f64 + 2.0;
+    let train_tokens = plan.total_steps as f64
+        * (h.batch_size * h.gradient_accumulation_steps) as f64
+        * mean_tokens;
+    let eval_passes = plan.total_steps.div_ceil(plan.eval_interval.max(1)) as f64;
     // An evaluation pass is forward only: a third of a training step's work per token.
-    let eval_tokens = eval_passes * plan.eval_examples.min(64) as f64 * mean_tokens / 3.0;
+    let per_step = h.batch_size * h.gradient_accumulation_steps;
+    let interval =
+        crate::runner::interval_eval_size(plan.eval_examples, plan, h.batch_size, per_step);
+    let full = plan.eval_examples.min(crate::runner::FULL_EVAL_EXAMPLES);
+    let eval_tokens = (eval_passes * interval as f64 + 2.0 * full as f64) * mean_tokens / 3.0;
     let seconds = (train_tokens + eval_tokens) / tokens_per_second;
     let s = (report.longest as usize).min(h.cutoff_length) as u64;
     let tokens = h.batch_size as u64 * s;

@@ -62,8 +62,20 @@ pub trait Runner: Send + Sync {
 pub struct LocalRunner;
 
 /// The most held-out examples evaluated at each interval (the final evaluation reads them
-/// all): an interval's evaluation must stay a small share of the run.
+/// all).
 const INTERVAL_EVAL_EXAMPLES: usize = 64;
+
+/// How many held-out examples each interval's evaluation reads: a fixed subset (so that the
+/// curve compares like with like), at least a batch, and at most a sixteenth of what the
+/// interval trains on, so that evaluation (a forward pass, about a third of a training step's
+/// work per example) costs about 2% of the run, as OpenAI's `valid_loss` is one batch's.
+pub fn interval_eval_size(held: usize, plan: &Plan, batch: usize, per_step: usize) -> usize {
+    let per_interval = plan.eval_interval * per_step;
+    (per_interval / 16)
+        .max(batch)
+        .min(INTERVAL_EVAL_EXAMPLES)
+        .min(held)
+}
 
 fn server(message: impl Into<String>) -> JobError {
     JobError::new("server_error", message, None)
@@ -154,9 +166,11 @@ impl Runner for LocalRunner {
                 .collect()
         };
         let (held, train) = (pick(held), pick(train));
-        let interval_eval = &held[..held.len().min(INTERVAL_EVAL_EXAMPLES)];
         let config = train_config(job, &plan);
         let per_step = config.batch_size * config.grad_accum;
+        let batch = config.batch_size;
+        let interval_eval = &held[..interval_eval_size(held.len(), &plan, batch, per_step)];
+        let full_eval = &held[..held.len().min(FULL_EVAL_EXAMPLES)];
         let run_file = dir.join("run.json");
         let mut trained_tokens = 0;
         let mut trainer = match resumable(dir) {
@@ -179,10 +193,13 @@ impl Runner for LocalRunner {
             None => {
                 let trainer = Trainer::new(&model.llama, config)
                     .map_err(|e| JobError::new("invalid_hyperparameters", e.to_string(), None))?;
-                let before = if held.is_empty() {
+                let before = if full_eval.is_empty() {
                     None
                 } else {
-                    Some(eval_loss(&trainer, &held)?)
+                    match eval_loss(&trainer, full_eval, batch, reporter)? {
+                        Some(loss) => Some(loss),
+                        None => return Ok(Outcome::Cancelled),
+                    }
                 };
                 std::fs::write(&run_file, json!({"eval_loss_before": before}).to_string())
                     .map_err(|e| server(format!("{}: {e}", run_file.display())))?;
@@ -219,7 +236,10 @@ impl Runner for LocalRunner {
             let eval_now = p.step % plan.eval_interval == 0 || p.step == plan.total_steps;
             let epoch_end = ends_epoch(p.step, per_step, train.len());
             let valid_loss = if eval_now && !interval_eval.is_empty() {
-                Some(eval_loss(&trainer, interval_eval)?)
+                match eval_loss(&trainer, interval_eval, batch, reporter)? {
+                    Some(loss) => Some(loss),
+                    None => return Ok(Outcome::Cancelled),
+                }
             } else {
                 None
             };
@@ -269,19 +289,46 @@ impl Runner for LocalRunner {
         adapter
             .save(&out)
             .map_err(|e| server(format!("writing {}: {e}", out.display())))?;
-        let evaluation = evaluate(job, model, &trainer, &adapter, &held, before, reporter)?;
-        Ok(Outcome::Finished {
-            evaluation,
-            trained_tokens,
-        })
+        match evaluate(job, model, &trainer, &adapter, full_eval, before, reporter)? {
+            Some(evaluation) => Ok(Outcome::Finished {
+                evaluation,
+                trained_tokens,
+            }),
+            None => Ok(Outcome::Cancelled),
+        }
     }
 }
 
-fn eval_loss(trainer: &Trainer, examples: &[Example]) -> Result<f64, JobError> {
-    trainer
-        .eval_loss(examples)
-        .map(f64::from)
-        .map_err(|e| server(format!("evaluating: {e}")))
+/// The most held-out examples the evaluations before and after training read (the first of
+/// the held-out split): enough for a steady figure, few enough that a large split does not
+/// hold a run up.
+pub const FULL_EVAL_EXAMPLES: usize = 512;
+
+/// The mean loss over `examples`' learned positions, a batch at a time so that a cancel is
+/// heard within one batch; `None` if it was.
+fn eval_loss(
+    trainer: &Trainer,
+    examples: &[Example],
+    batch: usize,
+    reporter: &dyn Reporter,
+) -> Result<Option<f64>, JobError> {
+    let (mut total, mut weight) = (0.0, 0.0);
+    for chunk in examples.chunks(batch.max(1)) {
+        if reporter.cancelled() {
+            return Ok(None);
+        }
+        // Position i predicts token i + 1, learned from the prompt's end on.
+        let learned: f64 = chunk
+            .iter()
+            .map(|e| e.tokens.len().saturating_sub(e.prompt_len.max(1)) as f64)
+            .sum();
+        let loss = trainer
+            .eval_loss(chunk)
+            .map_err(|e| server(format!("evaluating: {e}")))?;
+        total += f64::from(loss) * learned;
+        weight += learned;
+    }
+    Ok(Some(total / weight.max(1.0)))
 }
 
 /// The prompt and reference answer of a held-out example, as text.
@@ -300,7 +347,7 @@ fn prompt_and_reference(model: &Model, example: &Example) -> (String, String) {
 }
 
 /// The final evaluation: held-out loss and perplexity, ROUGE-L of greedy answers, and base
-/// and tuned answers side by side.
+/// and tuned answers side by side; `None` if the job was cancelled meanwhile.
 fn evaluate(
     job: &Job,
     model: &Model,
@@ -309,12 +356,15 @@ fn evaluate(
     held: &[Example],
     before: Option<f64>,
     reporter: &dyn Reporter,
-) -> Result<Evaluation, JobError> {
+) -> Result<Option<Evaluation>, JobError> {
     let h = &job.spec.hyperparameters;
     let eval_loss = if held.is_empty() {
         None
     } else {
-        Some(eval_loss(trainer, held)?)
+        match eval_loss(trainer, held, h.batch_size, reporter)? {
+            Some(loss) => Some(loss),
+            None => return Ok(None),
+        }
     };
     // Only examples with a prompt can be asked; plain text has nothing to answer.
     let askable: Vec<&Example> = held.iter().filter(|e| e.prompt_len > 0).collect();
@@ -333,6 +383,9 @@ fn evaluate(
     };
     let mut scored = Vec::new();
     for example in askable.iter().take(h.eval_samples) {
+        if reporter.cancelled() {
+            return Ok(None);
+        }
         let (prompt, reference) = prompt_and_reference(model, example);
         scored.push((answer(Some(adapter), &prompt)?, reference, prompt));
     }
@@ -375,7 +428,7 @@ fn evaluate(
             "rouge_l": evaluation.rouge_l,
         }),
     );
-    Ok(evaluation)
+    Ok(Some(evaluation))
 }
 
 fn fmt(value: Option<f64>) -> String {

@@ -20,6 +20,44 @@ impl Message {
     }
 }
 
+/// A chat template compiled once, for rendering many conversations.
+pub struct ChatTemplate {
+    env: minijinja::Environment<'static>,
+}
+
+impl ChatTemplate {
+    /// Compiles `template` (kept for the life of the process: a model has one).
+    pub fn new(template: &str) -> Result<Self, ModelError> {
+        let source: &'static str = Box::leak(template.to_string().into_boxed_str());
+        let mut env = environment();
+        env.add_template("chat", source)
+            .map_err(|e| ModelError::Template(e.to_string()))?;
+        Ok(Self { env })
+    }
+
+    /// Renders `messages`; with `add_generation_prompt` the text ends where the assistant's
+    /// answer begins.
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<String, ModelError> {
+        let bad = |e: minijinja::Error| ModelError::Template(e.to_string());
+        self.env
+            .get_template("chat")
+            .map_err(bad)?
+            .render(minijinja::context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => bos_token,
+                eos_token => eos_token,
+            })
+            .map_err(bad)
+    }
+}
+
 /// Renders `messages` with a Hugging Face-style Jinja chat template; with
 /// `add_generation_prompt` the text ends where the assistant's answer begins.
 pub fn apply_chat_template(
@@ -29,17 +67,7 @@ pub fn apply_chat_template(
     bos_token: &str,
     eos_token: &str,
 ) -> Result<String, ModelError> {
-    let mut env = minijinja::Environment::new();
-    // Templates call this to refuse conversations they cannot render.
-    env.add_function(
-        "raise_exception",
-        |message: String| -> Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                message,
-            ))
-        },
-    );
+    let mut env = environment();
     let bad = |e: minijinja::Error| ModelError::Template(e.to_string());
     env.add_template("chat", template).map_err(bad)?;
     env.get_template("chat")
@@ -51,6 +79,21 @@ pub fn apply_chat_template(
             eos_token => eos_token,
         })
         .map_err(bad)
+}
+
+fn environment<'s>() -> minijinja::Environment<'s> {
+    let mut env = minijinja::Environment::new();
+    // Templates call this to refuse conversations they cannot render.
+    env.add_function(
+        "raise_exception",
+        |message: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                message,
+            ))
+        },
+    );
+    env
 }
 
 #[cfg(test)]

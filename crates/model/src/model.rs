@@ -2,7 +2,7 @@
 //! one file.
 
 use crate::{
-    chat::{apply_chat_template, Message},
+    chat::{ChatTemplate, Message},
     config::Config,
     generate::{generate, Finish, Sampling},
     llama::{Llama, LoraBatch},
@@ -21,6 +21,8 @@ pub struct Model {
     pub chat_template: Option<String>,
     /// The LoRA adapter completions run on, if any ([`Model::set_adapter`]).
     adapter: Option<LoraAdapter>,
+    /// The chat template, compiled on first use.
+    compiled: std::sync::OnceLock<Result<ChatTemplate, String>>,
 }
 
 /// A completion and why it ended.
@@ -69,6 +71,7 @@ impl Model {
             tokenizer,
             chat_template,
             adapter: None,
+            compiled: std::sync::OnceLock::new(),
         })
     }
 
@@ -93,12 +96,16 @@ impl Model {
             .chat_template
             .as_deref()
             .ok_or_else(|| ModelError::Template("the model declares no chat template".into()))?;
+        let compiled = self
+            .compiled
+            .get_or_init(|| ChatTemplate::new(template).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| ModelError::Template(e.clone()))?;
         let piece = |id: u32| {
             String::from_utf8_lossy(self.tokenizer.decode_piece(id).unwrap_or_default())
                 .into_owned()
         };
-        apply_chat_template(
-            template,
+        compiled.render(
             messages,
             true,
             &piece(self.tokenizer.bos_id()),

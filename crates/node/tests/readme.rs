@@ -38,7 +38,7 @@ fn the_readme_walkthroughs_run_as_written() {
         std::env::var("PATH").unwrap_or_default()
     );
     let mut outputs = String::new();
-    for name in ["datanets", "governance"] {
+    for name in ["datanets", "governance", "factory"] {
         let script = walkthrough(name);
         let output = Command::new("bash")
             .args(["-euxo", "pipefail", "-c", &script])
