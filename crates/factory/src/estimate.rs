@@ -37,12 +37,12 @@ pub fn estimate(c: &Config, report: &Report, plan: &Plan, h: &Hyperparameters) -
         * (h.batch_size * h.gradient_accumulation_steps) as f64
         * mean_tokens;
     let eval_passes = plan.total_steps.div_ceil(plan.eval_interval.max(1)) as f64;
-    // An evaluation pass is forward only: a third of a training step's work per token.
+    // An evaluation pass is forward only: measured at about half of a training step's work
+    // per token (the backward pass computes input gradients only).
     let per_step = h.batch_size * h.gradient_accumulation_steps;
-    let interval =
-        crate::runner::interval_eval_size(plan.eval_examples, plan, h.batch_size, per_step);
+    let interval = crate::runner::interval_eval_size(plan.eval_examples, plan, per_step);
     let full = plan.eval_examples.min(crate::runner::FULL_EVAL_EXAMPLES);
-    let eval_tokens = (eval_passes * interval as f64 + 2.0 * full as f64) * mean_tokens / 3.0;
+    let eval_tokens = (eval_passes * interval as f64 + 2.0 * full as f64) * mean_tokens / 2.0;
     let seconds = (train_tokens + eval_tokens) / tokens_per_second;
     let s = (report.longest as usize).min(h.cutoff_length) as u64;
     let tokens = h.batch_size as u64 * s;

@@ -66,14 +66,14 @@ pub struct LocalRunner;
 const INTERVAL_EVAL_EXAMPLES: usize = 64;
 
 /// How many held-out examples each interval's evaluation reads: a fixed subset (so that the
-/// curve compares like with like), at least a batch, and at most a sixteenth of what the
-/// interval trains on, so that evaluation (a forward pass, about a third of a training step's
-/// work per example) costs about 2% of the run, as OpenAI's `valid_loss` is one batch's.
-pub fn interval_eval_size(held: usize, plan: &Plan, batch: usize, per_step: usize) -> usize {
+/// curve compares like with like), at least one, and at most a thirty-second of what the
+/// interval trains on, so that evaluation (a forward pass, measured at about half of a
+/// training example's work) costs under 2% of the run. The evaluations before and after
+/// training read the whole held-out split (up to [`FULL_EVAL_EXAMPLES`]).
+pub fn interval_eval_size(held: usize, plan: &Plan, per_step: usize) -> usize {
     let per_interval = plan.eval_interval * per_step;
-    (per_interval / 16)
-        .max(batch)
-        .min(INTERVAL_EVAL_EXAMPLES)
+    (per_interval / 32)
+        .clamp(1, INTERVAL_EVAL_EXAMPLES)
         .min(held)
 }
 
@@ -169,7 +169,7 @@ impl Runner for LocalRunner {
         let config = train_config(job, &plan);
         let per_step = config.batch_size * config.grad_accum;
         let batch = config.batch_size;
-        let interval_eval = &held[..interval_eval_size(held.len(), &plan, batch, per_step)];
+        let interval_eval = &held[..interval_eval_size(held.len(), &plan, per_step)];
         let full_eval = &held[..held.len().min(FULL_EVAL_EXAMPLES)];
         let run_file = dir.join("run.json");
         let mut trained_tokens = 0;
@@ -191,12 +191,12 @@ impl Runner for LocalRunner {
                 trainer
             }
             None => {
-                let trainer = Trainer::new(&model.llama, config)
+                let mut trainer = Trainer::new(&model.llama, config)
                     .map_err(|e| JobError::new("invalid_hyperparameters", e.to_string(), None))?;
                 let before = if full_eval.is_empty() {
                     None
                 } else {
-                    match eval_loss(&trainer, full_eval, batch, reporter)? {
+                    match eval_loss(&mut trainer, full_eval, batch, reporter)? {
                         Some(loss) => Some(loss),
                         None => return Ok(Outcome::Cancelled),
                     }
@@ -233,10 +233,12 @@ impl Runner for LocalRunner {
             let done = p.step - first_step;
             let per_step_secs = started.elapsed().as_secs_f64() / done as f64;
             let eta = per_step_secs * (plan.total_steps - p.step) as f64;
-            let eval_now = p.step % plan.eval_interval == 0 || p.step == plan.total_steps;
+            let last = p.step == plan.total_steps;
+            let eval_now = p.step % plan.eval_interval == 0 || last;
             let epoch_end = ends_epoch(p.step, per_step, train.len());
-            let valid_loss = if eval_now && !interval_eval.is_empty() {
-                match eval_loss(&trainer, interval_eval, batch, reporter)? {
+            // The last step's held-out loss comes from the final evaluation, on the whole split.
+            let valid_loss = if eval_now && !last && !interval_eval.is_empty() {
+                match eval_loss(&mut trainer, interval_eval, batch, reporter)? {
                     Some(loss) => Some(loss),
                     None => return Ok(Outcome::Cancelled),
                 }
@@ -289,7 +291,15 @@ impl Runner for LocalRunner {
         adapter
             .save(&out)
             .map_err(|e| server(format!("writing {}: {e}", out.display())))?;
-        match evaluate(job, model, &trainer, &adapter, full_eval, before, reporter)? {
+        match evaluate(
+            job,
+            model,
+            &mut trainer,
+            &adapter,
+            full_eval,
+            before,
+            reporter,
+        )? {
             Some(evaluation) => Ok(Outcome::Finished {
                 evaluation,
                 trained_tokens,
@@ -307,7 +317,7 @@ pub const FULL_EVAL_EXAMPLES: usize = 512;
 /// The mean loss over `examples`' learned positions, a batch at a time so that a cancel is
 /// heard within one batch; `None` if it was.
 fn eval_loss(
-    trainer: &Trainer,
+    trainer: &mut Trainer,
     examples: &[Example],
     batch: usize,
     reporter: &dyn Reporter,
@@ -351,7 +361,7 @@ fn prompt_and_reference(model: &Model, example: &Example) -> (String, String) {
 fn evaluate(
     job: &Job,
     model: &Model,
-    trainer: &Trainer,
+    trainer: &mut Trainer,
     adapter: &LoraAdapter,
     held: &[Example],
     before: Option<f64>,
@@ -423,6 +433,9 @@ fn evaluate(
         ),
         EventKind::Metrics,
         json!({
+            // The last point of the held-out curve: the whole split at the last step.
+            "step": job.plan.map(|p| p.total_steps),
+            "valid_loss": evaluation.eval_loss,
             "eval_loss": evaluation.eval_loss,
             "perplexity": evaluation.perplexity,
             "rouge_l": evaluation.rouge_l,

@@ -106,8 +106,12 @@ pub mod defaults {
     /// Warmup is this share of the run's steps, rounded up.
     pub const WARMUP_RATIO: f64 = 0.05;
     pub const EVAL_SPLIT: f64 = 0.1;
-    /// Evaluation (and a checkpoint) this many times over the run.
+    /// Evaluation (and a checkpoint) this many times over the run…
     pub const EVALS_PER_RUN: usize = 10;
+    /// …but no more often than once per this many training examples: an interval's
+    /// evaluation reads at least one held-out example, and a forward pass costs about half of
+    /// a training example, so evaluating a short run ten times would cost it several percent.
+    pub const MIN_EXAMPLES_PER_EVAL: usize = 32;
     pub const WEIGHT_DECAY: f64 = 0.0;
     pub const MAX_GRAD_NORM: f64 = 1.0;
     pub const EVAL_SAMPLES: usize = 8;
@@ -502,9 +506,12 @@ impl Hyperparameters {
         let warmup_steps = self
             .warmup_steps
             .unwrap_or_else(|| (total_steps as f64 * defaults::WARMUP_RATIO).ceil() as usize);
-        let eval_interval = self
-            .eval_interval
-            .unwrap_or_else(|| total_steps.div_ceil(defaults::EVALS_PER_RUN).max(1));
+        let eval_interval = self.eval_interval.unwrap_or_else(|| {
+            total_steps
+                .div_ceil(defaults::EVALS_PER_RUN)
+                .max(defaults::MIN_EXAMPLES_PER_EVAL.div_ceil(per_step))
+                .max(1)
+        });
         Plan {
             train_examples,
             eval_examples,
@@ -562,7 +569,10 @@ mod tests {
         assert_eq!((plan.train_examples, plan.eval_examples), (81, 9));
         assert_eq!(plan.total_steps, 61);
         assert_eq!(plan.warmup_steps, 4);
-        assert_eq!(plan.eval_interval, 7);
+        // A tenth of the run would be 7 steps (28 examples), under the 32-example floor.
+        assert_eq!(plan.eval_interval, 8);
+        // A long run evaluates a tenth of the way through.
+        assert_eq!(h.plan(9000, None).eval_interval, 608);
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub struct Trainer<'m> {
     config: TrainConfig,
     params: Vec<Param>,
     step: usize,
-    /// The training pass's buffers, kept from step to step.
+    /// The training and evaluation passes' buffers, kept from step to step.
     workspace: Workspace,
 }
 
@@ -196,15 +196,22 @@ impl<'m> Trainer<'m> {
         c.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
     }
 
-    /// Mean loss of `examples` under the current adapter (no update).
-    pub fn eval_loss(&self, examples: &[Example]) -> Result<f32> {
+    /// Mean loss of `examples` under the current adapter (no update). It reuses the training
+    /// pass's buffers: fresh ones would be faulted in (tens of MB) at every evaluation.
+    pub fn eval_loss(&mut self, examples: &[Example]) -> Result<f32> {
         let adapter = self.adapter();
-        let mut workspace = Workspace::default();
         let mut total = 0.0;
         let mut weight = 0.0;
         for chunk in examples.chunks(self.config.batch_size.max(1)) {
             let (batch, learned) = micro_batch(chunk, None)?;
-            let pass = backprop::run(self.model, &adapter, &batch, false, false, &mut workspace)?;
+            let pass = backprop::run(
+                self.model,
+                &adapter,
+                &batch,
+                false,
+                false,
+                &mut self.workspace,
+            )?;
             total += pass.loss as f32 * learned;
             weight += learned;
         }
