@@ -1,0 +1,10 @@
+//! Proof of Attribution: for an answer an adapter gave, which datanet contributions shaped it,
+//! computed so that any validator can recompute the result from published artifacts.
+//!
+//! How it is organised:
+//! - [`span`]: the span engine's index, a suffix array over an adapter's tokenized training
+//!   corpus (each training example a document carrying its contribution id), memory-mapped,
+//!   with `count`, `find` (rank ranges), the longest match at each position and the documents
+//!   behind a rank range, in an order any validator reproduces.
+
+pub mod span;
