@@ -205,3 +205,45 @@ async fn a_cheap_revert_with_calldata_pays_the_prague_floor() {
         U256::from(10u64).pow(U256::from(27))
     );
 }
+
+/// A sender's acknowledged run of transactions must come back whole after a restart. The store
+/// keeps pooled transactions by hash; re-admitted in that order most of a long run looked
+/// gapped, and past the gapped quota (64) acknowledged transactions were dropped.
+#[tokio::test]
+async fn a_long_run_of_pooled_transactions_survives_a_restart() {
+    let t = TestChain::new();
+    let keys = keys();
+    let sender = address(&keys[0]);
+    for nonce in 0..100 {
+        let raw = transfer(&keys[0], nonce, address(&keys[1]), 1);
+        assert!(
+            t.send_raw(&raw).await.get("result").is_some(),
+            "nonce {nonce}"
+        );
+    }
+    let count = t
+        .ok(
+            "eth_getTransactionCount",
+            serde_json::json!([sender, "pending"]),
+        )
+        .await;
+    assert_eq!(count, serde_json::json!("0x64"));
+    let TestChain { chain, rpc, dir } = t;
+    drop(rpc);
+    drop(chain);
+    let chain =
+        openledger_chain::Chain::open_with(dir.path(), Genesis::dev(), true, PoolLimits::default())
+            .unwrap();
+    let t = TestChain::from_parts(chain, dir);
+    let count = t
+        .ok(
+            "eth_getTransactionCount",
+            serde_json::json!([sender, "pending"]),
+        )
+        .await;
+    assert_eq!(
+        count,
+        serde_json::json!("0x64"),
+        "every pooled transaction is back"
+    );
+}

@@ -303,6 +303,9 @@ async fn contribute(
         Some(f) => f,
         None => Format::from_path(file)?,
     };
+    // Asked first so that a missing datanet is named: refused mid-upload, the server may close
+    // the connection before the client has read its answer.
+    api.get(&format!("/api/datanets/{id}")).await?;
     let contributor = client.sender().expect("a signer");
     let size = std::fs::metadata(file)
         .with_context(|| format!("reading {}", file.display()))?

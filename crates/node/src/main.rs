@@ -235,7 +235,7 @@ struct NodeArgs {
     )]
     api_keys: Vec<String>,
     /// The factory operator's private key (hex): it is paid the job fees and signs the job
-    /// escrow's transactions [default on --dev: dev account 9].
+    /// escrow's transactions [default on --dev: the dev deployer, the mnemonic's eleventh key].
     #[arg(long, env = "OPENLEDGER_FACTORY_KEY", hide_env_values = true)]
     factory_key: Option<String>,
     /// The fee the factory charges per fine-tuning job, in OPEN.
@@ -382,8 +382,10 @@ fn factory_settings(args: &NodeArgs) -> Result<FactorySettings> {
     };
     let operator = match (&args.factory_key, dev) {
         (Some(key), _) => Some(Signer::from_hex(key).context("--factory-key")?),
+        // The dev deployer: idle once the protocol is deployed (the factory starts after), and
+        // not one of the ten dev accounts, whose nonces belong to the people using them.
         (None, true) => Some(Signer::from_key(
-            openledger_chain::devkeys::dev_accounts()[9].key.clone(),
+            openledger_protocol::genesis::dev_deployer().key,
         )),
         (None, false) => None,
     };

@@ -82,10 +82,8 @@ async fn a_datanet_through_the_command_line() {
         refused.contains("line 2: the record breaks the datanet's schema at '/answer'"),
         "{refused}"
     );
-    assert!(
-        fails(run(Some(1), &["contribute", "7", &path("bad.jsonl")]))
-            .contains("datanet 7 does not exist")
-    );
+    let missing = fails(run(Some(1), &["contribute", "7", &path("bad.jsonl")]));
+    assert!(missing.contains("datanet 7 does not exist"), "{missing}");
 
     let records: Vec<Value> = (0..3)
         .map(|i| json!({"question": format!("what drained pool {i}?"), "answer": format!("a price oracle read in block {}", 1000 + i)}))

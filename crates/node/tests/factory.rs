@@ -88,6 +88,14 @@ async fn paid_job(node: &DevNode, training_file: &str, hyper: Value) -> String {
     .await
     .unwrap();
     let escrow: Address = p["escrow"].as_str().unwrap().parse().unwrap();
+    // The operator's transactions must never take a nonce a dev account's user is about to use.
+    let operator: Address = p["operator"].as_str().unwrap().parse().unwrap();
+    assert!(
+        openledger_chain::devkeys::dev_accounts()
+            .iter()
+            .all(|a| a.address != operator),
+        "the dev factory operator is one of the ten dev accounts"
+    );
     let call = ModelFactory::fundCall {
         operator: p["operator"].as_str().unwrap().parse().unwrap(),
         jobKey: p["job_key"].as_str().unwrap().parse::<B256>().unwrap(),

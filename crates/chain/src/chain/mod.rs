@@ -214,10 +214,22 @@ impl Chain {
     fn restore_pool(&self) -> Result<(), StoreError> {
         let mut stale = Vec::new();
         let mut restored = 0usize;
+        // The store keeps them by hash; re-admitted in that order, a sender's later nonces
+        // would look gapped and could overflow its gapped quota. Sender and nonce order admits
+        // each run as it was.
+        let mut decoded = Vec::new();
         for (hash, raw) in self.store.pool()? {
-            match crate::submit::decode(&raw, self.genesis.chain_id)
-                .and_then(|tx| self.admit(tx, raw))
-            {
+            match crate::submit::decode(&raw, self.genesis.chain_id) {
+                Ok(tx) => decoded.push((hash, tx, raw)),
+                Err(e) => {
+                    tracing::debug!(%hash, error = %e, "dropping persisted pool transaction");
+                    stale.push(hash);
+                }
+            }
+        }
+        decoded.sort_by_key(|(_, tx, _)| (tx.sender, tx.tx.nonce()));
+        for (hash, tx, raw) in decoded {
+            match self.admit(tx, raw) {
                 Ok(admitted) => {
                     restored += 1;
                     stale.extend(admitted.evicted);
