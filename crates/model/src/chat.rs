@@ -44,17 +44,13 @@ impl ChatTemplate {
         bos_token: &str,
         eos_token: &str,
     ) -> Result<String, ModelError> {
-        let bad = |e: minijinja::Error| ModelError::Template(e.to_string());
-        self.env
-            .get_template("chat")
-            .map_err(bad)?
-            .render(minijinja::context! {
-                messages => messages,
-                add_generation_prompt => add_generation_prompt,
-                bos_token => bos_token,
-                eos_token => eos_token,
-            })
-            .map_err(bad)
+        render(
+            &self.env,
+            messages,
+            add_generation_prompt,
+            bos_token,
+            eos_token,
+        )
     }
 }
 
@@ -68,8 +64,20 @@ pub fn apply_chat_template(
     eos_token: &str,
 ) -> Result<String, ModelError> {
     let mut env = environment();
+    env.add_template("chat", template)
+        .map_err(|e| ModelError::Template(e.to_string()))?;
+    render(&env, messages, add_generation_prompt, bos_token, eos_token)
+}
+
+/// Renders the template named `chat` in `env`.
+fn render(
+    env: &minijinja::Environment<'_>,
+    messages: &[Message],
+    add_generation_prompt: bool,
+    bos_token: &str,
+    eos_token: &str,
+) -> Result<String, ModelError> {
     let bad = |e: minijinja::Error| ModelError::Template(e.to_string());
-    env.add_template("chat", template).map_err(bad)?;
     env.get_template("chat")
         .map_err(bad)?
         .render(minijinja::context! {
