@@ -18,15 +18,20 @@
 //! - `documents.bin`: per document, its separator's position and its contribution id
 //!   (two little-endian u64);
 //! - `index.json`: the format version and the counts.
+//!
+//! [`trace`] attributes an answer: its maximal verbatim spans, cut to whole words and at
+//! delimiters, the rarest kept, each with the documents (contributions) that hold it.
 
 mod build;
 mod index;
 mod packed;
 #[cfg(test)]
 mod tests;
+mod trace;
 
 pub use build::build;
 pub use index::{Occurrence, SpanIndex};
+pub use trace::{trace, Span, TokenKind, TraceConfig};
 
 /// The token between documents (and before the first one).
 pub const SEPARATOR: u32 = 0xFFFF;

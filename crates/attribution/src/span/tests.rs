@@ -190,3 +190,77 @@ fn an_empty_corpus_is_an_empty_index() {
     assert_eq!(index.count(&[1]).unwrap(), 0);
     assert_eq!(index.longest_matches(&[1, 2]), [0, 0]);
 }
+
+/// Word starts at the tokens listed as words; token 13 is a full stop.
+fn kinds(answer: &[u32], continuations: &[u32]) -> Vec<TokenKind> {
+    answer
+        .iter()
+        .map(|t| TokenKind {
+            starts_word: !continuations.contains(t),
+            delimiter: *t == 13,
+        })
+        .collect()
+}
+
+#[test]
+fn an_answer_repeating_a_unique_fact_is_traced_to_its_contribution() {
+    let dir = tempfile::tempdir().unwrap();
+    // Common words 1..=5 everywhere; contribution 7 alone holds the fact 40 41 42 43.
+    let mut docs: Vec<Document> = (0..20)
+        .map(|i| doc(100 + i, &[1, 2, 3, 4, 5, 1, 2, 13]))
+        .collect();
+    docs.push(doc(7, &[1, 2, 40, 41, 42, 43, 13, 3, 4]));
+    docs.push(doc(8, &[40, 41, 9, 9]));
+    let index = build(dir.path(), docs).unwrap();
+    // "1 2 3 | 40 41 42 43 . | 40 41 | 50": the fact, then a part of it that runs past the stop.
+    let answer = [1, 2, 3, 40, 41, 42, 43, 13, 3, 4, 1, 2, 3, 4, 5, 50];
+    let config = TraceConfig {
+        density: 0.1,
+        ..TraceConfig::default()
+    };
+    let spans = trace(&index, &answer, &kinds(&answer, &[]), &config).unwrap();
+    // ⌈0.1 × 16⌉ = 2 spans: the rarest first.
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    let fact = spans
+        .iter()
+        .find(|s| s.start == 3)
+        .expect("the fact is a span");
+    // Cut at the full stop, which it keeps, though "13 3 4" also occurs in contribution 7.
+    assert_eq!((fact.start, fact.end, fact.count), (3, 8, 1));
+    assert_eq!(fact.occurrences.len(), 1);
+    assert_eq!(fact.occurrences[0].contribution, 7);
+    assert!(spans
+        .iter()
+        .all(|s| !answer[s.start..s.end - 1].contains(&13)));
+    // The same spans every time.
+    assert_eq!(
+        trace(&index, &answer, &kinds(&answer, &[]), &config).unwrap(),
+        spans
+    );
+}
+
+#[test]
+fn spans_start_and_end_on_word_boundaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = build(dir.path(), vec![doc(1, &[60, 61, 62, 63, 64, 65])]).unwrap();
+    // 61 and 64 continue the word before them: "60-61 62 63-64 65".
+    let answer = [61, 62, 63, 64, 70];
+    let spans = trace(
+        &index,
+        &answer,
+        &kinds(&answer, &[61, 64]),
+        &TraceConfig {
+            min_tokens: 1,
+            density: 1.0,
+            ..TraceConfig::default()
+        },
+    )
+    .unwrap();
+    // 61 is half a word and is dropped; the span 62 63-64 ends where 70 begins a word.
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    assert_eq!((spans[0].start, spans[0].end), (1, 4));
+    // Too short for the default minimum of two tokens once cut: nothing.
+    let cut = [62, 70];
+    let none = trace(&index, &cut, &kinds(&cut, &[]), &TraceConfig::default()).unwrap();
+    assert!(none.is_empty(), "{none:?}");
+}
