@@ -110,6 +110,7 @@ fn latency(tokens: usize, answers: usize, length: usize) -> Result<()> {
             .map(|&t| span::TokenKind {
                 starts_word: t % 4 != 0,
                 delimiter: t == 13,
+                punctuation: t == 13 || t == 11,
             })
             .collect();
         let started = Instant::now();

@@ -31,7 +31,7 @@ mod trace;
 
 pub use build::build;
 pub use index::{Occurrence, SpanIndex};
-pub use trace::{trace, Span, TokenKind, TraceConfig};
+pub use trace::{token_kinds, trace, Span, TokenKind, TraceConfig};
 
 /// The token between documents (and before the first one).
 pub const SEPARATOR: u32 = 0xFFFF;

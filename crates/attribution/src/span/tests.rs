@@ -198,6 +198,7 @@ fn kinds(answer: &[u32], continuations: &[u32]) -> Vec<TokenKind> {
         .map(|t| TokenKind {
             starts_word: !continuations.contains(t),
             delimiter: *t == 13,
+            punctuation: *t == 13,
         })
         .collect()
 }

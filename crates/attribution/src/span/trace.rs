@@ -8,6 +8,7 @@
 //! order needs no seed and depends on the corpus alone).
 
 use super::{Occurrence, Result, SpanIndex};
+use openledger_model::tokenizer::Tokenizer;
 
 /// What the tokenizer knows about one answer token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -18,6 +19,35 @@ pub struct TokenKind {
     /// The token ends a sentence or line (`.`, `\n`, …); a span may end with one but never
     /// runs past it.
     pub delimiter: bool,
+    /// The token is only punctuation or whitespace (`,`, `"`): a span neither starts with one
+    /// nor ends with one, unless it is a delimiter.
+    pub punctuation: bool,
+}
+
+/// The kind of every token of `tokens` under `tokenizer`, from the bytes each stands for: a
+/// token starts a word when it begins with whitespace or punctuation, follows one that ended
+/// with whitespace or punctuation, is a control token, or comes first; it is a delimiter when
+/// it holds a line break or ends a sentence (`.`, `!`, `?`).
+pub fn token_kinds(tokenizer: &Tokenizer, tokens: &[u32]) -> Vec<TokenKind> {
+    let boundary = |b: u8| b.is_ascii_whitespace() || b.is_ascii_punctuation();
+    let mut previous_ends_word = true;
+    tokens
+        .iter()
+        .map(|&t| {
+            let piece = tokenizer.decode_piece(t).unwrap_or_default();
+            let special = tokenizer.is_special(t);
+            let starts_word =
+                special || previous_ends_word || piece.first().is_some_and(|&b| boundary(b));
+            previous_ends_word = special || piece.last().is_some_and(|&b| boundary(b));
+            let text = piece.trim_ascii_end();
+            TokenKind {
+                starts_word,
+                delimiter: piece.contains(&b'\n')
+                    || text.last().is_some_and(|b| matches!(b, b'.' | b'!' | b'?')),
+                punctuation: !special && !piece.is_empty() && piece.iter().all(|&b| boundary(b)),
+            }
+        })
+        .collect()
 }
 
 /// The knobs of [`trace`]; [`Default`] gives OLMoTrace's settings where it has them.
@@ -128,16 +158,17 @@ pub fn trace(
 
 /// `start..end` cut to whole words and to the first delimiter, or `None` if nothing is left.
 fn whole_words(start: usize, end: usize, kinds: &[TokenKind]) -> Option<(usize, usize)> {
-    let start = (start..end).find(|&i| kinds[i].starts_word)?;
+    let start = (start..end).find(|&i| kinds[i].starts_word && !kinds[i].punctuation)?;
     // A delimiter ends the span (it stays in it).
     let end = (start..end)
         .find(|&i| kinds[i].delimiter)
         .map_or(end, |d| d + 1);
     // The span ends where the next token starts a word (or the answer ends), or right after a
     // delimiter.
-    let end = (start + 1..=end)
-        .rev()
-        .find(|&e| e == kinds.len() || kinds[e].starts_word || kinds[e - 1].delimiter)?;
+    let end = (start + 1..=end).rev().find(|&e| {
+        let k = kinds[e - 1];
+        (e == kinds.len() || kinds[e].starts_word || k.delimiter) && (!k.punctuation || k.delimiter)
+    })?;
     debug_assert!(!kinds[start..end].iter().any(|k| k.delimiter) || kinds[end - 1].delimiter);
     Some((start, end)).filter(|&(s, e)| e > s)
 }
