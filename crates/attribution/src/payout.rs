@@ -17,8 +17,13 @@ pub const CREDIT_PER_NAT: f64 = 1e6;
 pub fn span_credit(spans: &[Span]) -> BTreeMap<u64, u128> {
     let mut credit = BTreeMap::new();
     for span in spans {
-        let holders: std::collections::BTreeSet<u64> =
-            span.occurrences.iter().map(|o| o.contribution).collect();
+        // Uploaded files trained too but belong to no contribution: nobody is paid for them.
+        let holders: std::collections::BTreeSet<u64> = span
+            .occurrences
+            .iter()
+            .map(|o| o.contribution)
+            .filter(|&c| c != crate::corpus::UNCREDITED)
+            .collect();
         if holders.is_empty() {
             continue;
         }
@@ -165,5 +170,8 @@ mod tests {
         assert_eq!(credit[&2], 1_333_333);
         assert_eq!(credit[&3], 1_333_333);
         assert!(span_credit(&[span(-3.0, &[])]).is_empty());
+        // Data from an uploaded file trained too, but credits nobody.
+        let credit = span_credit(&[span(-3.0, &[crate::corpus::UNCREDITED, 5])]);
+        assert_eq!(credit, map(&[(5, 3_000_000)]));
     }
 }
