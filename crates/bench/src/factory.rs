@@ -191,24 +191,9 @@ fn factory_run(model: &Model, lines: &[Value], request: &CreateJob) -> Result<(u
     std::fs::create_dir_all(&job_dir)?;
     data::write_samples(&job_dir.join("data.bin"), &samples)?;
     let job = store.insert_job(|seq| Job {
-        seq,
-        created_at: 0,
-        status: Status::Running,
-        spec,
-        versions: Vec::new(),
         report: Some(report),
         plan: Some(plan),
-        error: None,
-        started_at: None,
-        finished_at: None,
-        estimated_finish: None,
-        step: 0,
-        trained_tokens: 0,
-        cancel_requested: false,
-        evaluation: None,
-        fine_tuned_model: None,
-        payment: None,
-        publication: None,
+        ..Job::new(seq, 0, Status::Running, spec)
     })?;
     let reporter = StoreReporter {
         store: &store,

@@ -126,6 +126,30 @@ pub fn parse_file_id(id: &str) -> Option<u64> {
 }
 
 impl Job {
+    /// A job just created with `spec`, in `status`, with nothing run or recorded yet.
+    pub fn new(seq: u64, created_at: u64, status: Status, spec: TrainingSpec) -> Self {
+        Self {
+            seq,
+            created_at,
+            status,
+            spec,
+            versions: Vec::new(),
+            report: None,
+            plan: None,
+            error: None,
+            started_at: None,
+            finished_at: None,
+            estimated_finish: None,
+            step: 0,
+            trained_tokens: 0,
+            cancel_requested: false,
+            evaluation: None,
+            fine_tuned_model: None,
+            payment: None,
+            publication: None,
+        }
+    }
+
     pub fn id(&self) -> String {
         job_id(self.seq)
     }

@@ -126,11 +126,7 @@ impl Factory {
     /// Publishes a succeeded job's adapter and lineage to the blob store (again, harmlessly,
     /// if it was published before) and returns the publication.
     pub async fn publish(&self, seq: u64) -> Result<Publication, JobError> {
-        let job = self
-            .store
-            .job(seq)
-            .map_err(|e| server(e.to_string()))?
-            .ok_or_else(|| server("no such job"))?;
+        let job = self.stored_job(seq)?;
         if job.status != crate::Status::Succeeded {
             return Err(JobError::new(
                 "invalid_request",
@@ -328,6 +324,14 @@ impl Factory {
         Ok((id, hash))
     }
 
+    /// Job `seq` from the store.
+    fn stored_job(&self, seq: u64) -> Result<crate::Job, JobError> {
+        self.store
+            .job(seq)
+            .map_err(|e| server(e.to_string()))?
+            .ok_or_else(|| server("no such job"))
+    }
+
     pub(crate) fn registry_address(&self) -> Result<Address, JobError> {
         self.client
             .addresses()
@@ -367,11 +371,7 @@ impl Factory {
         if max_tokens == 0 || max_tokens > COMPARE_MAX_TOKENS {
             return Err(bad(format!("max_tokens must be 1 to {COMPARE_MAX_TOKENS}")));
         }
-        let job = self
-            .store
-            .job(seq)
-            .map_err(|e| server(e.to_string()))?
-            .ok_or_else(|| server("no such job"))?;
+        let job = self.stored_job(seq)?;
         if job.status != crate::Status::Succeeded {
             return Err(bad(format!(
                 "{} has no adapter: it is {}",

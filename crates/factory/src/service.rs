@@ -232,23 +232,7 @@ impl Factory {
         let escrow = &self.escrow;
         let job = self.store.insert_job(|seq| Job {
             payment: Some(escrow.payment(seq)),
-            seq: 0,
-            created_at: job::now(),
-            status: Status::ValidatingFiles,
-            spec,
-            versions: Vec::new(),
-            report: None,
-            plan: None,
-            error: None,
-            started_at: None,
-            finished_at: None,
-            estimated_finish: None,
-            step: 0,
-            trained_tokens: 0,
-            cancel_requested: false,
-            evaluation: None,
-            fine_tuned_model: None,
-            publication: None,
+            ..Job::new(0, job::now(), Status::ValidatingFiles, spec)
         })?;
         self.event(
             job.seq,
