@@ -64,6 +64,8 @@ pub enum SpanError {
     TooLarge(u64),
     #[error("suffix sorting failed (libsais returned {0})")]
     Sort(i64),
+    #[error("the answer has {tokens} tokens but {kinds} token kinds")]
+    Kinds { tokens: usize, kinds: usize },
     #[error("{path} is not a span index: {reason}")]
     Corrupt { path: String, reason: String },
 }

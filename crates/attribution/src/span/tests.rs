@@ -179,6 +179,15 @@ fn bad_tokens_and_damaged_files_are_named() {
     std::fs::write(&suffixes, &bytes[..bytes.len() - 1]).unwrap();
     let err = SpanIndex::open(dir.path()).err().unwrap();
     assert!(err.to_string().contains("suffixes.bin holds"), "{err}");
+
+    // Pointers past the text (a damaged or hostile file of the right size) give wrong
+    // answers, never a panic or a read outside the files.
+    std::fs::write(&suffixes, vec![0xFF; bytes.len()]).unwrap();
+    let index = SpanIndex::open(dir.path()).unwrap();
+    let range = index.find(&[3, 4]).unwrap();
+    let _ = index.occurrences(0..index.len(), 10);
+    let _ = index.longest_matches(&[3, 4, 5]);
+    assert!(range.end <= index.len());
 }
 
 #[test]
@@ -260,6 +269,11 @@ fn spans_start_and_end_on_word_boundaries() {
     // 61 is half a word and is dropped; the span 62 63-64 ends where 70 begins a word.
     assert_eq!(spans.len(), 1, "{spans:?}");
     assert_eq!((spans[0].start, spans[0].end), (1, 4));
+    let err = trace(&index, &answer, &[], &TraceConfig::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("5 tokens but 0 token kinds"),
+        "{err}"
+    );
     // Too short for the default minimum of two tokens once cut: nothing.
     let cut = [62, 70];
     let none = trace(&index, &cut, &kinds(&cut, &[]), &TraceConfig::default()).unwrap();

@@ -93,7 +93,12 @@ pub fn trace(
     kinds: &[TokenKind],
     config: &TraceConfig,
 ) -> Result<Vec<Span>> {
-    assert_eq!(answer.len(), kinds.len(), "one kind per answer token");
+    if answer.len() != kinds.len() {
+        return Err(super::SpanError::Kinds {
+            tokens: answer.len(),
+            kinds: kinds.len(),
+        });
+    }
     let mut candidates: Vec<(usize, usize)> = Vec::new();
     let mut reach = 0;
     for (i, &len) in index.longest_matches(answer).iter().enumerate() {
