@@ -9,6 +9,7 @@
 use crate::span::Document;
 use alloy_primitives::keccak256;
 use openledger_factory::{data, publish::Manifest};
+use openledger_model::train::Example;
 
 /// The contribution id of an example that came from an uploaded file rather than a datanet:
 /// its spans are traced but credit nobody.
@@ -30,12 +31,22 @@ pub enum CorpusError {
     HeldOut(u64),
 }
 
-/// The documents that trained the adapter `manifest` describes, from the bytes of its
+/// An example that trained the adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrainingExample {
+    /// Its index in `examples.bin` (held-out examples keep their places).
+    pub index: u64,
+    /// Its contribution, [`UNCREDITED`] for uploaded data.
+    pub contribution: u64,
+    pub example: Example,
+}
+
+/// The examples that trained the adapter `manifest` describes, from the bytes of its
 /// `examples.bin`, in the job's order.
-pub fn training_documents(
+pub fn training_examples(
     manifest: &Manifest,
     examples: &[u8],
-) -> Result<Vec<Document>, CorpusError> {
+) -> Result<Vec<TrainingExample>, CorpusError> {
     let found = keccak256(examples);
     if found != manifest.examples_hash {
         return Err(CorpusError::Hash {
@@ -57,19 +68,41 @@ pub fn training_documents(
     Ok(samples
         .into_iter()
         .zip(held)
-        .filter(|(_, held)| !held)
-        .map(|(s, _)| Document {
+        .enumerate()
+        .filter(|(_, (_, held))| !held)
+        .map(|(index, (s, _))| TrainingExample {
+            index: index as u64,
             contribution: s.contribution.unwrap_or(UNCREDITED),
-            tokens: s.example.tokens,
+            example: s.example,
         })
         .collect())
+}
+
+/// The span index's documents: each training example whole (prompt and answer: the model
+/// read both), carrying its contribution.
+pub fn documents(examples: &[TrainingExample]) -> Vec<Document> {
+    examples
+        .iter()
+        .map(|e| Document {
+            contribution: e.contribution,
+            tokens: e.example.tokens.clone(),
+        })
+        .collect()
+}
+
+/// The documents that trained the adapter `manifest` describes, from the bytes of its
+/// `examples.bin`, in the job's order.
+pub fn training_documents(
+    manifest: &Manifest,
+    examples: &[u8],
+) -> Result<Vec<Document>, CorpusError> {
+    Ok(documents(&training_examples(manifest, examples)?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use openledger_factory::data::Sample;
-    use openledger_model::train::Example;
 
     fn manifest(examples: &[u8], count: u64, held_out: Vec<u64>) -> Manifest {
         Manifest {

@@ -9,9 +9,36 @@
 //!   with `count`, `find` (rank ranges), the longest match at each position and the documents
 //!   behind a rank range, in an order any validator reproduces; and tracing an answer to the
 //!   spans it shares with the corpus.
+//! - [`gradient`]: the gradient engine, seeded sketches of every training example's LoRA
+//!   gradient at each checkpoint, and TracIn scores with a Gauss-Newton preconditioner.
 //! - [`payout`]: per-contribution credit from spans, and the integer split of an amount by
 //!   largest remainder, so that payouts always sum exactly to the amount.
+//! - [`published`]: an adapter's published artifacts opened and checked, with both engines'
+//!   indexes built once into a cache.
+//! - [`attribute`]: the rule combining the engines, producing a [`receipt`], the canonical
+//!   ABI-encoded record whose keccak256 settlement commits to.
 
+pub mod attribute;
 pub mod corpus;
+pub mod gradient;
 pub mod payout;
+pub mod published;
+pub mod receipt;
 pub mod span;
+
+/// Why an attribution could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum AttributionError {
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    #[error("published artifacts: {0}")]
+    Artifact(String),
+    #[error("receipt: {0}")]
+    Receipt(String),
+    #[error(transparent)]
+    Corpus(#[from] corpus::CorpusError),
+    #[error(transparent)]
+    Span(#[from] span::SpanError),
+    #[error(transparent)]
+    Gradient(#[from] gradient::GradientError),
+}

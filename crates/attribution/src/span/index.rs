@@ -50,6 +50,7 @@ pub struct SpanIndex {
     documents: Vec<(u64, u64)>,
     n: u64,
     width: u32,
+    root: std::sync::OnceLock<alloy_primitives::B256>,
 }
 
 impl SpanIndex {
@@ -114,6 +115,26 @@ impl SpanIndex {
             documents,
             n,
             width,
+            root: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// What a receipt names the index by: keccak256 of `OLSPAN`, the format version and the
+    /// keccak256 of `tokens.bin`, `suffixes.bin` and `documents.bin`. Computed on first use.
+    pub fn root(&self) -> alloy_primitives::B256 {
+        *self.root.get_or_init(|| {
+            use alloy_primitives::keccak256;
+            let documents: Vec<u8> = self
+                .documents
+                .iter()
+                .flat_map(|&(start, c)| [start.to_le_bytes(), c.to_le_bytes()].concat())
+                .collect();
+            let mut all = b"OLSPAN".to_vec();
+            all.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+            for part in [&self.tokens[..], &self.suffixes[..], &documents[..]] {
+                all.extend_from_slice(keccak256(part).as_slice());
+            }
+            keccak256(all)
         })
     }
 
