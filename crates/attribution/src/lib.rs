@@ -16,14 +16,20 @@
 //! - [`published`]: an adapter's published artifacts opened and checked, with both engines'
 //!   indexes built once into a cache.
 //! - [`attribute`]: the rule combining the engines, producing a [`receipt`], the canonical
-//!   ABI-encoded record whose keccak256 settlement commits to.
+//!   ABI-encoded record whose keccak256 settlement commits to; [`explain`] turns one into
+//!   what a person reads.
+//! - [`service`] and [`api`]: the node's attribution service (published adapters fetched from
+//!   the blob store, indexes built on first use, one attribution at a time) and its REST API.
 
+pub mod api;
 pub mod attribute;
 pub mod corpus;
+pub mod explain;
 pub mod gradient;
 pub mod payout;
 pub mod published;
 pub mod receipt;
+pub mod service;
 pub mod span;
 
 /// Why an attribution could not be made.

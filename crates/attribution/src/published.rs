@@ -107,6 +107,21 @@ impl Published {
     }
 }
 
+/// Only the span index of the adapter published in `dir` (built into `cache` on first use),
+/// with the manifest's hash: all that checking a receipt's span part needs.
+pub fn open_span_index(dir: &Path, cache: &Path) -> Result<(B256, SpanIndex)> {
+    let manifest_bytes = read(&dir.join("manifest.json"))?;
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| AttributionError::Artifact(format!("manifest.json: {e}")))?;
+    let examples = corpus::training_examples(&manifest, &read(&dir.join("examples.bin"))?)?;
+    std::fs::create_dir_all(cache)
+        .map_err(|e| AttributionError::Io(cache.display().to_string(), e))?;
+    Ok((
+        keccak256(&manifest_bytes),
+        open_or_build_spans(&cache.join("spans"), &examples)?,
+    ))
+}
+
 fn open_or_build_spans(dir: &Path, examples: &[TrainingExample]) -> Result<SpanIndex> {
     if dir.join("index.json").exists() {
         let index = SpanIndex::open(dir)?;

@@ -75,7 +75,13 @@ pub fn router(factory: Arc<Factory>, access: Access) -> Router {
         .with_state(factory)
 }
 
-async fn authorize(State(access): State<Arc<Access>>, request: Request, next: Next) -> Response {
+/// Middleware refusing requests without one of `access`'s keys (other APIs on the node use
+/// it too: `middleware::from_fn_with_state(Arc::new(access), authorize)`).
+pub async fn authorize(
+    State(access): State<Arc<Access>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let keys = match &*access {
         Access::Open => return next.run(request).await,
         Access::Keys(keys) => keys,

@@ -1,5 +1,6 @@
 //! `openledger`: the OpenLedger node and its command line.
 
+mod attribution;
 mod datanet;
 mod deploy;
 mod factory;
@@ -85,6 +86,26 @@ enum Command {
         addresses: Option<PathBuf>,
         #[command(subcommand)]
         command: factory::FactoryCommand,
+    },
+    /// Proof of Attribution: which datanet contributions shaped an adapter's answer; verify a
+    /// receipt by recomputing it.
+    Attribution {
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// The node's REST API.
+        #[arg(
+            long,
+            global = true,
+            env = "OPENLEDGER_API_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        api_url: String,
+        /// The protocol's addresses file, to resolve adapter ids [default: the dev node's, in
+        /// $OPENLEDGER_HOME/chain].
+        #[arg(long, global = true)]
+        addresses: Option<PathBuf>,
+        #[command(subcommand)]
+        command: attribution::AttributionCommand,
     },
     /// Staking: stake OPEN as validator, host or curator of a datanet; unstake; withdraw.
     Stake {
@@ -444,6 +465,17 @@ async fn serve_api(
         }
     });
     let mut router = openledger_datanets::api::router(service.clone());
+    let attributor = std::sync::Arc::new(openledger_attribution::service::Attributor::new(
+        service.clone(),
+        &data_dir.join("attribution"),
+        factory.models.clone(),
+    ));
+    router = router.merge(openledger_attribution::api::router(attributor).route_layer(
+        axum::middleware::from_fn_with_state(
+            std::sync::Arc::new(factory.access.clone()),
+            openledger_factory::api::authorize,
+        ),
+    ));
     match factory.operator {
         Some(operator) => {
             let url = format!("http://{}", node.http_addr);
@@ -595,6 +627,23 @@ fn main() -> Result<()> {
                 command,
             )
             .await
+        }),
+        Command::Attribution {
+            chain,
+            api_url,
+            addresses,
+            command,
+        } => runtime.block_on(async {
+            let by_id = matches!(
+                &command,
+                attribution::AttributionCommand::Explain { adapter, .. } if !adapter.starts_with("0x")
+            );
+            let client = match by_id {
+                true => Some(protocol_client(&chain, addresses, false).await?),
+                false => None,
+            };
+            let api = rest::Api::new(&api_url)?;
+            attribution::run(&api, client, &default_home(), command).await
         }),
         Command::Token(TokenCommand::Supply { at, schedule }) => {
             let genesis = openledger_protocol::genesis::dev_genesis();

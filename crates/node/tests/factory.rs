@@ -203,6 +203,69 @@ fn publish_and_verify(node: &DevNode, data: &Path, id: &str) {
     std::fs::write(&stored, &bytes).unwrap();
 }
 
+/// Explains an answer repeating a training record through the node, then verifies the receipt
+/// on this side from the published artifacts; one payout changed fails verification.
+fn attribute_and_verify(node: &DevNode, dir: &Path, id: &str) {
+    let hash = job(node, id)["publication"]["weights_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let receipt = dir.join("receipt.hex");
+    let cache = dir.join("verifier");
+    let attribution = |args: &[&str]| {
+        let mut all = vec!["attribution", "--api-url", &node.api_url];
+        all.extend(args);
+        openledger(&all)
+    };
+    let explained = ok(attribution(&[
+        "explain",
+        "--adapter",
+        &hash,
+        "--prompt",
+        "Which gate guards vault 3?",
+        "--answer",
+        "Vault 3 is guarded by gate 93.",
+        "--receipt-out",
+        receipt.to_str().unwrap(),
+    ]));
+    // The only contributor (contribution 1, dev account 2) is paid the whole amount.
+    let contributor = format!("{}", openledger_chain::devkeys::dev_accounts()[2].address);
+    assert!(
+        explained.contains("contribution 1 (datanet 1, contributor")
+            && explained
+                .to_lowercase()
+                .contains(&contributor.to_lowercase())
+            && explained.contains("100.0% = 1000000000000000000"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("[Vault 3 is guarded by gate 93.]"),
+        "{explained}"
+    );
+    let cache = cache.to_str().unwrap();
+    let verify = |args: &[&str]| {
+        let mut all = vec!["verify", receipt.to_str().unwrap(), "--cache", cache];
+        all.extend(args);
+        attribution(&all)
+    };
+    let verified = ok(verify(&[]));
+    assert!(verified.trim_end().ends_with("identical"), "{verified}");
+    let spans = ok(verify(&["--span-only"]));
+    assert!(
+        spans.contains("span part checked in") && spans.contains("identical"),
+        "{spans}"
+    );
+
+    let bytes = alloy_primitives::hex::decode(std::fs::read_to_string(&receipt).unwrap()).unwrap();
+    let mut forged = openledger_attribution::receipt::AttributionReceipt::decode(&bytes).unwrap();
+    forged.payouts[0].amount -= U256::from(1);
+    std::fs::write(&receipt, alloy_primitives::hex::encode(forged.encode())).unwrap();
+    let refused = verify(&[]);
+    assert!(!refused.status.success());
+    let out = String::from_utf8_lossy(&refused.stdout);
+    assert!(out.contains("payouts[0]"), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_killed_mid_training_resumes_to_the_same_adapter_and_cancel_stops_within_a_step() {
     let dir = tempfile::tempdir().unwrap();
@@ -221,6 +284,7 @@ async fn a_job_killed_mid_training_resumes_to_the_same_adapter_and_cancel_stops_
     assert_eq!(whole_job["status"], "succeeded", "{whole_job}");
 
     publish_and_verify(&node, &data, &whole);
+    attribute_and_verify(&node, dir.path(), &whole);
 
     let killed = paid_job(&node, &file, hyper.clone()).await;
     let before = wait(&node, &killed, "passed step 4", |j| {

@@ -119,6 +119,16 @@ impl SpanIndex {
         })
     }
 
+    /// The document holding text position `position` and the offset within it, or `None`
+    /// for a separator or a position beyond the text.
+    pub fn locate(&self, position: u64) -> Option<(usize, usize)> {
+        let d = self.documents.partition_point(|&(sep, _)| sep < position);
+        let d = d.checked_sub(1)?;
+        let start = self.documents[d].0 + 1;
+        let end = self.documents.get(d + 1).map_or(self.n, |&(sep, _)| sep);
+        (position < end).then(|| (d, (position - start) as usize))
+    }
+
     /// What a receipt names the index by: keccak256 of `OLSPAN`, the format version and the
     /// keccak256 of `tokens.bin`, `suffixes.bin` and `documents.bin`. Computed on first use.
     pub fn root(&self) -> alloy_primitives::B256 {

@@ -73,6 +73,25 @@ fn a_worked_example_gives_infini_grams_answers() {
     let hits = index.occurrences(index.find(&[5, 6]).unwrap(), 10);
     let owners: Vec<(u64, u64)> = hits.iter().map(|o| (o.position, o.contribution)).collect();
     assert_eq!(owners, [(11, 30), (1, 10), (4, 10)]);
+    // Text 0 and 6 and 10 are separators; 11 is the third document's first token.
+    let located: Vec<_> = [0, 1, 5, 6, 7, 9, 10, 11, 12, 13]
+        .map(|p| index.locate(p))
+        .to_vec();
+    assert_eq!(
+        located,
+        [
+            None,
+            Some((0, 0)),
+            Some((0, 4)),
+            None,
+            Some((1, 0)),
+            Some((1, 2)),
+            None,
+            Some((2, 0)),
+            Some((2, 1)),
+            None
+        ]
+    );
 }
 
 #[test]
