@@ -14,7 +14,7 @@
 
 use crate::{
     corpus::UNCREDITED,
-    gradient::{answer_sketch, influence},
+    gradient::{answer_sketch, influence, AnswerSketch},
     payout::{self, largest_remainder},
     published::Published,
     receipt::{
@@ -66,14 +66,8 @@ pub fn attribute(
     query: &Query,
     settings: &Settings,
 ) -> Result<AttributionReceipt, AttributionError> {
-    let kinds = token_kinds(&model.tokenizer, &query.answer);
-    let spans = trace(&adapter.spans, &query.answer, &kinds, &settings.trace)?;
-    let span_share = largest_remainder(&payout::span_credit(&spans), SHARE);
-
-    let mut tokens = query.prompt.clone();
-    tokens.extend_from_slice(&query.answer);
     let example = Example {
-        tokens,
+        tokens: [&query.prompt[..], &query.answer[..]].concat(),
         prompt_len: query.prompt.len(),
     };
     let sketch = answer_sketch(
@@ -83,7 +77,27 @@ pub fn attribute(
         &example,
         true,
     )?;
-    let scores = influence(&adapter.sketches, &sketch);
+    attribute_sketched(model, base_weights_hash, adapter, query, settings, &sketch)
+}
+
+/// [`attribute`] with the answer's preconditioned sketch already computed.
+pub fn attribute_sketched(
+    model: &Model,
+    base_weights_hash: B256,
+    adapter: &Published,
+    query: &Query,
+    settings: &Settings,
+    sketch: &AnswerSketch,
+) -> Result<AttributionReceipt, AttributionError> {
+    let kinds = token_kinds(&model.tokenizer, &query.answer);
+    let spans = trace(&adapter.spans, &query.answer, &kinds, &settings.trace)?;
+    let span_share = largest_remainder(&payout::span_credit(&spans), SHARE);
+    if !sketch.preconditioned {
+        return Err(AttributionError::Receipt(
+            "receipts are made from the preconditioned sketch".into(),
+        ));
+    }
+    let scores = influence(&adapter.sketches, sketch);
     let (gradient_credit, gradient_top) =
         gradient_credit(&adapter.sketches.examples, &scores, settings.top_examples);
     let gradient_share = largest_remainder(&gradient_credit, SHARE);

@@ -21,6 +21,8 @@ pub struct Explanation {
     pub segments: Vec<Segment>,
     pub spans: Vec<SpanView>,
     pub contributions: Vec<ContributionView>,
+    /// The contributions' shares summed per datanet (an adapter may train on several).
+    pub datanets: Vec<DatanetView>,
     pub gradient_top: Vec<ExampleView>,
     /// The share of answer tokens inside spans, 0 to 1.
     pub coverage: f64,
@@ -64,6 +66,13 @@ pub struct ContributionView {
     /// The text that earned the credit: a span's occurrence, else its most influential
     /// training example.
     pub snippet: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DatanetView {
+    pub datanet: Option<u64>,
+    pub share: f64,
+    pub payout: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -157,7 +166,7 @@ pub fn explain(
             .unwrap_or_default()
     };
     let total: f64 = receipt.weights.iter().map(|w| w.weight as f64).sum();
-    let contributions = receipt
+    let contributions: Vec<ContributionView> = receipt
         .weights
         .iter()
         .map(|w| {
@@ -192,6 +201,24 @@ pub fn explain(
             }
         })
         .collect();
+    let mut datanets: std::collections::BTreeMap<Option<u64>, (f64, alloy_primitives::U256)> =
+        Default::default();
+    for c in &contributions {
+        let entry = datanets.entry(c.datanet).or_default();
+        entry.0 += c.share;
+        entry.1 += c
+            .payout
+            .parse::<alloy_primitives::U256>()
+            .unwrap_or_default();
+    }
+    let datanets = datanets
+        .into_iter()
+        .map(|(datanet, (share, payout))| DatanetView {
+            datanet,
+            share,
+            payout: payout.to_string(),
+        })
+        .collect();
     let gradient_top = receipt
         .gradientTop
         .iter()
@@ -209,6 +236,7 @@ pub fn explain(
         segments,
         spans,
         contributions,
+        datanets,
         gradient_top,
         coverage: receipt.coverage as f64 / 1e6,
         amount: receipt.amount.to_string(),

@@ -29,6 +29,20 @@ const QUEUE: usize = 4;
 const OPEN_ADAPTERS: usize = 4;
 /// The longest answer generated for an explanation.
 pub const MAX_ANSWER_TOKENS: usize = 256;
+/// The most tokens (prompt and answer) attributed at once: the gradient pass holds
+/// activations for every position, so its memory grows with this.
+pub const MAX_ATTRIBUTED_TOKENS: usize = 2048;
+
+/// Refuses a prompt and answer too long to attribute.
+fn check_length(prompt: usize, answer: usize) -> Result<()> {
+    if prompt + answer > MAX_ATTRIBUTED_TOKENS {
+        return Err(ServiceError::InvalidRequest(format!(
+            "the prompt ({prompt} tokens) and answer ({answer} tokens) exceed the \
+             {MAX_ATTRIBUTED_TOKENS} tokens attribution takes at once"
+        )));
+    }
+    Ok(())
+}
 
 /// Why the service could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +86,8 @@ pub struct Attributor {
     settings: Settings,
     work: Mutex<Work>,
     waiting: AtomicUsize,
+    /// Names temporary files apart, so that two fetches of one file never share one.
+    downloads: std::sync::atomic::AtomicU64,
 }
 
 impl Attributor {
@@ -89,6 +105,7 @@ impl Attributor {
                 adapters: VecDeque::new(),
             }),
             waiting: AtomicUsize::new(0),
+            downloads: Default::default(),
         }
     }
 
@@ -155,7 +172,8 @@ impl Attributor {
         tokio::fs::create_dir_all(path.parent().expect("a file in a directory"))
             .await
             .map_err(io)?;
-        let tmp = path.with_extension("part");
+        let n = self.downloads.fetch_add(1, Ordering::SeqCst);
+        let tmp = path.with_extension(format!("part{n}"));
         tokio::fs::write(&tmp, &bytes).await.map_err(io)?;
         tokio::fs::rename(&tmp, &path).await.map_err(io)?;
         Ok(bytes.to_vec())
@@ -212,6 +230,20 @@ impl Attributor {
                 .map_err(|e| ServiceError::Internal(format!("the manifest: {e}")))?,
         )
         .map_err(|e| ServiceError::Internal(format!("the manifest: {e}")))?;
+        if manifest.weights_hash != adapter {
+            return Err(ServiceError::Internal(format!(
+                "the manifest stored for adapter {adapter} names weights {}",
+                manifest.weights_hash
+            )));
+        }
+        let weights = published_dir.join("adapter_model.safetensors");
+        let found = openledger_factory::publish::hash_file(&weights)
+            .map_err(|e| ServiceError::Internal(format!("{}: {e}", weights.display())))?;
+        if found != adapter {
+            return Err(ServiceError::Internal(format!(
+                "the stored weights of adapter {adapter} hash to {found}"
+            )));
+        }
         let (base, model) = self.model(work, &manifest.base_model)?;
         if let Some((_, p)) = work.adapters.iter().find(|(h, _)| *h == adapter) {
             return Ok((base, model, p.clone()));
@@ -259,8 +291,13 @@ impl Attributor {
                 }])
                 .map_err(|e| ServiceError::Internal(e.to_string()))?;
             let prompt = model.tokenizer.encode(&prompt_text);
+            check_length(prompt.len(), request.max_tokens.min(MAX_ANSWER_TOKENS))?;
             let answer = match &request.answer {
-                Some(text) => model.tokenizer.encode(text),
+                Some(text) => {
+                    let answer = model.tokenizer.encode(text);
+                    check_length(prompt.len(), answer.len())?;
+                    answer
+                }
                 None => {
                     let lora = LoraAdapter::load(&dir)
                         .map_err(|e| ServiceError::Internal(format!("the adapter: {e}")))?;
@@ -305,6 +342,7 @@ impl Attributor {
         let receipt = AttributionReceipt::decode(&bytes)
             .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
         let hash = keccak256(&bytes);
+        check_length(receipt.prompt.len(), receipt.answer.len())?;
         self.fetch(receipt.adapterWeightsHash).await?;
         self.run(move |this, work| {
             let (base, model, published) = this.open(work, receipt.adapterWeightsHash)?;

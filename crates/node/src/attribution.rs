@@ -189,6 +189,17 @@ fn print_explanation(e: &Value) {
             c["snippet"].as_str().unwrap_or_default()
         );
     }
+    let datanets = list(&e["datanets"]);
+    if datanets.len() > 1 {
+        for d in datanets {
+            println!(
+                "  datanet {}: {:.1}% = {}",
+                d["datanet"],
+                d["share"].as_f64().unwrap_or(0.0) * 100.0,
+                d["payout"].as_str().unwrap_or_default()
+            );
+        }
+    }
     if list(&e["contributions"]).is_empty() {
         println!("  none: nothing in the answer traces to the adapter's training data");
     }

@@ -242,6 +242,37 @@ fn attribute_and_verify(node: &DevNode, dir: &Path, id: &str) {
         explained.contains("[Vault 3 is guarded by gate 93.]"),
         "{explained}"
     );
+    // Bad requests are refused by name, and change nothing.
+    let explain = |body: Value| {
+        rest(
+            &node.api_url,
+            "POST",
+            "/api/attribution/explain",
+            Some(body),
+        )
+    };
+    let (status, e) = explain(json!({"adapter": "vault", "prompt": "hi"}));
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(e["error"]["param"], "adapter", "{e}");
+    let (status, e) = explain(json!({"adapter": format!("0x{}", "0".repeat(64)), "prompt": "hi"}));
+    assert_eq!(status, 404, "{e}");
+    let (status, e) =
+        explain(json!({"adapter": hash, "prompt": "hi", "answer": "vault ".repeat(3000)}));
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("exceed"),
+        "{e}"
+    );
+    let (status, e) = explain(json!({"adapter": hash, "prompt": "hi", "max_tokens": 100000}));
+    assert_eq!(status, 400, "{e}");
+    let (status, e) = rest(
+        &node.api_url,
+        "POST",
+        "/api/attribution/verify",
+        Some(json!({"receipt": "0x1234"})),
+    );
+    assert_eq!(status, 400, "{e}");
+
     let cache = cache.to_str().unwrap();
     let verify = |args: &[&str]| {
         let mut all = vec!["verify", receipt.to_str().unwrap(), "--cache", cache];

@@ -11,7 +11,8 @@
 //!   prompt) is sketched the same way at each checkpoint, preconditioned (`F⁻¹ q`, as TRAK)
 //!   and quantized to int8. [`influence`] scores every example as
 //!   `Σ_c η_c ⟨F_c⁻¹ q_c, g_{i,c}⟩` (TracIn's sum over checkpoints weighted by their learning
-//!   rates), with exact integer dot products.
+//!   rates), with exact integer dot products. The damping (10 × the mean eigenvalue) was
+//!   chosen on `attribution-eval`'s planted corpus; BENCHMARKS.md has the comparison.
 //!
 //! Determinism: the floating-point work on the store side is single-threaded f64 in a fixed
 //! order; the answer's sketch is quantized to int8 before it meets the store, so tiny
@@ -20,7 +21,7 @@
 mod cholesky;
 mod store;
 
-pub use store::{build, SketchStore, StoredCheckpoint, FORMAT_VERSION};
+pub use store::{build, write, SketchStore, StoredCheckpoint, FORMAT_VERSION};
 
 use alloy_primitives::B256;
 use openledger_model::{
@@ -67,7 +68,7 @@ impl Default for SketchConfig {
         Self {
             k: 1024,
             seed: 0x0be7_a77e_1b57_0001,
-            damping: 0.1,
+            damping: 10.0,
         }
     }
 }
@@ -112,6 +113,11 @@ pub struct AnswerSketch {
     pub checkpoints: Vec<(f32, Vec<i8>)>,
 }
 
+/// An answer's gradient sketched at each checkpoint, before preconditioning and
+/// quantization.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawSketch(pub Vec<Vec<f64>>);
+
 /// Sketches the gradient of `example`'s loss (its tokens after the prompt) at each of the
 /// store's checkpoints, preconditioned or not (plain gradient dot products, a baseline).
 pub fn answer_sketch(
@@ -121,6 +127,17 @@ pub fn answer_sketch(
     example: &Example,
     precondition: bool,
 ) -> Result<AnswerSketch> {
+    Ok(raw_sketch(model, checkpoints, store, example)?.prepare(store, precondition))
+}
+
+/// The answer's raw sketches at the store's checkpoints (the costly part: one forward and
+/// backward pass per checkpoint).
+pub fn raw_sketch(
+    model: &Llama,
+    checkpoints: &[Checkpoint],
+    store: &SketchStore,
+    example: &Example,
+) -> Result<RawSketch> {
     if checkpoints.len() != store.checkpoints.len() {
         return Err(GradientError::Checkpoint {
             index: checkpoints.len().min(store.checkpoints.len()),
@@ -142,23 +159,42 @@ pub fn answer_sketch(
                 ),
             });
         }
-        let q = store::sketch(model, given, example, &store.config)?;
-        let q = if precondition {
-            store.factor(c).solve(&q)
-        } else {
-            q
-        };
-        out.push(store::quantize(&q));
+        out.push(store::sketch(model, given, example, &store.config)?);
     }
-    Ok(AnswerSketch {
-        preconditioned: precondition,
-        checkpoints: out,
-    })
+    Ok(RawSketch(out))
+}
+
+impl RawSketch {
+    /// Preconditioned (`F⁻¹ q` per checkpoint) or not, then quantized to int8.
+    pub fn prepare(&self, store: &SketchStore, precondition: bool) -> AnswerSketch {
+        AnswerSketch {
+            preconditioned: precondition,
+            checkpoints: self
+                .0
+                .iter()
+                .enumerate()
+                .map(|(c, q)| {
+                    if precondition {
+                        store::quantize(&store.factor(c).solve(q))
+                    } else {
+                        store::quantize(q)
+                    }
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Every stored example's influence on the answer, in store order:
-/// `Σ_c η_c · s_q · s_i · ⟨q, g_i⟩` with the dot product exact in integers.
+/// `Σ_c η_c · s_q · s_i · ⟨q, g_i⟩` with the dot products exact in integers.
 pub fn influence(store: &SketchStore, answer: &AnswerSketch) -> Vec<f64> {
+    influence_with(store, answer, false)
+}
+
+/// [`influence`], or with `normalize` each training sketch taken at unit length (as LESS
+/// does, so that an example whose gradient is merely large does not outrank every other; a
+/// variant `attribution-eval` compares).
+pub fn influence_with(store: &SketchStore, answer: &AnswerSketch, normalize: bool) -> Vec<f64> {
     let (k, n) = (store.config.k, store.len());
     let mut scores = vec![0f64; n];
     for (c, (q_scale, q)) in answer.checkpoints.iter().enumerate() {
@@ -168,8 +204,17 @@ pub fn influence(store: &SketchStore, answer: &AnswerSketch) -> Vec<f64> {
             .par_iter_mut()
             .zip(records.par_chunks_exact(4 + k))
             .for_each(|(score, record)| {
-                let scale = f32::from_le_bytes(record[..4].try_into().expect("four bytes"));
-                *score += weight * scale as f64 * dot(q, &record[4..]) as f64;
+                let values = &record[4..];
+                let scale = if normalize {
+                    let norm: i64 = values.iter().map(|&v| (v as i8 as i64).pow(2)).sum();
+                    if norm == 0 {
+                        return;
+                    }
+                    1.0 / (norm as f64).sqrt()
+                } else {
+                    f32::from_le_bytes(record[..4].try_into().expect("four bytes")) as f64
+                };
+                *score += weight * scale * dot(q, values) as f64;
             });
     }
     scores

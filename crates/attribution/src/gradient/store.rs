@@ -85,16 +85,87 @@ pub(crate) fn sketch(
         .collect())
 }
 
-/// Sketches every example at every checkpoint and writes the store to `path` (beside it
-/// first, then renamed, so a crash leaves no half store). `progress(done, total)` hears of
-/// each example sketched.
+/// Sketches every example at every checkpoint and writes the store to `path`.
+/// `progress(done, total)` hears of each example sketched.
 pub fn build(
     path: &Path,
     model: &Llama,
     checkpoints: &[Checkpoint],
     examples: &[TrainingExample],
     config: &SketchConfig,
+    progress: impl FnMut(usize, usize),
+) -> Result<SketchStore> {
+    let stored: Vec<StoredCheckpoint> = checkpoints
+        .iter()
+        .map(|c| StoredCheckpoint {
+            learning_rate: c.learning_rate,
+            weights_hash: c.weights_hash,
+        })
+        .collect();
+    let ids: Vec<(u64, u64)> = examples.iter().map(|e| (e.index, e.contribution)).collect();
+    // Examples go through the model in fixed groups of BATCH consecutive ones (the grouping
+    // is part of what every builder must do alike: padding changes float rounding).
+    let mut group: Option<(usize, usize, Vec<Vec<f64>>)> = None;
+    write(path, config, &stored, &ids, progress, |c, i| {
+        let start = i - i % BATCH;
+        if !matches!(&group, Some((gc, gs, _)) if *gc == c && *gs == start) {
+            let end = (start + BATCH).min(examples.len());
+            let batch: Vec<_> = examples[start..end]
+                .iter()
+                .map(|e| e.example.clone())
+                .collect();
+            group = Some((
+                c,
+                start,
+                sketch_batch(model, &checkpoints[c], &batch, config)?,
+            ));
+        }
+        let (_, _, sketches) = group.as_ref().expect("just filled");
+        Ok(sketches[i - start].clone())
+    })
+}
+
+/// Examples sketched together when the store is built.
+const BATCH: usize = 8;
+
+/// The sketches of a group of examples, from one pass; one by one when an example in it
+/// learns nothing (its sketch is zero).
+fn sketch_batch(
+    model: &Llama,
+    checkpoint: &Checkpoint,
+    examples: &[openledger_model::train::Example],
+    config: &SketchConfig,
+) -> Result<Vec<Vec<f64>>> {
+    match per_example_gradients(model, &checkpoint.adapter, examples) {
+        Ok(gradients) => Ok(gradients
+            .iter()
+            .map(|g| {
+                config
+                    .sketch()
+                    .project(g)
+                    .into_iter()
+                    .map(f64::from)
+                    .collect()
+            })
+            .collect()),
+        Err(openledger_model::ModelError::Train(_)) => examples
+            .iter()
+            .map(|e| sketch(model, checkpoint, e, config))
+            .collect(),
+        Err(e) => Err(GradientError::Model(e)),
+    }
+}
+
+/// Writes a store to `path` (beside it first, then renamed, so a crash leaves no half
+/// store) from `sketch(checkpoint, example)`, each example's unquantized sketch, called
+/// checkpoint by checkpoint in example order.
+pub fn write(
+    path: &Path,
+    config: &SketchConfig,
+    checkpoints: &[StoredCheckpoint],
+    examples: &[(u64, u64)],
     mut progress: impl FnMut(usize, usize),
+    mut sketch: impl FnMut(usize, usize) -> Result<Vec<f64>>,
 ) -> Result<SketchStore> {
     config.validate()?;
     if checkpoints.is_empty() {
@@ -115,17 +186,25 @@ pub fn build(
         head.extend_from_slice(&c.learning_rate.to_le_bytes());
         head.extend_from_slice(c.weights_hash.as_slice());
     }
-    for e in examples {
-        head.extend_from_slice(&e.index.to_le_bytes());
-        head.extend_from_slice(&e.contribution.to_le_bytes());
+    for &(index, contribution) in examples {
+        head.extend_from_slice(&index.to_le_bytes());
+        head.extend_from_slice(&contribution.to_le_bytes());
     }
     out.write_all(&head).map_err(io)?;
     let total = checkpoints.len() * examples.len();
     let mut done = 0;
-    for checkpoint in checkpoints {
+    for c in 0..checkpoints.len() {
         let mut moment = super::cholesky::Moment::new(config.k);
-        for e in examples {
-            let (scale, q) = quantize(&sketch(model, checkpoint, &e.example, config)?);
+        for i in 0..examples.len() {
+            let values = sketch(c, i)?;
+            if values.len() != config.k {
+                return Err(GradientError::Config(format!(
+                    "a sketch of {} values for k = {}",
+                    values.len(),
+                    config.k
+                )));
+            }
+            let (scale, q) = quantize(&values);
             out.write_all(&scale.to_le_bytes()).map_err(io)?;
             out.write_all(&q.iter().map(|&v| v as u8).collect::<Vec<_>>())
                 .map_err(io)?;
