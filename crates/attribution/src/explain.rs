@@ -135,9 +135,12 @@ pub fn explain(
         let Some((document, offset)) = adapter.spans.locate(position) else {
             return String::new();
         };
-        let tokens = &adapter.examples[document].example.tokens;
-        let from = offset.saturating_sub(CONTEXT);
+        let Some(example) = adapter.examples.get(document) else {
+            return String::new();
+        };
+        let tokens = &example.example.tokens;
         let to = (offset + len + CONTEXT).min(tokens.len());
+        let from = offset.saturating_sub(CONTEXT).min(to);
         shorten(text(&tokens[from..to]))
     };
     let spans: Vec<SpanView> = receipt

@@ -123,8 +123,8 @@ pub fn open_span_index(dir: &Path, cache: &Path) -> Result<(B256, SpanIndex)> {
 }
 
 fn open_or_build_spans(dir: &Path, examples: &[TrainingExample]) -> Result<SpanIndex> {
-    if dir.join("index.json").exists() {
-        let index = SpanIndex::open(dir)?;
+    // An index that does not open (damaged, or an older format) is rebuilt, not trusted.
+    if let Ok(index) = SpanIndex::open(dir) {
         if index.documents() == examples.len() {
             return Ok(index);
         }
@@ -146,8 +146,7 @@ fn open_or_build_sketches(
     config: &SketchConfig,
     progress: impl FnMut(usize, usize),
 ) -> Result<SketchStore> {
-    if path.exists() {
-        let store = SketchStore::open(path)?;
+    if let Ok(store) = SketchStore::open(path) {
         let same = store.config == *config
             && store.examples.len() == examples.len()
             && store

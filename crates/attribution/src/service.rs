@@ -77,6 +77,15 @@ struct Work {
     adapters: VecDeque<(B256, Arc<Published>)>,
 }
 
+/// A request's place in the attribution queue.
+struct Slot(Arc<Attributor>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The attribution service.
 pub struct Attributor {
     datanets: Arc<Datanets>,
@@ -133,7 +142,11 @@ impl Attributor {
         let dir = self.adapter_dir(adapter).join("published");
         let prefix = openledger_factory::publish::adapter_prefix(adapter);
         let manifest: openledger_factory::publish::Manifest = {
-            let bytes = self.get(&dir, &prefix, "manifest.json").await?;
+            self.get(&dir, &prefix, "manifest.json").await?;
+            let path = dir.join("manifest.json");
+            let bytes = tokio::fs::read(&path)
+                .await
+                .map_err(|e| ServiceError::Internal(format!("{}: {e}", path.display())))?;
             serde_json::from_slice(&bytes)
                 .map_err(|e| ServiceError::Internal(format!("the published manifest: {e}")))?
         };
@@ -155,10 +168,10 @@ impl Attributor {
 
     /// One published file, from the local copy or the blob store (written beside, then
     /// renamed, so a crash leaves no half file).
-    async fn get(&self, dir: &Path, prefix: &str, file: &str) -> Result<Vec<u8>> {
+    async fn get(&self, dir: &Path, prefix: &str, file: &str) -> Result<()> {
         let path = dir.join(file);
-        if let Ok(bytes) = tokio::fs::read(&path).await {
-            return Ok(bytes);
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(());
         }
         let key = format!("{prefix}/{file}");
         let bytes = self
@@ -176,24 +189,30 @@ impl Attributor {
         let tmp = path.with_extension(format!("part{n}"));
         tokio::fs::write(&tmp, &bytes).await.map_err(io)?;
         tokio::fs::rename(&tmp, &path).await.map_err(io)?;
-        Ok(bytes.to_vec())
+        Ok(())
     }
 
-    /// Runs `f` on the worker (one attribution at a time), refusing when the queue is full.
-    async fn run<T: Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&Self, &mut Work) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    /// A place in the queue, or `Busy` when it is full; given back when dropped, however
+    /// the request ends (a panic in the worker included).
+    fn admit(self: &Arc<Self>) -> Result<Slot> {
         if self.waiting.fetch_add(1, Ordering::SeqCst) > QUEUE {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(ServiceError::Busy);
         }
+        Ok(Slot(self.clone()))
+    }
+
+    /// Runs `f` on the worker (one attribution at a time) in the place `slot` holds.
+    async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        slot: Slot,
+        f: impl FnOnce(&Self, &mut Work) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let this = self.clone();
         let out = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let mut work = this.work.lock();
-            let out = f(&this, &mut work);
-            this.waiting.fetch_sub(1, Ordering::SeqCst);
-            out
+            f(&this, &mut work)
         })
         .await
         .map_err(|e| ServiceError::Internal(format!("the attribution worker failed: {e}")))?;
@@ -281,8 +300,9 @@ impl Attributor {
                 request.max_tokens
             )));
         }
+        let slot = self.admit()?;
         let dir = self.fetch(request.adapter).await?;
-        self.run(move |this, work| {
+        self.run(slot, move |this, work| {
             let (base, model, published) = this.open(work, request.adapter)?;
             let prompt_text = model
                 .chat_prompt(&[Message {
@@ -343,8 +363,9 @@ impl Attributor {
             .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
         let hash = keccak256(&bytes);
         check_length(receipt.prompt.len(), receipt.answer.len())?;
+        let slot = self.admit()?;
         self.fetch(receipt.adapterWeightsHash).await?;
-        self.run(move |this, work| {
+        self.run(slot, move |this, work| {
             let (base, model, published) = this.open(work, receipt.adapterWeightsHash)?;
             Ok((
                 hash,

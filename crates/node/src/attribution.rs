@@ -134,7 +134,7 @@ pub async fn run(
             cache,
         } => {
             let cache = cache.unwrap_or_else(|| home.join("attribution"));
-            verify(api, &receipt, span_only, model, &cache).await
+            verify(api, client.as_ref(), &receipt, span_only, model, &cache).await
         }
     }
 }
@@ -237,8 +237,46 @@ async fn download(api: &Api, adapter: B256, dir: &Path, span_only: bool) -> Resu
     Ok(())
 }
 
+/// Checks the downloaded manifest against the one the model registry records for the
+/// adapter: a node serving forged files (other contribution ids, say) fails here.
+async fn check_registry(
+    client: Option<&ProtocolClient>,
+    adapter: B256,
+    manifest: &Path,
+) -> Result<()> {
+    let Some(client) = client else {
+        println!("not checked against the chain (no protocol addresses): the artifacts are trusted as served");
+        return Ok(());
+    };
+    let registry = client
+        .addresses()
+        .context("the protocol's addresses")?
+        .model_registry;
+    let registered = client
+        .events::<ModelRegistry::AdapterRegistered>(registry, 0, None)
+        .await?
+        .into_iter()
+        .find(|(_, e)| e.weightsHash == adapter)
+        .with_context(|| format!("no adapter with weights {adapter} is registered on chain"))?
+        .1;
+    let found = alloy_primitives::keccak256(std::fs::read(manifest)?);
+    if found != registered.manifestHash {
+        bail!(
+            "the served manifest hashes to {found}, but the registry records {} for adapter {}",
+            registered.manifestHash,
+            registered.adapterId
+        );
+    }
+    println!(
+        "manifest matches the registry (adapter {})",
+        registered.adapterId
+    );
+    Ok(())
+}
+
 async fn verify(
     api: &Api,
+    client: Option<&ProtocolClient>,
     path: &Path,
     span_only: bool,
     model: Option<PathBuf>,
@@ -255,6 +293,12 @@ async fn verify(
     println!("receipt {} for adapter {adapter}", receipt.hash());
     let dir = cache.join(format!("{adapter:x}"));
     download(api, adapter, &dir.join("published"), span_only).await?;
+    check_registry(
+        client,
+        adapter,
+        &dir.join("published").join("manifest.json"),
+    )
+    .await?;
     let model_path = model.unwrap_or_else(openledger_model::default_model_path);
     let settings = Settings::default();
     let differences = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
@@ -297,7 +341,11 @@ async fn verify(
     })
     .await??;
     if differences.is_empty() {
-        println!("identical");
+        if span_only {
+            println!("span part identical (gradients, weights and payouts not checked)");
+        } else {
+            println!("identical");
+        }
         return Ok(());
     }
     println!("differs (recomputed → receipt):");

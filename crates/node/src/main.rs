@@ -640,6 +640,10 @@ fn main() -> Result<()> {
             );
             let client = match by_id {
                 true => Some(protocol_client(&chain, addresses, false).await?),
+                // Verification checks the served manifest against the registry when it can.
+                false if matches!(command, attribution::AttributionCommand::Verify { .. }) => {
+                    protocol_client(&chain, addresses, false).await.ok()
+                }
                 false => None,
             };
             let api = rest::Api::new(&api_url)?;

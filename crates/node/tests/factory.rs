@@ -274,13 +274,20 @@ fn attribute_and_verify(node: &DevNode, dir: &Path, id: &str) {
     assert_eq!(status, 400, "{e}");
 
     let cache = cache.to_str().unwrap();
+    let addresses = dir.join("node").join("protocol.json");
+    let addresses = addresses.to_str().unwrap();
     let verify = |args: &[&str]| {
         let mut all = vec!["verify", receipt.to_str().unwrap(), "--cache", cache];
+        all.extend(["--rpc-url", node.rpc_url.as_str(), "--addresses", addresses]);
         all.extend(args);
         attribution(&all)
     };
     let verified = ok(verify(&[]));
     assert!(verified.trim_end().ends_with("identical"), "{verified}");
+    assert!(
+        verified.contains("manifest matches the registry (adapter 1)"),
+        "{verified}"
+    );
     let spans = ok(verify(&["--span-only"]));
     assert!(
         spans.contains("span part checked in") && spans.contains("identical"),
