@@ -242,6 +242,31 @@ fn attribute_and_verify(node: &DevNode, dir: &Path, id: &str) {
         explained.contains("[Vault 3 is guarded by gate 93.]"),
         "{explained}"
     );
+    // By its registry id (resolved on chain) the same adapter gives the same receipt.
+    let registry = dir.join("node").join("protocol.json");
+    let by_id = ok(attribution(&[
+        "explain",
+        "--adapter",
+        "1",
+        "--rpc-url",
+        &node.rpc_url,
+        "--addresses",
+        registry.to_str().unwrap(),
+        "--prompt",
+        "Which gate guards vault 3?",
+        "--answer",
+        "Vault 3 is guarded by gate 93.",
+    ]));
+    let last = |text: &str| {
+        text.trim_end()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(last(&explained).starts_with("receipt 0x"), "{explained}");
+    assert_eq!(last(&by_id), last(&explained));
+
     // Bad requests are refused by name, and change nothing.
     let explain = |body: Value| {
         rest(
