@@ -11,13 +11,13 @@
 use rayon::prelude::*;
 
 /// Values per block.
-pub(crate) const BLOCK: usize = 32;
+pub const BLOCK: usize = 32;
 
 /// Output rows per rayon task.
 const ROWS_PER_TASK: usize = 64;
 
 /// A weight matrix `(out, in)` rounded to 8 bits per value.
-pub(crate) struct Q8 {
+pub struct Q8 {
     out: usize,
     inp: usize,
     /// `(out, in)` row-major.
@@ -28,7 +28,7 @@ pub(crate) struct Q8 {
 
 impl Q8 {
     /// Rounds `w` `(out, in)` row-major; `in` must be a multiple of [`BLOCK`].
-    pub(crate) fn quantize(w: &[f32], out: usize, inp: usize) -> Q8 {
+    pub fn quantize(w: &[f32], out: usize, inp: usize) -> Q8 {
         assert!(
             inp.is_multiple_of(BLOCK) && w.len() == out * inp,
             "shape of the weight"
@@ -55,25 +55,40 @@ impl Q8 {
         }
     }
 
-    /// `y = x·Wᵀ` for `x` `(m, in)`, `y` `(m, out)`, `m` from 1 to 4.
-    pub(crate) fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        assert!(
-            (1..=4).contains(&m) && x.len() == m * self.inp,
-            "shape of the input"
-        );
+    /// Output rows (the weight's first dimension).
+    pub fn out(&self) -> usize {
+        self.out
+    }
+
+    /// Input width (the weight's second dimension).
+    pub fn inp(&self) -> usize {
+        self.inp
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.values.len() + self.scales.len() * 4
+    }
+
+    /// `y = x·Wᵀ` for `x` `(m, in)`, `y` `(m, out)`, any `m ≥ 1`. Each weight row is read
+    /// once for all `m` inputs (in groups of four), so a batch costs one pass over the
+    /// weights. Every output is summed in the same order whatever `m` is and whatever the
+    /// other rows hold: a row's result does not depend on the batch it runs in.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        assert!(m >= 1 && x.len() == m * self.inp, "shape of the input");
         // (out, m): each task writes a contiguous range of output rows for every input.
         let mut yt = vec![0f32; self.out * m];
-        let blocks = self.inp / BLOCK;
-        yt.par_chunks_mut(ROWS_PER_TASK * m)
+        let task_rows = if m == 1 {
+            ROWS_PER_TASK
+        } else {
+            ROWS_PER_TASK.div_ceil(m.min(8)).max(8)
+        };
+        yt.par_chunks_mut(task_rows * m)
             .enumerate()
             .for_each(|(task, yt)| {
-                let first = task * ROWS_PER_TASK;
-                for (k, y) in yt.chunks_mut(m).enumerate() {
-                    let n = first + k;
-                    let w = &self.values[n * self.inp..][..self.inp];
-                    let s = &self.scales[n * blocks..][..blocks];
-                    row(w, s, x, y);
-                }
+                let first = task * task_rows;
+                let rows = yt.len() / m;
+                self.task(first, rows, x, m, yt);
             });
         let mut y = vec![0f32; m * self.out];
         for (n, values) in yt.chunks(m).enumerate() {
@@ -85,16 +100,135 @@ impl Q8 {
     }
 }
 
-/// `y[r] = Σ_j w[j]·scale[j / BLOCK]·x[r, j]` for each of the `y.len()` inputs in `x`.
-fn row(w: &[i8], scales: &[f32], x: &[f32], y: &mut [f32]) {
+impl Q8 {
+    /// Weight rows `first..first + rows` against all `m` inputs into `yt` `(rows, m)`:
+    /// inputs in groups of up to four, and as many weight rows at a time as keep four sums
+    /// in flight (one FMA chain per output would otherwise wait on its own latency).
+    fn task(&self, first: usize, rows: usize, x: &[f32], m: usize, yt: &mut [f32]) {
+        let blocks = self.inp / BLOCK;
+        let mut tile = [0f32; 16];
+        for g0 in (0..m).step_by(4) {
+            let gm = (m - g0).min(4);
+            let xg = &x[g0 * self.inp..][..gm * self.inp];
+            let per = match gm {
+                1 => 4,
+                2 => 2,
+                _ => 1,
+            };
+            let mut k = 0;
+            while k < rows {
+                let r = if rows - k >= per { per } else { 1 };
+                let n = first + k;
+                let w = &self.values[n * self.inp..][..r * self.inp];
+                let s = &self.scales[n * blocks..][..r * blocks];
+                let out = &mut tile[..r * gm];
+                tile_product(w, s, self.inp, xg, gm, out);
+                for j in 0..r {
+                    yt[(k + j) * m + g0..][..gm].copy_from_slice(&out[j * gm..][..gm]);
+                }
+                k += r;
+            }
+        }
+    }
+}
+
+/// `out[j·m + i] = Σ_b scale[j, b]·((w0·x0 + w1·x1) + (w2·x2 + w3·x3))` over the blocks of
+/// weight row `j` and input `i`, the four products of eight lanes each; every path sums in
+/// this order, so an output does not depend on which rows share its tile.
+fn tile_product(w: &[i8], scales: &[f32], inp: usize, x: &[f32], m: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above); `row_avx2` reads `w`,
-        // `scales` and `x` only within the lengths asserted there.
-        unsafe { row_avx2(w, scales, x, y) };
+    if avx2() {
+        let r = w.len() / inp;
+        // SAFETY: the CPU has AVX2 and FMA (checked); the shapes are checked in `tile`.
+        unsafe {
+            match (r, m) {
+                (4, 1) => tile::<4, 1>(w, scales, inp, x, out),
+                (2, 2) => tile::<2, 2>(w, scales, inp, x, out),
+                (1, 1) => tile::<1, 1>(w, scales, inp, x, out),
+                (1, 2) => tile::<1, 2>(w, scales, inp, x, out),
+                (1, 3) => tile::<1, 3>(w, scales, inp, x, out),
+                (1, 4) => tile::<1, 4>(w, scales, inp, x, out),
+                _ => unreachable!("tiles are 4×1, 2×2 or 1×m"),
+            }
+        }
         return;
     }
-    row_plain(w, scales, x, y);
+    let blocks = inp / BLOCK;
+    for (j, w) in w.chunks(inp).enumerate() {
+        row_plain(
+            w,
+            &scales[j * blocks..][..blocks],
+            x,
+            &mut out[j * m..][..m],
+        );
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile<const R: usize, const M: usize>(
+    w: &[i8],
+    scales: &[f32],
+    inp: usize,
+    x: &[f32],
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let blocks = inp / BLOCK;
+    assert!(
+        inp.is_multiple_of(BLOCK)
+            && w.len() == R * inp
+            && scales.len() == R * blocks
+            && x.len() == M * inp
+            && out.len() == R * M
+    );
+    let mut acc = [[_mm256_setzero_ps(); M]; R];
+    let widen = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+    for b in 0..blocks {
+        for (j, acc) in acc.iter_mut().enumerate() {
+            let packed = _mm256_loadu_si256(w.as_ptr().add(j * inp + b * BLOCK) as *const __m256i);
+            let (lo, hi) = (
+                _mm256_castsi256_si128(packed),
+                _mm256_extracti128_si256(packed, 1),
+            );
+            let ws = [
+                widen(lo),
+                widen(_mm_srli_si128(lo, 8)),
+                widen(hi),
+                widen(_mm_srli_si128(hi, 8)),
+            ];
+            let s = _mm256_set1_ps(*scales.get_unchecked(j * blocks + b));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let xp = x.as_ptr().add(i * inp + b * BLOCK);
+                let t01 = _mm256_fmadd_ps(
+                    ws[1],
+                    _mm256_loadu_ps(xp.add(8)),
+                    _mm256_mul_ps(ws[0], _mm256_loadu_ps(xp)),
+                );
+                let t23 = _mm256_fmadd_ps(
+                    ws[3],
+                    _mm256_loadu_ps(xp.add(24)),
+                    _mm256_mul_ps(ws[2], _mm256_loadu_ps(xp.add(16))),
+                );
+                *acc = _mm256_fmadd_ps(_mm256_add_ps(t01, t23), s, *acc);
+            }
+        }
+    }
+    for (j, acc) in acc.iter().enumerate() {
+        for (i, acc) in acc.iter().enumerate() {
+            let mut l = [0f32; 8];
+            _mm256_storeu_ps(l.as_mut_ptr(), *acc);
+            out[j * M + i] = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+        }
+    }
 }
 
 fn row_plain(w: &[i8], scales: &[f32], x: &[f32], y: &mut [f32]) {
@@ -107,46 +241,6 @@ fn row_plain(w: &[i8], scales: &[f32], x: &[f32], y: &mut [f32]) {
             .zip(scales)
             .map(|((w, x), s)| s * w.iter().zip(x).map(|(&w, x)| f32::from(w) * x).sum::<f32>())
             .sum();
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn row_avx2(w: &[i8], scales: &[f32], x: &[f32], y: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let inp = w.len();
-    let m = y.len();
-    assert!(
-        inp.is_multiple_of(BLOCK) && scales.len() == inp / BLOCK && x.len() == m * inp && m <= 4
-    );
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for (b, &scale) in scales.iter().enumerate() {
-        let packed = _mm256_loadu_si256(w.as_ptr().add(b * BLOCK) as *const __m256i);
-        let (lo, hi) = (
-            _mm256_castsi256_si128(packed),
-            _mm256_extracti128_si256(packed, 1),
-        );
-        let widen = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
-        let ws = [
-            widen(lo),
-            widen(_mm_srli_si128(lo, 8)),
-            widen(hi),
-            widen(_mm_srli_si128(hi, 8)),
-        ];
-        let s = _mm256_set1_ps(scale);
-        for (r, acc) in acc.iter_mut().enumerate().take(m) {
-            let xp = x.as_ptr().add(r * inp + b * BLOCK);
-            let mut t = _mm256_mul_ps(ws[0], _mm256_loadu_ps(xp));
-            t = _mm256_fmadd_ps(ws[1], _mm256_loadu_ps(xp.add(8)), t);
-            t = _mm256_fmadd_ps(ws[2], _mm256_loadu_ps(xp.add(16)), t);
-            t = _mm256_fmadd_ps(ws[3], _mm256_loadu_ps(xp.add(24)), t);
-            *acc = _mm256_fmadd_ps(t, s, *acc);
-        }
-    }
-    for (y, acc) in y.iter_mut().zip(acc) {
-        let mut lanes = [0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
-        *y = lanes.iter().sum();
     }
 }
 
@@ -165,7 +259,7 @@ mod tests {
         let (out, inp) = (70, 96); // more than one task of rows, three blocks per row
         let w = values(out * inp, 1);
         let q = Q8::quantize(&w, out, inp);
-        for m in 1..=4 {
+        for m in 1..=9 {
             let x = values(m * inp, 2 + m as u32);
             let y = q.matmul(&x, m);
             let mut plain = vec![0f32; out];

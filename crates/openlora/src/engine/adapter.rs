@@ -1,0 +1,120 @@
+//! Adapters as the serving pass applies them: for every adapted projection, `A` `(r, in)`
+//! and `scale·Bᵀ` `(r, out)` as plain f32, so a row's term is `r` dot products and `r`
+//! scaled additions (the gathered product of Punica's BGMV, on the CPU), whatever the rank
+//! and whatever adapters the other rows use.
+
+use super::dims::{Dims, Kind};
+use super::kernels::{axpy, dot};
+use crate::ServeError;
+use openledger_model::lora::LoraAdapter;
+use rayon::prelude::*;
+use std::sync::Arc;
+
+struct Pair {
+    r: usize,
+    /// `(r, in)`.
+    a: Vec<f32>,
+    /// `(r, out)`, times the adapter's scale.
+    bt: Vec<f32>,
+}
+
+/// An adapter ready to serve.
+pub struct ServedAdapter {
+    /// Indexed by `layer · 7 + kind`.
+    pairs: Vec<Option<Pair>>,
+    rank: usize,
+    bytes: usize,
+}
+
+impl ServedAdapter {
+    /// Converts `adapter`, refusing modules the base model lacks and shapes that do not fit.
+    pub fn new(adapter: &LoraAdapter, base: &super::Base) -> Result<Self, ServeError> {
+        let dims: &Dims = &base.dims;
+        let mut pairs: Vec<Option<Pair>> = (0..dims.layers * 7).map(|_| None).collect();
+        let scale = adapter.config.scale() as f32;
+        let mut bytes = 0;
+        for (module, pair) in &adapter.pairs {
+            let bad = |why: String| ServeError::BadAdapter(format!("{module}: {why}"));
+            let (layer, kind) = Kind::parse(module)
+                .filter(|(l, _)| *l < dims.layers)
+                .ok_or_else(|| bad("the base model has no such projection".into()))?;
+            let (inp, out) = dims.shape(kind);
+            let to_vec = |t: &candle_core::Tensor| t.flatten_all().and_then(|t| t.to_vec1());
+            let a: Vec<f32> = to_vec(&pair.a).map_err(|e| bad(e.to_string()))?;
+            let b: Vec<f32> = to_vec(&pair.b).map_err(|e| bad(e.to_string()))?;
+            let r = adapter.config.r;
+            if a.len() != r * inp || b.len() != out * r {
+                return Err(bad(format!(
+                    "shapes {:?} and {:?} do not fit a {out}×{inp} projection at rank {r}",
+                    pair.a.dims(),
+                    pair.b.dims()
+                )));
+            }
+            let mut bt = vec![0f32; r * out];
+            for o in 0..out {
+                for j in 0..r {
+                    bt[j * out + o] = b[o * r + j] * scale;
+                }
+            }
+            bytes += 4 * (a.len() + bt.len());
+            pairs[layer * 7 + kind.index()] = Some(Pair { r, a, bt });
+        }
+        Ok(Self {
+            pairs,
+            rank: adapter.config.r,
+            bytes,
+        })
+    }
+
+    /// Bytes the adapter takes in memory.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The adapter's rank.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+}
+
+/// The adapters one sequence runs on, each with its weight (one adapter at weight 1.0
+/// usually; several for an ensemble; none for the base model).
+pub type Mix = Vec<(Arc<ServedAdapter>, f32)>;
+
+/// Adds each row's adapter terms for projection `kind` of `layer`: row `i` of `x`
+/// `(rows, in)` into columns `offset..offset + out` of row `i` of `y` `(rows, stride)`.
+#[allow(clippy::too_many_arguments)] // one gathered product, each argument a shape or operand
+pub(crate) fn apply(
+    mixes: &[&Mix],
+    layer: usize,
+    kind: Kind,
+    x: &[f32],
+    inp: usize,
+    y: &mut [f32],
+    stride: usize,
+    offset: usize,
+) {
+    let slot = layer * 7 + kind.index();
+    let adapted = |mix: &&Mix| mix.iter().any(|(a, _)| a.pairs[slot].is_some());
+    if !mixes.iter().any(adapted) {
+        return;
+    }
+    y.par_chunks_mut(stride)
+        .zip(x.par_chunks(inp))
+        .zip(mixes.par_iter())
+        .for_each(|((y, x), mix)| {
+            let mut t = Vec::new();
+            for (adapter, weight) in mix.iter() {
+                let Some(pair) = &adapter.pairs[slot] else {
+                    continue;
+                };
+                let out = pair.bt.len() / pair.r;
+                let y = &mut y[offset..offset + out];
+                t.clear();
+                t.extend(pair.a.chunks_exact(inp).map(|a| dot(a, x) * weight));
+                for (c, bt) in t.iter().zip(pair.bt.chunks_exact(out)) {
+                    axpy(*c, bt, y);
+                }
+            }
+        });
+}

@@ -1,0 +1,192 @@
+//! The small kernels of the serving pass, on plain f32 slices. Every one computes each row
+//! on its own, in an order that does not depend on the other rows, so a sequence gets the
+//! same numbers whatever batch it runs in.
+
+/// Whether the CPU has AVX2 and FMA (checked once; the same path for the whole process, so
+/// results never depend on which thread ran a row).
+fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `Σ a[i]·b[i]`, with eight partial sums added in a fixed order.
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU has AVX2 and FMA; the lengths are equal (asserted above).
+        return unsafe { dot_avx2(a, b) };
+    }
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len() / 8 * 8;
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i < n {
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc);
+        i += 8;
+    }
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+    let tail: f32 = a[n..].iter().zip(&b[n..]).map(|(x, y)| x * y).sum();
+    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+        + tail
+}
+
+/// `y += c·x`.
+pub(crate) fn axpy(c: f32, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len());
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU has AVX2 and FMA; the lengths are equal (asserted above).
+        return unsafe { axpy_avx2(c, x, y) };
+    }
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += c * *x;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_avx2(c: f32, x: &[f32], y: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = x.len() / 8 * 8;
+    let cv = _mm256_set1_ps(c);
+    let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+    let mut i = 0;
+    while i < n {
+        let v = _mm256_fmadd_ps(cv, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i)));
+        _mm256_storeu_ps(py.add(i), v);
+        i += 8;
+    }
+    for (y, x) in y[n..].iter_mut().zip(&x[n..]) {
+        *y = c.mul_add(*x, *y);
+    }
+}
+
+/// RMSNorm of each `width`-wide row of `x` into a new buffer.
+pub(crate) fn rms_norm(x: &[f32], width: usize, weight: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for (o, x) in out.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
+        let mean = dot(x, x) / width as f32;
+        let inv = 1.0 / (mean + eps).sqrt();
+        for ((o, x), w) in o.iter_mut().zip(x).zip(weight) {
+            *o = x * inv * w;
+        }
+    }
+    out
+}
+
+/// Rotates each `d`-wide head of `x` in place by the angles of one position (rotate-half
+/// convention: pairs `(i, i + d/2)`); `cos` and `sin` are that position's `d/2` values.
+pub(crate) fn rope(x: &mut [f32], d: usize, cos: &[f32], sin: &[f32]) {
+    let half = d / 2;
+    for head in x.chunks_exact_mut(d) {
+        let (lo, hi) = head.split_at_mut(half);
+        for i in 0..half {
+            let (a, b) = (lo[i], hi[i]);
+            lo[i] = a * cos[i] - b * sin[i];
+            hi[i] = b * cos[i] + a * sin[i];
+        }
+    }
+}
+
+/// `silu(gate)·up` for each row of the fused `(rows, 2·inter)` gate|up output.
+pub(crate) fn swiglu(gate_up: &[f32], inter: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(gate_up.len() / 2);
+    for row in gate_up.chunks_exact(2 * inter) {
+        let (gate, up) = row.split_at(inter);
+        out.extend(gate.iter().zip(up).map(|(g, u)| g / (1.0 + (-g).exp()) * u));
+    }
+    out
+}
+
+/// One query head's attention over `n` cached positions: `keys` and `values` are
+/// `(n, stride)` with this head's `d` values at `offset` in each row. Writes `(d,)` to `out`.
+pub(crate) fn attend(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    n: usize,
+    stride: usize,
+    offset: usize,
+    out: &mut [f32],
+) {
+    let d = q.len();
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut scores: Vec<f32> = (0..n)
+        .map(|j| dot(q, &keys[j * stride + offset..][..d]) * scale)
+        .collect();
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    let mut sum = 0f32;
+    for s in &mut scores {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    out.fill(0.0);
+    for (j, p) in scores.iter().enumerate() {
+        axpy(p / sum, &values[j * stride + offset..][..d], out);
+    }
+}
+
+/// Log-probabilities of `logits` (log-softmax), in f64 for the sum.
+pub(crate) fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l));
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    let log_sum = sum.ln() as f32 + max;
+    logits.iter().map(|&l| l - log_sum).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_matches_the_plain_sum() {
+        let a: Vec<f32> = (0..37).map(|i| i as f32 * 0.25 - 3.0).collect();
+        let b: Vec<f32> = (0..37).map(|i| (i % 5) as f32 - 1.5).collect();
+        let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - plain).abs() < 1e-3);
+    }
+
+    #[test]
+    fn attention_over_one_position_returns_its_value() {
+        let q = [1.0, 0.0, 0.0, 1.0];
+        let keys = [9.0, 9.0, 0.5, 0.5, 0.5, 0.5];
+        let values = [7.0, 7.0, 1.0, 2.0, 3.0, 4.0];
+        let mut out = [0f32; 4];
+        attend(&q, &keys, &values, 1, 6, 2, &mut out);
+        assert_eq!(out, [1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn log_softmax_sums_to_one() {
+        let lp = log_softmax(&[1.0, 2.0, 3.0, -50.0]);
+        let total: f32 = lp.iter().map(|l| l.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-6);
+    }
+}
