@@ -73,9 +73,28 @@ pub struct Metrics {
     pool_size: AtomicU64,
     pub block_build: Histogram,
     pub rpc_latency: Histogram,
+    extra: Extra,
+}
+
+/// Exposition text from other services of the node (serving, for one), appended to the
+/// chain's.
+#[derive(Default)]
+struct Extra(std::sync::RwLock<Vec<Box<dyn Fn() -> String + Send + Sync>>>);
+
+impl std::fmt::Debug for Extra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Extra")
+    }
 }
 
 impl Metrics {
+    /// Appends `render`'s text to every exposition (a service's own metrics).
+    pub fn add_source(&self, render: impl Fn() -> String + Send + Sync + 'static) {
+        if let Ok(mut sources) = self.extra.0.write() {
+            sources.push(Box::new(render));
+        }
+    }
+
     /// Sets the mempool size gauge.
     pub fn set_pool_size(&self, n: usize) {
         self.pool_size.store(n as u64, Relaxed);
@@ -149,6 +168,11 @@ impl Metrics {
             "openledger_rpc_latency_seconds",
             "JSON-RPC call latency.",
         );
+        if let Ok(sources) = self.extra.0.read() {
+            for render in sources.iter() {
+                out.push_str(&render());
+            }
+        }
         out
     }
 }

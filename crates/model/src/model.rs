@@ -212,7 +212,7 @@ impl Model {
 }
 
 /// The length of the longest suffix of `text` that is a proper prefix of `stop`.
-fn partial_suffix(text: &str, stop: &str) -> usize {
+pub fn partial_suffix(text: &str, stop: &str) -> usize {
     (1..stop.len())
         .rev()
         .find(|&n| stop.is_char_boundary(n) && text.ends_with(&stop[..n]))

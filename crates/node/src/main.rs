@@ -9,6 +9,7 @@ mod limits;
 mod model;
 mod progress;
 mod rest;
+mod serve;
 mod stake;
 mod token;
 mod verify;
@@ -41,6 +42,8 @@ enum Command {
     /// The model engine on its own: generate text, inspect a model.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Serve the OpenAI-compatible inference API (OpenLoRA) on its own, without a chain.
+    Serve(Box<serve::ServeCommand>),
     /// Deploy and wire the protocol contracts on any EVM chain; writes their addresses file.
     Deploy {
         #[command(flatten)]
@@ -262,6 +265,8 @@ struct NodeArgs {
     /// The fee the factory charges per fine-tuning job, in OPEN.
     #[arg(long, default_value = "1")]
     factory_fee: String,
+    #[command(flatten)]
+    serve: serve::ServeArgs,
 }
 
 fn default_home() -> PathBuf {
@@ -327,6 +332,12 @@ async fn run_node(args: NodeArgs) -> Result<()> {
                 .to_string()
         });
         let factory = factory_settings(&args)?;
+        let slot = openledger_studio::Slot::default();
+        args.serve.spawn_load(
+            slot.clone(),
+            data_dir.join("adapters"),
+            Some(node.chain.clone()),
+        )?;
         let addr = serve_api(
             &node,
             &data_dir,
@@ -334,6 +345,7 @@ async fn run_node(args: NodeArgs) -> Result<()> {
             &blobs,
             args.api_addr,
             factory,
+            slot,
         )
         .await?;
         tracing::info!(api = %format!("http://{addr}/api"), "REST API running");
@@ -431,6 +443,7 @@ async fn serve_api(
     blobs: &str,
     addr: SocketAddr,
     factory: FactorySettings,
+    inference: openledger_studio::Slot,
 ) -> Result<SocketAddr> {
     let addresses = Addresses::load(addresses_file)?;
     let client = ProtocolClient::connect(&format!("http://{}", node.http_addr), None)
@@ -470,6 +483,7 @@ async fn serve_api(
         &data_dir.join("attribution"),
         factory.models.clone(),
     ));
+    router = router.merge(serve::routes(&inference, factory.access.clone()));
     router = router.merge(openledger_attribution::api::router(attributor).route_layer(
         axum::middleware::from_fn_with_state(
             std::sync::Arc::new(factory.access.clone()),
@@ -569,6 +583,7 @@ fn main() -> Result<()> {
         .build()?;
     match cli.command {
         Command::Node(args) => runtime.block_on(run_node(*args)),
+        Command::Serve(command) => runtime.block_on(serve::run(*command)),
         Command::Model(ModelCommand::Generate(args)) => model::generate(args),
         Command::Model(ModelCommand::Chat(args)) => model::chat(args),
         Command::Model(ModelCommand::Train(args)) => model::train(args),

@@ -32,6 +32,13 @@ pub struct ChatArgs {
     /// Ask one question and exit; without it, chat line by line on standard input.
     #[arg(long)]
     pub prompt: Option<String>,
+    /// Talk to a running inference server (`openledger node` or `openledger serve`) at this
+    /// URL instead of loading the model here; --adapter is then the adapter's name there.
+    #[arg(long, env = "OPENLEDGER_SERVE_URL")]
+    pub server: Option<String>,
+    /// With --server and no --adapter: the served base model's name.
+    #[arg(long, default_value = "SmolLM2-135M-Instruct")]
+    pub served_model: String,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
@@ -152,7 +159,7 @@ impl SamplingArgs {
     }
 }
 
-fn print_text(text: &str) {
+pub(crate) fn print_text(text: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(text.as_bytes());
     let _ = stdout.flush();
@@ -188,6 +195,9 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
 /// Answers `--prompt`, or holds a conversation on standard input, under the model's chat
 /// template.
 pub fn chat(args: ChatArgs) -> Result<()> {
+    if let Some(server) = args.server.clone() {
+        return chat_remote(args, &server);
+    }
     let sampling = args.sampling.sampling()?;
     let model = load(args.sampling.model, args.sampling.adapter)?;
     let mut messages: Vec<Message> = args
@@ -344,5 +354,44 @@ pub fn inspect(model: Option<PathBuf>) -> Result<()> {
             "no"
         }
     );
+    Ok(())
+}
+
+/// `model chat --server`: the same conversation against a running server.
+fn chat_remote(args: ChatArgs, server: &str) -> Result<()> {
+    let model = match &args.sampling.adapter {
+        Some(name) => name.display().to_string(),
+        None => args.served_model.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut messages: Vec<Message> = args
+        .system
+        .iter()
+        .map(|s| Message::new("system", s))
+        .collect();
+    let mut turn = |question: &str| -> Result<()> {
+        messages.push(Message::new("user", question));
+        let answer = runtime.block_on(crate::serve::chat_turn(
+            server,
+            &model,
+            &messages,
+            &args.sampling,
+        ))?;
+        println!();
+        messages.push(Message::new("assistant", &answer));
+        Ok(())
+    };
+    if let Some(prompt) = &args.prompt {
+        return turn(prompt);
+    }
+    eprintln!("model: chatting with {model} at {server}; end with Ctrl-D");
+    for line in std::io::stdin().lines() {
+        let line = line?;
+        if !line.trim().is_empty() {
+            turn(&line)?;
+        }
+    }
     Ok(())
 }

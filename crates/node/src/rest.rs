@@ -148,9 +148,35 @@ impl Api {
 
     /// GETs `path` and hands each complete line of the answer to `on_line` as it arrives,
     /// until the answer ends or `on_line` returns false.
-    pub async fn get_lines(&self, path: &str, mut on_line: impl FnMut(&str) -> bool) -> Result<()> {
+    pub async fn get_lines(&self, path: &str, on_line: impl FnMut(&str) -> bool) -> Result<()> {
+        self.lines(Method::GET, path, empty(), &[], on_line).await
+    }
+
+    /// POSTs `body` (with `headers`) and hands each complete line of the answer to `on_line`
+    /// as it arrives (server-sent events, NDJSON), until it ends or `on_line` returns false.
+    pub async fn post_lines(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, String)],
+        on_line: impl FnMut(&str) -> bool,
+    ) -> Result<()> {
+        let body = Full::new(body.to_string().into())
+            .map_err(|never| match never {})
+            .boxed();
+        self.lines(Method::POST, path, body, headers, on_line).await
+    }
+
+    async fn lines(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        headers: &[(&str, String)],
+        mut on_line: impl FnMut(&str) -> bool,
+    ) -> Result<()> {
         let response = self
-            .request(Method::GET, path, empty(), "application/json")
+            .request_with(method, path, body, "application/json", headers)
             .await?;
         let status = response.status();
         let mut body = response.into_body();

@@ -1,0 +1,208 @@
+//! Serving: the OpenAI-compatible inference API over OpenLoRA, on the node's REST port or on
+//! its own (`openledger serve`), and `openledger model chat --server` as its client.
+
+use anyhow::{Context, Result};
+use openledger_openlora::Settings;
+use openledger_studio::Slot;
+use serde_json::{json, Value};
+use std::{path::PathBuf, sync::Arc};
+
+/// How the node serves models.
+#[derive(clap::Args, Clone)]
+pub struct ServeArgs {
+    /// Do not serve inference (the /v1 chat and completion routes answer 503).
+    #[arg(long)]
+    pub no_serve: bool,
+    /// The base model to serve (.gguf or a Hugging Face directory) [default: SmolLM2-135M-Instruct
+    /// in the models directory].
+    #[arg(long)]
+    pub serve_model: Option<PathBuf>,
+    /// The name the base model is served under (`model` in requests).
+    #[arg(long, default_value = "SmolLM2-135M-Instruct")]
+    pub serve_name: String,
+    /// A directory of PEFT adapter directories, each served by its name (repeatable)
+    /// [default: <data-dir>/adapters].
+    #[arg(long = "adapter-dir")]
+    pub adapter_dirs: Vec<PathBuf>,
+    /// Sequences in the running batch at most.
+    #[arg(long, default_value_t = 32)]
+    pub max_batch: usize,
+    /// Requests waiting at most; beyond it the API answers 429 with Retry-After.
+    #[arg(long, default_value_t = 256)]
+    pub queue_len: usize,
+    /// MiB of adapters kept in memory (least recently used out first).
+    #[arg(long, default_value_t = 512)]
+    pub adapter_cache_mb: usize,
+    /// MiB of prompt prefixes kept for reuse.
+    #[arg(long, default_value_t = 256)]
+    pub prefix_cache_mb: usize,
+    /// Tokens one step runs at most (prompts are prefilled in chunks of what is left).
+    #[arg(long, default_value_t = 256)]
+    pub step_tokens: usize,
+}
+
+impl ServeArgs {
+    fn settings(&self) -> Result<Settings> {
+        anyhow::ensure!(self.max_batch >= 1, "--max-batch is at least 1");
+        anyhow::ensure!(self.step_tokens >= 1, "--step-tokens is at least 1");
+        Ok(Settings {
+            max_batch: self.max_batch,
+            queue_len: self.queue_len,
+            step_tokens: self.step_tokens,
+            cache_bytes: self.adapter_cache_mb << 20,
+            prefix_cache_bytes: self.prefix_cache_mb << 20,
+            ..Settings::default()
+        })
+    }
+
+    /// Loads the model on a blocking thread and fills `slot` when it is ready (the routes
+    /// answer 503 until then); the serving metrics join `metrics` when given.
+    pub fn spawn_load(
+        &self,
+        slot: Slot,
+        default_adapters: PathBuf,
+        chain: Option<Arc<openledger_chain::chain::Chain>>,
+    ) -> Result<()> {
+        if self.no_serve {
+            tracing::info!("--no-serve: inference is off");
+            return Ok(());
+        }
+        let settings = self.settings()?;
+        let model = self
+            .serve_model
+            .clone()
+            .unwrap_or_else(openledger_model::default_model_path);
+        let dirs = if self.adapter_dirs.is_empty() {
+            vec![default_adapters]
+        } else {
+            self.adapter_dirs.clone()
+        };
+        let name = self.serve_name.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            match openledger_studio::Studio::load(&model, &name, dirs, settings) {
+                Ok(studio) => {
+                    if let Some(chain) = chain {
+                        let s = studio.clone();
+                        chain.metrics.add_source(move || s.metrics());
+                    }
+                    let _ = slot.set(studio);
+                    tracing::info!(model = %model.display(), seconds = started.elapsed().as_secs_f64(), "serving inference");
+                }
+                Err(e) => {
+                    tracing::warn!(model = %model.display(), error = %e, "inference is off: the model did not load")
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// `openledger serve`: the inference API alone, without a chain.
+#[derive(clap::Args)]
+pub struct ServeCommand {
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub addr: std::net::SocketAddr,
+    /// An API key the routes accept as `Authorization: Bearer KEY` (repeatable); without one
+    /// they are open.
+    #[arg(
+        long = "api-key",
+        env = "OPENLEDGER_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The inference routes, behind `access`; `/health` and `/metrics` open.
+pub fn routes(slot: &Slot, access: openledger_factory::api::Access) -> axum::Router {
+    let guard =
+        axum::middleware::from_fn_with_state(Arc::new(access), openledger_factory::api::authorize);
+    openledger_studio::router(slot)
+        .merge(openledger_studio::admin_router(slot))
+        .route_layer(guard)
+        .merge(openledger_studio::probe_router(slot))
+}
+
+pub async fn run(command: ServeCommand) -> Result<()> {
+    let access = if command.api_keys.is_empty() {
+        openledger_factory::api::Access::Open
+    } else {
+        openledger_factory::api::Access::Keys(command.api_keys.clone())
+    };
+    let slot = Slot::default();
+    let home = std::env::var_os("OPENLEDGER_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".openledger")
+        });
+    command
+        .serve
+        .spawn_load(slot.clone(), home.join("adapters"), None)?;
+    let addr = openledger_chain::rpc::serve(command.addr, routes(&slot, access))
+        .await
+        .with_context(|| format!("cannot listen on {}", command.addr))?;
+    tracing::info!(api = %format!("http://{addr}/v1"), "inference API running");
+    tokio::signal::ctrl_c().await.ok();
+    Ok(())
+}
+
+/// One chat turn against a running server, streaming the answer to standard output; returns
+/// the answer's text.
+pub async fn chat_turn(
+    server: &str,
+    model: &str,
+    messages: &[openledger_model::chat::Message],
+    sampling: &crate::model::SamplingArgs,
+) -> Result<String> {
+    let api = crate::rest::Api::new(server)?;
+    let body = json!({
+        "model": model,
+        "messages": messages,
+        "max_tokens": sampling.max_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": if sampling.top_k == 0 { -1 } else { sampling.top_k as i64 },
+        "seed": sampling.seed,
+        "stream": true,
+    });
+    let mut headers = Vec::new();
+    if let Ok(key) = std::env::var("OPENLEDGER_API_KEY") {
+        headers.push(("authorization", format!("Bearer {key}")));
+    }
+    let mut text = String::new();
+    let mut failure = None;
+    api.post_lines("/v1/chat/completions", &body, &headers, |line| {
+        let Some(data) = line.strip_prefix("data: ") else {
+            return true;
+        };
+        if data == "[DONE]" {
+            return false;
+        }
+        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
+            return true;
+        };
+        if let Some(error) = chunk.get("error") {
+            failure = Some(
+                error["message"]
+                    .as_str()
+                    .unwrap_or("the server failed")
+                    .to_string(),
+            );
+            return false;
+        }
+        if let Some(piece) = chunk["choices"][0]["delta"]["content"].as_str() {
+            crate::model::print_text(piece);
+            text.push_str(piece);
+        }
+        true
+    })
+    .await?;
+    if let Some(e) = failure {
+        anyhow::bail!("{e}");
+    }
+    Ok(text)
+}

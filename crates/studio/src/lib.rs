@@ -1,0 +1,169 @@
+//! AI Studio: inference for people and programs. This crate serves the OpenAI-compatible
+//! API over OpenLoRA — `model` names the base model or an adapter, the official OpenAI
+//! clients work unchanged — and will hold agents, paid inference and settlement.
+//!
+//! - `openai`: the endpoints (chat completions, completions, models, vLLM's adapter
+//!   management, tokenize/detokenize, health), errors in OpenAI's shape, streaming by
+//!   server-sent events.
+
+mod openai;
+
+pub use openai::ApiError;
+
+use axum::{
+    extract::FromRequestParts,
+    http::{header, request::Parts},
+    response::IntoResponse,
+    routing::{get, post},
+    Router,
+};
+use openledger_model::{
+    chat::{ChatTemplate, Message},
+    tokenizer::Tokenizer,
+    Model, ModelError,
+};
+use openledger_openlora::{engine::Base, DirSource, OpenLora, Settings, Vocab};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, OnceLock},
+};
+
+/// Where the service will be once its model has loaded: routes are served from the start
+/// and answer 503 until then.
+pub type Slot = Arc<OnceLock<Arc<Studio>>>;
+
+/// The loaded service, for a handler (503 in OpenAI's error shape while loading).
+pub struct Ready(pub Arc<Studio>);
+
+impl FromRequestParts<Slot> for Ready {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, slot: &Slot) -> Result<Self, ApiError> {
+        slot.get().cloned().map(Ready).ok_or_else(ApiError::loading)
+    }
+}
+
+/// The inference service.
+pub struct Studio {
+    engine: OpenLora,
+    tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+    base_name: String,
+    created: u64,
+    dirs: Arc<DirSource>,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StudioError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Serve(#[from] openledger_openlora::ServeError),
+}
+
+impl Studio {
+    /// Loads the base model at `model_path` (served as `base_name`) and serves the PEFT
+    /// adapters found under `adapter_dirs` by their directory names.
+    pub fn load(
+        model_path: &Path,
+        base_name: &str,
+        adapter_dirs: Vec<PathBuf>,
+        settings: Settings,
+    ) -> Result<Arc<Self>, StudioError> {
+        let model = Model::load(model_path)?;
+        let base = Base::new(&model.llama)?;
+        let vocab = Vocab::new(&model.tokenizer);
+        let template = model
+            .chat_template
+            .as_deref()
+            .map(ChatTemplate::new)
+            .transpose()?;
+        // The f32 weights go now: the engine holds its own 8-bit copy.
+        let tokenizer = model.tokenizer;
+        let dirs = Arc::new(DirSource::new(adapter_dirs));
+        let engine = OpenLora::start(base, vocab, dirs.clone(), base_name, settings);
+        Ok(Arc::new(Self {
+            engine,
+            tokenizer,
+            template,
+            base_name: base_name.to_string(),
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            dirs,
+        }))
+    }
+
+    /// The serving engine.
+    pub fn engine(&self) -> &OpenLora {
+        &self.engine
+    }
+
+    /// The name the base model is served under.
+    pub fn base_name(&self) -> &str {
+        &self.base_name
+    }
+
+    /// The serving metrics in Prometheus's text format.
+    pub fn metrics(&self) -> String {
+        self.engine.metrics().render()
+    }
+
+    /// `messages` under the model's chat template, ending where the answer begins.
+    fn chat_prompt(&self, messages: &[Message]) -> Result<String, ModelError> {
+        let template = self
+            .template
+            .as_ref()
+            .ok_or_else(|| ModelError::Template("the model declares no chat template".into()))?;
+        let piece = |id: u32| {
+            String::from_utf8_lossy(self.tokenizer.decode_piece(id).unwrap_or_default())
+                .into_owned()
+        };
+        template.render(
+            messages,
+            true,
+            &piece(self.tokenizer.bos_id()),
+            &piece(self.tokenizer.eos_id()),
+        )
+    }
+}
+
+/// The inference routes (behind whatever access control the caller layers on).
+pub fn router(slot: &Slot) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(openai::chat))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/models", get(openai::models))
+        .route("/tokenize", post(openai::tokenize))
+        .route("/detokenize", post(openai::detokenize))
+        .with_state(slot.clone())
+}
+
+/// Runtime adapter management (vLLM's routes): registering a directory reads the server's
+/// disk, so callers guard these as operator routes.
+pub fn admin_router(slot: &Slot) -> Router {
+    Router::new()
+        .route("/v1/load_lora_adapter", post(openai::load_adapter))
+        .route("/v1/unload_lora_adapter", post(openai::unload_adapter))
+        .with_state(slot.clone())
+}
+
+/// `/health` (200 once the model is loaded, 503 before) and `/metrics`, open to probes and
+/// scrapers.
+pub fn probe_router(slot: &Slot) -> Router {
+    async fn health(Ready(_): Ready) -> &'static str {
+        ""
+    }
+    async fn metrics(Ready(studio): Ready) -> axum::response::Response {
+        (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            studio.metrics(),
+        )
+            .into_response()
+    }
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(slot.clone())
+}
