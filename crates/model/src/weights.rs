@@ -61,6 +61,117 @@ pub fn load_gguf(path: &Path) -> Result<GgufModel, ModelError> {
     })
 }
 
+/// A tensor as a GGUF file stores it: llama.cpp's Q4_1 and Q8_0 blocks kept as they are
+/// (rows of whole blocks along the input dimension), everything else as f32.
+#[derive(Debug, Clone)]
+pub enum RawTensor {
+    /// Blocks of 32: f16 scale, f16 minimum, 16 bytes of nibbles (value = d·q + m).
+    Q4_1 {
+        rows: usize,
+        cols: usize,
+        bytes: Vec<u8>,
+    },
+    /// Blocks of 32: f16 scale, 32 signed bytes (value = d·q).
+    Q8_0 {
+        rows: usize,
+        cols: usize,
+        bytes: Vec<u8>,
+    },
+    F32 {
+        shape: Vec<usize>,
+        values: Vec<f32>,
+    },
+}
+
+/// A GGUF file read for serving: metadata, config, and every tensor by Hugging Face name with
+/// its quantized blocks intact (the query and key rows of Llama files back in Hugging Face's
+/// order, as [`load_gguf`] puts them).
+pub struct RawGguf {
+    pub metadata: HashMap<String, gguf_file::Value>,
+    pub config: Config,
+    pub tensors: HashMap<String, RawTensor>,
+}
+
+/// Reads a GGUF file keeping its Q4_1 and Q8_0 blocks.
+pub fn read_gguf_raw(path: &Path) -> Result<RawGguf, ModelError> {
+    use candle_core::quantized::GgmlDType;
+    let io = |e: std::io::Error| ModelError::Io(path.display().to_string(), e);
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|e| ModelError::Format(format!("{}: not a GGUF file: {e}", path.display())))?;
+    let mut config = Config::from_gguf(&content.metadata)?;
+    let llama = content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .is_none_or(|a| a == "llama");
+    let mut tensors = HashMap::new();
+    for name in content.tensor_infos.keys() {
+        let Some(hf) = hf_name(name) else {
+            continue;
+        };
+        let q = content
+            .tensor(&mut file, name, &Device::Cpu)
+            .map_err(|e| ModelError::Format(format!("tensor {name}: {e}")))?;
+        let heads = if llama && hf.ends_with("q_proj.weight") {
+            Some(config.num_attention_heads)
+        } else if llama && hf.ends_with("k_proj.weight") {
+            Some(config.kv_heads())
+        } else {
+            None
+        };
+        let dims = q.shape().dims().to_vec();
+        let raw = match (q.dtype(), dims.as_slice()) {
+            (GgmlDType::Q4_1 | GgmlDType::Q8_0, &[rows, cols]) => {
+                let mut bytes = q.data().map_err(fmt)?.into_owned();
+                if let Some(heads) = heads {
+                    bytes = unpermute_rows(&bytes, rows, heads);
+                }
+                if q.dtype() == GgmlDType::Q4_1 {
+                    RawTensor::Q4_1 { rows, cols, bytes }
+                } else {
+                    RawTensor::Q8_0 { rows, cols, bytes }
+                }
+            }
+            _ => {
+                let t = q.dequantize(&Device::Cpu).map_err(fmt)?;
+                let t = match heads {
+                    Some(h) => unpermute(&t, h)?,
+                    None => t,
+                };
+                RawTensor::F32 {
+                    shape: dims,
+                    values: t.flatten_all().and_then(|t| t.to_vec1()).map_err(fmt)?,
+                }
+            }
+        };
+        tensors.insert(hf, raw);
+    }
+    config.tie_word_embeddings = !tensors.contains_key("lm_head.weight");
+    Ok(RawGguf {
+        metadata: content.metadata,
+        config,
+        tensors,
+    })
+}
+
+/// [`unpermute`] on rows of raw bytes: row `r` of the result is llama.cpp's row `(h, j, i)`
+/// for Hugging Face's `(h, i, j)`, heads of `dim` rows, `i` in 0..2, `j` in 0..dim/2.
+fn unpermute_rows(bytes: &[u8], rows: usize, heads: usize) -> Vec<u8> {
+    let width = bytes.len() / rows;
+    let dim = rows / heads;
+    let mut out = Vec::with_capacity(bytes.len());
+    for h in 0..heads {
+        for i in 0..2 {
+            for j in 0..dim / 2 {
+                let src = h * dim + j * 2 + i;
+                out.extend_from_slice(&bytes[src * width..][..width]);
+            }
+        }
+    }
+    out
+}
+
 /// Reads a Hugging Face model directory: `config.json` and `*.safetensors`.
 pub fn load_safetensors_dir(dir: &Path) -> Result<(Config, Weights), ModelError> {
     let io = |p: &Path| {
@@ -172,6 +283,29 @@ mod tests {
             Some("model.layers.0.mlp.down_proj.weight")
         );
         assert_eq!(hf_name("rope_freqs.weight"), None);
+    }
+
+    #[test]
+    fn raw_rows_unpermute_like_tensors() {
+        // Two heads of width 4, one byte per row.
+        let gguf: Vec<u8> = (0..8).collect();
+        let t = Tensor::new(
+            gguf.iter().map(|&b| b as f32).collect::<Vec<_>>(),
+            &Device::Cpu,
+        )
+        .unwrap()
+        .reshape((8, 1))
+        .unwrap();
+        let want: Vec<u8> = unpermute(&t, 2)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|&v| v as u8)
+            .collect();
+        assert_eq!(unpermute_rows(&gguf, 8, 2), want);
     }
 
     #[test]

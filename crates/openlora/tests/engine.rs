@@ -1,7 +1,7 @@
 //! The serving pass on the default model: it agrees with the model crate's f32 pass (to the
-//! rounding of 8-bit weights), a sequence's logits are bit-for-bit the same whatever batch,
-//! chunking and neighbours' adapters it runs with, and an ensemble of two adapters with
-//! weights w and 1 − w is their weighted merge.
+//! rounding of 8-bit activations and the file's own 4- and 8-bit weights), a sequence's logits
+//! are bit-for-bit the same whatever batch, chunking and neighbours' adapters it runs with,
+//! and an ensemble of two adapters with weights w and 1 − w is their weighted merge.
 
 mod common;
 
@@ -53,7 +53,7 @@ fn alone(base: &Base, tokens: &[u32], mix: &Mix, chunk: usize) -> Vec<f32> {
 #[test]
 fn the_serving_pass_agrees_with_the_f32_pass_and_is_batch_invariant() {
     let model = default_model();
-    let base = Base::new(&model.llama).unwrap();
+    let base = common::served_base();
     let ad1 = random_adapter(&model, 1, 8, &ALL);
     let ad2 = random_adapter(&model, 2, 16, &["q_proj", "v_proj"]);
     let s1: Mix = vec![(Arc::new(ServedAdapter::new(&ad1, &base).unwrap()), 1.0)];
@@ -117,10 +117,10 @@ fn the_serving_pass_agrees_with_the_f32_pass_and_is_batch_invariant() {
 #[test]
 fn an_ensemble_is_the_weighted_merge_of_its_adapters() {
     let model = default_model();
-    let base = Base::new(&model.llama).unwrap();
+    let base = common::served_base();
     let ad1 = random_adapter(&model, 3, 8, &ALL);
     let ad2 = random_adapter(&model, 4, 4, &["q_proj", "o_proj", "down_proj"]);
-    let w = 0.3f32;
+    let w = 0.5f32;
     // The merge as one adapter: A = [A1; A2], B = [w·s1·B1, (1 − w)·s2·B2], scale 1.
     let mut pairs = std::collections::HashMap::new();
     for (name, _, _) in model.llama.projections() {
@@ -164,15 +164,22 @@ fn an_ensemble_is_the_weighted_merge_of_its_adapters() {
     let prompt = model.tokenizer.encode("Tell me about the moon landing");
     let got = alone(&base, &prompt, &ensemble, prompt.len());
     let want = alone(&base, &prompt, &one, prompt.len());
-    let diff = relative_diff(&got, &want);
-    assert!(diff < 1e-4, "ensemble vs merge: {diff} of the spread");
-    // And the merged adapter on the f32 pass agrees to 8-bit rounding.
     let f32_merge = reference(&model, &prompt, Some(&merged));
-    assert!(relative_diff(&got, &f32_merge) < 0.03);
-    // Neither adapter alone gives it.
-    for single in [&ad1, &ad2] {
-        let mix: Mix = vec![(Arc::new(ServedAdapter::new(single, &base).unwrap()), 1.0)];
-        let alone_logits = alone(&base, &prompt, &mix, prompt.len());
-        assert!(relative_diff(&alone_logits, &want) > 1e-2);
-    }
+    let diffs = (relative_diff(&got, &want), relative_diff(&got, &f32_merge));
+    let singles: Vec<f32> = [&ad1, &ad2]
+        .iter()
+        .map(|single| {
+            let mix: Mix = vec![(Arc::new(ServedAdapter::new(single, &base).unwrap()), 1.0)];
+            relative_diff(&alone(&base, &prompt, &mix, prompt.len()), &want)
+        })
+        .collect();
+    // Activations are rounded to 8 bits per block, so the two orders of summation (two
+    // adapters' terms, or one merged term) differ by that rounding, not more; each adapter
+    // alone is far further away. (`adapter.rs` checks the terms themselves are linear.)
+    eprintln!("ensemble vs merge {diffs:?}, singles vs merge {singles:?}");
+    assert!(diffs.0 < 0.03 && diffs.1 < 0.05, "{diffs:?}");
+    assert!(
+        singles.iter().all(|&d| d > 3.0 * diffs.0),
+        "{singles:?} vs {diffs:?}"
+    );
 }

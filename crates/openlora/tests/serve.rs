@@ -7,7 +7,7 @@ mod common;
 
 use common::{default_model, random_adapter, ALL};
 use openledger_openlora::{
-    engine::Base, DirSource, Event, Finish, OpenLora, Params, Request, ServeError, Settings, Vocab,
+    DirSource, Event, Finish, OpenLora, Params, Request, ServeError, Settings, Vocab,
 };
 use std::{path::Path, sync::Arc, time::Duration};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -26,7 +26,7 @@ fn engine(dir: &Path, settings: Settings) -> (OpenLora, openledger_model::Model)
             .save(&dir.join(name))
             .unwrap();
     }
-    let base = Base::new(&model.llama).unwrap();
+    let base = common::served_base();
     let source = Arc::new(DirSource::new(vec![dir.to_path_buf()]));
     let vocab = Vocab::new(&model.tokenizer);
     (

@@ -71,16 +71,9 @@ impl Studio {
         adapter_dirs: Vec<PathBuf>,
         settings: Settings,
     ) -> Result<Arc<Self>, StudioError> {
-        let model = Model::load(model_path)?;
-        let base = Base::new(&model.llama)?;
-        let vocab = Vocab::new(&model.tokenizer);
-        let template = model
-            .chat_template
-            .as_deref()
-            .map(ChatTemplate::new)
-            .transpose()?;
-        // The f32 weights go now: the engine holds its own 8-bit copy.
-        let tokenizer = model.tokenizer;
+        let (base, tokenizer, template) = load_model(model_path)?;
+        let vocab = Vocab::new(&tokenizer);
+        let template = template.as_deref().map(ChatTemplate::new).transpose()?;
         let dirs = Arc::new(DirSource::new(adapter_dirs));
         let engine = OpenLora::start(base, vocab, dirs.clone(), base_name, settings);
         Ok(Arc::new(Self {
@@ -127,6 +120,25 @@ impl Studio {
             &piece(self.tokenizer.eos_id()),
         )
     }
+}
+
+/// The served weights, tokenizer and chat template: a GGUF file's own blocks (no f32 copy is
+/// made), or a Hugging Face directory's f32 weights rounded to 8 bits.
+fn load_model(path: &Path) -> Result<(Base, Tokenizer, Option<String>), StudioError> {
+    if path.is_file() {
+        let raw = openledger_model::weights::read_gguf_raw(path)?;
+        let tokenizer = Tokenizer::from_gguf(&raw.metadata)
+            .map_err(|e| ModelError::Format(format!("tokenizer: {e}")))?;
+        let template = raw
+            .metadata
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .cloned();
+        return Ok((Base::from_gguf(&raw)?, tokenizer, template));
+    }
+    let model = Model::load(path)?;
+    let base = Base::new(&model.llama)?;
+    Ok((base, model.tokenizer, model.chat_template))
 }
 
 /// The inference routes (behind whatever access control the caller layers on).

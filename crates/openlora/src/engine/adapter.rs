@@ -118,3 +118,58 @@ pub(crate) fn apply(
             }
         });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn adapter(r: usize, inp: usize, out: usize, seed: u32) -> Arc<ServedAdapter> {
+        let v = |n: usize, k: u32| -> Vec<f32> {
+            (0..n)
+                .map(|i| {
+                    ((i as u32).wrapping_mul(2_654_435_761) ^ (seed * 7 + k)) as f32
+                        / u32::MAX as f32
+                        - 0.5
+                })
+                .collect()
+        };
+        let mut pairs: Vec<Option<Pair>> = (0..7).map(|_| None).collect();
+        pairs[0] = Some(Pair {
+            r,
+            a: v(r * inp, 1),
+            bt: v(r * out, 2),
+        });
+        Arc::new(ServedAdapter {
+            pairs,
+            rank: r,
+            bytes: 0,
+        })
+    }
+
+    #[test]
+    fn an_ensembles_terms_are_the_weighted_sum_of_its_adapters_terms() {
+        let (inp, out, rows) = (16, 10, 3);
+        let (a1, a2) = (adapter(2, inp, out, 1), adapter(5, inp, out, 2));
+        let x: Vec<f32> = (0..rows * inp)
+            .map(|i| (i % 7) as f32 * 0.3 - 1.0)
+            .collect();
+        let run = |mix: &Mix| {
+            let mut y = vec![0.5f32; rows * out];
+            let mixes: Vec<&Mix> = vec![mix; rows];
+            apply(&mixes, 0, Kind::Q, &x, inp, &mut y, out, 0);
+            y
+        };
+        let w = 0.3f32;
+        let ensemble = run(&vec![(a1.clone(), w), (a2.clone(), 1.0 - w)]);
+        let (y1, y2) = (run(&vec![(a1, 1.0)]), run(&vec![(a2, 1.0)]));
+        for i in 0..rows * out {
+            let merged = 0.5 + w * (y1[i] - 0.5) + (1.0 - w) * (y2[i] - 0.5);
+            assert!(
+                (ensemble[i] - merged).abs() < 1e-5,
+                "{i}: {} vs {merged}",
+                ensemble[i]
+            );
+        }
+        assert_eq!(run(&Vec::new()), vec![0.5; rows * out]);
+    }
+}

@@ -1,70 +1,109 @@
-//! The base model's weights as the serving pass reads them: every projection as 8-bit
-//! blocks (q|k|v and gate|up fused, so each layer runs four products), norms and the
-//! embedding in f32, rotary tables precomputed.
+//! The base model's weights as the serving pass reads them: every projection in blocks of
+//! 32 (a GGUF file's own Q4_1 or Q8_0 blocks as they are; f32 weights rounded to Q8_0),
+//! q|k|v and gate|up fused so each layer runs four products, norms in f32, rotary tables
+//! precomputed.
 
-use super::dims::{Dims, Kind};
+use super::{
+    dims::{Dims, Kind},
+    quant::Matrix,
+};
 use crate::ServeError;
-use openledger_model::{llama::Llama, q8::Q8, weights::Weights};
+use openledger_model::{
+    llama::Llama,
+    weights::{RawGguf, RawTensor},
+};
+use std::collections::HashMap;
 
 pub(crate) struct Layer {
     pub in_norm: Vec<f32>,
     pub post_norm: Vec<f32>,
     /// `(h·d + 2·kv·d, e)`.
-    pub qkv: Q8,
+    pub qkv: Matrix,
     pub qkv_bias: Option<Vec<f32>>,
-    pub o: Q8,
+    pub o: Matrix,
     /// `(2·inter, e)`.
-    pub gate_up: Q8,
-    pub down: Q8,
+    pub gate_up: Matrix,
+    pub down: Matrix,
 }
 
 /// The served base model.
 pub struct Base {
     pub(crate) dims: Dims,
     /// `(vocab, e)`.
-    pub(crate) embed: Vec<f32>,
+    pub(crate) embed: Matrix,
     pub(crate) layers: Vec<Layer>,
     pub(crate) norm: Vec<f32>,
-    /// `(vocab, e)`.
-    pub(crate) head: Q8,
+    /// `(vocab, e)`; `None` when tied to the embedding.
+    pub(crate) head: Option<Matrix>,
     /// `(positions, d/2)` each.
     pub(crate) cos: Vec<f32>,
     pub(crate) sin: Vec<f32>,
 }
 
 impl Base {
-    /// Takes `llama`'s weights (after any merges) and rounds its projections to 8 bits.
+    /// Takes `llama`'s f32 weights (after any merges) and rounds them to Q8_0 blocks.
     pub fn new(llama: &Llama) -> Result<Self, ServeError> {
-        let config = llama.config();
-        let dims = Dims::new(config);
         let weights = llama.weights().map_err(ServeError::model)?;
-        let get = |name: &str| -> Result<Vec<f32>, ServeError> {
-            let t = weights
-                .get(name)
-                .ok_or_else(|| ServeError::Unsupported(format!("the model lacks {name}")))?;
-            t.flatten_all()
+        let mut tensors = HashMap::new();
+        for (name, t) in weights {
+            let shape = t.dims().to_vec();
+            let values = t
+                .flatten_all()
                 .and_then(|t| t.to_vec1::<f32>())
-                .map_err(|e| ServeError::Unsupported(format!("{name}: {e}")))
-        };
-        let quantize = |rows: Vec<f32>, inp: usize| -> Result<Q8, ServeError> {
-            if !inp.is_multiple_of(openledger_model::q8::BLOCK) {
-                return Err(ServeError::Unsupported(format!(
-                    "a projection {inp} wide is not whole blocks of {}",
-                    openledger_model::q8::BLOCK
-                )));
+                .map_err(|e| ServeError::Unsupported(format!("{name}: {e}")))?;
+            tensors.insert(name, RawTensor::F32 { shape, values });
+        }
+        Self::build(llama.config(), &tensors)
+    }
+
+    /// Serves a GGUF file's weights in their own blocks (no f32 copy is ever made of them).
+    pub fn from_gguf(raw: &RawGguf) -> Result<Self, ServeError> {
+        Self::build(&raw.config, &raw.tensors)
+    }
+
+    fn build(
+        config: &openledger_model::config::Config,
+        tensors: &HashMap<String, RawTensor>,
+    ) -> Result<Self, ServeError> {
+        let dims = Dims::new(config);
+        let missing = |name: &str| ServeError::Unsupported(format!("the model lacks {name}"));
+        let vector = |name: &str| -> Result<Vec<f32>, ServeError> {
+            match tensors.get(name) {
+                Some(RawTensor::F32 { values, .. }) => Ok(values.clone()),
+                Some(_) => Err(ServeError::Unsupported(format!("{name} is quantized"))),
+                None => Err(missing(name)),
             }
-            let out = rows.len() / inp;
-            Ok(Q8::quantize(&rows, out, inp))
+        };
+        let matrix = |name: &str| -> Result<Matrix, ServeError> {
+            let t = tensors.get(name).ok_or_else(|| missing(name))?;
+            let m = match t {
+                RawTensor::Q4_1 { rows, cols, bytes } => Matrix::from_q4_1(*rows, *cols, bytes),
+                RawTensor::Q8_0 { rows, cols, bytes } => Matrix::from_q8_0(*rows, *cols, bytes),
+                RawTensor::F32 { shape, values } => match shape.as_slice() {
+                    &[rows, cols] => Matrix::quantize_q8_0(values, rows, cols),
+                    _ => None,
+                },
+            };
+            m.ok_or_else(|| {
+                ServeError::Unsupported(format!(
+                    "{name}: only matrices whose rows are whole blocks of 32 are served"
+                ))
+            })
+        };
+        let fused = |names: Vec<String>| -> Result<Matrix, ServeError> {
+            let parts = names
+                .iter()
+                .map(|n| matrix(n))
+                .collect::<Result<Vec<_>, _>>()?;
+            Matrix::concat(parts).ok_or_else(|| {
+                ServeError::Unsupported(format!("{} differ in format or width", names.join(", ")))
+            })
         };
         let mut layers = Vec::with_capacity(dims.layers);
         for i in 0..dims.layers {
-            let p = |kind: Kind| format!("model.layers.{i}.{}", kind.path());
-            let w = |kind: Kind| get(&format!("{}.weight", p(kind)));
-            let mut qkv = w(Kind::Q)?;
-            qkv.extend(w(Kind::K)?);
-            qkv.extend(w(Kind::V)?);
+            let w = |kind: Kind| format!("model.layers.{i}.{}.weight", kind.path());
             let qkv_bias = if config.attention_bias {
-                let b = |kind: Kind| get(&format!("{}.bias", p(kind)));
+                let b = |kind: Kind| vector(&format!("model.layers.{i}.{}.bias", kind.path()));
                 let mut bias = b(Kind::Q)?;
                 bias.extend(b(Kind::K)?);
                 bias.extend(b(Kind::V)?);
@@ -72,30 +111,36 @@ impl Base {
             } else {
                 None
             };
-            let mut gate_up = w(Kind::Gate)?;
-            gate_up.extend(w(Kind::Up)?);
             layers.push(Layer {
-                in_norm: get(&format!("model.layers.{i}.input_layernorm.weight"))?,
-                post_norm: get(&format!("model.layers.{i}.post_attention_layernorm.weight"))?,
-                qkv: quantize(qkv, dims.e)?,
+                in_norm: vector(&format!("model.layers.{i}.input_layernorm.weight"))?,
+                post_norm: vector(&format!("model.layers.{i}.post_attention_layernorm.weight"))?,
+                qkv: fused(vec![w(Kind::Q), w(Kind::K), w(Kind::V)])?,
                 qkv_bias,
-                o: quantize(w(Kind::O)?, dims.h * dims.d)?,
-                gate_up: quantize(gate_up, dims.e)?,
-                down: quantize(w(Kind::Down)?, dims.inter)?,
+                o: matrix(&w(Kind::O))?,
+                gate_up: fused(vec![w(Kind::Gate), w(Kind::Up)])?,
+                down: matrix(&w(Kind::Down))?,
             });
         }
-        let embed = get("model.embed_tokens.weight")?;
-        let head = head_weight(&weights, &embed, config.tie_word_embeddings)?;
+        let embed = matrix("model.embed_tokens.weight")?;
+        let head = match tensors.get("lm_head.weight") {
+            Some(_) if !config.tie_word_embeddings => Some(matrix("lm_head.weight")?),
+            _ => None,
+        };
         let (cos, sin) = rope_tables(&dims, config.rope_theta);
         Ok(Self {
-            head: quantize(head, dims.e)?,
-            norm: get("model.norm.weight")?,
+            head,
+            norm: vector("model.norm.weight")?,
             embed,
             layers,
             cos,
             sin,
             dims,
         })
+    }
+
+    /// The output head.
+    pub(crate) fn head(&self) -> &Matrix {
+        self.head.as_ref().unwrap_or(&self.embed)
     }
 
     /// Bytes of weights held.
@@ -108,8 +153,9 @@ impl Base {
                 + 4 * (l.in_norm.len() + l.post_norm.len())
         };
         self.layers.iter().map(layer).sum::<usize>()
-            + self.head.bytes()
-            + 4 * (self.embed.len() + self.norm.len() + self.cos.len() + self.sin.len())
+            + self.head.as_ref().map_or(0, Matrix::bytes)
+            + self.embed.bytes()
+            + 4 * (self.norm.len() + self.cos.len() + self.sin.len())
     }
 
     /// The vocabulary size (the width of a row of logits).
@@ -125,16 +171,6 @@ impl Base {
     /// Bytes of key/value cache one position takes.
     pub fn kv_bytes_per_position(&self) -> usize {
         self.dims.layers * 2 * self.dims.kv * self.dims.d * 4
-    }
-}
-
-fn head_weight(weights: &Weights, embed: &[f32], tied: bool) -> Result<Vec<f32>, ServeError> {
-    match weights.get("lm_head.weight") {
-        Some(t) if !tied => t
-            .flatten_all()
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(|e| ServeError::Unsupported(format!("lm_head.weight: {e}"))),
-        _ => Ok(embed.to_vec()),
     }
 }
 

@@ -9,6 +9,7 @@ use super::{
     base::Base,
     dims::Kind,
     kernels::{attend, rms_norm, rope, swiglu},
+    quant::QRows,
 };
 use crate::ServeError;
 use rayon::prelude::*;
@@ -100,7 +101,7 @@ impl Base {
         let mut x: Vec<f32> = Vec::with_capacity(m * e);
         for chunk in chunks.iter() {
             for &t in chunk.tokens {
-                x.extend_from_slice(&self.embed[t as usize * e..][..e]);
+                x.extend(self.embed.row(t as usize));
             }
         }
         let (nq, nk) = (h * d, kv * d);
@@ -109,7 +110,7 @@ impl Base {
         for (l, layer) in self.layers.iter().enumerate() {
             // Attention.
             let xn = rms_norm(&x, e, &layer.in_norm, dims.eps);
-            let mut qkv = layer.qkv.matmul(&xn, m); // (m, nq + 2nk)
+            let mut qkv = layer.qkv.matmul(&QRows::new(&xn, e)); // (m, nq + 2nk)
             if let Some(bias) = &layer.qkv_bias {
                 for row in qkv.chunks_exact_mut(qkv_width) {
                     row.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
@@ -131,12 +132,12 @@ impl Base {
                 cache.v[l].extend_from_slice(&row[nq + nk..]);
             }
             let att = self.attention(chunks, &rows, &qkv, l);
-            let mut o = layer.o.matmul(&att, m); // (m, e)
+            let mut o = layer.o.matmul(&QRows::new(&att, nq)); // (m, e)
             apply(&mixes, l, Kind::O, &att, nq, &mut o, e, 0);
             x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
             // Feed-forward.
             let xn = rms_norm(&x, e, &layer.post_norm, dims.eps);
-            let mut gu = layer.gate_up.matmul(&xn, m); // (m, 2·inter)
+            let mut gu = layer.gate_up.matmul(&QRows::new(&xn, e)); // (m, 2·inter)
             apply(&mixes, l, Kind::Gate, &xn, e, &mut gu, 2 * dims.inter, 0);
             apply(
                 &mixes,
@@ -149,7 +150,7 @@ impl Base {
                 dims.inter,
             );
             let act = swiglu(&gu, dims.inter); // (m, inter)
-            let mut down = layer.down.matmul(&act, m);
+            let mut down = layer.down.matmul(&QRows::new(&act, dims.inter));
             apply(&mixes, l, Kind::Down, &act, dims.inter, &mut down, e, 0);
             x.iter_mut().zip(&down).for_each(|(x, y)| *x += y);
         }
@@ -168,9 +169,8 @@ impl Base {
         if last.is_empty() {
             return Ok(Vec::new());
         }
-        let k = last.len() / e;
         let normed = rms_norm(&last, e, &self.norm, dims.eps);
-        let logits = self.head.matmul(&normed, k);
+        let logits = self.head().matmul(&QRows::new(&normed, e));
         Ok(logits
             .chunks_exact(dims.vocab)
             .map(<[f32]>::to_vec)

@@ -6,6 +6,7 @@ mod base;
 mod dims;
 mod forward;
 mod kernels;
+mod quant;
 
 pub use adapter::{Mix, ServedAdapter};
 pub use base::Base;

@@ -8,11 +8,21 @@ use openledger_model::{
 };
 use std::{collections::HashMap, path::PathBuf};
 
+fn model_path() -> PathBuf {
+    std::env::var_os("OPENLEDGER_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(openledger_model::default_model_path)
+}
+
+/// The serving pass on the default model's own blocks, as the server loads it.
+pub fn served_base() -> openledger_openlora::engine::Base {
+    let raw = openledger_model::weights::read_gguf_raw(&model_path()).unwrap();
+    openledger_openlora::engine::Base::from_gguf(&raw).unwrap()
+}
+
 /// The default model (scripts/fetch-model), or the GGUF file `OPENLEDGER_MODEL` names.
 pub fn default_model() -> Model {
-    let path = std::env::var_os("OPENLEDGER_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(openledger_model::default_model_path);
+    let path = model_path();
     assert!(
         path.exists(),
         "no model at {}: run scripts/fetch-model first",

@@ -1,0 +1,623 @@
+//! Quantized weights and their products with 8-bit activations, as llama.cpp computes them:
+//! weights stay in the model file's own blocks of 32 (Q4_1: four-bit values with a scale and a
+//! minimum; Q8_0: eight-bit values with a scale), activations are rounded to eight bits per
+//! block of 32 with a scale, and each block's dot product is exact integer arithmetic (VNNI's
+//! `vpdpbusd` where the CPU has AVX-VNNI, else AVX2's `vpmaddubsw` + `vpmaddwd`, which give
+//! the same integers), scaled once per block.
+//!
+//! Every output is summed in one fixed order whatever rows share its tile, so a sequence's
+//! numbers never depend on its batch.
+
+use rayon::prelude::*;
+
+/// Values per block.
+pub(crate) const QK: usize = 32;
+
+/// Output rows per parallel task when one input row runs (decode).
+const ROWS_PER_TASK: usize = 64;
+
+/// Activations `(m, in)` rounded to eight bits per block of 32.
+pub(crate) struct QRows {
+    m: usize,
+    inp: usize,
+    /// `(m, in)`.
+    q: Vec<i8>,
+    /// `(m, blocks)`: the scale, and the scale times the block's sum of `q`.
+    d: Vec<f32>,
+    s: Vec<f32>,
+}
+
+impl QRows {
+    pub fn new(x: &[f32], inp: usize) -> Self {
+        assert!(inp.is_multiple_of(QK) && x.len().is_multiple_of(inp));
+        let m = x.len() / inp;
+        let blocks = x.len() / QK;
+        let mut q = vec![0i8; x.len()];
+        let mut d = vec![0f32; blocks];
+        let mut s = vec![0f32; blocks];
+        for (((x, q), d), s) in x
+            .chunks_exact(QK)
+            .zip(q.chunks_exact_mut(QK))
+            .zip(&mut d)
+            .zip(&mut s)
+        {
+            let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+            *d = amax / 127.0;
+            let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+            let mut sum = 0i32;
+            for (q, v) in q.iter_mut().zip(x) {
+                let r = (v * inv).round().clamp(-127.0, 127.0) as i8;
+                *q = r;
+                sum += r as i32;
+            }
+            *s = *d * sum as f32;
+        }
+        Self { m, inp, q, d, s }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Q4_1,
+    Q8_0,
+}
+
+/// Rows interleaved block by block, so that the four rows a decode tile reads are one
+/// sequential stream (a block of each in one cache line for Q4_1).
+const GROUP: usize = 4;
+
+/// A weight matrix `(out, in)` in blocks of 32 along `in`, rows in groups of [`GROUP`]:
+/// block `b` of row `n` is block number `((n / 4)·blocks + b)·4 + n % 4` (see [`Matrix::at`]).
+pub(crate) struct Matrix {
+    format: Format,
+    out: usize,
+    inp: usize,
+    /// Q4_1: 16 bytes of nibbles per block (byte `j`: value `j` low, value `j + 16` high);
+    /// Q8_0: 32 signed bytes per block.
+    qs: Vec<u8>,
+    /// One scale per block, in block order.
+    d: Vec<f32>,
+    /// Q4_1's minimums, `(out, blocks)` row by row (read once per row, after its blocks).
+    m: Vec<f32>,
+}
+
+fn f16(lo: u8, hi: u8) -> f32 {
+    half_to_f32(u16::from_le_bytes([lo, hi]))
+}
+
+/// IEEE half to single precision.
+fn half_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let frac = (h & 0x3ff) as u32;
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        (0, _) => {
+            // Subnormal: normalise.
+            let shift = frac.leading_zeros() - 21;
+            sign | ((127 - 15 + 1 - shift) << 23) | ((frac << shift) & 0x3ff) << 13
+        }
+        (0x1f, _) => sign | 0x7f80_0000 | (frac << 13),
+        _ => sign | ((exp + 127 - 15) << 23) | (frac << 13),
+    };
+    f32::from_bits(bits)
+}
+
+impl Matrix {
+    /// Block number of row `n`'s block `b`.
+    fn at(&self, n: usize, b: usize) -> usize {
+        let blocks = self.inp / QK;
+        ((n / GROUP) * blocks + b) * GROUP + n % GROUP
+    }
+
+    /// Interleaves row-major blocks (`width` bytes each) into groups of rows.
+    fn pack(mut self) -> Option<Self> {
+        if !self.out.is_multiple_of(GROUP) {
+            return None;
+        }
+        let blocks = self.inp / QK;
+        let width = self.qs.len() / self.d.len();
+        let mut qs = vec![0u8; self.qs.len()];
+        let mut d = vec![0f32; self.d.len()];
+        for n in 0..self.out {
+            for b in 0..blocks {
+                let (from, to) = (n * blocks + b, self.at(n, b));
+                qs[to * width..][..width].copy_from_slice(&self.qs[from * width..][..width]);
+                d[to] = self.d[from];
+            }
+        }
+        self.qs = qs;
+        self.d = d;
+        Some(self)
+    }
+
+    /// llama.cpp's Q4_1 blocks (20 bytes: f16 d, f16 m, 16 bytes of nibbles).
+    pub fn from_q4_1(rows: usize, cols: usize, bytes: &[u8]) -> Option<Self> {
+        let blocks = rows * cols / QK;
+        if !cols.is_multiple_of(QK) || bytes.len() != blocks * 20 {
+            return None;
+        }
+        let mut qs = Vec::with_capacity(blocks * 16);
+        let (mut d, mut m) = (Vec::with_capacity(blocks), Vec::with_capacity(blocks));
+        for b in bytes.chunks_exact(20) {
+            d.push(f16(b[0], b[1]));
+            m.push(f16(b[2], b[3]));
+            qs.extend_from_slice(&b[4..]);
+        }
+        Self {
+            format: Format::Q4_1,
+            out: rows,
+            inp: cols,
+            qs,
+            d,
+            m,
+        }
+        .pack()
+    }
+
+    /// llama.cpp's Q8_0 blocks (34 bytes: f16 d, 32 signed bytes).
+    pub fn from_q8_0(rows: usize, cols: usize, bytes: &[u8]) -> Option<Self> {
+        let blocks = rows * cols / QK;
+        if !cols.is_multiple_of(QK) || bytes.len() != blocks * 34 {
+            return None;
+        }
+        let mut qs = Vec::with_capacity(blocks * 32);
+        let mut d = Vec::with_capacity(blocks);
+        for b in bytes.chunks_exact(34) {
+            d.push(f16(b[0], b[1]));
+            qs.extend_from_slice(&b[2..]);
+        }
+        Self {
+            format: Format::Q8_0,
+            out: rows,
+            inp: cols,
+            qs,
+            d,
+            m: Vec::new(),
+        }
+        .pack()
+    }
+
+    /// Rounds f32 weights `(rows, cols)` to Q8_0 blocks.
+    pub fn quantize_q8_0(w: &[f32], rows: usize, cols: usize) -> Option<Self> {
+        if !cols.is_multiple_of(QK) || w.len() != rows * cols {
+            return None;
+        }
+        let x = QRows::new(w, cols);
+        Self {
+            format: Format::Q8_0,
+            out: rows,
+            inp: cols,
+            qs: x.q.iter().map(|&v| v as u8).collect(),
+            d: x.d,
+            m: Vec::new(),
+        }
+        .pack()
+    }
+
+    /// The rows of `parts` one after another (q|k|v, gate|up); `None` if they differ in
+    /// format or width. Whole groups of rows, so the packed blocks simply follow each other.
+    pub fn concat(parts: Vec<Matrix>) -> Option<Self> {
+        let first = parts.first()?;
+        let (format, inp) = (first.format, first.inp);
+        if parts.iter().any(|p| p.format != format || p.inp != inp) {
+            return None;
+        }
+        let mut all = Self {
+            format,
+            out: 0,
+            inp,
+            qs: Vec::new(),
+            d: Vec::new(),
+            m: Vec::new(),
+        };
+        for p in parts {
+            all.out += p.out;
+            all.qs.extend(p.qs);
+            all.d.extend(p.d);
+            all.m.extend(p.m);
+        }
+        Some(all)
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.qs.len() + 4 * (self.d.len() + self.m.len())
+    }
+
+    /// Row `r` as f32 (an embedding lookup).
+    pub fn row(&self, r: usize) -> Vec<f32> {
+        let blocks = self.inp / QK;
+        let mut out = Vec::with_capacity(self.inp);
+        for k in 0..blocks {
+            let b = self.at(r, k);
+            match self.format {
+                Format::Q4_1 => {
+                    let q = &self.qs[b * 16..][..16];
+                    let (d, m) = (self.d[b], self.m[r * blocks + k]);
+                    out.extend(q.iter().map(|v| d * (v & 0x0f) as f32 + m));
+                    out.extend(q.iter().map(|v| d * (v >> 4) as f32 + m));
+                }
+                Format::Q8_0 => {
+                    let d = self.d[b];
+                    out.extend(self.qs[b * 32..][..32].iter().map(|&v| d * v as i8 as f32));
+                }
+            }
+        }
+        out
+    }
+
+    /// `y = x·Wᵀ`, `(m, out)`. Each weight row is read once for all rows of `x`.
+    pub fn matmul(&self, x: &QRows) -> Vec<f32> {
+        assert_eq!(x.inp, self.inp, "the input's width");
+        let m = x.m;
+        let task_rows = if m == 1 {
+            ROWS_PER_TASK
+        } else {
+            (ROWS_PER_TASK / m.min(8)).max(8) / GROUP * GROUP
+        };
+        let mut yt = vec![0f32; self.out * m]; // (out, m)
+        yt.par_chunks_mut(task_rows * m)
+            .enumerate()
+            .for_each(|(task, yt)| {
+                self.task(task * task_rows, yt.len() / m, x, yt);
+            });
+        let mut y = vec![0f32; m * self.out];
+        for (n, values) in yt.chunks_exact(m).enumerate() {
+            for (r, v) in values.iter().enumerate() {
+                y[r * self.out + n] = *v;
+            }
+        }
+        y
+    }
+
+    /// Weight rows `first..first + rows` against every input into `yt` `(rows, m)`: inputs
+    /// in groups of up to four, weight rows in tiles that keep four sums in flight.
+    fn task(&self, first: usize, rows: usize, x: &QRows, yt: &mut [f32]) {
+        let m = x.m;
+        let mut tile = [0f32; 16];
+        for g0 in (0..m).step_by(4) {
+            let gm = (m - g0).min(4);
+            let per = match gm {
+                1 => 4,
+                2 => 2,
+                _ => 1,
+            };
+            // Tiles of `per` rows start at multiples of `per`, so they never straddle a group.
+            let mut k = 0;
+            while k < rows {
+                let r = if rows - k >= per { per } else { 1 };
+                product(self, first + k, r, x, g0, gm, &mut tile[..r * gm]);
+                for j in 0..r {
+                    yt[(k + j) * m + g0..][..gm].copy_from_slice(&tile[j * gm..][..gm]);
+                }
+                k += r;
+            }
+        }
+    }
+}
+
+/// `out[j·gm + i]` = weight row `n0 + j` · input row `i0 + i`.
+fn product(w: &Matrix, n0: usize, r: usize, x: &QRows, i0: usize, gm: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let path = *PATH.get_or_init(detect);
+        if path != Path::Plain {
+            macro_rules! dispatch {
+                ($module:ident) => {
+                    // SAFETY: the CPU has the module's features (detected above); shapes are
+                    // checked inside.
+                    unsafe {
+                        match (w.format, r, gm) {
+                            (Format::Q4_1, 4, 1) => $module::q4_1::<4, 1>(w, n0, x, i0, out),
+                            (Format::Q4_1, 2, 2) => $module::q4_1::<2, 2>(w, n0, x, i0, out),
+                            (Format::Q4_1, 1, 1) => $module::q4_1::<1, 1>(w, n0, x, i0, out),
+                            (Format::Q4_1, 1, 2) => $module::q4_1::<1, 2>(w, n0, x, i0, out),
+                            (Format::Q4_1, 1, 3) => $module::q4_1::<1, 3>(w, n0, x, i0, out),
+                            (Format::Q4_1, 1, 4) => $module::q4_1::<1, 4>(w, n0, x, i0, out),
+                            (Format::Q8_0, 4, 1) => $module::q8_0::<4, 1>(w, n0, x, i0, out),
+                            (Format::Q8_0, 2, 2) => $module::q8_0::<2, 2>(w, n0, x, i0, out),
+                            (Format::Q8_0, 1, 1) => $module::q8_0::<1, 1>(w, n0, x, i0, out),
+                            (Format::Q8_0, 1, 2) => $module::q8_0::<1, 2>(w, n0, x, i0, out),
+                            (Format::Q8_0, 1, 3) => $module::q8_0::<1, 3>(w, n0, x, i0, out),
+                            (Format::Q8_0, 1, 4) => $module::q8_0::<1, 4>(w, n0, x, i0, out),
+                            _ => unreachable!("tiles are 4×1, 2×2 or 1×m"),
+                        }
+                    }
+                };
+            }
+            match path {
+                Path::Vnni => dispatch!(vnni),
+                _ => dispatch!(avx2),
+            }
+            return;
+        }
+    }
+    plain(w, n0, r, x, i0, gm, out);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Vnni,
+    Avx2,
+    Plain,
+}
+
+static PATH: std::sync::OnceLock<Path> = std::sync::OnceLock::new();
+
+fn detect() -> Path {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        if avx2 && std::arch::is_x86_feature_detected!("avxvnni") {
+            return Path::Vnni;
+        }
+        if avx2 {
+            return Path::Avx2;
+        }
+    }
+    Path::Plain
+}
+
+/// The same sums in plain Rust (other CPUs), in the same order: each block's integer dot
+/// product, scaled, into one of eight lanes as the vector paths do, lanes added pairwise.
+fn plain(w: &Matrix, n0: usize, r: usize, x: &QRows, i0: usize, gm: usize, out: &mut [f32]) {
+    let blocks = w.inp / QK;
+    for j in 0..r {
+        let n = n0 + j;
+        for i in 0..gm {
+            let row = i0 + i;
+            let xq = &x.q[row * w.inp..][..w.inp];
+            let mut lanes = [0f32; 8];
+            for b in 0..blocks {
+                let xb = &xq[b * QK..][..QK];
+                let at = w.at(n, b);
+                let wb: Vec<i32> = match w.format {
+                    Format::Q4_1 => {
+                        let q = &w.qs[at * 16..][..16];
+                        q.iter()
+                            .map(|v| (v & 0x0f) as i32)
+                            .chain(q.iter().map(|v| (v >> 4) as i32))
+                            .collect()
+                    }
+                    Format::Q8_0 => w.qs[at * 32..][..32]
+                        .iter()
+                        .map(|&v| v as i8 as i32)
+                        .collect(),
+                };
+                let scale = w.d[at] * x.d[row * blocks + b];
+                for (lane, acc) in lanes.iter_mut().enumerate() {
+                    let p: i32 = (0..4)
+                        .map(|k| wb[lane * 4 + k] * xb[lane * 4 + k] as i32)
+                        .sum();
+                    *acc = (p as f32).mul_add(scale, *acc);
+                }
+            }
+            out[j * gm + i] = finish(&lanes, w, n, x, row);
+        }
+    }
+}
+
+/// Adds the lanes pairwise, then Q4_1's minimum term `Σ_b m_b·s_b`.
+fn finish(lanes: &[f32; 8], w: &Matrix, n: usize, x: &QRows, row: usize) -> f32 {
+    let l = lanes;
+    let sum = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+    if w.format == Format::Q4_1 {
+        let blocks = w.inp / QK;
+        sum + super::kernels::dot(&w.m[n * blocks..][..blocks], &x.s[row * blocks..][..blocks])
+    } else {
+        sum
+    }
+}
+
+/// One tile kernel per instruction set: the block loop is the same, only the integer dot
+/// product of 32 bytes differs (and gives the same integers).
+macro_rules! tiles {
+    ($module:ident, $features:literal, $dp:item) => {
+        #[cfg(target_arch = "x86_64")]
+        mod $module {
+            use super::{super::kernels::dot_avx2, Format, Matrix, QRows, QK};
+            use std::arch::x86_64::*;
+
+            /// Eight i32 lanes, each the sum of four products `a·b` (`a` unsigned bytes below
+            /// 128, `b` signed bytes).
+            $dp
+
+            #[target_feature(enable = $features)]
+            pub unsafe fn q4_1<const R: usize, const M: usize>(
+                w: &Matrix,
+                n0: usize,
+                x: &QRows,
+                i0: usize,
+                out: &mut [f32],
+            ) {
+                let blocks = w.inp / QK;
+                assert!((n0 + R) * blocks * 16 <= w.qs.len() && (i0 + M) * w.inp <= x.q.len() && out.len() == R * M);
+                assert!(n0 % R == 0 && super::GROUP % R == 0);
+                let mask = _mm_set1_epi8(0x0f);
+                let mut acc = [[_mm256_setzero_ps(); M]; R];
+                for b in 0..blocks {
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        let at = w.at(n0 + j, b);
+                        let raw = _mm_loadu_si128(w.qs.as_ptr().add(at * 16) as *const __m128i);
+                        let lo = _mm_and_si128(raw, mask);
+                        let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+                        let wv = _mm256_set_m128i(hi, lo);
+                        let dw = *w.d.get_unchecked(at);
+                        for (i, acc) in acc.iter_mut().enumerate() {
+                            let row = i0 + i;
+                            let xv = _mm256_loadu_si256(x.q.as_ptr().add(row * w.inp + b * QK) as *const __m256i);
+                            let p = dp(wv, xv);
+                            let scale = _mm256_set1_ps(dw * *x.d.get_unchecked(row * blocks + b));
+                            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, *acc);
+                        }
+                    }
+                }
+                store::<R, M>(&acc, w, n0, x, i0, out);
+            }
+
+            #[target_feature(enable = $features)]
+            pub unsafe fn q8_0<const R: usize, const M: usize>(
+                w: &Matrix,
+                n0: usize,
+                x: &QRows,
+                i0: usize,
+                out: &mut [f32],
+            ) {
+                let blocks = w.inp / QK;
+                assert!((n0 + R) * blocks * 32 <= w.qs.len() && (i0 + M) * w.inp <= x.q.len() && out.len() == R * M);
+                assert!(n0 % R == 0 && super::GROUP % R == 0);
+                let mut acc = [[_mm256_setzero_ps(); M]; R];
+                for b in 0..blocks {
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        let at = w.at(n0 + j, b);
+                        let wv = _mm256_loadu_si256(w.qs.as_ptr().add(at * 32) as *const __m256i);
+                        let magnitude = _mm256_sign_epi8(wv, wv);
+                        let dw = *w.d.get_unchecked(at);
+                        for (i, acc) in acc.iter_mut().enumerate() {
+                            let row = i0 + i;
+                            let xv = _mm256_loadu_si256(x.q.as_ptr().add(row * w.inp + b * QK) as *const __m256i);
+                            // |w|·(x with w's sign) = w·x, with the unsigned operand below 128.
+                            let p = dp(magnitude, _mm256_sign_epi8(xv, wv));
+                            let scale = _mm256_set1_ps(dw * *x.d.get_unchecked(row * blocks + b));
+                            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, *acc);
+                        }
+                    }
+                }
+                store::<R, M>(&acc, w, n0, x, i0, out);
+            }
+
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn store<const R: usize, const M: usize>(
+                acc: &[[__m256; M]; R],
+                w: &Matrix,
+                n0: usize,
+                x: &QRows,
+                i0: usize,
+                out: &mut [f32],
+            ) {
+                for (j, acc) in acc.iter().enumerate() {
+                    for (i, acc) in acc.iter().enumerate() {
+                        let mut l = [0f32; 8];
+                        _mm256_storeu_ps(l.as_mut_ptr(), *acc);
+                        let sum = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+                        // Q4_1's minimum term, by the same dot product as `finish` uses.
+                        out[j * M + i] = if w.format == Format::Q4_1 {
+                            let blocks = w.inp / QK;
+                            let (n, row) = (n0 + j, i0 + i);
+                            sum + dot_avx2(&w.m[n * blocks..][..blocks], &x.s[row * blocks..][..blocks])
+                        } else {
+                            sum
+                        };
+                    }
+                }
+            }
+        }
+    };
+}
+
+tiles!(
+    vnni,
+    "avx2,fma,avxvnni",
+    #[target_feature(enable = "avx2,fma,avxvnni")]
+    #[inline]
+    unsafe fn dp(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a, b)
+    }
+);
+
+tiles!(
+    avx2,
+    "avx2,fma",
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn dp(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5)
+            .collect()
+    }
+
+    /// Q4_1 blocks of `w` the way llama.cpp rounds them.
+    fn q4_1_bytes(w: &[f32]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for b in w.chunks(QK) {
+            let (lo, hi) = b
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+            let d = (hi - lo) / 15.0;
+            let half = |v: f32| {
+                // f32 to f16 by truncation is enough for a test's scales.
+                let bits = v.to_bits();
+                let exp = ((bits >> 23) & 0xff) as i32 - 127 + 15;
+                (((bits >> 16) & 0x8000)
+                    | ((exp.clamp(0, 31) as u32) << 10)
+                    | ((bits >> 13) & 0x3ff)) as u16
+            };
+            let (dh, mh) = (half(d), half(lo));
+            let (d, lo) = (half_to_f32(dh), half_to_f32(mh));
+            out.extend_from_slice(&dh.to_le_bytes());
+            out.extend_from_slice(&mh.to_le_bytes());
+            let q: Vec<u8> = b
+                .iter()
+                .map(|v| (((v - lo) / d).round().clamp(0.0, 15.0)) as u8)
+                .collect();
+            for j in 0..16 {
+                out.push(q[j] | (q[j + 16] << 4));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_path_and_tile_gives_the_same_products() {
+        let (out, inp) = (72, 96);
+        let w = values(out * inp, 1);
+        let q4 = Matrix::from_q4_1(out, inp, &q4_1_bytes(&w)).unwrap();
+        let q8 = Matrix::quantize_q8_0(&w, out, inp).unwrap();
+        for m in [1, 2, 3, 5, 9] {
+            let x = values(m * inp, 7 + m as u32);
+            let xq = QRows::new(&x, inp);
+            for matrix in [&q4, &q8] {
+                let y = matrix.matmul(&xq);
+                let mut reference = vec![0f32; 1];
+                for r in 0..m {
+                    for n in 0..out {
+                        plain(matrix, n, 1, &xq, r, 1, &mut reference);
+                        // Bit for bit: the integer sums are exact and the order is fixed.
+                        assert_eq!(y[r * out + n], reference[0], "m {m} row {r} out {n}");
+                        // Alone, the same row gives the same bits.
+                        let single = QRows::new(&x[r * inp..][..inp], inp);
+                        assert_eq!(matrix.matmul(&single)[n], y[r * out + n]);
+                        // And close to the f32 product of the stored weights.
+                        let deq = matrix.row(n);
+                        let exact: f32 = (0..inp).map(|j| deq[j] * x[r * inp + j]).sum();
+                        assert!(
+                            (y[r * out + n] - exact).abs() < 0.02,
+                            "{} vs {exact}",
+                            y[r * out + n]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn halves_convert() {
+        assert_eq!(half_to_f32(0x3c00), 1.0);
+        assert_eq!(half_to_f32(0xc000), -2.0);
+        assert_eq!(half_to_f32(0x0001), 2f32.powi(-24));
+        assert_eq!(half_to_f32(0x7bff), 65504.0);
+    }
+}
