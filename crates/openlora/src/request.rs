@@ -22,6 +22,8 @@ pub struct Params {
     pub logprobs: Option<usize>,
     /// Constrain the answer to one JSON object.
     pub json: bool,
+    /// Never pick an end-of-sequence token (answers run to `max_tokens`; load tests).
+    pub ignore_eos: bool,
 }
 
 impl Default for Params {
@@ -35,6 +37,7 @@ impl Default for Params {
             presence_penalty: 0.0,
             logprobs: None,
             json: false,
+            ignore_eos: false,
         }
     }
 }

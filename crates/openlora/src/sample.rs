@@ -66,6 +66,13 @@ impl Picker {
                 }
             }
         }
+        if p.ignore_eos {
+            for &eos in &vocab.eos {
+                if let Some(s) = scores.get_mut(eos as usize) {
+                    *s = f32::NEG_INFINITY;
+                }
+            }
+        }
         let id = if self.json.as_ref().is_some_and(JsonState::complete) {
             vocab.eos[0]
         } else {

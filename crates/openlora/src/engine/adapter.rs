@@ -7,7 +7,6 @@ use super::dims::{Dims, Kind};
 use super::kernels::{axpy, dot};
 use crate::ServeError;
 use openledger_model::lora::LoraAdapter;
-use rayon::prelude::*;
 use std::sync::Arc;
 
 struct Pair {
@@ -99,10 +98,9 @@ pub(crate) fn apply(
     if !mixes.iter().any(adapted) {
         return;
     }
-    y.par_chunks_mut(stride)
-        .zip(x.par_chunks(inp))
-        .zip(mixes.par_iter())
-        .for_each(|((y, x), mix)| {
+    super::team::Team::global().for_shares(y, stride, 1, |part, first| {
+        for (k, y) in part.chunks_exact_mut(stride).enumerate() {
+            let (x, mix) = (&x[(first + k) * inp..][..inp], mixes[first + k]);
             let mut t = Vec::new();
             for (adapter, weight) in mix.iter() {
                 let Some(pair) = &adapter.pairs[slot] else {
@@ -116,7 +114,8 @@ pub(crate) fn apply(
                     axpy(*c, bt, y);
                 }
             }
-        });
+        }
+    });
 }
 
 #[cfg(test)]

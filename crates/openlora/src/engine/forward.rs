@@ -12,7 +12,6 @@ use super::{
     quant::QRows,
 };
 use crate::ServeError;
-use rayon::prelude::*;
 
 /// A sequence's keys and values for the positions seen so far: per layer `(positions,
 /// kv·d)` each, appended to in place.
@@ -194,12 +193,15 @@ impl Base {
             .map(|c| (c.cache.k[l].as_slice(), c.cache.v[l].as_slice()))
             .collect();
         let mut att = vec![0f32; rows.len() * h * d];
-        att.par_chunks_mut(d).enumerate().for_each(|(i, out)| {
-            let (row, head) = (i / h, i % h);
-            let (c, pos) = rows[row];
-            let q = &qkv[row * qkv_width + head * d..][..d];
-            let (keys, values) = caches[c];
-            attend(q, keys, values, pos + 1, kv * d, (head / group) * d, out);
+        super::team::Team::global().for_shares(&mut att, d, 1, |part, first| {
+            for (k, out) in part.chunks_exact_mut(d).enumerate() {
+                let i = first + k;
+                let (row, head) = (i / h, i % h);
+                let (c, pos) = rows[row];
+                let q = &qkv[row * qkv_width + head * d..][..d];
+                let (keys, values) = caches[c];
+                attend(q, keys, values, pos + 1, kv * d, (head / group) * d, out);
+            }
         });
         att
     }

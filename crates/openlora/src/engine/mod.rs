@@ -7,6 +7,7 @@ mod dims;
 mod forward;
 mod kernels;
 mod quant;
+mod team;
 
 pub use adapter::{Mix, ServedAdapter};
 pub use base::Base;

@@ -8,13 +8,8 @@
 //! Every output is summed in one fixed order whatever rows share its tile, so a sequence's
 //! numbers never depend on its batch.
 
-use rayon::prelude::*;
-
 /// Values per block.
 pub(crate) const QK: usize = 32;
-
-/// Output rows per parallel task when one input row runs (decode).
-const ROWS_PER_TASK: usize = 64;
 
 /// Activations `(m, in)` rounded to eight bits per block of 32.
 pub(crate) struct QRows {
@@ -251,17 +246,10 @@ impl Matrix {
     pub fn matmul(&self, x: &QRows) -> Vec<f32> {
         assert_eq!(x.inp, self.inp, "the input's width");
         let m = x.m;
-        let task_rows = if m == 1 {
-            ROWS_PER_TASK
-        } else {
-            (ROWS_PER_TASK / m.min(8)).max(8) / GROUP * GROUP
-        };
         let mut yt = vec![0f32; self.out * m]; // (out, m)
-        yt.par_chunks_mut(task_rows * m)
-            .enumerate()
-            .for_each(|(task, yt)| {
-                self.task(task * task_rows, yt.len() / m, x, yt);
-            });
+        super::team::Team::global().for_shares(&mut yt, m, GROUP, |yt, first| {
+            self.task(first, yt.len() / m, x, yt);
+        });
         let mut y = vec![0f32; m * self.out];
         for (n, values) in yt.chunks_exact(m).enumerate() {
             for (r, v) in values.iter().enumerate() {
@@ -327,7 +315,18 @@ fn product(w: &Matrix, n0: usize, r: usize, x: &QRows, i0: usize, gm: usize, out
                 };
             }
             match path {
-                Path::Vnni => dispatch!(vnni),
+                Path::Avx512 if r == 4 && gm == 1 => {
+                    // SAFETY: the CPU has AVX-512 F, BW, VL and VNNI (detected).
+                    unsafe {
+                        match w.format {
+                            Format::Q4_1 => avx512::q4_1_x4(w, n0, x, i0, out),
+                            Format::Q8_0 => avx512::q8_0_x4(w, n0, x, i0, out),
+                        }
+                    }
+                }
+                Path::Vnni | Path::Avx512 if VNNI.get().copied().unwrap_or(false) => {
+                    dispatch!(vnni)
+                }
                 _ => dispatch!(avx2),
             }
             return;
@@ -338,19 +337,27 @@ fn product(w: &Matrix, n0: usize, r: usize, x: &QRows, i0: usize, gm: usize, out
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Path {
+    /// 512-bit decode tiles (four rows' blocks in one cache line per step), 256-bit others.
+    Avx512,
     Vnni,
     Avx2,
     Plain,
 }
 
 static PATH: std::sync::OnceLock<Path> = std::sync::OnceLock::new();
+/// Whether the 256-bit tiles may use AVX-VNNI.
+static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 fn detect() -> Path {
     #[cfg(target_arch = "x86_64")]
     {
-        let avx2 = std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma");
-        if avx2 && std::arch::is_x86_feature_detected!("avxvnni") {
+        use std::arch::is_x86_feature_detected as has;
+        let avx2 = has!("avx2") && has!("fma");
+        let _ = VNNI.set(avx2 && has!("avxvnni"));
+        if avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni") {
+            return Path::Avx512;
+        }
+        if avx2 && has!("avxvnni") {
             return Path::Vnni;
         }
         if avx2 {
@@ -358,6 +365,128 @@ fn detect() -> Path {
         }
     }
     Path::Plain
+}
+
+/// The decode tile (four weight rows, one input) in 512-bit registers: a step reads block `b`
+/// of the four rows (one cache line of Q4_1), unpacks it into two registers of two rows each,
+/// and runs each against the input's block broadcast to both halves. Each row's eight lanes
+/// get exactly the sums the 256-bit tiles give them.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{super::kernels::dot_avx2, Format, Matrix, QRows, GROUP, QK};
+    use std::arch::x86_64::*;
+
+    /// Bytes of Q4_1 blocks prefetched ahead of the one being read (twice that of Q8_0).
+    const AHEAD: usize = 1024;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+    #[inline]
+    unsafe fn scales(w: &Matrix, at: usize, dx: f32) -> (__m512, __m512) {
+        let s = _mm_mul_ps(_mm_loadu_ps(w.d.as_ptr().add(at)), _mm_set1_ps(dx));
+        let s = _mm512_castps128_ps512(s);
+        let first = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        let second = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
+        (
+            _mm512_permutexvar_ps(first, s),
+            _mm512_permutexvar_ps(second, s),
+        )
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+    pub unsafe fn q4_1_x4(w: &Matrix, n0: usize, x: &QRows, i0: usize, out: &mut [f32]) {
+        let blocks = w.inp / QK;
+        assert!(n0.is_multiple_of(GROUP) && (n0 + 4) * blocks * 16 <= w.qs.len());
+        assert!((i0 + 1) * w.inp <= x.q.len() && out.len() == 4);
+        let mask = _mm512_set1_epi8(0x0f);
+        // 64-bit lanes: row 0 low, row 0 high, row 1 low, row 1 high (and rows 2, 3).
+        let rows01 = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
+        let rows23 = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+        let (mut acc01, mut acc23) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let xq = x.q.as_ptr().add(i0 * w.inp);
+        for b in 0..blocks {
+            let at = ((n0 / GROUP) * blocks + b) * GROUP;
+            // The rows ahead, past the 4 KiB pages the hardware prefetcher stops at.
+            _mm_prefetch::<_MM_HINT_T0>(w.qs.as_ptr().wrapping_add(at * 16 + AHEAD) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(w.d.as_ptr().wrapping_add(at + AHEAD / 16) as *const i8);
+            let v = _mm512_loadu_si512(w.qs.as_ptr().add(at * 16) as *const _);
+            let lo = _mm512_and_si512(v, mask);
+            let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
+            let xv = _mm512_broadcast_i64x4(_mm256_loadu_si256(xq.add(b * QK) as *const __m256i));
+            let p01 = _mm512_dpbusd_epi32(
+                _mm512_setzero_si512(),
+                _mm512_permutex2var_epi64(lo, rows01, hi),
+                xv,
+            );
+            let p23 = _mm512_dpbusd_epi32(
+                _mm512_setzero_si512(),
+                _mm512_permutex2var_epi64(lo, rows23, hi),
+                xv,
+            );
+            let (s01, s23) = scales(w, at, *x.d.get_unchecked(i0 * blocks + b));
+            acc01 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p01), s01, acc01);
+            acc23 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p23), s23, acc23);
+        }
+        store(acc01, acc23, w, n0, x, i0, out);
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+    pub unsafe fn q8_0_x4(w: &Matrix, n0: usize, x: &QRows, i0: usize, out: &mut [f32]) {
+        let blocks = w.inp / QK;
+        assert!(n0.is_multiple_of(GROUP) && (n0 + 4) * blocks * 32 <= w.qs.len());
+        assert!((i0 + 1) * w.inp <= x.q.len() && out.len() == 4);
+        let (mut acc01, mut acc23) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let xq = x.q.as_ptr().add(i0 * w.inp);
+        let zero = _mm512_setzero_si512();
+        for b in 0..blocks {
+            let at = ((n0 / GROUP) * blocks + b) * GROUP;
+            _mm_prefetch::<_MM_HINT_T0>(
+                w.qs.as_ptr().wrapping_add(at * 32 + 2 * AHEAD) as *const i8
+            );
+            _mm_prefetch::<_MM_HINT_T0>(
+                w.qs.as_ptr().wrapping_add(at * 32 + 2 * AHEAD + 64) as *const i8
+            );
+            _mm_prefetch::<_MM_HINT_T0>(w.d.as_ptr().wrapping_add(at + AHEAD / 16) as *const i8);
+            let xv = _mm512_broadcast_i64x4(_mm256_loadu_si256(xq.add(b * QK) as *const __m256i));
+            let mut p = [zero; 2];
+            for (k, p) in p.iter_mut().enumerate() {
+                let wv = _mm512_loadu_si512(w.qs.as_ptr().add((at + 2 * k) * 32) as *const _);
+                // |w|·(x with w's sign) = w·x, as the 256-bit tiles compute it.
+                let negative = _mm512_movepi8_mask(wv);
+                let signed = _mm512_mask_sub_epi8(xv, negative, zero, xv);
+                *p = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(wv), signed);
+            }
+            let (s01, s23) = scales(w, at, *x.d.get_unchecked(i0 * blocks + b));
+            acc01 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[0]), s01, acc01);
+            acc23 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[1]), s23, acc23);
+        }
+        store(acc01, acc23, w, n0, x, i0, out);
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
+    #[inline]
+    unsafe fn store(
+        acc01: __m512,
+        acc23: __m512,
+        w: &Matrix,
+        n0: usize,
+        x: &QRows,
+        i0: usize,
+        out: &mut [f32],
+    ) {
+        let mut lanes = [0f32; 32];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), acc01);
+        _mm512_storeu_ps(lanes.as_mut_ptr().add(16), acc23);
+        let blocks = w.inp / QK;
+        for (j, l) in lanes.chunks_exact(8).enumerate() {
+            let sum = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+            out[j] = if w.format == Format::Q4_1 {
+                let n = n0 + j;
+                sum + dot_avx2(&w.m[n * blocks..][..blocks], &x.s[i0 * blocks..][..blocks])
+            } else {
+                sum
+            };
+        }
+    }
 }
 
 /// The same sums in plain Rust (other CPUs), in the same order: each block's integer dot

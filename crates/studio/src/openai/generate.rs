@@ -70,6 +70,7 @@ pub fn start(studio: &Arc<Studio>, job: Job) -> Result<mpsc::Receiver<Out>, ApiE
                     presence_penalty: c.presence_penalty,
                     logprobs: job.logprobs,
                     json: c.json,
+                    ignore_eos: c.ignore_eos,
                 },
                 deadline: None,
             };

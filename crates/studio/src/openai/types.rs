@@ -38,6 +38,9 @@ pub struct Common {
     /// OpenLoRA's extension: several adapters with weights, applied together.
     #[serde(default)]
     pub adapters: Option<Vec<AdapterWeight>>,
+    /// vLLM's extension: never end at the end-of-sequence token.
+    #[serde(default)]
+    pub ignore_eos: bool,
     /// OpenLoRA's extension: the weight of the adapter `model` names (1.0 by default).
     #[serde(default)]
     pub adapter_scale: Option<f32>,
@@ -147,6 +150,7 @@ pub struct Checked {
     pub frequency_penalty: f32,
     pub presence_penalty: f32,
     pub json: bool,
+    pub ignore_eos: bool,
     pub include_usage: bool,
 }
 
@@ -269,6 +273,7 @@ impl Common {
             frequency_penalty: penalty(self.frequency_penalty, "frequency_penalty")?,
             presence_penalty: penalty(self.presence_penalty, "presence_penalty")?,
             json,
+            ignore_eos: self.ignore_eos,
             include_usage: self
                 .stream_options
                 .as_ref()
