@@ -24,6 +24,23 @@ pub(crate) struct QRows {
 
 impl QRows {
     pub fn new(x: &[f32], inp: usize) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { Self::new_avx2(x, inp) };
+        }
+        Self::build(x, inp)
+    }
+
+    /// [`QRows::build`] compiled for AVX2 (the same arithmetic, in vectors).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn new_avx2(x: &[f32], inp: usize) -> Self {
+        Self::build(x, inp)
+    }
+
+    #[inline(always)]
+    fn build(x: &[f32], inp: usize) -> Self {
         assert!(inp.is_multiple_of(QK) && x.len().is_multiple_of(inp));
         let m = x.len() / inp;
         let blocks = x.len() / QK;
@@ -57,6 +74,20 @@ enum Format {
     Q8_0,
 }
 
+/// `y`'s base pointer, shared by the members that write disjoint columns of it.
+struct Columns(*mut f32);
+// SAFETY: members write disjoint elements (see `Matrix::matmul`).
+unsafe impl Sync for Columns {}
+
+impl Columns {
+    fn at(&self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// Weight rows a batch's input groups pass over together (a multiple of [`GROUP`]).
+const CHUNK_ROWS: usize = 32;
+
 /// Rows interleaved block by block, so that the four rows a decode tile reads are one
 /// sequential stream (a block of each in one cache line for Q4_1).
 const GROUP: usize = 4;
@@ -72,7 +103,7 @@ pub(crate) struct Matrix {
     qs: Vec<u8>,
     /// One scale per block, in block order.
     d: Vec<f32>,
-    /// Q4_1's minimums, `(out, blocks)` row by row (read once per row, after its blocks).
+    /// Q4_1's minimums, one per block, in block order.
     m: Vec<f32>,
 }
 
@@ -114,15 +145,20 @@ impl Matrix {
         let width = self.qs.len() / self.d.len();
         let mut qs = vec![0u8; self.qs.len()];
         let mut d = vec![0f32; self.d.len()];
+        let mut m = vec![0f32; self.m.len()];
         for n in 0..self.out {
             for b in 0..blocks {
                 let (from, to) = (n * blocks + b, self.at(n, b));
                 qs[to * width..][..width].copy_from_slice(&self.qs[from * width..][..width]);
                 d[to] = self.d[from];
+                if !m.is_empty() {
+                    m[to] = self.m[from];
+                }
             }
         }
         self.qs = qs;
         self.d = d;
+        self.m = m;
         Some(self)
     }
 
@@ -229,7 +265,7 @@ impl Matrix {
             match self.format {
                 Format::Q4_1 => {
                     let q = &self.qs[b * 16..][..16];
-                    let (d, m) = (self.d[b], self.m[r * blocks + k]);
+                    let (d, m) = (self.d[b], self.m[b]);
                     out.extend(q.iter().map(|v| d * (v & 0x0f) as f32 + m));
                     out.extend(q.iter().map(|v| d * (v >> 4) as f32 + m));
                 }
@@ -246,17 +282,32 @@ impl Matrix {
     pub fn matmul(&self, x: &QRows) -> Vec<f32> {
         assert_eq!(x.inp, self.inp, "the input's width");
         let m = x.m;
-        let mut yt = vec![0f32; self.out * m]; // (out, m)
+        let out = self.out;
+        let mut yt = vec![0f32; out * m]; // (out, m)
+        let mut y = if m == 1 {
+            Vec::new()
+        } else {
+            vec![0f32; m * out]
+        };
+        let target = Columns(y.as_mut_ptr());
         super::team::Team::global().for_shares(&mut yt, m, GROUP, |yt, first| {
             self.task(first, yt.len() / m, x, yt);
-        });
-        let mut y = vec![0f32; m * self.out];
-        for (n, values) in yt.chunks_exact(m).enumerate() {
-            for (r, v) in values.iter().enumerate() {
-                y[r * self.out + n] = *v;
+            if m > 1 {
+                // Each member writes its own output columns of every row of `y`.
+                for (k, values) in yt.chunks_exact(m).enumerate() {
+                    for (r, v) in values.iter().enumerate() {
+                        // SAFETY: `r < m` and `first + k < out`, inside `y`; members' column
+                        // ranges are disjoint, and `y` outlives the run.
+                        unsafe { *target.at(r * out + first + k) = *v };
+                    }
+                }
             }
+        });
+        if m == 1 {
+            yt
+        } else {
+            y
         }
-        y
     }
 
     /// Weight rows `first..first + rows` against every input into `yt` `(rows, m)`: inputs
@@ -264,22 +315,27 @@ impl Matrix {
     fn task(&self, first: usize, rows: usize, x: &QRows, yt: &mut [f32]) {
         let m = x.m;
         let mut tile = [0f32; 16];
-        for g0 in (0..m).step_by(4) {
-            let gm = (m - g0).min(4);
-            let per = match gm {
-                1 => 4,
-                2 => 2,
-                _ => 1,
-            };
-            // Tiles of `per` rows start at multiples of `per`, so they never straddle a group.
-            let mut k = 0;
-            while k < rows {
-                let r = if rows - k >= per { per } else { 1 };
-                product(self, first + k, r, x, g0, gm, &mut tile[..r * gm]);
-                for j in 0..r {
-                    yt[(k + j) * m + g0..][..gm].copy_from_slice(&tile[j * gm..][..gm]);
+        // Rows in chunks small enough to stay in cache while every input group passes over
+        // them, so a batch reads each weight from memory once.
+        for c0 in (0..rows).step_by(CHUNK_ROWS) {
+            let c1 = (c0 + CHUNK_ROWS).min(rows);
+            for g0 in (0..m).step_by(4) {
+                let gm = (m - g0).min(4);
+                let per = match (gm, wide()) {
+                    (_, true) | (1, _) => 4,
+                    (2, _) => 2,
+                    _ => 1,
+                };
+                // Tiles of `per` rows start at multiples of `per`: never across a group.
+                let mut k = c0;
+                while k < c1 {
+                    let r = if c1 - k >= per { per } else { 1 };
+                    product(self, first + k, r, x, g0, gm, &mut tile[..r * gm]);
+                    for j in 0..r {
+                        yt[(k + j) * m + g0..][..gm].copy_from_slice(&tile[j * gm..][..gm]);
+                    }
+                    k += r;
                 }
-                k += r;
             }
         }
     }
@@ -315,12 +371,18 @@ fn product(w: &Matrix, n0: usize, r: usize, x: &QRows, i0: usize, gm: usize, out
                 };
             }
             match path {
-                Path::Avx512 if r == 4 && gm == 1 => {
+                Path::Avx512 if r == 4 => {
                     // SAFETY: the CPU has AVX-512 F, BW, VL and VNNI (detected).
                     unsafe {
-                        match w.format {
-                            Format::Q4_1 => avx512::q4_1_x4(w, n0, x, i0, out),
-                            Format::Q8_0 => avx512::q8_0_x4(w, n0, x, i0, out),
+                        match (w.format, gm) {
+                            (Format::Q4_1, 1) => avx512::q4_1_x4::<1>(w, n0, x, i0, out),
+                            (Format::Q4_1, 2) => avx512::q4_1_x4::<2>(w, n0, x, i0, out),
+                            (Format::Q4_1, 3) => avx512::q4_1_x4::<3>(w, n0, x, i0, out),
+                            (Format::Q4_1, _) => avx512::q4_1_x4::<4>(w, n0, x, i0, out),
+                            (Format::Q8_0, 1) => avx512::q8_0_x4::<1>(w, n0, x, i0, out),
+                            (Format::Q8_0, 2) => avx512::q8_0_x4::<2>(w, n0, x, i0, out),
+                            (Format::Q8_0, 3) => avx512::q8_0_x4::<3>(w, n0, x, i0, out),
+                            (Format::Q8_0, _) => avx512::q8_0_x4::<4>(w, n0, x, i0, out),
                         }
                     }
                 }
@@ -345,6 +407,11 @@ enum Path {
 }
 
 static PATH: std::sync::OnceLock<Path> = std::sync::OnceLock::new();
+
+/// Whether every tile is four rows wide (the 512-bit path).
+fn wide() -> bool {
+    *PATH.get_or_init(detect) == Path::Avx512
+}
 /// Whether the 256-bit tiles may use AVX-VNNI.
 static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
@@ -373,7 +440,7 @@ fn detect() -> Path {
 /// get exactly the sums the 256-bit tiles give them.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{super::kernels::dot_avx2, Format, Matrix, QRows, GROUP, QK};
+    use super::{Matrix, QRows, GROUP, QK};
     use std::arch::x86_64::*;
 
     /// Bytes of Q4_1 blocks prefetched ahead of the one being read (twice that of Q8_0).
@@ -393,49 +460,65 @@ mod avx512 {
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-    pub unsafe fn q4_1_x4(w: &Matrix, n0: usize, x: &QRows, i0: usize, out: &mut [f32]) {
+    pub unsafe fn q4_1_x4<const M: usize>(
+        w: &Matrix,
+        n0: usize,
+        x: &QRows,
+        i0: usize,
+        out: &mut [f32],
+    ) {
         let blocks = w.inp / QK;
         assert!(n0.is_multiple_of(GROUP) && (n0 + 4) * blocks * 16 <= w.qs.len());
-        assert!((i0 + 1) * w.inp <= x.q.len() && out.len() == 4);
+        assert!((i0 + M) * w.inp <= x.q.len() && out.len() == 4 * M);
         let mask = _mm512_set1_epi8(0x0f);
         // 64-bit lanes: row 0 low, row 0 high, row 1 low, row 1 high (and rows 2, 3).
         let rows01 = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
         let rows23 = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
-        let (mut acc01, mut acc23) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        let xq = x.q.as_ptr().add(i0 * w.inp);
+        let mut acc = [[_mm512_setzero_ps(); 2]; M];
+        // Q4_1's minimum term of the four rows, per input: one fused multiply-add per block.
+        let mut minimums = [_mm_setzero_ps(); M];
         for b in 0..blocks {
             let at = ((n0 / GROUP) * blocks + b) * GROUP;
+            let mins = _mm_loadu_ps(w.m.as_ptr().add(at));
             // The rows ahead, past the 4 KiB pages the hardware prefetcher stops at.
             _mm_prefetch::<_MM_HINT_T0>(w.qs.as_ptr().wrapping_add(at * 16 + AHEAD) as *const i8);
             _mm_prefetch::<_MM_HINT_T0>(w.d.as_ptr().wrapping_add(at + AHEAD / 16) as *const i8);
             let v = _mm512_loadu_si512(w.qs.as_ptr().add(at * 16) as *const _);
             let lo = _mm512_and_si512(v, mask);
             let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
-            let xv = _mm512_broadcast_i64x4(_mm256_loadu_si256(xq.add(b * QK) as *const __m256i));
-            let p01 = _mm512_dpbusd_epi32(
-                _mm512_setzero_si512(),
-                _mm512_permutex2var_epi64(lo, rows01, hi),
-                xv,
-            );
-            let p23 = _mm512_dpbusd_epi32(
-                _mm512_setzero_si512(),
-                _mm512_permutex2var_epi64(lo, rows23, hi),
-                xv,
-            );
-            let (s01, s23) = scales(w, at, *x.d.get_unchecked(i0 * blocks + b));
-            acc01 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p01), s01, acc01);
-            acc23 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p23), s23, acc23);
+            let w01 = _mm512_permutex2var_epi64(lo, rows01, hi);
+            let w23 = _mm512_permutex2var_epi64(lo, rows23, hi);
+            for (i, (acc, minimum)) in acc.iter_mut().zip(&mut minimums).enumerate() {
+                let row = i0 + i;
+                *minimum = _mm_fmadd_ps(
+                    mins,
+                    _mm_set1_ps(*x.s.get_unchecked(row * blocks + b)),
+                    *minimum,
+                );
+                let xq = x.q.as_ptr().add(row * w.inp + b * QK);
+                let xv = _mm512_broadcast_i64x4(_mm256_loadu_si256(xq as *const __m256i));
+                let p01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w01, xv);
+                let p23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w23, xv);
+                let (s01, s23) = scales(w, at, *x.d.get_unchecked(row * blocks + b));
+                acc[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p01), s01, acc[0]);
+                acc[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p23), s23, acc[1]);
+            }
         }
-        store(acc01, acc23, w, n0, x, i0, out);
+        store::<M>(&acc, Some(&minimums), out);
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-    pub unsafe fn q8_0_x4(w: &Matrix, n0: usize, x: &QRows, i0: usize, out: &mut [f32]) {
+    pub unsafe fn q8_0_x4<const M: usize>(
+        w: &Matrix,
+        n0: usize,
+        x: &QRows,
+        i0: usize,
+        out: &mut [f32],
+    ) {
         let blocks = w.inp / QK;
         assert!(n0.is_multiple_of(GROUP) && (n0 + 4) * blocks * 32 <= w.qs.len());
-        assert!((i0 + 1) * w.inp <= x.q.len() && out.len() == 4);
-        let (mut acc01, mut acc23) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        let xq = x.q.as_ptr().add(i0 * w.inp);
+        assert!((i0 + M) * w.inp <= x.q.len() && out.len() == 4 * M);
+        let mut acc = [[_mm512_setzero_ps(); 2]; M];
         let zero = _mm512_setzero_si512();
         for b in 0..blocks {
             let at = ((n0 / GROUP) * blocks + b) * GROUP;
@@ -446,45 +529,49 @@ mod avx512 {
                 w.qs.as_ptr().wrapping_add(at * 32 + 2 * AHEAD + 64) as *const i8
             );
             _mm_prefetch::<_MM_HINT_T0>(w.d.as_ptr().wrapping_add(at + AHEAD / 16) as *const i8);
-            let xv = _mm512_broadcast_i64x4(_mm256_loadu_si256(xq.add(b * QK) as *const __m256i));
-            let mut p = [zero; 2];
-            for (k, p) in p.iter_mut().enumerate() {
-                let wv = _mm512_loadu_si512(w.qs.as_ptr().add((at + 2 * k) * 32) as *const _);
-                // |w|·(x with w's sign) = w·x, as the 256-bit tiles compute it.
-                let negative = _mm512_movepi8_mask(wv);
-                let signed = _mm512_mask_sub_epi8(xv, negative, zero, xv);
-                *p = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(wv), signed);
+            let wv = [
+                _mm512_loadu_si512(w.qs.as_ptr().add(at * 32) as *const _),
+                _mm512_loadu_si512(w.qs.as_ptr().add((at + 2) * 32) as *const _),
+            ];
+            let magnitude = [_mm512_abs_epi8(wv[0]), _mm512_abs_epi8(wv[1])];
+            let negative = [_mm512_movepi8_mask(wv[0]), _mm512_movepi8_mask(wv[1])];
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let row = i0 + i;
+                let xq = x.q.as_ptr().add(row * w.inp + b * QK);
+                let xv = _mm512_broadcast_i64x4(_mm256_loadu_si256(xq as *const __m256i));
+                let (s01, s23) = scales(w, at, *x.d.get_unchecked(row * blocks + b));
+                let s = [s01, s23];
+                for k in 0..2 {
+                    // |w|·(x with w's sign) = w·x, as the 256-bit tiles compute it.
+                    let signed = _mm512_mask_sub_epi8(xv, negative[k], zero, xv);
+                    let p = _mm512_dpbusd_epi32(zero, magnitude[k], signed);
+                    acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s[k], acc[k]);
+                }
             }
-            let (s01, s23) = scales(w, at, *x.d.get_unchecked(i0 * blocks + b));
-            acc01 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[0]), s01, acc01);
-            acc23 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p[1]), s23, acc23);
         }
-        store(acc01, acc23, w, n0, x, i0, out);
+        store::<M>(&acc, None, out);
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
     #[inline]
-    unsafe fn store(
-        acc01: __m512,
-        acc23: __m512,
-        w: &Matrix,
-        n0: usize,
-        x: &QRows,
-        i0: usize,
+    unsafe fn store<const M: usize>(
+        acc: &[[__m512; 2]; M],
+        minimums: Option<&[__m128; M]>,
         out: &mut [f32],
     ) {
-        let mut lanes = [0f32; 32];
-        _mm512_storeu_ps(lanes.as_mut_ptr(), acc01);
-        _mm512_storeu_ps(lanes.as_mut_ptr().add(16), acc23);
-        let blocks = w.inp / QK;
-        for (j, l) in lanes.chunks_exact(8).enumerate() {
-            let sum = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
-            out[j] = if w.format == Format::Q4_1 {
-                let n = n0 + j;
-                sum + dot_avx2(&w.m[n * blocks..][..blocks], &x.s[i0 * blocks..][..blocks])
-            } else {
-                sum
-            };
+        for (i, acc) in acc.iter().enumerate() {
+            let mut lanes = [0f32; 32];
+            _mm512_storeu_ps(lanes.as_mut_ptr(), acc[0]);
+            _mm512_storeu_ps(lanes.as_mut_ptr().add(16), acc[1]);
+            let mut mins = [0f32; 4];
+            if let Some(m) = minimums {
+                _mm_storeu_ps(mins.as_mut_ptr(), m[i]);
+            }
+            for (j, l) in lanes.chunks_exact(8).enumerate() {
+                let sum = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+                // Output layout `(rows, inputs)`: row j, input i.
+                out[j * M + i] = sum + mins[j];
+            }
         }
     }
 }
@@ -528,16 +615,26 @@ fn plain(w: &Matrix, n0: usize, r: usize, x: &QRows, i0: usize, gm: usize, out: 
     }
 }
 
-/// Adds the lanes pairwise, then Q4_1's minimum term `Σ_b m_b·s_b`.
+/// Adds the lanes pairwise, then Q4_1's minimum term `Σ_b m_b·s_b` (one fused multiply-add
+/// per block, in block order, as every path sums it).
 fn finish(lanes: &[f32; 8], w: &Matrix, n: usize, x: &QRows, row: usize) -> f32 {
     let l = lanes;
     let sum = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
-    if w.format == Format::Q4_1 {
-        let blocks = w.inp / QK;
-        sum + super::kernels::dot(&w.m[n * blocks..][..blocks], &x.s[row * blocks..][..blocks])
-    } else {
-        sum
+    sum + minimum(w, n, x, row)
+}
+
+/// Q4_1's minimum term of weight row `n` and input `row` (0 for Q8_0).
+#[inline]
+fn minimum(w: &Matrix, n: usize, x: &QRows, row: usize) -> f32 {
+    if w.format != Format::Q4_1 {
+        return 0.0;
     }
+    let blocks = w.inp / QK;
+    let mut t = 0f32;
+    for b in 0..blocks {
+        t = w.m[w.at(n, b)].mul_add(x.s[row * blocks + b], t);
+    }
+    t
 }
 
 /// One tile kernel per instruction set: the block loop is the same, only the integer dot
@@ -546,7 +643,7 @@ macro_rules! tiles {
     ($module:ident, $features:literal, $dp:item) => {
         #[cfg(target_arch = "x86_64")]
         mod $module {
-            use super::{super::kernels::dot_avx2, Format, Matrix, QRows, QK};
+            use super::{minimum, Matrix, QRows, QK};
             use std::arch::x86_64::*;
 
             /// Eight i32 lanes, each the sum of four products `a·b` (`a` unsigned bytes below
@@ -632,14 +729,7 @@ macro_rules! tiles {
                         let mut l = [0f32; 8];
                         _mm256_storeu_ps(l.as_mut_ptr(), *acc);
                         let sum = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
-                        // Q4_1's minimum term, by the same dot product as `finish` uses.
-                        out[j * M + i] = if w.format == Format::Q4_1 {
-                            let blocks = w.inp / QK;
-                            let (n, row) = (n0 + j, i0 + i);
-                            sum + dot_avx2(&w.m[n * blocks..][..blocks], &x.s[row * blocks..][..blocks])
-                        } else {
-                            sum
-                        };
+                        out[j * M + i] = sum + minimum(w, n0 + j, x, i0 + i);
                     }
                 }
             }
