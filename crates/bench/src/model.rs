@@ -3,7 +3,9 @@
 //! first of the two decode rounds, of which the faster counts): prefill tokens/s,
 //! single-stream decode tokens/s, and aggregate decode tokens/s of a batch where every
 //! sequence runs on its own LoRA adapter, against the same batch with no adapters; and LoRA
-//! training tokens/s with its losses. Prints one JSON object.
+//! training tokens/s with its losses. The same serving figures for OpenLoRA's serving pass
+//! (the GGUF file's own 4- and 8-bit blocks against 8-bit activations), the engine the node
+//! serves with, under `openlora_*`. Prints one JSON object.
 //!
 //! The peers, on the same GGUF file, are measured by `scripts/bench-model`, which runs this
 //! binary, `scripts/bench_model_peer.py` (llama.cpp through llama-cpp-python: prefill and
@@ -145,6 +147,7 @@ fn main() -> Result<()> {
     let fields = out.as_object_mut().expect("an object");
     if !args.train_only {
         fields.extend(serving(llama, &ids, &args)?);
+        fields.extend(serving_pass(&path, llama, &ids, &args)?);
     }
     let (train_tps, losses) = training(llama, &ids, args.train_steps)?;
     fields.insert("train_losses".into(), losses.into());
@@ -216,6 +219,100 @@ fn serving(
         "batch_decode_no_adapters_tokens_per_s": base_batch,
         "batch_decode_each_own_adapter_tokens_per_s": lora_batch,
         "adapter_batch_ratio": lora_batch / base_batch,
+    });
+    Ok(out.as_object().expect("an object").clone())
+}
+
+/// OpenLoRA's serving pass: prefill, single-stream decode, and a batch decode with and
+/// without an adapter per sequence, timed as [`serving`] times the candle pass.
+fn serving_pass(
+    path: &std::path::Path,
+    llama: &Llama,
+    ids: &[u32],
+    args: &Args,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    use openledger_openlora::engine::{Base, Chunk, Mix, SeqCache, ServedAdapter};
+    let raw = openledger_model::weights::read_gguf_raw(path)?;
+    let base = Base::from_gguf(&raw)?;
+    let none: Mix = Vec::new();
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i as u32)
+    };
+    let prefill = fastest(3, || {
+        let mut cache = SeqCache::default();
+        base.forward(&mut [Chunk {
+            tokens: &ids[..args.prompt_tokens],
+            cache: &mut cache,
+            mix: &none,
+            logits: true,
+        }])?;
+        Ok(())
+    })?;
+    // Steps of `batch` sequences after untimed 32-token prefills; the best of two runs.
+    let steps = |mixes: &[&Mix], n: usize| -> Result<f64> {
+        let mut best = f64::MAX;
+        for _ in 0..2 {
+            let mut caches = vec![SeqCache::default(); mixes.len()];
+            let mut next: Vec<u32> = Vec::new();
+            for (i, (cache, mix)) in caches.iter_mut().zip(mixes).enumerate() {
+                let logits = base.forward(&mut [Chunk {
+                    tokens: &ids[i..i + 32],
+                    cache,
+                    mix,
+                    logits: true,
+                }])?;
+                next.push(argmax(&logits[0]));
+            }
+            let t = Instant::now();
+            for _ in 0..n {
+                let tokens: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
+                let mut chunks: Vec<Chunk> = caches
+                    .iter_mut()
+                    .zip(mixes)
+                    .zip(&tokens)
+                    .map(|((cache, mix), t)| Chunk {
+                        tokens: t,
+                        cache,
+                        mix,
+                        logits: true,
+                    })
+                    .collect();
+                next = base
+                    .forward(&mut chunks)?
+                    .iter()
+                    .map(|l| argmax(l))
+                    .collect();
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        Ok((mixes.len() * n) as f64 / best)
+    };
+    let decode_tps = steps(&[&none], args.decode_tokens)?;
+    let mixes: Vec<Mix> = (0..args.batch)
+        .map(|_| -> Result<Mix> {
+            let a = adapter(llama, args.rank)?;
+            Ok(vec![(
+                std::sync::Arc::new(ServedAdapter::new(&a, &base)?),
+                1.0,
+            )])
+        })
+        .collect::<Result<_>>()?;
+    let plain: Vec<&Mix> = (0..args.batch).map(|_| &none).collect();
+    let own: Vec<&Mix> = mixes.iter().collect();
+    let (mut base_batch, mut lora_batch) = (0f64, 0f64);
+    for _ in 0..2 {
+        base_batch = base_batch.max(steps(&plain, args.batch_steps)?);
+        lora_batch = lora_batch.max(steps(&own, args.batch_steps)?);
+    }
+    let out = json!({
+        "openlora_prefill_tokens_per_s": args.prompt_tokens as f64 / prefill,
+        "openlora_decode_tokens_per_s": decode_tps,
+        "openlora_batch_decode_no_adapters_tokens_per_s": base_batch,
+        "openlora_batch_decode_each_own_adapter_tokens_per_s": lora_batch,
+        "openlora_adapter_batch_ratio": lora_batch / base_batch,
     });
     Ok(out.as_object().expect("an object").clone())
 }
