@@ -6,8 +6,10 @@ error objects.
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
+import socket
 import struct
 import time
 import urllib.request
@@ -165,3 +167,32 @@ def test_errors_are_openai_error_objects(client):
     with pytest.raises(openai.BadRequestError) as bad:
         client.chat.completions.create(model=BASE, messages=QUESTION, temperature=5)
     assert bad.value.body["param"] == "temperature"
+
+
+def running_requests(node) -> float:
+    with urllib.request.urlopen(f"{node.api_url}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("vllm:num_requests_running{"):
+                return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("no vllm:num_requests_running in /metrics")
+
+
+def test_a_client_that_disconnects_frees_its_place(client, node):
+    host, port = node.api_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    body = {"model": BASE, "prompt": "Tell me a long story", "max_tokens": 4000, "stream": True,
+            "ignore_eos": True, "temperature": 0}
+    conn.request("POST", "/v1/completions", json.dumps(body), {"content-type": "application/json"})
+    response = conn.getresponse()
+    assert response.status == 200
+    chunks = 0
+    while chunks < 3:
+        if response.fp.readline().startswith(b"data: "):
+            chunks += 1
+    assert running_requests(node) == 1
+    conn.sock.shutdown(socket.SHUT_RDWR)
+    conn.close()
+    deadline = time.monotonic() + 10
+    while running_requests(node) != 0:
+        assert time.monotonic() < deadline, "the abandoned request still runs"
+        time.sleep(0.1)

@@ -39,6 +39,9 @@ pub struct ServeArgs {
     /// Tokens one step runs at most (prompts are prefilled in chunks of what is left).
     #[arg(long, default_value_t = 256)]
     pub step_tokens: usize,
+    /// Seconds a request may take, queue included, before it ends (finish_reason "length").
+    #[arg(long, default_value_t = 600)]
+    pub request_timeout: u64,
 }
 
 impl ServeArgs {
@@ -51,6 +54,7 @@ impl ServeArgs {
             step_tokens: self.step_tokens,
             cache_bytes: self.adapter_cache_mb << 20,
             prefix_cache_bytes: self.prefix_cache_mb << 20,
+            request_timeout: std::time::Duration::from_secs(self.request_timeout.max(1)),
             ..Settings::default()
         })
     }

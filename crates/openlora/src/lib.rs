@@ -84,6 +84,8 @@ pub struct Settings {
     pub kv_bytes: usize,
     /// Adapters per request at most (an ensemble's size).
     pub max_mix: usize,
+    /// A request without a deadline of its own ends this long after it arrives.
+    pub request_timeout: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -96,6 +98,7 @@ impl Default for Settings {
             prefix_cache_bytes: 256 << 20,
             kv_bytes: 2 << 30,
             max_mix: 8,
+            request_timeout: std::time::Duration::from_secs(600),
         }
     }
 }
@@ -188,6 +191,12 @@ impl OpenLora {
                 self.settings.kv_bytes
             )));
         }
+        let arrived = Instant::now();
+        request.deadline = Some(
+            request
+                .deadline
+                .unwrap_or(arrived + self.settings.request_timeout),
+        );
         let queued = self.queued.fetch_add(1, Ordering::SeqCst);
         if queued >= self.settings.queue_len {
             self.queued.fetch_sub(1, Ordering::SeqCst);
@@ -197,7 +206,7 @@ impl OpenLora {
         let pending = Pending {
             request,
             events,
-            arrived: Instant::now(),
+            arrived,
         };
         self.send(Command::Submit(Box::new(pending)));
         Ok(rx)

@@ -1,7 +1,7 @@
 //! The engine under load on the default model: requests on different adapters and prompt
 //! lengths, batched with chunked prefill, get exactly the tokens each gets alone; a client
 //! that goes away frees its place; the queue is bounded; a hot adapter does not starve a cold
-//! one; evicted adapters reload; repeated prefixes are reused without changing the answer.
+//! one; deadlines end requests; evicted adapters reload; repeated prefixes are reused without changing the answer.
 
 mod common;
 
@@ -138,6 +138,13 @@ fn a_client_that_leaves_frees_its_place_and_the_queue_is_bounded() {
     assert_eq!((tokens.len(), finish), (4, Finish::Length));
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(engine.metrics().load(), (0, 0));
+    // A deadline ends a request mid-answer.
+    let mut late = request(&model, "Count to a million", None, 100_000);
+    late.deadline = Some(std::time::Instant::now() + Duration::from_millis(300));
+    late.params.ignore_eos = true;
+    let (tokens, finish, _) = collect(engine.submit(late).unwrap());
+    assert_eq!(finish, Finish::Deadline);
+    assert!(!tokens.is_empty() && tokens.len() < 100_000);
     // Unknown adapters are refused up front.
     let unknown = engine.submit(request(&model, "Hello", Some("../alpha"), 4));
     assert!(
