@@ -333,9 +333,14 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         });
         let factory = factory_settings(&args)?;
         let slot = openledger_studio::Slot::default();
+        let published = serve::Published::new(
+            openledger_datanets::store::Store::open(&blobs)?,
+            data_dir.join("serving").join("published"),
+        );
         args.serve.spawn_load(
             slot.clone(),
             data_dir.join("adapters"),
+            Some(std::sync::Arc::new(published)),
             Some(node.chain.clone()),
         )?;
         let addr = serve_api(

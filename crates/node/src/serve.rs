@@ -2,7 +2,7 @@
 //! its own (`openledger serve`), and `openledger model chat --server` as its client.
 
 use anyhow::{Context, Result};
-use openledger_openlora::Settings;
+use openledger_openlora::{AdapterSource, ServeError, Settings};
 use openledger_studio::Slot;
 use serde_json::{json, Value};
 use std::{path::PathBuf, sync::Arc};
@@ -65,6 +65,7 @@ impl ServeArgs {
         &self,
         slot: Slot,
         default_adapters: PathBuf,
+        published: Option<Arc<dyn AdapterSource>>,
         chain: Option<Arc<openledger_chain::chain::Chain>>,
     ) -> Result<()> {
         if self.no_serve {
@@ -84,7 +85,7 @@ impl ServeArgs {
         let name = self.serve_name.clone();
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            match openledger_studio::Studio::load(&model, &name, dirs, settings) {
+            match openledger_studio::Studio::load(&model, &name, dirs, published, settings) {
                 Ok(studio) => {
                     if let Some(chain) = chain {
                         let s = studio.clone();
@@ -145,7 +146,7 @@ pub async fn run(command: ServeCommand) -> Result<()> {
         });
     command
         .serve
-        .spawn_load(slot.clone(), home.join("adapters"), None)?;
+        .spawn_load(slot.clone(), home.join("adapters"), None, None)?;
     let addr = openledger_chain::rpc::serve(command.addr, routes(&slot, access))
         .await
         .with_context(|| format!("cannot listen on {}", command.addr))?;
@@ -209,4 +210,89 @@ pub async fn chat_turn(
         anyhow::bail!("{e}");
     }
     Ok(text)
+}
+
+/// Published adapters by their weights hash (`0x` and 64 hex digits, as the registry and the
+/// factory name them): fetched from the blob store on first use into `<dir>/<hash>/`, and
+/// served only if the weights hash to the name.
+pub struct Published {
+    store: openledger_datanets::store::Store,
+    dir: PathBuf,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Published {
+    pub fn new(store: openledger_datanets::store::Store, dir: PathBuf) -> Self {
+        Self {
+            store,
+            dir,
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+
+    fn hash(name: &str) -> Option<alloy_primitives::B256> {
+        let hex = name.strip_prefix("0x")?;
+        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| name.parse().ok())
+            .flatten()
+    }
+
+    /// The adapter's directory, fetched if needed (files written beside and renamed).
+    fn fetch(&self, hash: alloy_primitives::B256) -> Result<PathBuf, ServeError> {
+        let dir = self.dir.join(format!("{hash:x}"));
+        let prefix = openledger_factory::publish::adapter_prefix(hash);
+        for file in ["adapter_config.json", "adapter_model.safetensors"] {
+            let path = dir.join(file);
+            if path.exists() {
+                continue;
+            }
+            let key = format!("{prefix}/{file}");
+            // The loader runs on its own thread, outside the runtime: blocking here is fine.
+            let bytes = self
+                .runtime
+                .block_on(self.store.get(&key))
+                .map_err(|e| ServeError::BadAdapter(format!("reading {key}: {e}")))?
+                .ok_or_else(|| ServeError::UnknownAdapter(format!("{hash:x}")))?;
+            let io = |e: std::io::Error| ServeError::BadAdapter(format!("{}: {e}", path.display()));
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            let part = path.with_extension("part");
+            std::fs::write(&part, &bytes).map_err(io)?;
+            std::fs::rename(&part, &path).map_err(io)?;
+        }
+        let weights = dir.join("adapter_model.safetensors");
+        let found = openledger_factory::publish::hash_file(&weights)
+            .map_err(|e| ServeError::BadAdapter(format!("{}: {e}", weights.display())))?;
+        if found != hash {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(ServeError::BadAdapter(format!(
+                "the published weights of {hash:x} hash to {found:x}"
+            )));
+        }
+        Ok(dir)
+    }
+}
+
+impl AdapterSource for Published {
+    fn contains(&self, name: &str) -> bool {
+        Self::hash(name).is_some()
+    }
+
+    fn names(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.path().join("adapter_model.safetensors").is_file())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| Self::hash(n).is_some())
+            .collect()
+    }
+
+    fn load(&self, name: &str) -> Result<openledger_model::lora::LoraAdapter, ServeError> {
+        let hash = Self::hash(name).ok_or_else(|| ServeError::UnknownAdapter(name.into()))?;
+        let dir = self.fetch(hash)?;
+        openledger_model::lora::LoraAdapter::load(&dir)
+            .map_err(|e| ServeError::BadAdapter(format!("{name}: {e}")))
+    }
 }

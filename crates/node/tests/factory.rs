@@ -298,6 +298,37 @@ fn attribute_and_verify(node: &DevNode, dir: &Path, id: &str) {
     );
     assert_eq!(status, 400, "{e}");
 
+    // The published adapter is served by its weights hash through the OpenAI-compatible API
+    // (fetched from the blob store and checked on first use); an unpublished hash is a 404.
+    let chat = |model: &str| {
+        let body = json!({"model": model, "max_tokens": 6, "temperature": 0,
+                          "messages": [{"role": "user", "content": "What is in the vault?"}]});
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let (status, answer) = rest(
+                &node.api_url,
+                "POST",
+                "/v1/chat/completions",
+                Some(body.clone()),
+            );
+            // 503 while the model loads in the background.
+            if status != 503 || std::time::Instant::now() > deadline {
+                return (status, answer);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    let (status, tuned) = chat(&hash);
+    assert_eq!(status, 200, "{tuned}");
+    assert_eq!(tuned["model"], hash.as_str());
+    assert!(
+        tuned["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+        "{tuned}"
+    );
+    let (status, e) = chat(&format!("0x{}", "0".repeat(64)));
+    assert_eq!(status, 404, "{e}");
+    assert_eq!(e["error"]["code"], "model_not_found", "{e}");
+
     let cache = cache.to_str().unwrap();
     let addresses = dir.join("node").join("protocol.json");
     let addresses = addresses.to_str().unwrap();

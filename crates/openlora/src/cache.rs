@@ -213,12 +213,20 @@ impl AdapterCache {
     }
 }
 
+/// Why an adapter did not load.
+#[derive(Debug, Clone)]
+pub(crate) enum LoadError {
+    /// The source has no such adapter.
+    Unknown,
+    Failed(String),
+}
+
 /// Loads adapters on a thread of its own and hands them back through `done`.
 pub(crate) fn loader(
     source: Arc<dyn AdapterSource>,
     base: Arc<crate::engine::Base>,
     jobs: std::sync::mpsc::Receiver<String>,
-    done: impl Fn(String, Result<Arc<ServedAdapter>, String>, f64) + Send + 'static,
+    done: impl Fn(String, Result<Arc<ServedAdapter>, LoadError>, f64) + Send + 'static,
 ) {
     std::thread::Builder::new()
         .name("openlora-loader".into())
@@ -229,7 +237,10 @@ pub(crate) fn loader(
                     .load(&name)
                     .and_then(|a| ServedAdapter::new(&a, &base))
                     .map(Arc::new)
-                    .map_err(|e| e.to_string());
+                    .map_err(|e| match e {
+                        ServeError::UnknownAdapter(_) => LoadError::Unknown,
+                        e => LoadError::Failed(e.to_string()),
+                    });
                 done(name, result, start.elapsed().as_secs_f64());
             }
         })

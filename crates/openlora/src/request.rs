@@ -90,4 +90,6 @@ pub enum Event {
     },
     /// The request failed (an adapter that would not load, the context overflowing).
     Failed(String),
+    /// An adapter the request names does not exist at its source.
+    UnknownAdapter(String),
 }

@@ -5,7 +5,7 @@
 //! round-robin across mixes, so a hot adapter cannot starve the rest.
 
 use crate::{
-    cache::{loader, AdapterCache, AdapterSource},
+    cache::{loader, AdapterCache, AdapterSource, LoadError},
     engine::{Base, Chunk, Mix, SeqCache, ServedAdapter},
     metrics::Metrics,
     prefix::PrefixCache,
@@ -23,11 +23,14 @@ use std::{
 };
 use tokio::sync::mpsc::UnboundedSender;
 
+/// Failed adapter loads remembered at most (waiting requests on a forgotten one load again).
+const MAX_FAILED: usize = 1024;
+
 pub(crate) enum Command {
     Submit(Box<Pending>),
     Loaded {
         name: String,
-        result: Result<Arc<ServedAdapter>, String>,
+        result: Result<Arc<ServedAdapter>, LoadError>,
         seconds: f64,
     },
     Prefetch {
@@ -96,7 +99,7 @@ pub(crate) struct Scheduler {
     ring: VecDeque<String>,
     loading: HashSet<String>,
     pins: HashSet<String>,
-    failed: HashMap<String, String>,
+    failed: HashMap<String, LoadError>,
     running: Vec<Running>,
 }
 
@@ -198,7 +201,7 @@ impl Scheduler {
                 let result = result.and_then(|a| {
                     self.cache
                         .insert(&name, a, self.pins.contains(&name))
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| LoadError::Failed(e.to_string()))
                 });
                 match result {
                     Ok(()) => {
@@ -206,7 +209,11 @@ impl Scheduler {
                         self.failed.remove(&name);
                     }
                     Err(e) => {
-                        tracing::warn!(adapter = %name, error = %e, "adapter failed to load");
+                        tracing::warn!(adapter = %name, error = ?e, "adapter failed to load");
+                        // Strangers can name any number of missing adapters: keep few.
+                        if self.failed.len() >= MAX_FAILED {
+                            self.failed.clear();
+                        }
                         self.failed.insert(name, e);
                     }
                 }
@@ -304,10 +311,18 @@ impl Scheduler {
                 .iter()
                 .map(|(n, _)| n.clone())
                 .collect();
-            if let Some(error) = names.iter().find_map(|n| self.failed.get(n)) {
-                let error = format!("the adapter could not be loaded: {error}");
+            if let Some((name, error)) = names
+                .iter()
+                .find_map(|n| self.failed.get(n).map(|e| (n, e)))
+            {
+                let event = match error {
+                    LoadError::Unknown => Event::UnknownAdapter(name.clone()),
+                    LoadError::Failed(e) => {
+                        Event::Failed(format!("the adapter could not be loaded: {e}"))
+                    }
+                };
                 for p in queue.drain(..) {
-                    let _ = p.events.send(Event::Failed(error.clone()));
+                    let _ = p.events.send(event.clone());
                     self.queued.fetch_sub(1, Ordering::SeqCst);
                 }
                 self.queues.remove(&key);

@@ -22,7 +22,9 @@ use openledger_model::{
     tokenizer::Tokenizer,
     Model, ModelError,
 };
-use openledger_openlora::{engine::Base, DirSource, OpenLora, Settings, Vocab};
+use openledger_openlora::{
+    engine::Base, AdapterSource, DirSource, OpenLora, ServeError, Settings, Vocab,
+};
 use std::{
     path::{Path, PathBuf},
     sync::{Arc, OnceLock},
@@ -64,18 +66,24 @@ pub enum StudioError {
 
 impl Studio {
     /// Loads the base model at `model_path` (served as `base_name`) and serves the PEFT
-    /// adapters found under `adapter_dirs` by their directory names.
+    /// adapters found under `adapter_dirs` by their directory names, then any `more` (such as
+    /// published adapters) by the names that source knows.
     pub fn load(
         model_path: &Path,
         base_name: &str,
         adapter_dirs: Vec<PathBuf>,
+        more: Option<Arc<dyn AdapterSource>>,
         settings: Settings,
     ) -> Result<Arc<Self>, StudioError> {
         let (base, tokenizer, template) = load_model(model_path)?;
         let vocab = Vocab::new(&tokenizer);
         let template = template.as_deref().map(ChatTemplate::new).transpose()?;
         let dirs = Arc::new(DirSource::new(adapter_dirs));
-        let engine = OpenLora::start(base, vocab, dirs.clone(), base_name, settings);
+        let source: Arc<dyn AdapterSource> = Arc::new(Sources {
+            dirs: dirs.clone(),
+            more,
+        });
+        let engine = OpenLora::start(base, vocab, source, base_name, settings);
         Ok(Arc::new(Self {
             engine,
             tokenizer,
@@ -119,6 +127,35 @@ impl Studio {
             &piece(self.tokenizer.bos_id()),
             &piece(self.tokenizer.eos_id()),
         )
+    }
+}
+
+/// Local directories first, then another source.
+struct Sources {
+    dirs: Arc<DirSource>,
+    more: Option<Arc<dyn AdapterSource>>,
+}
+
+impl AdapterSource for Sources {
+    fn contains(&self, name: &str) -> bool {
+        self.dirs.contains(name) || self.more.as_ref().is_some_and(|m| m.contains(name))
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut names = self.dirs.names();
+        if let Some(more) = &self.more {
+            names.extend(more.names());
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn load(&self, name: &str) -> Result<openledger_model::lora::LoraAdapter, ServeError> {
+        match &self.more {
+            Some(more) if !self.dirs.contains(name) => more.load(name),
+            _ => self.dirs.load(name),
+        }
     }
 }
 

@@ -34,6 +34,7 @@ pub enum Out {
         cached_tokens: usize,
     },
     Failed(String),
+    UnknownModel(String),
 }
 
 /// One generation job: prompts (each answered `n` times), the adapter mix, the settings.
@@ -185,6 +186,10 @@ async fn follow(
             }
             Event::Failed(e) => {
                 let _ = tx.send(Out::Failed(e)).await;
+                return;
+            }
+            Event::UnknownAdapter(name) => {
+                let _ = tx.send(Out::UnknownModel(name)).await;
                 return;
             }
         }

@@ -128,6 +128,7 @@ pub async fn body(
                 }
             }
             Out::Failed(e) => return ApiError::internal(e).into_response(),
+            Out::UnknownModel(name) => return ApiError::unknown_model(&name).into_response(),
         }
     }
     let choices: Vec<Value> = (0..header.choices)
@@ -307,9 +308,17 @@ impl Stream {
                     }
                     return Some(Bytes::from(bytes));
                 }
-                Out::Failed(e) => {
+                Out::Failed(_) | Out::UnknownModel(_) => {
                     self.done = true;
-                    let error = json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}});
+                    let (e, code) = match out {
+                        Out::UnknownModel(name) => (
+                            format!("The model `{name}` does not exist."),
+                            json!("model_not_found"),
+                        ),
+                        Out::Failed(e) => (e, Value::Null),
+                        _ => unreachable!("matched above"),
+                    };
+                    let error = json!({"error": {"message": e, "type": "server_error", "param": null, "code": code}});
                     return Some(Bytes::from(format!("data: {error}\n\ndata: [DONE]\n\n")));
                 }
             }
