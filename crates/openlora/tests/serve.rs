@@ -62,6 +62,7 @@ fn collect(mut rx: UnboundedReceiver<Event>) -> (Vec<u32>, Finish, usize) {
                 ..
             } => return (tokens, finish, cached_tokens),
             Event::Failed(e) => panic!("request failed: {e}"),
+            Event::UnknownAdapter(name) => panic!("no adapter {name}"),
         }
     }
 }
