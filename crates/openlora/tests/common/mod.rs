@@ -62,15 +62,8 @@ pub fn random_adapter(model: &Model, seed: u64, r: usize, targets: &[&str]) -> L
     }
 }
 
-pub const ALL: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
+/// Every projection an adapter may target.
+pub const ALL: [&str; 7] = openledger_model::lora::TARGETS;
 
 /// The largest difference between two rows of logits, as a share of `reference`'s spread.
 pub fn relative_diff(got: &[f32], reference: &[f32]) -> f32 {
