@@ -252,7 +252,7 @@ impl Published {
                 .runtime
                 .block_on(self.store.get(&key))
                 .map_err(|e| ServeError::BadAdapter(format!("reading {key}: {e}")))?
-                .ok_or_else(|| ServeError::UnknownAdapter(format!("{hash:x}")))?;
+                .ok_or_else(|| ServeError::UnknownAdapter(format!("{hash:#x}")))?;
             let io = |e: std::io::Error| ServeError::BadAdapter(format!("{}: {e}", path.display()));
             std::fs::create_dir_all(&dir).map_err(io)?;
             let part = path.with_extension("part");
@@ -281,10 +281,11 @@ impl AdapterSource for Published {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
+        // Directories are named by the hash without `0x`; the served name has it.
         entries
             .flatten()
             .filter(|e| e.path().join("adapter_model.safetensors").is_file())
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter_map(|e| e.file_name().to_str().map(|n| format!("0x{n}")))
             .filter(|n| Self::hash(n).is_some())
             .collect()
     }

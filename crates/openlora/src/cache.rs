@@ -46,6 +46,11 @@ impl DirSource {
                 "an adapter name is 1 to 128 printable characters".into(),
             ));
         }
+        if looks_published(name) {
+            return Err(ServeError::Invalid(
+                "names of the form 0x and 64 hex digits belong to published adapters".into(),
+            ));
+        }
         LoraAdapter::load(&dir).map_err(|e| ServeError::BadAdapter(e.to_string()))?;
         self.registered.write().insert(name.to_string(), dir);
         Ok(())
@@ -62,6 +67,9 @@ impl DirSource {
         }
         // A name is one path component: never `..`, never a separator.
         if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\']) {
+            return None;
+        }
+        if looks_published(name) {
             return None;
         }
         self.roots
@@ -101,6 +109,13 @@ impl AdapterSource for DirSource {
             .ok_or_else(|| ServeError::UnknownAdapter(name.to_string()))?;
         LoraAdapter::load(&dir).map_err(|e| ServeError::BadAdapter(format!("{name}: {e}")))
     }
+}
+
+/// Whether `name` has the form of a published adapter's weights hash (`0x` + 64 hex digits),
+/// which local names may not take.
+pub fn looks_published(name: &str) -> bool {
+    name.strip_prefix("0x")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 struct Entry {
@@ -233,16 +248,40 @@ pub(crate) fn loader(
         .spawn(move || {
             for name in jobs {
                 let start = Instant::now();
-                let result = source
-                    .load(&name)
-                    .and_then(|a| ServedAdapter::new(&a, &base))
-                    .map(Arc::new)
-                    .map_err(|e| match e {
-                        ServeError::UnknownAdapter(_) => LoadError::Unknown,
-                        e => LoadError::Failed(e.to_string()),
-                    });
+                // A hostile file must not take the loader down with it.
+                let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    source
+                        .load(&name)
+                        .and_then(|a| ServedAdapter::new(&a, &base))
+                }));
+                let result = match loaded {
+                    Ok(Ok(a)) => Ok(Arc::new(a)),
+                    Ok(Err(ServeError::UnknownAdapter(_))) => Err(LoadError::Unknown),
+                    Ok(Err(e)) => Err(LoadError::Failed(e.to_string())),
+                    Err(_) => Err(LoadError::Failed("the adapter could not be read".into())),
+                };
                 done(name, result, start.elapsed().as_secs_f64());
             }
         })
         .expect("spawning the adapter loader");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_names_cannot_take_a_published_adapters_name_or_leave_the_roots() {
+        let source = DirSource::new(vec![std::env::temp_dir()]);
+        let hash = format!("0x{}", "ab".repeat(32));
+        let refused = source.register(&hash, std::env::temp_dir());
+        assert!(
+            matches!(refused, Err(ServeError::Invalid(_))),
+            "{refused:?}"
+        );
+        assert!(!source.contains(&hash));
+        for name in ["..", "../etc", "a/b", ".hidden", ""] {
+            assert!(!source.contains(name), "{name}");
+        }
+    }
 }

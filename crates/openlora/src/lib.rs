@@ -26,7 +26,7 @@ pub mod request;
 mod sample;
 mod scheduler;
 
-pub use cache::{AdapterSource, DirSource};
+pub use cache::{looks_published, AdapterSource, DirSource};
 pub use request::{Event, Finish, Logprob, Params, Request};
 pub use sample::Vocab;
 
@@ -117,11 +117,16 @@ impl OpenLora {
     /// Starts the step loop and the adapter loader on their own threads.
     pub fn start(
         base: Base,
-        vocab: Vocab,
+        mut vocab: Vocab,
         source: Arc<dyn AdapterSource>,
         model_name: &str,
         settings: Settings,
     ) -> Self {
+        // Models pad their vocabulary past the tokenizer's: those ids have no bytes.
+        if vocab.pieces.len() < base.vocab() {
+            vocab.pieces.resize(base.vocab(), Vec::new());
+        }
+        vocab.eos.retain(|&e| (e as usize) < base.vocab());
         let base = Arc::new(base);
         let metrics = Arc::new(Metrics::new(model_name, settings.max_batch));
         let queued = Arc::new(AtomicUsize::new(0));
@@ -208,13 +213,16 @@ impl OpenLora {
             events,
             arrived,
         };
-        self.send(Command::Submit(Box::new(pending)));
+        if !self.send(Command::Submit(Box::new(pending))) {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(ServeError::Model("the serving engine has stopped".into()));
+        }
         Ok(rx)
     }
 
     /// Loads `name` ahead of use (and keeps it resident when `pin`).
     pub fn prefetch(&self, name: &str, pin: bool) {
-        self.send(Command::Prefetch {
+        let _ = self.send(Command::Prefetch {
             name: name.to_string(),
             pin,
         });
@@ -222,17 +230,17 @@ impl OpenLora {
 
     /// Lets a pinned adapter be evicted again.
     pub fn unpin(&self, name: &str) {
-        self.send(Command::Unpin(name.to_string()));
+        let _ = self.send(Command::Unpin(name.to_string()));
     }
 
     /// Drops `name` from memory (requests already running on it finish on their copy).
     pub fn evict(&self, name: &str) {
-        self.send(Command::Evict(name.to_string()));
+        let _ = self.send(Command::Evict(name.to_string()));
     }
 
-    fn send(&self, command: Command) {
-        // The loop only ends when every sender is gone, and this one is alive.
-        let _ = self.commands.lock().send(command);
+    /// False if the step loop is gone (it never stops on its own; a failure would).
+    fn send(&self, command: Command) -> bool {
+        self.commands.lock().send(command).is_ok()
     }
 
     /// Where adapters come from.

@@ -60,6 +60,23 @@ impl PrefixCache {
         Some(self.entries[best].cache.prefix(len))
     }
 
+    /// Drops every prefix computed with adapter `name` (its weights changed or went away).
+    pub fn forget(&mut self, name: &str) {
+        let uses = |mix: &str| {
+            mix.split('\u{1e}')
+                .any(|part| part.split('\u{1f}').next() == Some(name))
+        };
+        let mut freed = 0;
+        self.entries.retain(|e| {
+            let keep = !uses(&e.mix);
+            if !keep {
+                freed += e.cache.bytes() + e.tokens.len() * 4;
+            }
+            keep
+        });
+        self.bytes -= freed;
+    }
+
     /// Keeps `cache` (holding exactly `tokens`) for later requests.
     pub fn insert(&mut self, mix: &str, tokens: &[u32], cache: &SeqCache) {
         if tokens.len() < MIN_PREFIX || self.capacity == 0 {

@@ -4,6 +4,7 @@
 //! the decode tokens of the others. Waiting requests queue per adapter mix and are admitted
 //! round-robin across mixes, so a hot adapter cannot starve the rest.
 
+use crate::ServeError;
 use crate::{
     cache::{loader, AdapterCache, AdapterSource, LoadError},
     engine::{Base, Chunk, Mix, SeqCache, ServedAdapter},
@@ -15,6 +16,7 @@ use crate::{
 };
 use std::{
     collections::{HashMap, HashSet, VecDeque},
+    panic::{catch_unwind, AssertUnwindSafe},
     sync::{
         atomic::{AtomicUsize, Ordering},
         mpsc, Arc,
@@ -186,11 +188,11 @@ impl Scheduler {
                     }
                 }
                 let key = pending.key();
-                let queue = self.queues.entry(key.clone()).or_default();
-                if queue.is_empty() {
-                    self.ring.push_back(key);
+                // One turn per mix: the ring holds each key once (at most queue_len keys).
+                if !self.ring.contains(&key) {
+                    self.ring.push_back(key.clone());
                 }
-                queue.push_back(*pending);
+                self.queues.entry(key).or_default().push_back(*pending);
             }
             Command::Loaded {
                 name,
@@ -234,6 +236,9 @@ impl Scheduler {
             Command::Evict(name) => {
                 self.pins.remove(&name);
                 self.cache.remove(&name);
+                self.failed.remove(&name);
+                // Keys and values computed with the old weights must not serve the new ones.
+                self.prefix.forget(&name);
             }
         }
     }
@@ -270,6 +275,7 @@ impl Scheduler {
             });
         }
         self.queued.fetch_sub(left, Ordering::SeqCst);
+        self.queues.retain(|_, q| !q.is_empty());
         let mut i = 0;
         while i < self.running.len() {
             let r = &self.running[i];
@@ -447,7 +453,10 @@ impl Scheduler {
                 logits,
             });
         }
-        let result = self.base.forward(&mut chunks);
+        // A panic in the pass (a bug, a hostile adapter's shapes) fails this step's sequences,
+        // not the server.
+        let result = catch_unwind(AssertUnwindSafe(|| self.base.forward(&mut chunks)))
+            .unwrap_or_else(|_| Err(ServeError::Model("the serving pass failed".into())));
         drop(chunks);
         let logits = match result {
             Ok(l) => l,
@@ -460,15 +469,25 @@ impl Scheduler {
                 return;
             }
         };
-        let mut done: Vec<(usize, Finish)> = Vec::new();
+        let mut done: Vec<(usize, Option<Finish>)> = Vec::new();
         for (i, logits) in wants.into_iter().zip(logits) {
-            if let Some(finish) = self.emit(i, &logits) {
-                done.push((i, finish));
+            match catch_unwind(AssertUnwindSafe(|| self.emit(i, &logits))) {
+                Ok(Some(finish)) => done.push((i, Some(finish))),
+                Ok(None) => {}
+                Err(_) => done.push((i, None)),
             }
         }
         for (i, finish) in done.into_iter().rev() {
             let r = self.running.swap_remove(i);
-            self.finish(r, finish);
+            match finish {
+                Some(finish) => self.finish(r, finish),
+                None => {
+                    let _ = r
+                        .pending
+                        .events
+                        .send(Event::Failed("choosing the next token failed".into()));
+                }
+            }
         }
     }
 

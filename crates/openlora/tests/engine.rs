@@ -184,3 +184,28 @@ fn an_ensemble_is_the_weighted_merge_of_its_adapters() {
         "{singles:?} vs {diffs:?}"
     );
 }
+
+#[test]
+fn adapters_that_do_not_fit_are_refused_without_harm() {
+    let model = default_model();
+    let base = common::served_base();
+    let good = random_adapter(&model, 5, 4, &["q_proj"]);
+    // A pair whose A is the wrong width for its projection.
+    let mut wrong = good.clone();
+    let pair = wrong.pairs.values_mut().next().unwrap();
+    pair.a = Tensor::zeros((4, 100), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let e = ServedAdapter::new(&wrong, &base).err().expect("refused");
+    assert!(e.to_string().contains("do not fit"), "{e}");
+    // A rank no server should hold.
+    let mut huge = good.clone();
+    huge.config.r = 1 << 40;
+    let e = ServedAdapter::new(&huge, &base).err().expect("refused");
+    assert!(e.to_string().contains("rank"), "{e}");
+    // A module the model does not have.
+    let mut stray = good;
+    let pair = stray.pairs.values().next().unwrap().clone();
+    stray
+        .pairs
+        .insert("model.layers.99.self_attn.q_proj".into(), pair);
+    assert!(ServedAdapter::new(&stray, &base).is_err());
+}

@@ -152,6 +152,7 @@ impl AdapterSource for Sources {
     }
 
     fn load(&self, name: &str) -> Result<openledger_model::lora::LoraAdapter, ServeError> {
+        // Local directories never take a published adapter's name (`looks_published`).
         match &self.more {
             Some(more) if !self.dirs.contains(name) => more.load(name),
             _ => self.dirs.load(name),

@@ -17,6 +17,9 @@ struct Pair {
     bt: Vec<f32>,
 }
 
+/// The largest rank served.
+const MAX_RANK: usize = 1024;
+
 /// An adapter ready to serve.
 pub struct ServedAdapter {
     /// Indexed by `layer · 7 + kind`.
@@ -38,17 +41,20 @@ impl ServedAdapter {
                 .filter(|(l, _)| *l < dims.layers)
                 .ok_or_else(|| bad("the base model has no such projection".into()))?;
             let (inp, out) = dims.shape(kind);
+            let r = adapter.config.r;
+            if r > MAX_RANK {
+                return Err(bad(format!("rank {r} is above {MAX_RANK}")));
+            }
+            // Shapes first, from the tensors themselves: no arithmetic a file can overflow.
+            let (a_dims, b_dims) = (pair.a.dims().to_vec(), pair.b.dims().to_vec());
+            if a_dims != [r, inp] || b_dims != [out, r] {
+                return Err(bad(format!(
+                    "shapes {a_dims:?} and {b_dims:?} do not fit a {out}×{inp} projection at rank {r}"
+                )));
+            }
             let to_vec = |t: &candle_core::Tensor| t.flatten_all().and_then(|t| t.to_vec1());
             let a: Vec<f32> = to_vec(&pair.a).map_err(|e| bad(e.to_string()))?;
             let b: Vec<f32> = to_vec(&pair.b).map_err(|e| bad(e.to_string()))?;
-            let r = adapter.config.r;
-            if a.len() != r * inp || b.len() != out * r {
-                return Err(bad(format!(
-                    "shapes {:?} and {:?} do not fit a {out}×{inp} projection at rank {r}",
-                    pair.a.dims(),
-                    pair.b.dims()
-                )));
-            }
             let mut bt = vec![0f32; r * out];
             for o in 0..out {
                 for j in 0..r {

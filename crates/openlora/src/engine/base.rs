@@ -126,10 +126,18 @@ impl Base {
             Some(_) if !config.tie_word_embeddings => Some(matrix("lm_head.weight")?),
             _ => None,
         };
+        check_shapes(&dims, &layers, &embed, head.as_ref())?;
+        let norm = vector("model.norm.weight")?;
+        if norm.len() != dims.e {
+            return Err(ServeError::Unsupported(format!(
+                "the final norm is not {} wide",
+                dims.e
+            )));
+        }
         let (cos, sin) = rope_tables(&dims, config.rope_theta);
         Ok(Self {
             head,
-            norm: vector("model.norm.weight")?,
+            norm,
             embed,
             layers,
             cos,
@@ -172,6 +180,61 @@ impl Base {
     pub fn kv_bytes_per_position(&self) -> usize {
         self.dims.layers * 2 * self.dims.kv * self.dims.d * 4
     }
+}
+
+/// Refuses weights whose shapes disagree with the config (a damaged or hostile file), which
+/// would otherwise misalign a batch's logits or index out of range mid-step.
+fn check_shapes(
+    dims: &Dims,
+    layers: &[Layer],
+    embed: &Matrix,
+    head: Option<&Matrix>,
+) -> Result<(), ServeError> {
+    let bad = |what: String| Err(ServeError::Unsupported(what));
+    if dims.kv == 0
+        || !dims.h.is_multiple_of(dims.kv)
+        || !dims.d.is_multiple_of(2)
+        || dims.h * dims.d != dims.e
+    {
+        return bad(format!(
+            "{} heads over {} key/value heads of width {} in a hidden size of {}",
+            dims.h, dims.kv, dims.d, dims.e
+        ));
+    }
+    let (e, inter, vocab) = (dims.e, dims.inter, dims.vocab);
+    for (i, l) in layers.iter().enumerate() {
+        let want = [
+            ("q|k|v", l.qkv.shape(), (dims.qkv(), e)),
+            ("o_proj", l.o.shape(), (e, dims.h * dims.d)),
+            ("gate|up", l.gate_up.shape(), (2 * inter, e)),
+            ("down_proj", l.down.shape(), (e, inter)),
+        ];
+        for (name, got, want) in want {
+            if got != want {
+                return bad(format!(
+                    "layer {i} {name} is {got:?}, the config says {want:?}"
+                ));
+            }
+        }
+        if l.in_norm.len() != e || l.post_norm.len() != e {
+            return bad(format!("layer {i}'s norms are not {e} wide"));
+        }
+        if l.qkv_bias.as_ref().is_some_and(|b| b.len() != dims.qkv()) {
+            return bad(format!("layer {i}'s q|k|v bias is not {} wide", dims.qkv()));
+        }
+    }
+    for (name, m) in [("the embedding", Some(embed)), ("the output head", head)] {
+        if let Some(m) = m {
+            if m.shape() != (vocab, e) {
+                return bad(format!(
+                    "{name} is {:?}, the config says {:?}",
+                    m.shape(),
+                    (vocab, e)
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// cos and sin of every position's angles, `(positions, d/2)`, as the model crate computes

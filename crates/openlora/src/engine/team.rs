@@ -110,10 +110,11 @@ impl Team {
         while s.pending.load(SeqCst) != 0 {
             std::hint::spin_loop();
         }
+        let member_panicked = s.panicked.swap(false, SeqCst);
         if let Err(panic) = mine {
             std::panic::resume_unwind(panic);
         }
-        if s.panicked.swap(false, SeqCst) {
+        if member_panicked {
             panic!("a serving thread panicked");
         }
     }

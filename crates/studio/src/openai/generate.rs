@@ -194,4 +194,9 @@ async fn follow(
             }
         }
     }
+    // The engine let go of the request without ending it: say so rather than answer an
+    // empty completion.
+    let _ = tx
+        .send(Out::Failed("the request ended without an answer".into()))
+        .await;
 }

@@ -256,6 +256,11 @@ impl Matrix {
         Some(all)
     }
 
+    /// `(out, in)`.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.out, self.inp)
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.qs.len() + 4 * (self.d.len() + self.m.len())
