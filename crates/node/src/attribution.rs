@@ -61,7 +61,7 @@ pub enum AttributionCommand {
 }
 
 /// The adapter's weights hash: given, or read from the model registry by id.
-async fn weights_hash(adapter: &str, client: Option<&ProtocolClient>) -> Result<B256> {
+pub(crate) async fn weights_hash(adapter: &str, client: Option<&ProtocolClient>) -> Result<B256> {
     if adapter.starts_with("0x") {
         return adapter
             .parse()

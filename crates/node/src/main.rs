@@ -333,9 +333,13 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         });
         let factory = factory_settings(&args)?;
         let slot = openledger_studio::Slot::default();
+        let registry = ProtocolClient::connect(&format!("http://{}", node.http_addr), None)
+            .await?
+            .with_addresses(Addresses::load(&addresses_file)?);
         let published = serve::Published::new(
             openledger_datanets::store::Store::open(&blobs)?,
             data_dir.join("serving").join("published"),
+            Some(registry),
         );
         args.serve.spawn_load(
             slot.clone(),

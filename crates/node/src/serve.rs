@@ -213,21 +213,37 @@ pub async fn chat_turn(
 }
 
 /// Published adapters by their weights hash (`0x` and 64 hex digits, as the registry and the
-/// factory name them): fetched from the blob store on first use into `<dir>/<hash>/`, and
-/// served only if the weights hash to the name.
+/// factory name them) or by their registry id (read from `ModelRegistry`): fetched from the
+/// blob store on first use into `<dir>/<hash>/`, and served only if the weights hash to it.
 pub struct Published {
     store: openledger_datanets::store::Store,
     dir: PathBuf,
+    registry: Option<openledger_protocol::client::ProtocolClient>,
     runtime: tokio::runtime::Handle,
 }
 
 impl Published {
-    pub fn new(store: openledger_datanets::store::Store, dir: PathBuf) -> Self {
+    pub fn new(
+        store: openledger_datanets::store::Store,
+        dir: PathBuf,
+        registry: Option<openledger_protocol::client::ProtocolClient>,
+    ) -> Self {
         Self {
             store,
             dir,
+            registry,
             runtime: tokio::runtime::Handle::current(),
         }
+    }
+
+    /// A registry id's weights hash, read on chain (on the loader's thread).
+    fn by_id(&self, name: &str) -> Result<alloy_primitives::B256, ServeError> {
+        self.runtime
+            .block_on(crate::attribution::weights_hash(
+                name,
+                self.registry.as_ref(),
+            ))
+            .map_err(|_| ServeError::UnknownAdapter(name.to_string()))
     }
 
     fn hash(name: &str) -> Option<alloy_primitives::B256> {
@@ -275,6 +291,7 @@ impl Published {
 impl AdapterSource for Published {
     fn contains(&self, name: &str) -> bool {
         Self::hash(name).is_some()
+            || (self.registry.is_some() && openledger_openlora::looks_published(name))
     }
 
     fn names(&self) -> Vec<String> {
@@ -291,7 +308,11 @@ impl AdapterSource for Published {
     }
 
     fn load(&self, name: &str) -> Result<openledger_model::lora::LoraAdapter, ServeError> {
-        let hash = Self::hash(name).ok_or_else(|| ServeError::UnknownAdapter(name.into()))?;
+        let hash = match Self::hash(name) {
+            Some(hash) => hash,
+            None if self.contains(name) => self.by_id(name)?,
+            None => return Err(ServeError::UnknownAdapter(name.into())),
+        };
         let dir = self.fetch(hash)?;
         openledger_model::lora::LoraAdapter::load(&dir)
             .map_err(|e| ServeError::BadAdapter(format!("{name}: {e}")))

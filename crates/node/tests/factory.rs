@@ -325,9 +325,18 @@ fn attribute_and_verify(node: &DevNode, dir: &Path, id: &str) {
         tuned["usage"]["completion_tokens"].as_u64().unwrap() > 0,
         "{tuned}"
     );
+    // By its registry id, the same adapter and the same answer.
+    let (status, by_id) = chat("1");
+    assert_eq!(status, 200, "{by_id}");
+    assert_eq!(
+        by_id["choices"][0]["message"]["content"],
+        tuned["choices"][0]["message"]["content"]
+    );
     let (status, e) = chat(&format!("0x{}", "0".repeat(64)));
     assert_eq!(status, 404, "{e}");
     assert_eq!(e["error"]["code"], "model_not_found", "{e}");
+    let (status, e) = chat("999");
+    assert_eq!(status, 404, "{e}");
 
     let cache = cache.to_str().unwrap();
     let addresses = dir.join("node").join("protocol.json");

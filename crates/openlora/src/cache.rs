@@ -48,7 +48,7 @@ impl DirSource {
         }
         if looks_published(name) {
             return Err(ServeError::Invalid(
-                "names of the form 0x and 64 hex digits belong to published adapters".into(),
+                "names of digits, or of 0x and 64 hex digits, belong to published adapters".into(),
             ));
         }
         LoraAdapter::load(&dir).map_err(|e| ServeError::BadAdapter(e.to_string()))?;
@@ -111,11 +111,14 @@ impl AdapterSource for DirSource {
     }
 }
 
-/// Whether `name` has the form of a published adapter's weights hash (`0x` + 64 hex digits),
-/// which local names may not take.
+/// Whether `name` has the form of a published adapter's weights hash (`0x` + 64 hex digits)
+/// or of a registry id (decimal digits), which local names may not take.
 pub fn looks_published(name: &str) -> bool {
-    name.strip_prefix("0x")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    let hash = name
+        .strip_prefix("0x")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    let id = !name.is_empty() && name.len() <= 20 && name.bytes().all(|b| b.is_ascii_digit());
+    hash || id
 }
 
 struct Entry {
