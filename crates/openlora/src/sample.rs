@@ -11,6 +11,8 @@ use std::collections::HashMap;
 
 /// Tokens considered under JSON mode when sampling (greedy takes the best valid one).
 const JSON_CANDIDATES: usize = 40;
+/// Best-scoring tokens JSON mode checks first, before it sorts the whole vocabulary.
+const JSON_SCAN: usize = 512;
 
 /// The bytes of every token id, for JSON mode.
 pub struct Vocab {
@@ -107,26 +109,48 @@ impl Picker {
             (None, true, _) => 1,
             (None, false, k) => k,
         };
-        if limit > 0 && limit < order.len() && self.json.is_none() {
-            order.select_nth_unstable_by(limit - 1, by_score);
-            order.truncate(limit);
-        }
-        order.sort_unstable_by(by_score);
-        if let Some(state) = &self.json {
-            let allowed = |id: u32| {
-                if vocab.eos.contains(&id) {
-                    false
+        // The best `n` candidates, best first (sorting only those).
+        let best = |order: &mut Vec<u32>, n: usize| {
+            if n < order.len() {
+                order.select_nth_unstable_by(n - 1, by_score);
+                order.truncate(n);
+            }
+            order.sort_unstable_by(by_score);
+        };
+        match &self.json {
+            None if limit > 0 => best(&mut order, limit),
+            None => {
+                // All tokens may be drawn, but those below e^-21 of the best (about 1e-9)
+                // cannot matter: sort only the rest.
+                let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+                let floor = max - 21.0 * p.temperature;
+                order.retain(|&id| scores[id as usize] >= floor);
+                order.sort_unstable_by(by_score);
+            }
+            Some(state) => {
+                let allowed =
+                    |id: u32| !vocab.eos.contains(&id) && state.accepts(&vocab.pieces[id as usize]);
+                // Most steps find their valid candidates among the best few hundred.
+                let mut head = order.clone();
+                best(&mut head, JSON_SCAN.min(order.len()));
+                let valid: Vec<u32> = head
+                    .into_iter()
+                    .filter(|&id| allowed(id))
+                    .take(limit)
+                    .collect();
+                order = if valid.len() == limit || order.len() <= JSON_SCAN {
+                    valid
                 } else {
-                    state.accepts(&vocab.pieces[id as usize])
+                    order.sort_unstable_by(by_score);
+                    order
+                        .into_iter()
+                        .filter(|&id| allowed(id))
+                        .take(limit)
+                        .collect()
+                };
+                if order.is_empty() {
+                    return vocab.eos[0];
                 }
-            };
-            order = order
-                .into_iter()
-                .filter(|&id| allowed(id))
-                .take(limit)
-                .collect();
-            if order.is_empty() {
-                return vocab.eos[0];
             }
         }
         if p.temperature <= 0.0 || order.len() == 1 {

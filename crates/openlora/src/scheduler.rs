@@ -25,6 +25,9 @@ use std::{
 };
 use tokio::sync::mpsc::UnboundedSender;
 
+/// Adapter loads in flight at most.
+const MAX_LOADING: usize = 64;
+
 /// Failed adapter loads remembered at most (waiting requests on a forgotten one load again).
 const MAX_FAILED: usize = 1024;
 
@@ -244,6 +247,11 @@ impl Scheduler {
     }
 
     fn request_load(&mut self, name: &str) {
+        // A bounded number in flight: requests naming missing adapters cannot queue unbounded
+        // work on the loader; the rest are asked for again when their turn comes (`admit`).
+        if self.loading.len() >= MAX_LOADING && !self.loading.contains(name) {
+            return;
+        }
         if self.loading.insert(name.to_string()) {
             self.failed.remove(name);
             let _ = self.loads.send(name.to_string());

@@ -102,9 +102,10 @@ async fn follow(
     let tokenizer = &studio.tokenizer;
     let mut decoder = StreamDecoder::new();
     let mut text = String::new();
-    let mut emitted = 0;
+    let mut emitted: usize = 0;
     let mut pending: Vec<TokenLogprob> = Vec::new();
     let mut generated = 0;
+    let longest = stops.iter().map(String::len).max().unwrap_or(0);
     while let Some(event) = events.recv().await {
         match event {
             Event::Token { id, logprob } => {
@@ -113,7 +114,16 @@ async fn follow(
                     pending.push(studio.token_logprob(id, lp.logprob, &lp.top));
                 }
                 text.push_str(&decoder.push(tokenizer, id));
-                let stop_at = stops.iter().filter_map(|s| text.find(s.as_str())).min();
+                // Only the text not yet sent (and a stop's length before it) can hold a new
+                // stop: searching from there keeps a long answer linear.
+                let mut from = emitted.saturating_sub(longest);
+                while !text.is_char_boundary(from) {
+                    from -= 1;
+                }
+                let stop_at = stops
+                    .iter()
+                    .filter_map(|s| text[from..].find(s.as_str()).map(|at| from + at))
+                    .min();
                 if let Some(at) = stop_at {
                     text.truncate(at);
                 }
