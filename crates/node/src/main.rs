@@ -355,6 +355,7 @@ async fn run_node(args: NodeArgs) -> Result<()> {
             args.api_addr,
             factory,
             slot,
+            args.serve.admin_access(args.dev),
         )
         .await?;
         tracing::info!(api = %format!("http://{addr}/api"), "REST API running");
@@ -453,6 +454,7 @@ async fn serve_api(
     addr: SocketAddr,
     factory: FactorySettings,
     inference: openledger_studio::Slot,
+    admin: openledger_factory::api::Access,
 ) -> Result<SocketAddr> {
     let addresses = Addresses::load(addresses_file)?;
     let client = ProtocolClient::connect(&format!("http://{}", node.http_addr), None)
@@ -492,7 +494,7 @@ async fn serve_api(
         &data_dir.join("attribution"),
         factory.models.clone(),
     ));
-    router = router.merge(serve::routes(&inference, factory.access.clone()));
+    router = router.merge(serve::routes(&inference, factory.access.clone(), admin));
     router = router.merge(openledger_attribution::api::router(attributor).route_layer(
         axum::middleware::from_fn_with_state(
             std::sync::Arc::new(factory.access.clone()),

@@ -42,6 +42,27 @@ pub struct ServeArgs {
     /// Seconds a request may take, queue included, before it ends (finish_reason "length").
     #[arg(long, default_value_t = 600)]
     pub request_timeout: u64,
+    /// A key for the adapter-management routes (`/v1/load_lora_adapter`, which reads the
+    /// server's disk, and `/v1/unload_lora_adapter`), repeatable; without one they are open on
+    /// --dev (or on `openledger serve` without --api-key) and closed otherwise.
+    #[arg(
+        long = "admin-key",
+        env = "OPENLEDGER_ADMIN_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub admin_keys: Vec<String>,
+}
+
+impl ServeArgs {
+    /// Who may manage adapters: the admin keys, else everyone when `open`, else no one.
+    pub fn admin_access(&self, open: bool) -> openledger_factory::api::Access {
+        match (self.admin_keys.is_empty(), open) {
+            (false, _) => openledger_factory::api::Access::Keys(self.admin_keys.clone()),
+            (true, true) => openledger_factory::api::Access::Open,
+            (true, false) => openledger_factory::api::Access::Keys(Vec::new()),
+        }
+    }
 }
 
 impl ServeArgs {
@@ -122,13 +143,19 @@ pub struct ServeCommand {
     pub serve: ServeArgs,
 }
 
-/// The inference routes, behind `access`; `/health` and `/metrics` open.
-pub fn routes(slot: &Slot, access: openledger_factory::api::Access) -> axum::Router {
-    let guard =
-        axum::middleware::from_fn_with_state(Arc::new(access), openledger_factory::api::authorize);
+/// The inference routes behind `access`, adapter management behind `admin`; `/health` and
+/// `/metrics` open.
+pub fn routes(
+    slot: &Slot,
+    access: openledger_factory::api::Access,
+    admin: openledger_factory::api::Access,
+) -> axum::Router {
+    let guard = |access| {
+        axum::middleware::from_fn_with_state(Arc::new(access), openledger_factory::api::authorize)
+    };
     openledger_studio::router(slot)
-        .merge(openledger_studio::admin_router(slot))
-        .route_layer(guard)
+        .route_layer(guard(access))
+        .merge(openledger_studio::admin_router(slot).route_layer(guard(admin)))
         .merge(openledger_studio::probe_router(slot))
 }
 
@@ -147,7 +174,8 @@ pub async fn run(command: ServeCommand) -> Result<()> {
     command
         .serve
         .spawn_load(slot.clone(), home.join("adapters"), None, None)?;
-    let addr = openledger_chain::rpc::serve(command.addr, routes(&slot, access))
+    let admin = command.serve.admin_access(command.api_keys.is_empty());
+    let addr = openledger_chain::rpc::serve(command.addr, routes(&slot, access, admin))
         .await
         .with_context(|| format!("cannot listen on {}", command.addr))?;
     tracing::info!(api = %format!("http://{addr}/v1"), "inference API running");
