@@ -333,6 +333,11 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         });
         let factory = factory_settings(&args)?;
         let slot = openledger_studio::Slot::default();
+        let inference = serve::routes(
+            &slot,
+            factory.access.clone(),
+            args.serve.admin_access(args.dev),
+        );
         let registry = ProtocolClient::connect(&format!("http://{}", node.http_addr), None)
             .await?
             .with_addresses(Addresses::load(&addresses_file)?);
@@ -354,8 +359,7 @@ async fn run_node(args: NodeArgs) -> Result<()> {
             &blobs,
             args.api_addr,
             factory,
-            slot,
-            args.serve.admin_access(args.dev),
+            inference,
         )
         .await?;
         tracing::info!(api = %format!("http://{addr}/api"), "REST API running");
@@ -453,8 +457,7 @@ async fn serve_api(
     blobs: &str,
     addr: SocketAddr,
     factory: FactorySettings,
-    inference: openledger_studio::Slot,
-    admin: openledger_factory::api::Access,
+    inference: axum::Router,
 ) -> Result<SocketAddr> {
     let addresses = Addresses::load(addresses_file)?;
     let client = ProtocolClient::connect(&format!("http://{}", node.http_addr), None)
@@ -494,7 +497,7 @@ async fn serve_api(
         &data_dir.join("attribution"),
         factory.models.clone(),
     ));
-    router = router.merge(serve::routes(&inference, factory.access.clone(), admin));
+    router = router.merge(inference);
     router = router.merge(openledger_attribution::api::router(attributor).route_layer(
         axum::middleware::from_fn_with_state(
             std::sync::Arc::new(factory.access.clone()),
