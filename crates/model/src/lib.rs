@@ -15,7 +15,6 @@
 //! - [`model`]: [`Model`], a loaded model with its tokenizer, and streaming completion.
 //! - [`train`]: LoRA fine-tuning (AdamW, warmup + cosine, clipping, accumulation, checkpoints),
 //!   on the hand-written forward and backward pass of `backprop`.
-//! - [`q8`]: 8-bit weight blocks (llama.cpp's Q8_0 layout) and their batched product.
 //! - [`tokenizer`]: byte-level BPE built from a GGUF file's own metadata, or a model
 //!   directory's `tokenizer.json`.
 
@@ -31,7 +30,7 @@ pub mod lora;
 mod lora_add;
 pub mod loss;
 pub mod model;
-pub mod q8;
+mod q8;
 pub mod tokenizer;
 pub mod train;
 pub mod weights;

@@ -11,13 +11,13 @@
 use rayon::prelude::*;
 
 /// Values per block.
-pub const BLOCK: usize = 32;
+pub(crate) const BLOCK: usize = 32;
 
 /// Output rows per rayon task.
 const ROWS_PER_TASK: usize = 64;
 
 /// A weight matrix `(out, in)` rounded to 8 bits per value.
-pub struct Q8 {
+pub(crate) struct Q8 {
     out: usize,
     inp: usize,
     /// `(out, in)` row-major.
@@ -28,7 +28,7 @@ pub struct Q8 {
 
 impl Q8 {
     /// Rounds `w` `(out, in)` row-major; `in` must be a multiple of [`BLOCK`].
-    pub fn quantize(w: &[f32], out: usize, inp: usize) -> Q8 {
+    pub(crate) fn quantize(w: &[f32], out: usize, inp: usize) -> Q8 {
         assert!(
             inp.is_multiple_of(BLOCK) && w.len() == out * inp,
             "shape of the weight"
@@ -55,26 +55,11 @@ impl Q8 {
         }
     }
 
-    /// Output rows (the weight's first dimension).
-    pub fn out(&self) -> usize {
-        self.out
-    }
-
-    /// Input width (the weight's second dimension).
-    pub fn inp(&self) -> usize {
-        self.inp
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.values.len() + self.scales.len() * 4
-    }
-
     /// `y = x·Wᵀ` for `x` `(m, in)`, `y` `(m, out)`, any `m ≥ 1`. Each weight row is read
     /// once for all `m` inputs (in groups of four), so a batch costs one pass over the
     /// weights. Every output is summed in the same order whatever `m` is and whatever the
     /// other rows hold: a row's result does not depend on the batch it runs in.
-    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+    pub(crate) fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         assert!(m >= 1 && x.len() == m * self.inp, "shape of the input");
         // (out, m): each task writes a contiguous range of output rows for every input.
         let mut yt = vec![0f32; self.out * m];
