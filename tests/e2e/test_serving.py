@@ -196,3 +196,23 @@ def test_a_client_that_disconnects_frees_its_place(client, node):
     while running_requests(node) != 0:
         assert time.monotonic() < deadline, "the abandoned request still runs"
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize("bad, param", [
+    ({"n": 9}, "n"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"response_format": {"type": "json_schema"}}, "response_format"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+])
+def test_out_of_range_requests_are_refused_by_name(client, bad, param):
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(**{"model": BASE, "messages": QUESTION, **bad})
+    assert refused.value.body["param"] == param
+
+
+def test_a_prompt_past_the_context_is_refused(client):
+    with pytest.raises(openai.BadRequestError) as long:
+        client.completions.create(model=BASE, prompt="word " * 9000, max_tokens=1)
+    assert "context" in long.value.body["message"]

@@ -146,6 +146,13 @@ fn a_client_that_leaves_frees_its_place_and_the_queue_is_bounded() {
     let (tokens, finish, _) = collect(engine.submit(late).unwrap());
     assert_eq!(finish, Finish::Deadline);
     assert!(!tokens.is_empty() && tokens.len() < 100_000);
+    // An ensemble past the limit, and weights that are not numbers, are refused up front.
+    let mut many = request(&model, "Hello", None, 4);
+    many.adapters = vec![("alpha".to_string(), 0.1); 9];
+    assert!(matches!(engine.submit(many), Err(ServeError::Invalid(_))));
+    let mut nan = request(&model, "Hello", Some("alpha"), 4);
+    nan.adapters[0].1 = f32::NAN;
+    assert!(matches!(engine.submit(nan), Err(ServeError::Invalid(_))));
     // Unknown adapters are refused up front.
     let unknown = engine.submit(request(&model, "Hello", Some("../alpha"), 4));
     assert!(
