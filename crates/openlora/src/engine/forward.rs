@@ -193,13 +193,19 @@ impl Base {
             .map(|c| (c.cache.k[l].as_slice(), c.cache.v[l].as_slice()))
             .collect();
         let mut att = vec![0f32; rows.len() * h * d];
-        super::team::Team::global().for_shares(&mut att, d, 1, |part, first| {
-            for (k, out) in part.chunks_exact_mut(d).enumerate() {
-                let i = first + k;
+        let target = super::team::Shared(att.as_mut_ptr());
+        let items = rows.len() * h;
+        // Members take every `members`-th (row, head): a prompt's later rows attend to more
+        // positions, so contiguous shares would leave one member with most of the work.
+        super::team::Team::global().run(&|member, members| {
+            for i in (member..items).step_by(members) {
                 let (row, head) = (i / h, i % h);
                 let (c, pos) = rows[row];
                 let q = &qkv[row * qkv_width + head * d..][..d];
                 let (keys, values) = caches[c];
+                // SAFETY: item `i` is this member's alone and `(i + 1)·d ≤ att.len()`; `att`
+                // outlives the run.
+                let out = unsafe { std::slice::from_raw_parts_mut(target.at(i * d), d) };
                 attend(q, keys, values, pos + 1, kv * d, (head / group) * d, out);
             }
         });

@@ -118,10 +118,22 @@ pub(crate) fn rope(x: &mut [f32], d: usize, cos: &[f32], sin: &[f32]) {
 
 /// `silu(gate)·up` for each row of the fused `(rows, 2·inter)` gate|up output.
 pub(crate) fn swiglu(gate_up: &[f32], inter: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(gate_up.len() / 2);
-    for row in gate_up.chunks_exact(2 * inter) {
-        let (gate, up) = row.split_at(inter);
-        out.extend(gate.iter().zip(up).map(|(g, u)| g / (1.0 + (-g).exp()) * u));
+    let m = gate_up.len() / (2 * inter);
+    let mut out = vec![0f32; m * inter];
+    let rows = |out: &mut [f32], first: usize| {
+        let input = gate_up[first * 2 * inter..].chunks_exact(2 * inter);
+        for (out, row) in out.chunks_exact_mut(inter).zip(input) {
+            let (gate, up) = row.split_at(inter);
+            for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
+                *o = g / (1.0 + (-g).exp()) * u;
+            }
+        }
+    };
+    // A prompt's rows are worth sharing out; a decode step's few are not.
+    if m * inter >= 32 * 1024 {
+        super::team::Team::global().for_shares(&mut out, inter, 1, rows);
+    } else {
+        rows(&mut out, 0);
     }
     out
 }

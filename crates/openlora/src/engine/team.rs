@@ -198,6 +198,17 @@ pub(crate) fn share(
     (from * step).min(n)..(to * step).min(n)
 }
 
+/// A vector's base pointer, shared by team members that write disjoint elements of it.
+pub(crate) struct Shared<T>(pub *mut T);
+// SAFETY: members write disjoint elements (each user says why theirs are).
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    pub fn at(&self, i: usize) -> *mut T {
+        self.0.wrapping_add(i)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

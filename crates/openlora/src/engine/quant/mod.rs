@@ -10,6 +10,8 @@
 
 mod simd;
 
+use super::team::Shared;
+
 #[cfg(target_arch = "x86_64")]
 use simd::{avx2, avx512, vnni};
 
@@ -27,49 +29,111 @@ pub(crate) struct QRows {
     s: Vec<f32>,
 }
 
+/// Inputs at least this many values are rounded by the whole team.
+const PARALLEL_VALUES: usize = 8192;
+
 impl QRows {
     pub fn new(x: &[f32], inp: usize) -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { Self::new_avx2(x, inp) };
-        }
-        Self::build(x, inp)
-    }
-
-    /// [`QRows::build`] compiled for AVX2 (the same arithmetic, in vectors).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn new_avx2(x: &[f32], inp: usize) -> Self {
-        Self::build(x, inp)
-    }
-
-    #[inline(always)]
-    fn build(x: &[f32], inp: usize) -> Self {
         assert!(inp.is_multiple_of(QK) && x.len().is_multiple_of(inp));
         let m = x.len() / inp;
         let blocks = x.len() / QK;
         let mut q = vec![0i8; x.len()];
         let mut d = vec![0f32; blocks];
         let mut s = vec![0f32; blocks];
-        for (((x, q), d), s) in x
-            .chunks_exact(QK)
-            .zip(q.chunks_exact_mut(QK))
-            .zip(&mut d)
-            .zip(&mut s)
-        {
-            let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
-            *d = amax / 127.0;
-            let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-            let mut sum = 0i32;
-            for (q, v) in q.iter_mut().zip(x) {
-                let r = (v * inv).round().clamp(-127.0, 127.0) as i8;
-                *q = r;
-                sum += r as i32;
-            }
-            *s = *d * sum as f32;
+        if x.len() < PARALLEL_VALUES {
+            round(x, &mut q, &mut d, &mut s);
+        } else {
+            let (qp, dp, sp) = (
+                Shared(q.as_mut_ptr()),
+                Shared(d.as_mut_ptr()),
+                Shared(s.as_mut_ptr()),
+            );
+            super::team::Team::global().run(&|member, members| {
+                let r = super::team::share(blocks, 1, member, members);
+                // SAFETY: members' block ranges are disjoint and inside the three vectors,
+                // which outlive the run.
+                let (q, d, s) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(qp.at(r.start * QK), r.len() * QK),
+                        std::slice::from_raw_parts_mut(dp.at(r.start), r.len()),
+                        std::slice::from_raw_parts_mut(sp.at(r.start), r.len()),
+                    )
+                };
+                round(&x[r.start * QK..r.end * QK], q, d, s);
+            });
         }
         Self { m, inp, q, d, s }
+    }
+}
+
+/// Rounds `x` to eight bits per block: values `q`, scales `d`, scaled sums `s`.
+fn round(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { round_avx2(x, q, d, s) };
+    }
+    round_blocks(x, q, d, s)
+}
+
+/// [`round_blocks`] in AVX2 vectors: the same numbers (the maximum is exact, each value is
+/// multiplied by the same inverse and rounded to nearest, ties to even).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn round_avx2(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let blocks = d.len();
+    assert!(x.len() == blocks * QK && q.len() == x.len() && s.len() == blocks);
+    let sign = _mm256_set1_ps(-0.0);
+    for b in 0..blocks {
+        let p = x.as_ptr().add(b * QK);
+        let v = [
+            _mm256_loadu_ps(p),
+            _mm256_loadu_ps(p.add(8)),
+            _mm256_loadu_ps(p.add(16)),
+            _mm256_loadu_ps(p.add(24)),
+        ];
+        let a = _mm256_max_ps(
+            _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+            _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])),
+        );
+        let a = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        let a = _mm_max_ps(a, _mm_movehl_ps(a, a));
+        let amax = _mm_cvtss_f32(_mm_max_ss(a, _mm_shuffle_ps(a, a, 1)));
+        d[b] = amax / 127.0;
+        let inv = _mm256_set1_ps(if amax > 0.0 { 127.0 / amax } else { 0.0 });
+        const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        let i = v.map(|v| _mm256_cvtps_epi32(_mm256_round_ps::<NEAREST>(_mm256_mul_ps(v, inv))));
+        // Sum of the 32 rounded values (each within ±127: exact in i32).
+        let t = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+        let t = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+        let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0b01_00_11_10));
+        let t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0b10_11_00_01));
+        s[b] = d[b] * _mm_cvtsi128_si32(t) as f32;
+        // i32 → i16 → i8 packs interleave 128-bit lanes; the permute puts them back in order.
+        let w = _mm256_packs_epi16(
+            _mm256_packs_epi32(i[0], i[1]),
+            _mm256_packs_epi32(i[2], i[3]),
+        );
+        let w = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(q.as_mut_ptr().add(b * QK) as *mut __m256i, w);
+    }
+}
+
+/// The rounding in plain Rust; every path gives these numbers.
+fn round_blocks(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    for (((x, q), d), s) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).zip(d).zip(s) {
+        let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+        *d = amax / 127.0;
+        let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, v) in q.iter_mut().zip(x) {
+            // |v·inv| ≤ 127 by construction: no clamp needed.
+            let r = (v * inv).round_ties_even() as i8;
+            *q = r;
+            sum += r as i32;
+        }
+        *s = *d * sum as f32;
     }
 }
 
@@ -77,17 +141,6 @@ impl QRows {
 enum Format {
     Q4_1,
     Q8_0,
-}
-
-/// `y`'s base pointer, shared by the members that write disjoint columns of it.
-struct Columns(*mut f32);
-// SAFETY: members write disjoint elements (see `Matrix::matmul`).
-unsafe impl Sync for Columns {}
-
-impl Columns {
-    fn at(&self, i: usize) -> *mut f32 {
-        self.0.wrapping_add(i)
-    }
 }
 
 /// Weight rows a batch's input groups pass over together (a multiple of [`GROUP`]).
@@ -291,46 +344,32 @@ impl Matrix {
     /// `y = x·Wᵀ`, `(m, out)`. Each weight row is read once for all rows of `x`.
     pub fn matmul(&self, x: &QRows) -> Vec<f32> {
         assert_eq!(x.inp, self.inp, "the input's width");
-        let m = x.m;
-        let out = self.out;
-        let mut yt = vec![0f32; out * m]; // (out, m)
-        let mut y = if m == 1 {
-            Vec::new()
-        } else {
-            vec![0f32; m * out]
-        };
-        let target = Columns(y.as_mut_ptr());
-        super::team::Team::global().for_shares(&mut yt, m, GROUP, |yt, first| {
-            self.task(first, yt.len() / m, x, yt);
-            if m > 1 {
-                // Each member writes its own output columns of every row of `y`.
-                for (k, values) in yt.chunks_exact(m).enumerate() {
-                    for (r, v) in values.iter().enumerate() {
-                        // SAFETY: `r < m` and `first + k < out`, inside `y`; members' column
-                        // ranges are disjoint, and `y` outlives the run.
-                        unsafe { *target.at(r * out + first + k) = *v };
-                    }
-                }
+        let mut y = vec![0f32; x.m * self.out];
+        let target = Shared(y.as_mut_ptr());
+        let team = super::team::Team::global();
+        team.run(&|member, members| {
+            let rows = super::team::share(self.out, GROUP, member, members);
+            if !rows.is_empty() {
+                self.task(rows.start, rows.len(), x, &target);
             }
         });
-        if m == 1 {
-            yt
-        } else {
-            y
-        }
+        y
     }
 
-    /// Weight rows `first..first + rows` against every input into `yt` `(rows, m)`: inputs
-    /// in groups of up to four, weight rows in tiles that keep four sums in flight.
-    fn task(&self, first: usize, rows: usize, x: &QRows, yt: &mut [f32]) {
-        let m = x.m;
-        let mut tile = [0f32; 16];
+    /// Weight rows `first..first + rows` against every input into their columns of `y`
+    /// `(m, out)`: inputs in groups of up to four, weight rows in tiles that keep four sums
+    /// in flight.
+    fn task(&self, first: usize, rows: usize, x: &QRows, y: &Shared<f32>) {
+        let (m, out) = (x.m, self.out);
+        // The 512-bit tiles take up to eight inputs, the others four.
+        let inputs = if wide() { 8 } else { 4 };
+        let mut tile = [0f32; 32];
         // Rows in chunks small enough to stay in cache while every input group passes over
         // them, so a batch reads each weight from memory once.
         for c0 in (0..rows).step_by(CHUNK_ROWS) {
             let c1 = (c0 + CHUNK_ROWS).min(rows);
-            for g0 in (0..m).step_by(4) {
-                let gm = (m - g0).min(4);
+            for g0 in (0..m).step_by(inputs) {
+                let gm = (m - g0).min(inputs);
                 let per = match (gm, wide()) {
                     (_, true) | (1, _) => 4,
                     (2, _) => 2,
@@ -342,7 +381,11 @@ impl Matrix {
                     let r = if c1 - k >= per { per } else { 1 };
                     product(self, first + k, r, x, g0, gm, &mut tile[..r * gm]);
                     for j in 0..r {
-                        yt[(k + j) * m + g0..][..gm].copy_from_slice(&tile[j * gm..][..gm]);
+                        for i in 0..gm {
+                            // SAFETY: `g0 + i < m` and `first + k + j < out`, inside `y`;
+                            // members' columns are disjoint and `y` outlives the run.
+                            unsafe { *y.at((g0 + i) * out + first + k + j) = tile[j * gm + i] };
+                        }
                     }
                     k += r;
                 }
@@ -388,11 +431,19 @@ fn product(w: &Matrix, n0: usize, r: usize, x: &QRows, i0: usize, gm: usize, out
                             (Format::Q4_1, 1) => avx512::q4_1_x4::<1>(w, n0, x, i0, out),
                             (Format::Q4_1, 2) => avx512::q4_1_x4::<2>(w, n0, x, i0, out),
                             (Format::Q4_1, 3) => avx512::q4_1_x4::<3>(w, n0, x, i0, out),
-                            (Format::Q4_1, _) => avx512::q4_1_x4::<4>(w, n0, x, i0, out),
+                            (Format::Q4_1, 4) => avx512::q4_1_x4::<4>(w, n0, x, i0, out),
+                            (Format::Q4_1, 5) => avx512::q4_1_x4::<5>(w, n0, x, i0, out),
+                            (Format::Q4_1, 6) => avx512::q4_1_x4::<6>(w, n0, x, i0, out),
+                            (Format::Q4_1, 7) => avx512::q4_1_x4::<7>(w, n0, x, i0, out),
+                            (Format::Q4_1, _) => avx512::q4_1_x4::<8>(w, n0, x, i0, out),
                             (Format::Q8_0, 1) => avx512::q8_0_x4::<1>(w, n0, x, i0, out),
                             (Format::Q8_0, 2) => avx512::q8_0_x4::<2>(w, n0, x, i0, out),
                             (Format::Q8_0, 3) => avx512::q8_0_x4::<3>(w, n0, x, i0, out),
-                            (Format::Q8_0, _) => avx512::q8_0_x4::<4>(w, n0, x, i0, out),
+                            (Format::Q8_0, 4) => avx512::q8_0_x4::<4>(w, n0, x, i0, out),
+                            (Format::Q8_0, 5) => avx512::q8_0_x4::<5>(w, n0, x, i0, out),
+                            (Format::Q8_0, 6) => avx512::q8_0_x4::<6>(w, n0, x, i0, out),
+                            (Format::Q8_0, 7) => avx512::q8_0_x4::<7>(w, n0, x, i0, out),
+                            (Format::Q8_0, _) => avx512::q8_0_x4::<8>(w, n0, x, i0, out),
                         }
                     }
                 }
@@ -552,7 +603,7 @@ mod tests {
         let w = values(out * inp, 1);
         let q4 = Matrix::from_q4_1(out, inp, &q4_1_bytes(&w)).unwrap();
         let q8 = Matrix::quantize_q8_0(&w, out, inp).unwrap();
-        for m in [1, 2, 3, 5, 9] {
+        for m in [1, 2, 3, 5, 9, 15] {
             let x = values(m * inp, 7 + m as u32);
             let xq = QRows::new(&x, inp);
             for matrix in [&q4, &q8] {
@@ -578,6 +629,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn rounding_is_the_same_on_every_path_and_on_the_team() {
+        // Ties (halves) included: 127/amax·v lands on .5 for these values.
+        let mut x = values(64 * 32 * 5, 3);
+        x[..32]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = i as f32 - 15.5);
+        x[32..64].fill(0.0);
+        let (mut q, mut d, mut s) = (
+            vec![0i8; x.len()],
+            vec![0f32; x.len() / QK],
+            vec![0f32; x.len() / QK],
+        );
+        round_blocks(&x, &mut q, &mut d, &mut s);
+        let team = QRows::new(&x, 64); // past PARALLEL_VALUES: rounded by the team
+        assert!(x.len() >= PARALLEL_VALUES);
+        assert_eq!(team.q, q);
+        assert_eq!(team.d, d);
+        assert_eq!(team.s, s);
+        let small = QRows::new(&x[..256], 64);
+        assert_eq!(small.q, q[..256]);
     }
 
     #[test]

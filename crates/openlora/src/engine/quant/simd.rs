@@ -125,7 +125,7 @@ tiles!(
     }
 );
 
-/// The decode tile (four weight rows, one input) in 512-bit registers: a step reads block `b`
+/// The four-row tiles (any number of inputs up to eight) in 512-bit registers: a step reads block `b`
 /// of the four rows (one cache line of Q4_1), unpacks it into two registers of two rows each,
 /// and runs each against the input's block broadcast to both halves. Each row's eight lanes
 /// get exactly the sums the 256-bit tiles give them.
@@ -137,11 +137,12 @@ pub(super) mod avx512 {
     /// Bytes of Q4_1 blocks prefetched ahead of the one being read (twice that of Q8_0).
     const AHEAD: usize = 1024;
 
+    /// The four rows' scales of block `at`, spread over the two halves of two registers
+    /// (rows 0 and 1, rows 2 and 3) as the products' lanes are.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
     #[inline]
-    unsafe fn scales(w: &Matrix, at: usize, dx: f32) -> (__m512, __m512) {
-        let s = _mm_mul_ps(_mm_loadu_ps(w.d.as_ptr().add(at)), _mm_set1_ps(dx));
-        let s = _mm512_castps128_ps512(s);
+    unsafe fn scales(w: &Matrix, at: usize) -> (__m512, __m512) {
+        let s = _mm512_castps128_ps512(_mm_loadu_ps(w.d.as_ptr().add(at)));
         let first = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
         let second = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
         (
@@ -150,6 +151,8 @@ pub(super) mod avx512 {
         )
     }
 
+    /// Four Q4_1 rows against `M` inputs (up to eight: a prompt's tokens share each unpacked
+    /// block).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
     pub unsafe fn q4_1_x4<const M: usize>(
         w: &Matrix,
@@ -166,11 +169,12 @@ pub(super) mod avx512 {
         let rows01 = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
         let rows23 = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
         let mut acc = [[_mm512_setzero_ps(); 2]; M];
-        // Q4_1's minimum term of the four rows, per input: one fused multiply-add per block.
+        // Q4_1's minimum term of the four rows, per input: one fused multiply-add per block,
+        // here for a few inputs, in a second pass for many (registers run out).
         let mut minimums = [_mm_setzero_ps(); M];
+        let first = (n0 / GROUP) * blocks * GROUP;
         for b in 0..blocks {
-            let at = ((n0 / GROUP) * blocks + b) * GROUP;
-            let mins = _mm_loadu_ps(w.m.as_ptr().add(at));
+            let at = first + b * GROUP;
             // The rows ahead, past the 4 KiB pages the hardware prefetcher stops at.
             _mm_prefetch::<_MM_HINT_T0>(w.qs.as_ptr().wrapping_add(at * 16 + AHEAD) as *const i8);
             _mm_prefetch::<_MM_HINT_T0>(w.d.as_ptr().wrapping_add(at + AHEAD / 16) as *const i8);
@@ -179,20 +183,30 @@ pub(super) mod avx512 {
             let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
             let w01 = _mm512_permutex2var_epi64(lo, rows01, hi);
             let w23 = _mm512_permutex2var_epi64(lo, rows23, hi);
-            for (i, (acc, minimum)) in acc.iter_mut().zip(&mut minimums).enumerate() {
+            let (d01, d23) = scales(w, at);
+            for (i, acc) in acc.iter_mut().enumerate() {
                 let row = i0 + i;
-                *minimum = _mm_fmadd_ps(
-                    mins,
-                    _mm_set1_ps(*x.s.get_unchecked(row * blocks + b)),
-                    *minimum,
-                );
+                if M <= 4 {
+                    let mins = _mm_loadu_ps(w.m.as_ptr().add(at));
+                    let sx = _mm_set1_ps(*x.s.get_unchecked(row * blocks + b));
+                    minimums[i] = _mm_fmadd_ps(mins, sx, minimums[i]);
+                }
                 let xq = x.q.as_ptr().add(row * w.inp + b * QK);
                 let xv = _mm512_broadcast_i64x4(_mm256_loadu_si256(xq as *const __m256i));
                 let p01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w01, xv);
                 let p23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w23, xv);
-                let (s01, s23) = scales(w, at, *x.d.get_unchecked(row * blocks + b));
-                acc[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p01), s01, acc[0]);
-                acc[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p23), s23, acc[1]);
+                let dx = _mm512_set1_ps(*x.d.get_unchecked(row * blocks + b));
+                acc[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p01), _mm512_mul_ps(d01, dx), acc[0]);
+                acc[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p23), _mm512_mul_ps(d23, dx), acc[1]);
+            }
+        }
+        if M > 4 {
+            for b in 0..blocks {
+                let mins = _mm_loadu_ps(w.m.as_ptr().add(first + b * GROUP));
+                for (i, minimum) in minimums.iter_mut().enumerate() {
+                    let sx = _mm_set1_ps(*x.s.get_unchecked((i0 + i) * blocks + b));
+                    *minimum = _mm_fmadd_ps(mins, sx, *minimum);
+                }
             }
         }
         store::<M>(&acc, Some(&minimums), out);
@@ -226,12 +240,13 @@ pub(super) mod avx512 {
             ];
             let magnitude = [_mm512_abs_epi8(wv[0]), _mm512_abs_epi8(wv[1])];
             let negative = [_mm512_movepi8_mask(wv[0]), _mm512_movepi8_mask(wv[1])];
+            let (d01, d23) = scales(w, at);
             for (i, acc) in acc.iter_mut().enumerate() {
                 let row = i0 + i;
                 let xq = x.q.as_ptr().add(row * w.inp + b * QK);
                 let xv = _mm512_broadcast_i64x4(_mm256_loadu_si256(xq as *const __m256i));
-                let (s01, s23) = scales(w, at, *x.d.get_unchecked(row * blocks + b));
-                let s = [s01, s23];
+                let dx = _mm512_set1_ps(*x.d.get_unchecked(row * blocks + b));
+                let s = [_mm512_mul_ps(d01, dx), _mm512_mul_ps(d23, dx)];
                 for k in 0..2 {
                     // |w|·(x with w's sign) = w·x, as the 256-bit tiles compute it.
                     let signed = _mm512_mask_sub_epi8(xv, negative[k], zero, xv);
