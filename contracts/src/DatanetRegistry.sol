@@ -729,6 +729,17 @@ contract DatanetRegistry is Ownable, ReentrancyGuard {
         return _contributions[contributionId];
     }
 
+    /// @notice A contribution's contributor, datanet and status: what settlement reads, in one
+    /// storage slot.
+    function standing(uint256 contributionId)
+        external
+        view
+        returns (address contributor, uint32 datanetId, Status status)
+    {
+        Contribution storage c = _contributions[contributionId];
+        return (c.contributor, c.datanetId, c.status);
+    }
+
     /// @notice The curators who approved and who rejected a contribution, in voting order.
     function reviewers(uint256 contributionId)
         external

@@ -9,10 +9,11 @@ import {Staking} from "./Staking.sol";
 /// @title ModelRegistry
 /// @notice Base models, the LoRA adapters fine-tuned on them (with their lineage: the datanet
 /// versions they were trained on, the training configuration and the weights), and the agents
-/// that serve an adapter through a staked host at a price per 1,000 tokens.
+/// that serve an adapter through a staked host at prices per 1,000 input and output tokens.
 ///
 /// Anyone may register a model or adapter and deploy an agent; the adapter's owner is the
-/// "model owner" paid by inference settlement. Model progression (endorsed, retired) is a
+/// "model owner" paid by inference settlement. An agent names its host, and the host must accept
+/// it before it can be settled: no host serves, or answers for, an agent it did not agree to. Model progression (endorsed, retired) is a
 /// governance action: only the owner (the timelock) sets it. A retired adapter, or any adapter
 /// on a retired base model, takes no new agents and its agents can no longer be settled.
 contract ModelRegistry is Ownable {
@@ -43,13 +44,20 @@ contract ModelRegistry is Ownable {
         bytes32 manifestHash;
     }
 
-    /// @notice An agent: an adapter served by a host at a price.
+    /// @notice An agent: an adapter served by a host at a price, optionally answering from a
+    /// knowledge datanet (retrieval), with its system prompt and sampling defaults in its metadata.
     struct Agent {
         address host;
         uint64 adapterId;
         bool active;
+        /// The host agreed to serve it.
+        bool accepted;
         address owner;
-        uint128 pricePer1kTokens;
+        /// The datanet it retrieves passages from (0: none).
+        uint32 knowledgeDatanetId;
+        /// OPEN (wei) per 1,000 input tokens and per 1,000 output tokens.
+        uint128 priceIn;
+        uint128 priceOut;
     }
 
     /// @notice Where datanet versions (an adapter's lineage) are published.
@@ -83,6 +91,12 @@ contract ModelRegistry is Ownable {
     error HostNotStaked(address host);
     /// @notice Only the agent's owner may do this.
     error NotAgentOwner(uint256 agentId, address account);
+    /// @notice Only the agent's host may do this.
+    error NotAgentHost(uint256 agentId, address account);
+    /// @notice The host already accepted this agent.
+    error AlreadyAccepted(uint256 agentId);
+    /// @notice No datanet has this id.
+    error UnknownDatanet(uint256 datanetId);
     /// @notice Governance sets a status of Registered, Endorsed or Retired.
     error InvalidStatus();
 
@@ -104,10 +118,13 @@ contract ModelRegistry is Ownable {
         uint256 indexed adapterId,
         address indexed host,
         address owner,
-        uint128 pricePer1kTokens,
+        uint128 priceIn,
+        uint128 priceOut,
+        uint32 knowledgeDatanetId,
         string metadataURI
     );
-    event AgentUpdated(uint256 indexed agentId, bool active, uint128 pricePer1kTokens);
+    event AgentAccepted(uint256 indexed agentId, address indexed host);
+    event AgentUpdated(uint256 indexed agentId, bool active, uint128 priceIn, uint128 priceOut);
     event BaseModelStatusSet(uint256 indexed baseModelId, Status status);
     event AdapterStatusSet(uint256 indexed adapterId, Status status);
 
@@ -175,37 +192,60 @@ contract ModelRegistry is Ownable {
         );
     }
 
-    /// @notice Deploys an agent on an adapter, owned by the caller and served by `host`.
-    /// @param pricePer1kTokens OPEN (wei) charged per 1,000 tokens.
-    /// @param metadataURI Where the agent's description lives.
+    /// @notice Proposes an agent on an adapter, owned by the caller and served by `host`, which
+    /// must accept it (`acceptAgent`) before it can be settled.
+    /// @param priceIn OPEN (wei) charged per 1,000 input tokens.
+    /// @param priceOut OPEN (wei) charged per 1,000 output tokens.
+    /// @param knowledgeDatanetId The datanet it retrieves from (0: none).
+    /// @param metadataURI Where the agent's description, system prompt and sampling defaults live.
     /// @return agentId The new agent's id (ids start at 1).
-    function deployAgent(uint256 adapterId, address host, uint128 pricePer1kTokens, string calldata metadataURI)
-        external
-        returns (uint256 agentId)
-    {
+    function deployAgent(
+        uint256 adapterId,
+        address host,
+        uint128 priceIn,
+        uint128 priceOut,
+        uint32 knowledgeDatanetId,
+        string calldata metadataURI
+    ) external returns (uint256 agentId) {
         Adapter storage ad = _adapters[adapterId];
         if (ad.status == Status.None) revert UnknownAdapter(adapterId);
         if (ad.status == Status.Retired || _baseModels[ad.baseModelId].status == Status.Retired) revert Retired();
         if (!staking.isStaked(host, ProtocolParams.Role.Host, 0)) revert HostNotStaked(host);
+        _checkKnowledge(knowledgeDatanetId);
         agentId = ++_agentCount;
         _agents[agentId] = Agent({
             host: host,
             adapterId: uint64(adapterId),
             active: true,
+            accepted: false,
             owner: msg.sender,
-            pricePer1kTokens: pricePer1kTokens
+            knowledgeDatanetId: knowledgeDatanetId,
+            priceIn: priceIn,
+            priceOut: priceOut
         });
-        emit AgentDeployed(agentId, adapterId, host, msg.sender, pricePer1kTokens, metadataURI);
+        emit AgentDeployed(agentId, adapterId, host, msg.sender, priceIn, priceOut, knowledgeDatanetId, metadataURI);
     }
 
-    /// @notice Pauses or resumes an agent and sets its price. Only the agent's owner.
-    function updateAgent(uint256 agentId, bool active, uint128 pricePer1kTokens) external {
+    /// @notice The host agrees to serve an agent that names it. Only the agent's host.
+    function acceptAgent(uint256 agentId) external {
+        Agent storage a = _agents[agentId];
+        if (a.host == address(0)) revert UnknownAgent(agentId);
+        if (a.host != msg.sender) revert NotAgentHost(agentId, msg.sender);
+        if (a.accepted) revert AlreadyAccepted(agentId);
+        a.accepted = true;
+        emit AgentAccepted(agentId, msg.sender);
+    }
+
+    /// @notice Pauses or resumes an agent and sets its prices. Only the agent's owner. Receipts
+    /// are checked against the prices in force when they are settled.
+    function updateAgent(uint256 agentId, bool active, uint128 priceIn, uint128 priceOut) external {
         Agent storage a = _agents[agentId];
         if (a.host == address(0)) revert UnknownAgent(agentId);
         if (a.owner != msg.sender) revert NotAgentOwner(agentId, msg.sender);
         a.active = active;
-        a.pricePer1kTokens = pricePer1kTokens;
-        emit AgentUpdated(agentId, active, pricePer1kTokens);
+        a.priceIn = priceIn;
+        a.priceOut = priceOut;
+        emit AgentUpdated(agentId, active, priceIn, priceOut);
     }
 
     /// @notice Sets a base model's status (endorse, retire). Only governance.
@@ -224,14 +264,30 @@ contract ModelRegistry is Ownable {
         emit AdapterStatusSet(adapterId, status);
     }
 
-    /// @notice What settlement needs of an agent: its host, the owner paid the model share, and
-    /// whether it may be settled (active, on an adapter and base model that are not retired).
-    function agentRoute(uint256 agentId) external view returns (address host, address modelOwner, bool servable) {
+    /// @notice What settlement needs of an agent: its host, the owner paid the model share, its
+    /// adapter, its prices, and whether it may be settled (accepted by its host, active, on an
+    /// adapter and base model that are not retired).
+    function agentRoute(uint256 agentId)
+        external
+        view
+        returns (address host, address modelOwner, uint256 adapterId, uint128 priceIn, uint128 priceOut, bool servable)
+    {
         Agent storage a = _agents[agentId];
         Adapter storage ad = _adapters[a.adapterId];
         host = a.host;
         modelOwner = ad.owner;
-        servable = a.active && ad.status != Status.Retired && _baseModels[ad.baseModelId].status != Status.Retired;
+        adapterId = a.adapterId;
+        priceIn = a.priceIn;
+        priceOut = a.priceOut;
+        servable = a.accepted && a.active && ad.status != Status.Retired
+            && _baseModels[ad.baseModelId].status != Status.Retired;
+    }
+
+    /// @dev A knowledge datanet, if named, must exist.
+    function _checkKnowledge(uint32 datanetId) private view {
+        if (datanetId == 0) return;
+        (DatanetRegistry.Datanet memory d,) = datanets.datanet(datanetId);
+        if (d.owner == address(0)) revert UnknownDatanet(datanetId);
     }
 
     /// @notice A base model.

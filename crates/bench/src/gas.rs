@@ -4,25 +4,29 @@
 //! Starts an embedded dev node in a temporary directory (one block per transaction), deploys
 //! the protocol through `ProtocolClient` exactly as `openledger deploy` does, and then runs
 //! the flows whose cost users pay most often: `contribute`, `review` (a vote that does not
-//! decide, and the vote that reaches the quorum), and `settle` for batches of inferences. Each
-//! figure is the receipt's `gasUsed`, so it includes the 21,000 base cost and calldata.
+//! decide, and the vote that reaches the quorum), proving a contribution's place in an
+//! adapter's lineage, and settling batches of inferences (`settle`, then `release` once the
+//! challenge window has passed). Each figure is the receipt's `gasUsed`, so it includes the
+//! 21,000 base cost and calldata.
 //!
-//! Settlement batches: receipts from `--consumers` consumers (grouped, as the contract
-//! requires), one agent, payouts to `--contributors` contributors and the three curators.
-//! The first batch pays into empty balances; the second pays the same recipients again, which
-//! is the steady state of a running network. Per-inference gas is the batch's gas over its
-//! receipt count.
+//! Settlement batches: receipts of one agent from `--consumers` consumers (grouped, as the
+//! contract requires), each crediting `--credits` contributions proven in the adapter's
+//! lineage. The first batch of 256 releases into empty balances; the next batches of 256, 16
+//! and 1 pay the same recipients again, the steady state of a running network. Per-inference
+//! gas is a transaction's gas over its receipt count.
 //!
-//! Usage: `cargo run --release -p openledger-bench --bin protocol-gas [-- --inferences 100]`.
+//! Usage: `cargo run --release -p openledger-bench --bin protocol-gas [-- --consumers 16 --credits 20]`.
 
-use alloy_primitives::{keccak256, Address, B256, U256};
+use alloy_primitives::{keccak256, Bytes, U256};
+use alloy_sol_types::SolEvent;
 use anyhow::{Context, Result};
 use clap::Parser;
 use openledger_chain::{devkeys::dev_accounts, Node, NodeConfig};
+use openledger_datanets::merkle::VersionTree;
 use openledger_protocol::{
     deploy::{Addresses, DeployConfig},
     genesis::{dev_deployer, dev_genesis},
-    inference_settlement::InferenceSettlement::{Payout, Receipt},
+    inference_settlement::{pack_receipts, InferenceSettlement::Receipt},
     DatanetRegistry, InferenceSettlement, ModelRegistry, ProtocolClient, Signer, Staking,
 };
 use std::time::Duration;
@@ -32,15 +36,12 @@ const OPEN: u128 = 1_000_000_000_000_000_000;
 #[derive(Parser)]
 #[command(about = "Gas of contribute, review and settlement batches on the embedded node")]
 struct Args {
-    /// Inferences per settlement batch.
-    #[arg(long, default_value_t = 100)]
-    inferences: usize,
-    /// Distinct consumers in a batch.
-    #[arg(long, default_value_t = 10)]
+    /// Consumers sharing each batch's receipts.
+    #[arg(long, default_value_t = 16)]
     consumers: usize,
-    /// Contributors paid in a batch.
+    /// Contributions each receipt credits.
     #[arg(long, default_value_t = 20)]
-    contributors: usize,
+    credits: usize,
 }
 
 fn signer(i: usize) -> Signer {
@@ -115,7 +116,8 @@ async fn main() -> Result<()> {
         )
         .await?;
     }
-    let mut rows: Vec<(String, u64)> = Vec::new();
+    // Rows: what, gas, and the inferences it covers (for the per-inference column).
+    let mut rows: Vec<(String, u64, Option<usize>)> = Vec::new();
     for i in 1..=3u64 {
         let receipt = contributor
             .send(
@@ -130,7 +132,7 @@ async fn main() -> Result<()> {
             )
             .await?;
         if i == 2 {
-            rows.push(("contribute".into(), receipt.gas_used.to()));
+            rows.push(("`contribute`".into(), receipt.gas_used.to(), None));
         }
     }
     let labels = [
@@ -150,17 +152,71 @@ async fn main() -> Result<()> {
                 U256::ZERO,
             )
             .await?;
-        rows.push((label.into(), receipt.gas_used.to()));
+        rows.push((format!("`{label}`"), receipt.gas_used.to(), None));
     }
 
-    // An agent to settle for.
+    // A datanet of contributions to credit, a version of them, an adapter trained on it and an
+    // agent on that adapter, its host's consent, and each contribution proven in the lineage.
+    let credited = args.credits as u64;
+    owner
+        .send(
+            a.datanet_registry,
+            DatanetRegistry::createDatanetCall {
+                metadataURI: "ipfs://wide".into(),
+                schemaHash: keccak256("schema"),
+                quorum: 1,
+                fee: 0,
+            },
+            U256::ZERO,
+        )
+        .await?;
+    curators[0]
+        .send(
+            a.staking,
+            Staking::stakeCall {
+                role: 1,
+                subject: U256::from(2),
+            },
+            U256::from(10 * OPEN),
+        )
+        .await?;
+    let first = 4u64; // contributions 1-3 are the quorum-3 datanet's
+    let mut members = Vec::new();
+    for id in first..first + credited {
+        let content = keccak256(format!("record {id}"));
+        contributor
+            .send(
+                a.datanet_registry,
+                DatanetRegistry::contributeCall {
+                    datanetId: U256::from(2),
+                    contentHash: content,
+                    size: 4096,
+                    metadataHash: content,
+                },
+                U256::ZERO,
+            )
+            .await?;
+        curators[0]
+            .send(
+                a.datanet_registry,
+                DatanetRegistry::reviewCall {
+                    contributionId: U256::from(id),
+                    approve: true,
+                    reasonHash: content,
+                },
+                U256::ZERO,
+            )
+            .await?;
+        members.push((id, content));
+    }
+    let tree = VersionTree::build(members).context("the version's tree")?;
     owner
         .send(
             a.datanet_registry,
             DatanetRegistry::publishVersionCall {
-                datanetId: U256::from(1),
-                root: keccak256("root"),
-                count: 1,
+                datanetId: U256::from(2),
+                root: tree.root(),
+                count: credited,
                 uri: "ipfs://version".into(),
             },
             U256::ZERO,
@@ -200,108 +256,157 @@ async fn main() -> Result<()> {
         U256::from(50 * OPEN),
     )
     .await?;
+    let price = OPEN / 1000;
     owner
         .send(
             a.model_registry,
             ModelRegistry::deployAgentCall {
                 adapterId: U256::from(1),
                 host: host.sender().unwrap(),
-                pricePer1kTokens: OPEN / 1000,
+                priceIn: price,
+                priceOut: price,
+                knowledgeDatanetId: 0,
                 metadataURI: "ipfs://agent".into(),
             },
             U256::ZERO,
         )
         .await?;
-
-    // Consumers with credit.
-    let mut consumers: Vec<Signer> = (0..args.consumers).map(consumer).collect();
-    consumers.sort_by_key(Signer::address);
-    for c in &consumers {
-        owner.transfer(c.address(), U256::from(2 * OPEN)).await?;
-        client(&url, a, c.clone())
-            .await?
-            .send(
-                a.inference_settlement,
-                InferenceSettlement::depositCall {},
-                U256::from(OPEN),
-            )
-            .await?;
-    }
-
-    let per_consumer = args.inferences.div_ceil(args.consumers);
-    let contributors: Vec<Address> = (0..args.contributors)
-        .map(|i| Address::from_word(keccak256(format!("contributor {i}"))))
-        .collect();
-    for batch in 0..2u64 {
-        let fee_each = 1_000_000_000_000_000u128 + u128::from(batch); // 0.001 OPEN
-        let receipts: Vec<Receipt> = (0..args.inferences)
-            .map(|i| Receipt {
-                consumer: consumers[i / per_consumer].address(),
-                agentId: 1,
-                fee: fee_each,
-                receiptHash: B256::from(keccak256(format!("receipt {batch} {i}"))),
-            })
-            .collect();
-        let fees = U256::from(fee_each) * U256::from(args.inferences);
-        let totals = host
-            .call(
-                a.inference_settlement,
-                InferenceSettlement::payoutTotalsCall { fees },
-            )
-            .await?;
-        let contributor_payouts = split(&contributors, totals.contributors);
-        let curator_addresses: Vec<Address> =
-            curators.iter().map(|c| c.sender().unwrap()).collect();
-        let curator_payouts = split(&curator_addresses, totals.curators);
+    host.send(
+        a.model_registry,
+        ModelRegistry::acceptAgentCall {
+            agentId: U256::from(1),
+        },
+        U256::ZERO,
+    )
+    .await?;
+    for id in first..first + credited {
         let receipt = host
             .send(
                 a.inference_settlement,
-                InferenceSettlement::settleCall {
-                    receipts,
-                    contributorPayouts: contributor_payouts,
-                    curatorPayouts: curator_payouts,
+                InferenceSettlement::proveLineageCall {
+                    adapterId: U256::from(1),
+                    versionId: U256::from(1),
+                    contributionId: U256::from(id),
+                    proof: tree.proof(id).expect("a member"),
                 },
                 U256::ZERO,
             )
             .await?;
-        let label = if batch == 0 {
-            "first batch, recipients' balances empty"
-        } else {
-            "second batch, same recipients (steady state)"
-        };
-        rows.push((
-            format!(
-                "settle {} inferences ({} consumers, {} contributors, 3 curators), {label}",
-                args.inferences, args.consumers, args.contributors
-            ),
-            receipt.gas_used.to(),
-        ));
+        if id == first {
+            rows.push((
+                format!(
+                    "`proveLineage`, once per contribution and adapter (a proof of {} hashes)",
+                    tree.proof(id).map_or(0, |p| p.len())
+                ),
+                receipt.gas_used.to(),
+                None,
+            ));
+        }
+    }
+
+    // Consumers with credit, each authorising the host.
+    let mut consumers: Vec<Signer> = (0..args.consumers).map(consumer).collect();
+    consumers.sort_by_key(Signer::address);
+    for c in &consumers {
+        owner.transfer(c.address(), U256::from(2 * OPEN)).await?;
+        let c = client(&url, a, c.clone()).await?;
+        c.send(
+            a.inference_settlement,
+            InferenceSettlement::depositCall {},
+            U256::from(OPEN),
+        )
+        .await?;
+        c.send(
+            a.inference_settlement,
+            InferenceSettlement::authorizeCall {
+                host: host.sender().unwrap(),
+                allowance: OPEN,
+            },
+            U256::ZERO,
+        )
+        .await?;
+    }
+
+    // The first batch pays into empty balances; the rest are the steady state.
+    let credits: Bytes = (0..args.credits as u16)
+        .flat_map(|p| {
+            let weight =
+                (10_000 / args.credits as u16) + u16::from(p == 0) * (10_000 % args.credits as u16);
+            [p.to_be_bytes(), weight.to_be_bytes()].concat()
+        })
+        .collect::<Vec<u8>>()
+        .into();
+    let listed: Vec<u64> = (first..first + credited).collect();
+    let mut seq = vec![0u64; consumers.len()];
+    let sizes = [
+        (256usize, "recipients' balances empty"),
+        (256, "steady state"),
+        (16, "steady state"),
+        (1, "steady state"),
+    ];
+    for (round, (n, label)) in sizes.into_iter().enumerate() {
+        let per_consumer = n.div_ceil(args.consumers);
+        let receipts: Vec<Receipt> = (0..n)
+            .map(|i| {
+                let c = i / per_consumer;
+                seq[c] += 1;
+                Receipt {
+                    consumer: consumers[c].address(),
+                    agentId: 1,
+                    seq: seq[c],
+                    inputTokens: 1000,
+                    outputTokens: 1000,
+                    fee: OPEN / 1000 + round as u128,
+                    attributionHash: keccak256(format!("receipt {round} {i}")),
+                    credits: credits.clone(),
+                }
+            })
+            .collect();
+        let consumers_in = n.div_ceil(per_consumer);
+        let settled = host
+            .send(
+                a.inference_settlement,
+                InferenceSettlement::settleCall {
+                    receipts: pack_receipts(&receipts),
+                    contributions: listed.clone(),
+                },
+                U256::ZERO,
+            )
+            .await?;
+        let payouts = settled
+            .logs
+            .iter()
+            .find_map(|l| {
+                InferenceSettlement::BatchPayouts::decode_raw_log(l.topics.iter().copied(), &l.data)
+                    .ok()
+            })
+            .context("the batch's payouts")?;
+        node.chain
+            .increase_time(DeployConfig::dev().challenge_window_secs + 1);
+        let released = host
+            .send(
+                a.inference_settlement,
+                InferenceSettlement::releaseCall {
+                    batchId: payouts.batchId,
+                    contributions: payouts.contributions,
+                    owners: payouts.owners,
+                },
+                U256::ZERO,
+            )
+            .await?;
+        let what =
+            format!("{n} inferences, {consumers_in} consumers, {credited} credits each, {label}");
+        let (s, r): (u64, u64) = (settled.gas_used.to(), released.gas_used.to());
+        rows.push((format!("`settle` {what}"), s, Some(n)));
+        rows.push((format!("`release` {what}"), r, Some(n)));
+        rows.push((format!("settle + release, {what}"), s + r, Some(n)));
     }
 
     println!("| Transaction | Gas | Gas per inference |");
     println!("|---|---:|---:|");
-    for (label, gas) in rows {
-        let per = if label.starts_with("settle") {
-            format!("{}", gas / args.inferences as u64)
-        } else {
-            "".into()
-        };
+    for (label, gas, n) in rows {
+        let per = n.map_or(String::new(), |n| format!("{}", gas / n as u64));
         println!("| {label} | {gas} | {per} |");
     }
     Ok(())
-}
-
-/// `total` divided among `accounts`, the first taking the remainder.
-fn split(accounts: &[Address], total: U256) -> Vec<Payout> {
-    let n = U256::from(accounts.len());
-    let each = total / n;
-    let remainder = total - each * n;
-    accounts
-        .iter()
-        .enumerate()
-        .map(|(i, &account)| Payout {
-            account,
-            amount: if i == 0 { each + remainder } else { each },
-        })
-        .collect()
 }

@@ -358,7 +358,7 @@ pub fn plan(
                 challengeBond_: config.challenge_bond,
             }
             .abi_encode(),
-            3_300_000,
+            5_800_000,
         ),
         create(
             "create ModelFactory",

@@ -92,6 +92,53 @@ pub mod inference_settlement {
         InferenceSettlement,
         "../../contracts/out/InferenceSettlement.json"
     );
+
+    use alloy_primitives::{keccak256, Bytes, B256};
+    use InferenceSettlement::Receipt;
+
+    /// Credits as a receipt carries them: (position in the batch's contribution list, weight
+    /// in basis points), four big-endian bytes each.
+    pub fn pack_credits(credits: &[(u16, u16)]) -> Bytes {
+        let bytes: Vec<u8> = credits
+            .iter()
+            .flat_map(|(position, weight)| [position.to_be_bytes(), weight.to_be_bytes()])
+            .flatten()
+            .collect();
+        bytes.into()
+    }
+
+    /// Receipts packed one after another as `settle` reads them (`RECEIPT_HEADER` bytes, then
+    /// the credits). Credits must be whole four-byte entries, at most 65,535 of them.
+    pub fn pack_receipts(receipts: &[Receipt]) -> Bytes {
+        let mut out = Vec::with_capacity(receipts.len() * 94);
+        for r in receipts {
+            out.extend_from_slice(r.consumer.as_slice());
+            out.extend_from_slice(&r.agentId.to_be_bytes());
+            out.extend_from_slice(&r.seq.to_be_bytes());
+            out.extend_from_slice(&r.inputTokens.to_be_bytes());
+            out.extend_from_slice(&r.outputTokens.to_be_bytes());
+            out.extend_from_slice(&r.fee.to_be_bytes());
+            out.extend_from_slice(r.attributionHash.as_slice());
+            let count = u16::try_from(r.credits.len() / 4).expect("at most 65,535 credits");
+            out.extend_from_slice(&count.to_be_bytes());
+            out.extend_from_slice(&r.credits);
+        }
+        out.into()
+    }
+
+    /// A receipt's Merkle leaf, as the contract computes it (`receiptLeaf`).
+    pub fn receipt_leaf(r: &Receipt) -> B256 {
+        let mut words = [0u8; 256];
+        words[12..32].copy_from_slice(r.consumer.as_slice());
+        words[56..64].copy_from_slice(&r.agentId.to_be_bytes());
+        words[88..96].copy_from_slice(&r.seq.to_be_bytes());
+        words[124..128].copy_from_slice(&r.inputTokens.to_be_bytes());
+        words[156..160].copy_from_slice(&r.outputTokens.to_be_bytes());
+        words[176..192].copy_from_slice(&r.fee.to_be_bytes());
+        words[192..224].copy_from_slice(r.attributionHash.as_slice());
+        words[224..].copy_from_slice(keccak256(&r.credits).as_slice());
+        keccak256(keccak256(words))
+    }
 }
 
 pub mod client;

@@ -6,7 +6,7 @@
 mod evm;
 
 use alloy_primitives::{keccak256, Address, Bytes, U256};
-use alloy_sol_types::{SolCall, SolConstructor, SolInterface};
+use alloy_sol_types::{SolCall, SolConstructor, SolEvent, SolInterface};
 use evm::{fee_split as split, Evm, OPEN};
 use openledger_protocol::{
     governor::OpenGovernor,
@@ -219,13 +219,11 @@ fn a_fee_split_change_passes_through_vote_queue_delay_and_execution() {
 }
 
 #[test]
-fn settlement_uses_a_fee_split_changed_by_governance() {
+fn settlement_uses_the_fee_split_in_force_when_a_batch_is_settled() {
     use openledger_protocol::{
         datanet_registry::DatanetRegistry as DR,
         deploy::DeployConfig,
-        inference_settlement::InferenceSettlement::{
-            self as IS, InferenceSettlementErrors, Payout, Receipt,
-        },
+        inference_settlement::InferenceSettlement::{self as IS, Receipt},
         model_registry::ModelRegistry as MR,
     };
     const HOST: Address = Address::repeat_byte(0x40);
@@ -255,7 +253,7 @@ fn settlement_uses_a_fee_split_changed_by_governance() {
     send(&mut evm, ALICE, a.staking, stake(0, 0), 300 * OPEN);
     send(&mut evm, BOB, a.staking, stake(0, 0), 100 * OPEN);
 
-    // One agent, on an adapter citing a published datanet version, served by HOST.
+    // One agent, on an adapter trained on a version holding contribution 1, served by HOST.
     let (dr, mr) = (a.datanet_registry, a.model_registry);
     let create = DR::createDatanetCall::new(("d".into(), h("schema"), 1, 0));
     send(&mut evm, CONTRIB, dr, create.abi_encode(), 0);
@@ -264,7 +262,12 @@ fn settlement_uses_a_fee_split_changed_by_governance() {
     send(&mut evm, CONTRIB, dr, contribute.abi_encode(), 0);
     let review = DR::reviewCall::new((u(1), true, h("ok")));
     send(&mut evm, CURATOR, dr, review.abi_encode(), 0);
-    let publish = DR::publishVersionCall::new((u(1), h("root"), 1, "v1".into()));
+    // A one-contribution version's root is its leaf (the datanets crate's encoding).
+    let mut leaf = [0u8; 64];
+    leaf[31] = 1;
+    leaf[32..].copy_from_slice(h("record").as_slice());
+    let root = keccak256(keccak256(leaf));
+    let publish = DR::publishVersionCall::new((u(1), root, 1, "v1".into()));
     send(&mut evm, CONTRIB, dr, publish.abi_encode(), 0);
     let base = MR::registerBaseModelCall::new((h("base"), "hf://b".into(), "MIT".into()));
     send(&mut evm, MODEL, mr, base.abi_encode(), 0);
@@ -272,8 +275,17 @@ fn settlement_uses_a_fee_split_changed_by_governance() {
         MR::registerAdapterCall::new((u(1), vec![u(1)], h("c"), h("w"), h("m"), "".into()));
     send(&mut evm, MODEL, mr, adapter.abi_encode(), 0);
     send(&mut evm, HOST, a.staking, stake(2, 0), 50 * OPEN);
-    let agent = MR::deployAgentCall::new((u(1), HOST, 1000, "".into()));
+    let agent = MR::deployAgentCall::new((u(1), HOST, 1000, 1000, 0, "".into()));
     send(&mut evm, MODEL, mr, agent.abi_encode(), 0);
+    send(
+        &mut evm,
+        HOST,
+        mr,
+        MR::acceptAgentCall::new((u(1),)).abi_encode(),
+        0,
+    );
+    let prove = IS::proveLineageCall::new((u(1), u(1), u(1), vec![]));
+    send(&mut evm, BOB, is, prove.abi_encode(), 0);
     send(
         &mut evm,
         CONSUMER,
@@ -281,6 +293,8 @@ fn settlement_uses_a_fee_split_changed_by_governance() {
         IS::depositCall {}.abi_encode(),
         10 * OPEN,
     );
+    let authorize = IS::authorizeCall::new((HOST, 10 * OPEN));
+    send(&mut evm, CONSUMER, is, authorize.abi_encode(), 0);
 
     // A fee that leaves a remainder under both splits; the treasury takes it.
     let fee: u128 = 1_000_003;
@@ -290,25 +304,27 @@ fn settlement_uses_a_fee_split_changed_by_governance() {
         s
     };
     let payees = [CONTRIB, CURATOR, MODEL, HOST, treasury];
-    let settle = |contributors: u64, curators: u64| {
+    // Settles receipt `seq` crediting contribution 1, and returns the batch's release call.
+    let settle = |evm: &mut Evm, seq: u64| {
         let receipt = Receipt {
             consumer: CONSUMER,
             agentId: 1,
+            seq,
+            inputTokens: 1_000_000,
+            outputTokens: 1_000_000,
             fee,
-            receiptHash: h("r"),
+            attributionHash: h("r"),
+            credits: vec![0u8, 0, 0x27, 0x10].into(),
         };
-        let payout = |account, amount| {
-            vec![Payout {
-                account,
-                amount: u(amount),
-            }]
-        };
-        let call = (
-            vec![receipt],
-            payout(CONTRIB, contributors),
-            payout(CURATOR, curators),
-        );
-        IS::settleCall::new(call).abi_encode()
+        let packed = openledger_protocol::inference_settlement::pack_receipts(&[receipt]);
+        let call = IS::settleCall::new((packed, vec![1]));
+        let (out, logs) = send(evm, HOST, is, call.abi_encode(), 0);
+        let id = IS::settleCall::abi_decode_returns(&out).unwrap();
+        let p = logs
+            .iter()
+            .find_map(|l| IS::BatchPayouts::decode_log_data(&l.data).ok())
+            .unwrap();
+        IS::releaseCall::new((id, p.contributions, p.owners)).abi_encode()
     };
     let claimable = |evm: &mut Evm| {
         payees.map(|p| {
@@ -318,11 +334,14 @@ fn settlement_uses_a_fee_split_changed_by_governance() {
         })
     };
     let gained = |before: [u64; 5], after: [u64; 5]| [0, 1, 2, 3, 4].map(|i| after[i] - before[i]);
+    let window = DeployConfig::dev().challenge_window_secs + 1;
 
     let old = shares([4000, 1000, 2500, 1500, 1000]);
     assert_eq!(old, [400_001, 100_000, 250_000, 150_000, 100_002]);
     let before = claimable(&mut evm);
-    send(&mut evm, HOST, is, settle(old[0], old[1]), 0);
+    let release = settle(&mut evm, 1);
+    evm.advance(window);
+    send(&mut evm, BOB, is, release, 0);
     assert_eq!(gained(before, claimable(&mut evm)), old);
 
     // Governance moves ten points from the model owner and five from the host to contributors.
@@ -370,10 +389,10 @@ fn settlement_uses_a_fee_split_changed_by_governance() {
         OpenGovernor::queueCall::new(queue).abi_encode(),
         0,
     );
-    // Queued is not executed: settlement still follows the old split.
+    // Queued is not executed: a batch settled now follows the old split, and keeps it when it
+    // is released after the change.
     let before = claimable(&mut evm);
-    send(&mut evm, HOST, is, settle(old[0], old[1]), 0);
-    assert_eq!(gained(before, claimable(&mut evm)), old);
+    let release = settle(&mut evm, 2);
     evm.advance(60); // the dev timelock delay
     let execute = OpenGovernor::executeCall::new((targets, values, calldatas, hash));
     send(&mut evm, BOB, gov, execute.abi_encode(), 0);
@@ -381,23 +400,16 @@ fn settlement_uses_a_fee_split_changed_by_governance() {
         .sol(BOB, params, ProtocolParams::feeSplitCall {})
         .unwrap();
     assert_eq!(current, split(new_split.map(|b| b as u16)));
+    evm.advance(window);
+    send(&mut evm, BOB, is, release, 0);
+    assert_eq!(gained(before, claimable(&mut evm)), old);
 
-    // Payouts sized for the old split no longer add up.
+    // A batch settled after the change pays by the new split.
     let new = shares(new_split);
     assert_eq!(new, [500_001, 100_000, 200_000, 100_000, 100_002]);
-    let err = evm
-        .call(HOST, is, settle(old[0], old[1]).into())
-        .unwrap_err();
-    let expected = IS::ShareMismatch {
-        role: 0,
-        expected: u(new[0]),
-        provided: u(old[0]),
-    };
-    assert_eq!(
-        InferenceSettlementErrors::abi_decode(&err).unwrap(),
-        InferenceSettlementErrors::ShareMismatch(expected)
-    );
     let before = claimable(&mut evm);
-    send(&mut evm, HOST, is, settle(new[0], new[1]), 0);
+    let release = settle(&mut evm, 3);
+    evm.advance(window);
+    send(&mut evm, BOB, is, release, 0);
     assert_eq!(gained(before, claimable(&mut evm)), new);
 }

@@ -128,13 +128,26 @@ impl World {
         self.models(TUNER, call)
     }
 
-    fn agent(&mut self, adapter: U256, host: Address) -> Result<U256, E> {
-        let call = Models::deployAgentCall::new((adapter, host, 1000, "ipfs://agent".into()));
+    /// Proposes an agent served by `host` at 1,000 wei per 1,000 input tokens and 2,000 per
+    /// 1,000 output tokens, without a knowledge datanet.
+    fn propose_agent(&mut self, adapter: U256, host: Address, knowledge: u32) -> Result<U256, E> {
+        let uri = "ipfs://agent".to_string();
+        let call = Models::deployAgentCall::new((adapter, host, 1000, 2000, knowledge, uri));
         self.models(AGENT_OWNER, call)
     }
 
+    /// Proposes an agent and has its host accept it.
+    fn agent(&mut self, adapter: U256, host: Address) -> Result<U256, E> {
+        let id = self.propose_agent(adapter, host, 0)?;
+        self.act(host, Models::acceptAgentCall::new((id,)))?;
+        Ok(id)
+    }
+
     fn update(&mut self, from: Address, agent: U256, active: bool, price: u128) -> Result<(), E> {
-        self.act(from, Models::updateAgentCall::new((agent, active, price)))
+        self.act(
+            from,
+            Models::updateAgentCall::new((agent, active, price, 2 * price)),
+        )
     }
 
     fn route(&mut self, agent: U256) -> (Address, Address, bool) {
@@ -246,7 +259,10 @@ fn agents_need_a_live_adapter_and_a_staked_host() {
     assert_eq!(w.agent(adapter, HOST), Ok(uint(1)));
     let agent = w.view(Models::agentCall::new((uint(1),)));
     assert_eq!((agent.host, agent.adapterId, agent.active), (HOST, 1, true));
-    assert_eq!((agent.owner, agent.pricePer1kTokens), (AGENT_OWNER, 1000));
+    assert_eq!(
+        (agent.owner, agent.priceIn, agent.priceOut),
+        (AGENT_OWNER, 1000, 2000)
+    );
     // The model owner paid by settlement is the adapter's owner, not the agent's.
     assert_eq!(w.route(uint(1)), (HOST, TUNER, true));
     assert_eq!(w.route(uint(2)), (Address::ZERO, Address::ZERO, false));
@@ -269,15 +285,49 @@ fn only_the_agent_owner_updates_it_and_a_paused_agent_is_not_servable() {
         assert_eq!(w.update(who, agent, false, 5), Err(not_owner));
     }
     let a = w.view(Models::agentCall::new((agent,)));
-    assert_eq!((a.active, a.pricePer1kTokens), (true, 1000));
+    assert_eq!((a.active, a.priceIn, a.priceOut), (true, 1000, 2000));
 
     w.update(AGENT_OWNER, agent, false, 5).unwrap();
     let a = w.view(Models::agentCall::new((agent,)));
-    assert_eq!((a.active, a.pricePer1kTokens), (false, 5));
+    assert_eq!((a.active, a.priceIn, a.priceOut), (false, 5, 10));
     assert_eq!(w.route(agent), (HOST, TUNER, false));
     w.update(AGENT_OWNER, agent, true, 7).unwrap();
     assert_eq!(w.route(agent), (HOST, TUNER, true));
-    assert_eq!(w.view(Models::agentCall::new((agent,))).pricePer1kTokens, 7);
+    assert_eq!(w.view(Models::agentCall::new((agent,))).priceIn, 7);
+}
+
+#[test]
+fn an_agent_is_settled_only_once_its_host_accepts_it() {
+    let mut w = world();
+    let base = w.base_model(hash(1)).unwrap();
+    let adapter = w.adapter(base, &[1], hash(2)).unwrap();
+    // A knowledge datanet must exist.
+    assert_eq!(
+        w.propose_agent(adapter, HOST, 9),
+        Err(err!(UnknownDatanet(uint(9))))
+    );
+    let agent = w.propose_agent(adapter, HOST, 1).unwrap();
+    let a = w.view(Models::agentCall::new((agent,)));
+    assert_eq!((a.accepted, a.knowledgeDatanetId), (false, 1));
+    // Named without its consent, the host is not answerable for it: not servable yet.
+    assert_eq!(w.route(agent), (HOST, TUNER, false));
+    let accept = |id| Models::acceptAgentCall::new((id,));
+    for who in [OUTSIDER, AGENT_OWNER, TUNER] {
+        assert_eq!(
+            w.act(who, accept(agent)),
+            Err(err!(NotAgentHost(agent, who)))
+        );
+    }
+    assert_eq!(
+        w.act(HOST, accept(uint(9))),
+        Err(err!(UnknownAgent(uint(9))))
+    );
+    w.act(HOST, accept(agent)).unwrap();
+    assert_eq!(w.route(agent), (HOST, TUNER, true));
+    assert_eq!(
+        w.act(HOST, accept(agent)),
+        Err(err!(AlreadyAccepted(agent)))
+    );
 }
 
 #[test]

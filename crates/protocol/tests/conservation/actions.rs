@@ -12,69 +12,181 @@ impl Sim {
         }
     }
 
-    /// A batch of random receipts on one host's agents; now and then one wei too many for
-    /// the contributors, or another host's agent.
+    /// A batch of random receipts on one host's agents; now and then one receipt that must be
+    /// refused (a replayed number, a fee above the price) or another host's agent.
     pub(super) fn settle(&mut self) {
         let host = self.rng.pick_or(&self.staked(2), &HOSTS);
-        let host = HOSTS.iter().position(|h| *h == host).unwrap();
-        let (r, t) = (&mut self.rng, self.evm.timestamp);
-        let n = 1 + r.below(6);
-        let (tamper, stray) = (u(r.chance(3) as u128), r.chance(3));
-        let on_host: Vec<_> = AGENTS.iter().filter(|a| (a.1 == host) != stray).collect();
-        let mut receipts: Vec<(Receipt, Address)> = (0..n)
+        let on = HOSTS.iter().position(|h| *h == host).unwrap();
+        let (t, n) = (self.evm.timestamp, 1 + self.rng.below(6) as usize);
+        let (replay, overprice, stray) =
+            (self.rng.chance(3), self.rng.chance(3), self.rng.chance(3));
+        let agents: Vec<_> = AGENTS.iter().filter(|a| (a.1 == on) != stray).collect();
+        let mut picks: Vec<(Address, u64, usize)> = (0..n)
             .map(|_| {
-                let (&(agent, _, owner), consumer) = (r.pick(&on_host), r.pick(&CONSUMERS));
-                let fee = r.wei(OPEN / 10).to();
-                let receipt = (consumer, agent, fee, keccak256(r.next().to_be_bytes()));
-                (receipt.into(), OWNERS[owner])
+                let &(agent, _, owner) = self.rng.pick(&agents);
+                (self.rng.pick(&CONSUMERS), agent, owner)
             })
             .collect();
-        receipts.sort_by_key(|r| r.0.consumer);
-        let fees: U256 = receipts.iter().map(|r| U256::from(r.0.fee)).sum();
-        let contributors = self.payouts(bps(fees, SPLIT[0]) + tamper, &CONTRIBUTORS);
-        let curators = self.payouts(bps(fees, SPLIT[1]), &CURATORS);
-        let list = receipts.iter().map(|r| r.0.clone()).collect();
-        let call = IS::settleCall::new((list, contributors.clone(), curators.clone()));
-        let to = (HOSTS[host], self.a.inference_settlement);
+        picks.sort_by_key(|p| p.0);
+        let mut last: BTreeMap<Address, u64> = BTreeMap::new();
+        let mut receipts: Vec<(Receipt, Address)> = vec![];
+        for (consumer, agent, owner) in picks {
+            let settled = self.m.seq.get(&(consumer, host)).copied().unwrap_or(0);
+            let seq = last.get(&consumer).copied().unwrap_or(settled) + 1;
+            last.insert(consumer, seq);
+            let tokens = (self.rng.below(1000) as u32, self.rng.below(1000) as u32);
+            let most = (tokens.0 as u128 + tokens.1 as u128) * PRICE / 1000;
+            let fee: u128 = if most == 0 {
+                0
+            } else {
+                self.rng.wei(most).to()
+            };
+            let receipt = Receipt {
+                consumer,
+                agentId: agent,
+                seq,
+                inputTokens: tokens.0,
+                outputTokens: tokens.1,
+                fee,
+                attributionHash: keccak256(self.rng.next().to_be_bytes()),
+                credits: Default::default(),
+            };
+            receipts.push((receipt, OWNERS[owner]));
+        }
+        if replay {
+            receipts[0].0.seq -= 1;
+        }
+        if overprice {
+            let r = &mut receipts[n - 1].0;
+            r.fee = (r.inputTokens as u128 + r.outputTokens as u128) * PRICE / 1000 + 1;
+        }
+        let list: Vec<Receipt> = receipts.iter().map(|r| r.0.clone()).collect();
+        let call = IS::settleCall::new((pack_receipts(&list), vec![]));
+        let to = (host, self.a.inference_settlement);
         let Some(id) = self.send::<IsErr, _>("settle", to, call, Z) else {
             return;
         };
+        assert!(
+            !(replay || overprice || stray),
+            "a batch with a receipt to refuse settled"
+        );
+        let logs = std::mem::take(&mut self.logs);
         let m = &mut self.m;
-        m.batches.push((HOSTS[host], t, None));
-        assert_eq!(id, U256::from(m.batches.len()));
-        let mut per_owner = BTreeMap::new();
+        let (mut per_owner, mut debits) = (BTreeMap::new(), Vec::<(Address, U256)>::new());
         for (r, owner) in &receipts {
-            *m.credit.get_mut(&r.consumer).unwrap() -= U256::from(r.fee);
-            add(&mut per_owner, *owner, U256::from(r.fee));
+            let fee = U256::from(r.fee);
+            add(&mut per_owner, *owner, fee);
+            match debits.last_mut() {
+                Some(d) if d.0 == r.consumer => d.1 += fee,
+                _ => debits.push((r.consumer, fee)),
+            }
         }
-        // Each owner's share is rounded down on its own fees; the treasury takes what is left.
-        let owners = per_owner.into_iter().map(|(o, f)| (o, bps(f, SPLIT[2])));
-        let lists = contributors.into_iter().chain(curators);
-        let lists = lists.map(|p| (p.account, p.amount));
-        let host_share = (HOSTS[host], bps(fees, SPLIT[3]));
-        let mut paid = Z;
-        for (who, amount) in lists.chain(owners).chain([host_share]) {
-            add(&mut m.claimable, who, amount);
-            paid += amount;
+        for &(consumer, fee) in &debits {
+            *m.credit.get_mut(&consumer).unwrap() -= fee;
+            *m.allowance.get_mut(&(consumer, host)).unwrap() -= fee;
+            m.seq.insert((consumer, host), last[&consumer]);
         }
-        add(&mut m.claimable, self.a.timelock, fees - paid);
+        // Receipts credit no contributions here: those shares are the treasury's. Each owner's
+        // share is rounded down on its own fees; the treasury takes what is left.
+        let fees: U256 = debits.iter().map(|d| d.1).sum();
+        let mut payouts: Vec<(Address, U256)> = per_owner
+            .into_iter()
+            .map(|(o, f)| (o, bps(f, SPLIT[2])))
+            .collect();
+        payouts.push((host, bps(fees, SPLIT[3])));
+        let paid: U256 = payouts.iter().map(|p| p.1).sum();
+        payouts.push((self.a.timelock, fees - paid));
+        let (release, refund) = batch_calls(id, &logs);
+        let owners: Vec<(Address, U256)> = release
+            .owners
+            .iter()
+            .map(|o| (o.owner, U256::from(o.amount)))
+            .collect();
+        let mut expected = payouts[..payouts.len() - 2].to_vec();
+        expected.sort();
+        let mut owners = owners;
+        owners.sort();
+        assert_eq!(owners, expected, "the model owners' shares");
+        let debited: Vec<(Address, U256)> = refund
+            .debits
+            .iter()
+            .map(|d| (d.consumer, U256::from(d.amount)))
+            .collect();
+        assert_eq!(debited, debits, "the batch's debits");
+        m.batches.push(Batch {
+            host,
+            settled_at: t,
+            state: BatchState::Escrowed,
+            fees,
+            challenges: vec![],
+            payouts,
+            debits,
+            release,
+            refund,
+        });
+        assert_eq!(id, U256::from(m.batches.len()));
     }
 
-    /// `total` cut at random among `to` (zero payouts included: they pay nothing).
-    pub(super) fn payouts(&mut self, total: U256, to: &[Address]) -> Vec<Payout> {
-        let mut left = total;
-        let mut out = vec![];
-        for (i, &account) in to.iter().enumerate() {
-            let cut = u(self.rng.below(101) as u128);
-            let amount = if i + 1 == to.len() {
-                left
-            } else {
-                left * cut / u(100)
-            };
-            left -= amount;
-            out.push((account, amount).into());
+    /// A consumer sets what a host may take (sometimes revoking it).
+    pub(super) fn authorize(&mut self) {
+        let (who, host) = (self.rng.pick(&CONSUMERS), self.rng.pick(&HOSTS));
+        let amount = self.rng.wei_or_zero(2 * OPEN, 10);
+        let call = IS::authorizeCall::new((host, amount.to()));
+        if self.is("authorize", who, call, Z) {
+            self.m.allowance.insert((who, host), amount);
         }
-        out
+    }
+
+    /// Releases a batch: only one escrowed, past its window, with no challenge open.
+    pub(super) fn release_batch(&mut self) {
+        let (t, count) = (self.evm.timestamp, self.m.batches.len() as u64);
+        if count == 0 {
+            return;
+        }
+        let ready = |b: &Batch| {
+            b.state == BatchState::Escrowed && t > b.settled_at + WINDOW && b.open_challenges() == 0
+        };
+        let likely: Vec<u64> = (1..=count)
+            .filter(|&i| ready(&self.m.batches[i as usize - 1]))
+            .collect();
+        let any = 1 + self.rng.below(count);
+        let id = self.rng.pick_or(&likely, &[any]);
+        let b = &self.m.batches[id as usize - 1];
+        let (expect, call) = (ready(b), b.release.clone());
+        let ok = self.is("release batch", CONSUMERS[3], call, Z);
+        assert_eq!(ok, expect, "release of batch {id}");
+        if ok {
+            let b = &mut self.m.batches[id as usize - 1];
+            b.state = BatchState::Released;
+            for (who, amount) in b.payouts.clone() {
+                add(&mut self.m.claimable, who, amount);
+            }
+        }
+    }
+
+    /// Gives an upheld batch's fees back to its consumers.
+    pub(super) fn refund_batch(&mut self) {
+        let count = self.m.batches.len() as u64;
+        let upheld = |b: &Batch| b.state == BatchState::Upheld;
+        let likely: Vec<u64> = (1..=count)
+            .filter(|&i| upheld(&self.m.batches[i as usize - 1]))
+            .collect();
+        if likely.is_empty() {
+            return;
+        }
+        let any = 1 + self.rng.below(count);
+        let id = self.rng.pick_or(&likely, &[any]);
+        let b = &self.m.batches[id as usize - 1];
+        let (expect, call) = (upheld(b), b.refund.clone());
+        let ok = self.is("refund batch", CONSUMERS[2], call, Z);
+        assert_eq!(ok, expect, "refund of batch {id}");
+        if ok {
+            let b = &mut self.m.batches[id as usize - 1];
+            b.state = BatchState::Refunded;
+            for (who, amount) in b.debits.clone() {
+                add(&mut self.m.credit, who, amount);
+            }
+        }
     }
 
     pub(super) fn claim_settlement(&mut self) {
@@ -181,64 +293,81 @@ impl Sim {
         if count == 0 {
             return;
         }
-        let open = |b: &(_, u64, Challenge)| b.1 + WINDOW >= t && b.2.is_none();
-        let ids = self.m.batches.iter().zip(1..).filter(|b| open(b.0));
-        let likely: Vec<u64> = ids.map(|b| b.1).collect();
+        let open = |b: &Batch| b.state == BatchState::Escrowed && b.settled_at + WINDOW >= t;
+        let likely: Vec<u64> = (1..=count)
+            .filter(|&i| open(&self.m.batches[i as usize - 1]))
+            .collect();
         let any = 1 + self.rng.below(count);
         let id = self.rng.pick_or(&likely, &[any]);
         let who = self.rng.pick_or(&self.staked(0), &CONSUMERS);
+        let again = self.m.batches[id as usize - 1]
+            .challenges
+            .iter()
+            .any(|c| c.0 == who);
         let call = IS::challengeCall::new((u(id as u128), keccak256(b"proof")));
         if self.is("challenge batch", who, call, u(BOND)) {
-            self.m.batches[id as usize - 1].2 = Some((who, u(BOND)));
-            self.m.batch_challenged_at.insert(id, t);
+            let b = &mut self.m.batches[id as usize - 1];
+            assert!(
+                open(b) && !again,
+                "batch {id} took a challenge it should have refused"
+            );
+            b.challenges.push((who, u(BOND), t, true));
             // Governance often rules at once; otherwise the challenge waits, and may expire.
             if self.rng.chance(60) {
-                self.rule_on_batch_id(id);
+                let index = b.challenges.len() - 1;
+                self.rule_on_batch_id(id, index);
             }
         }
     }
 
     pub(super) fn rule_on_batch(&mut self) {
-        let open = self
-            .m
-            .batches
-            .iter()
-            .zip(1u64..)
-            .filter(|b| b.0 .2.is_some());
-        let open: Vec<u64> = open.map(|b| b.1).collect();
+        let mut open = vec![];
+        for (b, id) in self.m.batches.iter().zip(1u64..) {
+            for (c, index) in b.challenges.iter().zip(0..) {
+                if c.3 {
+                    open.push((id, index));
+                }
+            }
+        }
         if open.is_empty() {
             return;
         }
-        let id = self.rng.pick(&open);
-        self.rule_on_batch_id(id);
+        let (id, index) = self.rng.pick(&open);
+        self.rule_on_batch_id(id, index);
     }
 
-    /// Rules on batch `id`'s challenge, or closes it by default once its ruling period is over.
-    fn rule_on_batch_id(&mut self, id: u64) {
-        let opened = self.m.batch_challenged_at.get(&id).copied().unwrap_or(0);
+    /// Rules on challenge `index` of batch `id`, or closes it by default once its ruling
+    /// period is over.
+    fn rule_on_batch_id(&mut self, id: u64, index: usize) {
+        let (challenger, bond, opened, _) = self.m.batches[id as usize - 1].challenges[index];
+        let (batch_id, at) = (u(id as u128), u(index as u128));
         if self.evm.timestamp > opened + RULING {
-            let (challenger, bond) = self.m.batches[id as usize - 1].2.unwrap();
-            let call = IS::expireChallengeCall::new((u(id as u128),));
+            let call = IS::expireChallengeCall::new((batch_id, at));
             if self.is("rule on batch", CONSUMERS[2], call, Z) {
-                self.m.batches[id as usize - 1].2 = None;
+                self.m.batches[id as usize - 1].challenges[index].3 = false;
                 add(&mut self.m.claimable, challenger, bond);
             }
             return;
         }
         let upheld = self.rng.chance(50);
-        let batch = &mut self.m.batches[id as usize - 1];
-        let (host, (challenger, bond)) = (batch.0, batch.2.unwrap());
+        let host = self.m.batches[id as usize - 1].host;
         let treasury = self.a.timelock;
         let before = (self.evm.balance(challenger), self.evm.balance(treasury));
-        let call = IS::resolveChallengeCall::new((u(id as u128), upheld));
+        let call = IS::resolveChallengeCall::new((batch_id, at, upheld));
         let (is, data) = (self.a.inference_settlement, call.abi_encode());
         if !self.govern::<IsErr>("rule on batch", is, data) {
             return;
         }
-        self.m.batches[id as usize - 1].2 = None;
+        let b = &mut self.m.batches[id as usize - 1];
+        b.challenges[index].3 = false;
         if !upheld {
             return add(&mut self.m.claimable, treasury, bond);
         }
+        if b.state != BatchState::Escrowed {
+            // A later upheld challenge of the same batch: the bond back, no second slash.
+            return add(&mut self.m.claimable, challenger, bond);
+        }
+        b.state = BatchState::Upheld;
         let taken = self.slashed(0, (host, 2, 0), u(MIN_STAKE[2]));
         let share = bps(taken, CHALLENGER_BPS);
         // Settlement credits the challenger's share rather than letting Staking send it.
@@ -476,4 +605,23 @@ fn pay_reviewers(owed: &mut BTreeMap<Address, U256>, voters: &[Address], fee: U2
         add(owed, voter, each + rest * u((i == 0) as u128));
     }
     paid
+}
+
+/// A settled batch's release and refund calls, with the lists its events gave.
+fn batch_calls(id: U256, logs: &[Log]) -> (IS::releaseCall, IS::refundBatchCall) {
+    let mut release = IS::releaseCall::new((id, vec![], vec![]));
+    let mut refund = IS::refundBatchCall::new((id, vec![]));
+    for log in logs {
+        if let Ok(p) = IS::BatchPayouts::decode_log_data(&log.data) {
+            release.contributions = p.contributions;
+            release.owners = p.owners;
+        }
+        if let Ok(d) = IS::Debited::decode_log_data(&log.data) {
+            refund.debits.push(IS::Debit {
+                consumer: d.consumer,
+                amount: d.amount.to(),
+            });
+        }
+    }
+    (release, refund)
 }

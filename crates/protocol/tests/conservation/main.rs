@@ -13,15 +13,16 @@ mod evm;
 
 use std::collections::BTreeMap;
 
-use alloy_primitives::{keccak256, Address, U256};
-use alloy_sol_types::{SolCall, SolConstructor, SolInterface};
+use alloy_primitives::{keccak256, Address, Log, U256};
+use alloy_sol_types::{SolCall, SolConstructor, SolEvent, SolInterface};
 use evm::{Evm, OPEN};
 use openledger_protocol::{
     datanet_registry::DatanetRegistry::{self as DR, DatanetRegistryErrors as DrErr},
     deploy::{Addresses, DeployConfig},
     governor::OpenGovernor as G,
-    inference_settlement::InferenceSettlement::{
-        self as IS, InferenceSettlementErrors as IsErr, Payout, Receipt,
+    inference_settlement::{
+        pack_receipts,
+        InferenceSettlement::{self as IS, InferenceSettlementErrors as IsErr, Receipt},
     },
     model_registry::ModelRegistry as MR,
     staking::Staking::{self, StakingErrors as StErr},
@@ -46,6 +47,8 @@ const BENEFICIARIES: [Address; 2] = [actor(0x80), actor(0x81)];
 /// (agent, host, model owner): HOSTS[0] serves both owners, so its batches split the model
 /// share between them.
 const AGENTS: [(u64, usize, usize); 3] = [(1, 0, 0), (2, 1, 1), (3, 0, 1)];
+/// Every agent's price, wei per 1,000 input tokens and per 1,000 output tokens.
+const PRICE: u128 = OPEN / 100;
 /// The dev deployment's fee split, minimum stakes by role, windows, bond and challenger share.
 const SPLIT: [u64; 5] = [4000, 1000, 2500, 1500, 1000];
 const MIN_STAKE: [u128; 3] = [100 * OPEN, 10 * OPEN, 50 * OPEN];
@@ -158,17 +161,49 @@ struct Contribution {
     rejecters: Vec<Address>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum BatchState {
+    Escrowed,
+    Released,
+    Upheld,
+    Refunded,
+}
+
+/// A settled batch, as the model sees it.
+struct Batch {
+    host: Address,
+    settled_at: u64,
+    state: BatchState,
+    fees: U256,
+    /// Challenges raised: challenger, bond, when, whether still open.
+    challenges: Vec<(Address, U256, u64, bool)>,
+    /// What its release credits (model owners, host, treasury).
+    payouts: Vec<(Address, U256)>,
+    /// What it took from each consumer.
+    debits: Vec<(Address, U256)>,
+    /// The calls that release and refund it, with the lists read off its events.
+    release: IS::releaseCall,
+    refund: IS::refundBatchCall,
+}
+
+impl Batch {
+    fn open_challenges(&self) -> usize {
+        self.challenges.iter().filter(|c| c.3).count()
+    }
+}
+
 /// What each contract owes, kept from the calls that succeeded.
 #[derive(Default)]
 struct Model {
     credit: BTreeMap<Address, U256>,
+    /// What each consumer lets each host take, and the last receipt number each host settled.
+    allowance: BTreeMap<(Address, Address), U256>,
+    seq: BTreeMap<(Address, Address), u64>,
     /// Credit withdrawals asked for: amount and when they are ready.
     requests: BTreeMap<Address, (U256, u64)>,
     claimable: BTreeMap<Address, U256>,
-    /// Each batch's host, settlement time and open challenge (challenger, bond), by id − 1.
-    batches: Vec<(Address, u64, Challenge)>,
-    /// When each batch's open challenge was raised, by id.
-    batch_challenged_at: BTreeMap<u64, u64>,
+    /// Settled batches, by id − 1.
+    batches: Vec<Batch>,
     owed: BTreeMap<Address, U256>,
     contributions: Vec<Contribution>,
     stakes: BTreeMap<Key, U256>,
@@ -199,6 +234,8 @@ struct Sim {
     slashed: [U256; 3],
     /// Per kind of action: how many succeeded and how many reverted.
     stats: BTreeMap<Kind, (u32, u32)>,
+    /// The logs of the last call that succeeded.
+    logs: Vec<Log>,
 }
 
 impl Sim {
@@ -216,8 +253,9 @@ impl Sim {
         assert_eq!(total, self.total, "{kind} changed total OPEN");
         let tally = self.stats.entry(kind).or_default();
         match result {
-            Ok((out, _)) => {
+            Ok((out, logs)) => {
                 tally.0 += 1;
+                self.logs = logs;
                 Some(C::abi_decode_returns(&out).unwrap())
             }
             Err(e) => {
@@ -325,7 +363,7 @@ impl Sim {
     fn frozen(&self, key: Key) -> bool {
         let (staker, role, _) = key;
         let contribution = |c: &Contribution| c.bond.is_some() && c.approvers.contains(&staker);
-        let batch = |b: &(Address, u64, Challenge)| b.2.is_some() && b.0 == staker;
+        let batch = |b: &Batch| b.open_challenges() > 0 && b.host == staker;
         (role == 1 && self.m.contributions.iter().any(contribution))
             || (role == 2 && self.m.batches.iter().any(batch))
     }
@@ -346,16 +384,19 @@ impl Sim {
     /// One random action.
     fn step(&mut self) {
         match self.rng.below(100) {
-            0..=7 => self.deposit(),
-            8..=22 => self.settle(),
-            23..=29 => self.claim_settlement(),
-            30..=33 => self.request_credit(),
-            34..=37 => self.withdraw_credit(),
-            38..=43 => self.new_stake(),
-            44..=47 => self.request_unstake(),
-            48..=51 => self.withdraw_stake(),
-            52..=55 => self.challenge_batch(),
-            56..=58 => self.rule_on_batch(),
+            0..=6 => self.deposit(),
+            7..=18 => self.settle(),
+            19..=21 => self.authorize(),
+            22..=26 => self.release_batch(),
+            27..=29 => self.claim_settlement(),
+            30..=32 => self.request_credit(),
+            33..=35 => self.withdraw_credit(),
+            36..=41 => self.new_stake(),
+            42..=45 => self.request_unstake(),
+            46..=49 => self.withdraw_stake(),
+            50..=53 => self.challenge_batch(),
+            54..=56 => self.rule_on_batch(),
+            57..=58 => self.refund_batch(),
             59..=64 => {
                 let who = self.rng.pick(&CONTRIBUTORS);
                 // Now and then the wrong fee.
@@ -388,7 +429,12 @@ impl Sim {
             .map(|c| c.fee + bond(c.bond))
             .sum::<U256>();
         let credit = total(&m.credit, |v| *v) + total(&m.claimable, |v| *v);
-        let is = credit + m.batches.iter().map(|b| bond(b.2)).sum::<U256>();
+        let escrowed = |b: &Batch| {
+            let bonds: U256 = b.challenges.iter().filter(|c| c.3).map(|c| c.1).sum();
+            let escrow = matches!(b.state, BatchState::Escrowed | BatchState::Upheld);
+            bonds + if escrow { b.fees } else { Z }
+        };
+        let is = credit + m.batches.iter().map(escrowed).sum::<U256>();
         assert_eq!(
             balance(self.a.inference_settlement),
             is,
@@ -436,6 +482,7 @@ fn setup(seed: u64) -> Sim {
         proposals,
         slashed,
         stats,
+        logs: vec![],
     };
     let (dr, mr) = (a.datanet_registry, a.model_registry);
     let h = |x: &str| keccak256(x.as_bytes());
@@ -464,8 +511,22 @@ fn setup(seed: u64) -> Sim {
     // Owner i's agents run on its adapter, i + 1.
     for (_, host, owner) in AGENTS {
         let adapter = u(owner as u128 + 1);
-        let call = MR::deployAgentCall::new((adapter, HOSTS[host], 1000, "".into()));
+        let call = MR::deployAgentCall::new((adapter, HOSTS[host], PRICE, PRICE, 0, "".into()));
         s.must(OWNERS[owner], mr, call);
+    }
+    for (agent, host, _) in AGENTS {
+        s.must(
+            HOSTS[host],
+            mr,
+            MR::acceptAgentCall::new((u(agent as u128),)),
+        );
+    }
+    for consumer in CONSUMERS {
+        for host in HOSTS {
+            let call = IS::authorizeCall::new((host, OPEN));
+            s.must(consumer, a.inference_settlement, call);
+            s.m.allowance.insert((consumer, host), u(OPEN));
+        }
     }
     for validator in VALIDATORS {
         s.stake((validator, 0, 0), u(150 * OPEN));
@@ -533,6 +594,19 @@ fn run(seed: u64) -> (BTreeMap<Kind, (u64, u64)>, [U256; 3]) {
     }
     let batches = s.must(DEPLOYER, is, IS::batchCountCall {});
     assert_eq!(batches, U256::from(s.m.batches.len()));
+    for consumer in CONSUMERS {
+        for host in HOSTS {
+            let a = s.must(DEPLOYER, is, IS::authorizationCall::new((consumer, host)));
+            let key = (consumer, host);
+            let allowance = s.m.allowance.get(&key).copied().unwrap_or_default();
+            assert_eq!(U256::from(a.allowance), allowance, "allowance {key:?}");
+            assert_eq!(
+                a.lastSeq,
+                s.m.seq.get(&key).copied().unwrap_or(0),
+                "seq {key:?}"
+            );
+        }
+    }
     let stats = s
         .stats
         .iter()
@@ -567,7 +641,7 @@ fn open_is_conserved_by_every_action_of_random_runs() {
     println!("{:<24} {ok:>6} {failed:>9}", "all");
     // Every kind of action happened and often worked, and most actions did: a run where
     // everything reverts would conserve OPEN trivially.
-    assert_eq!(s.stats.len(), 20, "every kind of action was tried");
+    assert_eq!(s.stats.len(), 23, "every kind of action was tried");
     for (kind, &(ok, failed)) in &s.stats {
         let enough = ok >= 3 * seeds && ok * 4 >= failed;
         assert!(enough, "{kind}: {ok} succeeded, {failed} reverted");
