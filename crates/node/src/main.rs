@@ -226,6 +226,10 @@ struct NodeArgs {
     /// REST API address (datanets), served once the protocol's addresses are known.
     #[arg(long, default_value = "127.0.0.1:8080")]
     api_addr: SocketAddr,
+    /// The host (and port) that Sign-In with Ethereum messages must name to get API keys, as
+    /// clients reach this API [default: the --api-addr].
+    #[arg(long)]
+    api_domain: Option<String>,
     /// Where datanet blobs live: a directory, or s3://bucket[/prefix] (a build with the `s3`
     /// feature; AWS_* environment variables) [default: <data-dir>/datanets/blobs].
     #[arg(long)]
@@ -333,11 +337,25 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         });
         let factory = factory_settings(&args)?;
         let slot = openledger_studio::Slot::default();
+        let studio_dir = data_dir.join("studio");
+        std::fs::create_dir_all(&studio_dir)
+            .with_context(|| format!("cannot create {}", studio_dir.display()))?;
+        let studio_store = std::sync::Arc::new(openledger_studio::store::Store::open(
+            &studio_dir.join("studio.redb"),
+        )?);
+        let domain = args
+            .api_domain
+            .clone()
+            .unwrap_or_else(|| args.api_addr.to_string());
+        let keys =
+            openledger_studio::keys::Keys::new(studio_store, domain, node.chain.genesis.chain_id);
         let inference = serve::routes(
             &slot,
             factory.access.clone(),
             args.serve.admin_access(args.dev),
-        );
+            Some(keys.clone()),
+        )
+        .merge(openledger_studio::keys::router(keys));
         let registry = ProtocolClient::connect(&format!("http://{}", node.http_addr), None)
             .await?
             .with_addresses(Addresses::load(&addresses_file)?);

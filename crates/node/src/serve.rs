@@ -143,20 +143,55 @@ pub struct ServeCommand {
     pub serve: ServeArgs,
 }
 
-/// The inference routes behind `access`, adapter management behind `admin`; `/health` and
-/// `/metrics` open.
+/// The inference routes behind `access` (or, where given, an account's API key from
+/// `keys`), adapter management behind `admin`; `/health` and `/metrics` open.
 pub fn routes(
     slot: &Slot,
     access: openledger_factory::api::Access,
     admin: openledger_factory::api::Access,
+    keys: Option<Arc<openledger_studio::keys::Keys>>,
 ) -> axum::Router {
     let guard = |access| {
         axum::middleware::from_fn_with_state(Arc::new(access), openledger_factory::api::authorize)
     };
-    openledger_studio::router(slot)
-        .route_layer(guard(access))
+    let inference = match keys {
+        Some(keys) => openledger_studio::router(slot).route_layer(
+            axum::middleware::from_fn_with_state(Arc::new((keys, access)), consumer_or_key),
+        ),
+        None => openledger_studio::router(slot).route_layer(guard(access)),
+    };
+    inference
         .merge(openledger_studio::admin_router(slot).route_layer(guard(admin)))
         .merge(openledger_studio::probe_router(slot))
+}
+
+/// Middleware: a request carrying an account's API key (`olk_…`) is that account's, checked
+/// against its key (revoked or over its rate: refused); any other request needs one of the
+/// operator's static keys, as before (open on `--dev`).
+async fn consumer_or_key(
+    axum::extract::State(state): axum::extract::State<
+        Arc<(
+            Arc<openledger_studio::keys::Keys>,
+            openledger_factory::api::Access,
+        )>,
+    >,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (keys, access) = &*state;
+    let account_key = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|v| v.trim().starts_with("olk_"));
+    if account_key {
+        let keys = axum::extract::State(keys.clone());
+        openledger_studio::keys::require_key(keys, request, next).await
+    } else {
+        let access = axum::extract::State(Arc::new(access.clone()));
+        openledger_factory::api::authorize(access, request, next).await
+    }
 }
 
 pub async fn run(command: ServeCommand) -> Result<()> {
@@ -175,7 +210,7 @@ pub async fn run(command: ServeCommand) -> Result<()> {
         .serve
         .spawn_load(slot.clone(), home.join("adapters"), None, None)?;
     let admin = command.serve.admin_access(command.api_keys.is_empty());
-    let addr = openledger_chain::rpc::serve(command.addr, routes(&slot, access, admin))
+    let addr = openledger_chain::rpc::serve(command.addr, routes(&slot, access, admin, None))
         .await
         .with_context(|| format!("cannot listen on {}", command.addr))?;
     tracing::info!(api = %format!("http://{addr}/v1"), "inference API running");

@@ -1,12 +1,18 @@
 //! AI Studio: inference for people and programs. This crate serves the OpenAI-compatible
 //! API over OpenLoRA — `model` names the base model or an adapter, the official OpenAI
-//! clients work unchanged — and will hold agents, paid inference and settlement.
+//! clients work unchanged — and holds what paid inference needs: accounts' API keys, metering
+//! and receipts (agents and settlement batches are being built on them).
 //!
 //! - `openai`: the endpoints (chat completions, completions, models, vLLM's adapter
 //!   management, tokenize/detokenize, health), errors in OpenAI's shape, streaming by
 //!   server-sent events.
+//! - [`keys`]: API keys bound to accounts that sign in with Ethereum ([`siwe`]), with spend
+//!   and rate limits, stored hashed in the studio [`store`].
 
+pub mod keys;
 mod openai;
+pub mod siwe;
+pub mod store;
 
 pub use openai::ApiError;
 

@@ -53,6 +53,50 @@ impl ApiError {
         }
     }
 
+    /// A request without a valid API key (401).
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            kind: "invalid_request_error",
+            code: Some("invalid_api_key"),
+            param: None,
+            message: message.into(),
+        }
+    }
+
+    /// A key past its request rate (429).
+    pub fn rate_limited(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            kind: "requests",
+            code: Some("rate_limit_exceeded"),
+            param: None,
+            message: message.into(),
+        }
+    }
+
+    /// A key or account that cannot pay for the request (429, as OpenAI answers).
+    pub fn quota(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            kind: "insufficient_quota",
+            code: Some("insufficient_quota"),
+            param: None,
+            message: message.into(),
+        }
+    }
+
+    /// A request naming something of another account's (404, revealing nothing).
+    pub fn not_found(param: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            kind: "invalid_request_error",
+            code: None,
+            param: Some(param.to_string()),
+            message: message.into(),
+        }
+    }
+
     /// The server's own failure (500).
     pub fn internal(message: impl Into<String>) -> Self {
         Self {

@@ -1,0 +1,419 @@
+//! API keys bound to on-chain accounts. An account signs in with an EIP-4361 message and gets
+//! a key; with a key it lists, makes and revokes its keys. Each key may carry a spend limit
+//! (wei) and a rate limit (requests a minute). Only a key's SHA-256 is stored, so the store
+//! leaks no usable key; revocation takes effect on the next request.
+//!
+//! Routes: `POST /v1/auth/nonce`, `POST /v1/auth/login`, `GET /v1/keys`, `POST /v1/keys`,
+//! `DELETE /v1/keys/{id}`. [`require_key`] guards other routes and hands them the
+//! [`Consumer`].
+
+use crate::{
+    siwe::{self, Expected, SiweError},
+    store::{KeyRow, Store, StoreError},
+    ApiError,
+};
+use alloy_primitives::{hex, Address};
+use axum::{
+    extract::{Path, Request, State},
+    http::header,
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::{delete, get, post},
+    Json, Router,
+};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+/// How long a sign-in nonce stays valid, in seconds.
+const NONCE_SECONDS: u64 = 600;
+/// How far a sign-in message's `Issued At` may be from the server's clock, in seconds.
+const CLOCK_SKEW: i64 = 300;
+/// The prefix of every key this server issues.
+const KEY_PREFIX: &str = "olk_";
+
+/// Who a request comes from: the account a key belongs to, and the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Consumer {
+    pub account: Address,
+    pub key_id: u64,
+}
+
+/// Limits asked for a new key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Wei, as a decimal string or a number.
+    #[serde(default, with = "opt_u128")]
+    pub spend_limit: Option<u128>,
+    #[serde(default)]
+    pub rate_per_minute: Option<u32>,
+}
+
+/// Why a key operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("sign-in refused: {0}")]
+    SignIn(#[from] SiweError),
+    #[error(
+        "sign-in refused: the nonce was not issued by this server, was used already, or expired"
+    )]
+    Nonce,
+    #[error(
+        "no valid API key: send `Authorization: Bearer {KEY_PREFIX}…` (sign in at /v1/auth/login)"
+    )]
+    Missing,
+    #[error("this API key is not valid")]
+    Unknown,
+    #[error("this API key was revoked")]
+    Revoked,
+    #[error("this API key allows {0} requests a minute; retry in a few seconds")]
+    RateLimited(u32),
+    #[error("no key {0} belongs to this account")]
+    NoSuchKey(u64),
+    #[error("a label is at most 64 characters")]
+    LongLabel,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::SignIn(_)
+            | KeyError::Nonce
+            | KeyError::Missing
+            | KeyError::Unknown
+            | KeyError::Revoked => ApiError::unauthenticated(e.to_string()),
+            KeyError::RateLimited(_) => ApiError::rate_limited(e.to_string()),
+            KeyError::NoSuchKey(_) => ApiError::not_found("id", e.to_string()),
+            KeyError::LongLabel => ApiError::invalid("label", e.to_string()),
+            KeyError::Store(StoreError::TooManyKeys(_) | StoreError::TooManyNonces) => {
+                ApiError::rate_limited(e.to_string())
+            }
+            KeyError::Store(_) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+/// A key's requests in the current minute.
+struct Window {
+    started: u64,
+    count: u32,
+}
+
+/// The key service.
+pub struct Keys {
+    store: Arc<Store>,
+    /// What sign-in messages must name: this API's host (and port) and the chain.
+    domain: String,
+    chain_id: u64,
+    windows: Mutex<HashMap<u64, Window>>,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+impl Keys {
+    pub fn new(store: Arc<Store>, domain: impl Into<String>, chain_id: u64) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            domain: domain.into(),
+            chain_id,
+            windows: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A fresh nonce for a sign-in message.
+    pub fn nonce(&self) -> Result<String, KeyError> {
+        let nonce = hex::encode(rand::random::<[u8; 16]>());
+        let t = now();
+        self.store.add_nonce(&nonce, t + NONCE_SECONDS, t)?;
+        Ok(nonce)
+    }
+
+    /// Checks a signed sign-in message and issues a key to its account.
+    pub fn login(
+        &self,
+        message: &str,
+        signature: &[u8],
+        limits: Limits,
+    ) -> Result<(KeyRow, String), KeyError> {
+        let m = siwe::Message::parse(message)?;
+        m.check(&Expected {
+            domain: &self.domain,
+            chain_id: self.chain_id,
+            now: now() as i64,
+            skew: CLOCK_SKEW,
+        })?;
+        siwe::verify_signature(message, signature, m.address)?;
+        // The nonce last: a message refused above keeps its nonce for a corrected retry.
+        if !self.store.take_nonce(&m.nonce, now())? {
+            return Err(KeyError::Nonce);
+        }
+        self.create(m.address, limits)
+    }
+
+    /// Issues a new key to `account`; the secret is returned once and never stored.
+    pub fn create(&self, account: Address, limits: Limits) -> Result<(KeyRow, String), KeyError> {
+        let label = limits.label.unwrap_or_else(|| "default".into());
+        if label.chars().count() > 64 {
+            return Err(KeyError::LongLabel);
+        }
+        let secret = format!("{KEY_PREFIX}{}", hex::encode(rand::random::<[u8; 24]>()));
+        let row = KeyRow {
+            id: 0,
+            account,
+            label,
+            created_at: now(),
+            spend_limit: limits.spend_limit,
+            spent: 0,
+            rate_per_minute: limits.rate_per_minute,
+            revoked_at: None,
+        };
+        let row = self.store.insert_key(&hash(&secret), row)?;
+        Ok((row, secret))
+    }
+
+    /// The consumer a key belongs to, counting the request against its rate limit.
+    pub fn authenticate(&self, secret: &str) -> Result<Consumer, KeyError> {
+        if !secret.starts_with(KEY_PREFIX) {
+            return Err(KeyError::Unknown);
+        }
+        let row = self.store.key(&hash(secret))?.ok_or(KeyError::Unknown)?;
+        if row.revoked_at.is_some() {
+            return Err(KeyError::Revoked);
+        }
+        if let Some(limit) = row.rate_per_minute {
+            let t = now();
+            let mut windows = self.windows.lock();
+            let w = windows.entry(row.id).or_insert(Window {
+                started: t,
+                count: 0,
+            });
+            if t >= w.started + 60 {
+                *w = Window {
+                    started: t,
+                    count: 0,
+                };
+            }
+            if w.count >= limit {
+                return Err(KeyError::RateLimited(limit));
+            }
+            w.count += 1;
+        }
+        Ok(Consumer {
+            account: row.account,
+            key_id: row.id,
+        })
+    }
+
+    /// Revokes `account`'s key `id` (at once: the next request with it is refused).
+    pub fn revoke(&self, account: Address, id: u64) -> Result<KeyRow, KeyError> {
+        let t = now();
+        let row = self
+            .store
+            .update_key(account, id, |row| {
+                row.revoked_at.get_or_insert(t);
+            })?
+            .ok_or(KeyError::NoSuchKey(id))?;
+        self.windows.lock().remove(&id);
+        Ok(row)
+    }
+
+    /// `account`'s keys.
+    pub fn list(&self, account: Address) -> Result<Vec<KeyRow>, KeyError> {
+        Ok(self.store.keys_of(account)?)
+    }
+}
+
+/// Middleware: the request must carry a valid key; the handler gets its [`Consumer`].
+pub async fn require_key(
+    State(keys): State<Arc<Keys>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let secret = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let consumer = match secret {
+        None => Err(KeyError::Missing),
+        Some(secret) => keys.authenticate(secret),
+    };
+    match consumer {
+        Ok(consumer) => {
+            request.extensions_mut().insert(consumer);
+            next.run(request).await
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// A key as the API shows it (never the secret, once issued).
+#[derive(Serialize)]
+struct KeyView {
+    id: u64,
+    object: &'static str,
+    account: Address,
+    label: String,
+    created_at: u64,
+    spend_limit: Option<String>,
+    spent: String,
+    rate_per_minute: Option<u32>,
+    revoked: bool,
+    /// Present only in the answer that issues the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+}
+
+fn view(row: KeyRow, key: Option<String>) -> KeyView {
+    KeyView {
+        id: row.id,
+        object: "api_key",
+        account: row.account,
+        label: row.label,
+        created_at: row.created_at,
+        spend_limit: row.spend_limit.map(|l| l.to_string()),
+        spent: row.spent.to_string(),
+        rate_per_minute: row.rate_per_minute,
+        revoked: row.revoked_at.is_some(),
+        key,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    message: String,
+    /// 65 bytes, hex (with or without `0x`).
+    signature: String,
+    #[serde(flatten)]
+    limits: LoginLimits,
+}
+
+/// `Limits` without `deny_unknown_fields` (which `flatten` does not support).
+#[derive(Deserialize, Default)]
+struct LoginLimits {
+    #[serde(default)]
+    label: Option<String>,
+    #[serde(default, with = "opt_u128")]
+    spend_limit: Option<u128>,
+    #[serde(default)]
+    rate_per_minute: Option<u32>,
+}
+
+/// The routes that issue and manage keys; `/v1/keys` needs a key itself.
+pub fn router(keys: Arc<Keys>) -> Router {
+    let managed = Router::new()
+        .route("/v1/keys", get(list).post(create))
+        .route("/v1/keys/{id}", delete(revoke))
+        .route_layer(axum::middleware::from_fn_with_state(
+            keys.clone(),
+            require_key,
+        ));
+    Router::new()
+        .route("/v1/auth/nonce", post(nonce))
+        .route("/v1/auth/login", post(login))
+        .merge(managed)
+        .with_state(keys)
+}
+
+async fn nonce(State(keys): State<Arc<Keys>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let nonce = keys.nonce()?;
+    Ok(Json(serde_json::json!({
+        "nonce": nonce,
+        "domain": keys.domain,
+        "chain_id": keys.chain_id,
+        "expires_in": NONCE_SECONDS,
+    })))
+}
+
+async fn login(
+    State(keys): State<Arc<Keys>>,
+    body: axum::body::Bytes,
+) -> Result<Json<KeyView>, ApiError> {
+    let login: Login =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("body", e.to_string()))?;
+    let signature = hex::decode(login.signature.trim())
+        .map_err(|_| ApiError::invalid("signature", "the signature is not hex"))?;
+    let limits = Limits {
+        label: login.limits.label,
+        spend_limit: login.limits.spend_limit,
+        rate_per_minute: login.limits.rate_per_minute,
+    };
+    let (row, secret) = keys.login(&login.message, &signature, limits)?;
+    Ok(Json(view(row, Some(secret))))
+}
+
+async fn list(
+    State(keys): State<Arc<Keys>>,
+    axum::Extension(consumer): axum::Extension<Consumer>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let rows = keys.list(consumer.account)?;
+    let data: Vec<KeyView> = rows.into_iter().map(|r| view(r, None)).collect();
+    Ok(Json(serde_json::json!({"object": "list", "data": data})))
+}
+
+async fn create(
+    State(keys): State<Arc<Keys>>,
+    axum::Extension(consumer): axum::Extension<Consumer>,
+    body: axum::body::Bytes,
+) -> Result<Json<KeyView>, ApiError> {
+    let limits: Limits = if body.is_empty() {
+        Limits::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("body", e.to_string()))?
+    };
+    let (row, secret) = keys.create(consumer.account, limits)?;
+    Ok(Json(view(row, Some(secret))))
+}
+
+async fn revoke(
+    State(keys): State<Arc<Keys>>,
+    axum::Extension(consumer): axum::Extension<Consumer>,
+    Path(id): Path<u64>,
+) -> Result<Json<KeyView>, ApiError> {
+    Ok(Json(view(keys.revoke(consumer.account, id)?, None)))
+}
+
+/// `Option<u128>` from a JSON number or a decimal string (wei exceed JSON's safe integers).
+mod opt_u128 {
+    use serde::{de::Error, Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u128>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Wei {
+            Number(u128),
+            Text(String),
+        }
+        match Option::<Wei>::deserialize(d)? {
+            None => Ok(None),
+            Some(Wei::Number(n)) => Ok(Some(n)),
+            Some(Wei::Text(s)) => s
+                .parse()
+                .map(Some)
+                .map_err(|_| D::Error::custom(format!("`{s}` is not an amount of wei"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

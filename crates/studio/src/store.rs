@@ -1,0 +1,267 @@
+//! AI Studio's embedded store (redb): API keys (only their hashes), the sign-in nonces it
+//! issued, and the metered receipts with each consumer's last sequence number. Every change is
+//! one durable transaction, so what a response acknowledged survives `kill -9`.
+
+use alloy_primitives::Address;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::path::Path;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// SHA-256 of a key → its row.
+const KEYS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("keys");
+/// (account, key id) → SHA-256 of the key.
+const ACCOUNT_KEYS: TableDefinition<(&[u8; 20], u64), &[u8; 32]> =
+    TableDefinition::new("account_keys");
+/// Nonce → when it expires (unix seconds).
+const NONCES: TableDefinition<&str, u64> = TableDefinition::new("nonces");
+
+/// Keys one account may hold, revoked ones included (a stranger's sign-ins cannot grow the
+/// store without bound).
+pub const MAX_KEYS_PER_ACCOUNT: usize = 64;
+/// Sign-in nonces outstanding at once; past it, new ones are refused until old ones expire.
+pub const MAX_NONCES: usize = 10_000;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("studio store: {0}")]
+    Db(String),
+    #[error("studio store: a {table} row does not decode: {reason}")]
+    Corrupt { table: &'static str, reason: String },
+    #[error("{0} already holds {MAX_KEYS_PER_ACCOUNT} keys (revoked ones count too)")]
+    TooManyKeys(Address),
+    #[error("too many sign-ins are pending; try again in a few minutes")]
+    TooManyNonces,
+}
+
+macro_rules! db_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.to_string())
+            }
+        }
+    )*};
+}
+db_errors!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+fn encode(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).expect("plain rows serialise")
+}
+
+fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        table,
+        reason: e.to_string(),
+    })
+}
+
+/// An API key as stored: everything but the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRow {
+    pub id: u64,
+    pub account: Address,
+    pub label: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// The most this key may spend, in wei (none: no limit but the account's authorisation).
+    pub spend_limit: Option<u128>,
+    /// What it has spent, in wei.
+    pub spent: u128,
+    /// Requests a minute it may make (none: no limit).
+    pub rate_per_minute: Option<u32>,
+    /// When it was revoked (unix seconds); a revoked key authenticates nothing.
+    pub revoked_at: Option<u64>,
+}
+
+/// The store.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(META)?;
+            txn.open_table(KEYS)?;
+            txn.open_table(ACCOUNT_KEYS)?;
+            txn.open_table(NONCES)?;
+        }
+        txn.commit()?;
+        Ok(Self { db })
+    }
+
+    /// Records a nonce issued for a sign-in, expiring at `expires_at`; expired ones are
+    /// dropped first.
+    pub fn add_nonce(&self, nonce: &str, expires_at: u64, now: u64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut nonces = txn.open_table(NONCES)?;
+            nonces.retain(|_, expiry| expiry > now)?;
+            if nonces.len()? as usize >= MAX_NONCES {
+                return Err(StoreError::TooManyNonces);
+            }
+            nonces.insert(nonce, expires_at)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Takes a nonce: true if this server issued it, it has not expired and was not used
+    /// before (it never can be again).
+    pub fn take_nonce(&self, nonce: &str, now: u64) -> Result<bool> {
+        let txn = self.db.begin_write()?;
+        let valid = {
+            let mut nonces = txn.open_table(NONCES)?;
+            let expiry = nonces.remove(nonce)?.map(|v| v.value());
+            expiry.is_some_and(|at| at > now)
+        };
+        txn.commit()?;
+        Ok(valid)
+    }
+
+    /// Stores a new key for `row.account` under the next id (which it sets), by the hash of
+    /// its secret.
+    pub fn insert_key(&self, hash: &[u8; 32], mut row: KeyRow) -> Result<KeyRow> {
+        let txn = self.db.begin_write()?;
+        {
+            let account = row.account.0 .0;
+            let mut by_account = txn.open_table(ACCOUNT_KEYS)?;
+            let held = by_account
+                .range((&account, 0)..=(&account, u64::MAX))?
+                .count();
+            if held >= MAX_KEYS_PER_ACCOUNT {
+                return Err(StoreError::TooManyKeys(row.account));
+            }
+            let mut meta = txn.open_table(META)?;
+            let id = meta.get("next_key")?.map_or(1, |v| v.value());
+            meta.insert("next_key", id + 1)?;
+            row.id = id;
+            by_account.insert((&account, id), hash)?;
+            txn.open_table(KEYS)?
+                .insert(hash, encode(&row).as_slice())?;
+        }
+        txn.commit()?;
+        Ok(row)
+    }
+
+    /// The key whose secret hashes to `hash`.
+    pub fn key(&self, hash: &[u8; 32]) -> Result<Option<KeyRow>> {
+        let txn = self.db.begin_read()?;
+        let keys = txn.open_table(KEYS)?;
+        keys.get(hash)?
+            .map(|v| decode("key", v.value()))
+            .transpose()
+    }
+
+    /// Every key of `account`, oldest first.
+    pub fn keys_of(&self, account: Address) -> Result<Vec<KeyRow>> {
+        let txn = self.db.begin_read()?;
+        let (by_account, keys) = (txn.open_table(ACCOUNT_KEYS)?, txn.open_table(KEYS)?);
+        let account = account.0 .0;
+        let mut out = Vec::new();
+        for entry in by_account.range((&account, 0)..=(&account, u64::MAX))? {
+            let hash = *entry?.1.value();
+            if let Some(row) = keys.get(&hash)? {
+                out.push(decode("key", row.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Changes `account`'s key `id` in one transaction; `None` if the account has no such key.
+    pub fn update_key(
+        &self,
+        account: Address,
+        id: u64,
+        change: impl FnOnce(&mut KeyRow),
+    ) -> Result<Option<KeyRow>> {
+        let txn = self.db.begin_write()?;
+        let row = {
+            let by_account = txn.open_table(ACCOUNT_KEYS)?;
+            let Some(hash) = by_account.get((&account.0 .0, id))?.map(|v| *v.value()) else {
+                return Ok(None);
+            };
+            let mut keys = txn.open_table(KEYS)?;
+            let Some(mut row) = keys
+                .get(&hash)?
+                .map(|v| decode::<KeyRow>("key", v.value()))
+                .transpose()?
+            else {
+                return Ok(None);
+            };
+            change(&mut row);
+            keys.insert(&hash, encode(&row).as_slice())?;
+            row
+        };
+        txn.commit()?;
+        Ok(Some(row))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(account: Address) -> KeyRow {
+        KeyRow {
+            id: 0,
+            account,
+            label: "test".into(),
+            created_at: 1,
+            spend_limit: Some(10),
+            spent: 0,
+            rate_per_minute: None,
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn keys_and_nonces_survive_reopening_and_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("studio.redb");
+        let (alice, bob) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        {
+            let store = Store::open(&path).unwrap();
+            let a = store.insert_key(&[1; 32], row(alice)).unwrap();
+            let b = store.insert_key(&[2; 32], row(bob)).unwrap();
+            assert_eq!((a.id, b.id), (1, 2));
+            store.add_nonce("nonce0001", 100, 50).unwrap();
+            store.add_nonce("nonce0002", 60, 50).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.key(&[1; 32]).unwrap().unwrap().account, alice);
+        assert_eq!(store.keys_of(bob).unwrap().len(), 1);
+        // Only the owner's id reaches a key.
+        assert!(store.update_key(bob, 1, |r| r.spent = 5).unwrap().is_none());
+        let spent = store
+            .update_key(alice, 1, |r| r.spent = 5)
+            .unwrap()
+            .unwrap();
+        assert_eq!(spent.spent, 5);
+        // A nonce works once, and not after it expires.
+        assert!(store.take_nonce("nonce0001", 70).unwrap());
+        assert!(!store.take_nonce("nonce0001", 70).unwrap());
+        assert!(!store.take_nonce("nonce0002", 70).unwrap());
+        assert!(!store.take_nonce("never-issued", 70).unwrap());
+        for i in 1..MAX_KEYS_PER_ACCOUNT {
+            store.insert_key(&[i as u8 + 10; 32], row(bob)).unwrap();
+        }
+        assert!(matches!(
+            store.insert_key(&[9; 32], row(bob)),
+            Err(StoreError::TooManyKeys(a)) if a == bob
+        ));
+    }
+}
