@@ -5,6 +5,7 @@ mod datanet;
 mod deploy;
 mod factory;
 mod gov;
+mod host;
 mod limits;
 mod model;
 mod progress;
@@ -226,6 +227,10 @@ struct NodeArgs {
     /// REST API address (datanets), served once the protocol's addresses are known.
     #[arg(long, default_value = "127.0.0.1:8080")]
     api_addr: SocketAddr,
+    /// The key of the account this node hosts agents as (their receipts are settled from it);
+    /// on --dev, dev account 9 by default.
+    #[arg(long, env = "OPENLEDGER_HOST_KEY", hide_env_values = true)]
+    host_key: Option<String>,
     /// The host (and port) that Sign-In with Ethereum messages must name to get API keys, as
     /// clients reach this API [default: the --api-addr].
     #[arg(long)]
@@ -347,8 +352,32 @@ async fn run_node(args: NodeArgs) -> Result<()> {
             .api_domain
             .clone()
             .unwrap_or_else(|| args.api_addr.to_string());
-        let keys =
-            openledger_studio::keys::Keys::new(studio_store, domain, node.chain.genesis.chain_id);
+        let keys = openledger_studio::keys::Keys::new(
+            studio_store.clone(),
+            domain,
+            node.chain.genesis.chain_id,
+        );
+        let host = match (&args.host_key, args.dev) {
+            (Some(key), _) => Some(Signer::from_hex(key).context("--host-key")?),
+            (None, true) => Some(Signer::from_key(
+                openledger_chain::devkeys::dev_accounts()[9].key.clone(),
+            )),
+            (None, false) => None,
+        };
+        let paid = match &host {
+            Some(host) => {
+                let reader = ProtocolClient::connect(&format!("http://{}", node.http_addr), None)
+                    .await?
+                    .with_addresses(Addresses::load(&addresses_file)?);
+                let agents = host::spawn_agents(reader, host.address());
+                tracing::info!(host = %host.address(), "hosting agents");
+                Some(openledger_studio::Paid {
+                    agents,
+                    store: studio_store,
+                })
+            }
+            None => None,
+        };
         let inference = serve::routes(
             &slot,
             factory.access.clone(),
@@ -369,6 +398,7 @@ async fn run_node(args: NodeArgs) -> Result<()> {
             data_dir.join("adapters"),
             Some(std::sync::Arc::new(published)),
             Some(node.chain.clone()),
+            paid,
         )?;
         let addr = serve_api(
             &node,

@@ -88,6 +88,7 @@ impl ServeArgs {
         default_adapters: PathBuf,
         published: Option<Arc<dyn AdapterSource>>,
         chain: Option<Arc<openledger_chain::chain::Chain>>,
+        paid: Option<openledger_studio::Paid>,
     ) -> Result<()> {
         if self.no_serve {
             tracing::info!("--no-serve: inference is off");
@@ -108,6 +109,9 @@ impl ServeArgs {
             let started = std::time::Instant::now();
             match openledger_studio::Studio::load(&model, &name, dirs, published, settings) {
                 Ok(studio) => {
+                    if let Some(paid) = paid {
+                        studio.set_paid(paid);
+                    }
                     if let Some(chain) = chain {
                         let s = studio.clone();
                         chain.metrics.add_source(move || s.metrics());
@@ -208,7 +212,7 @@ pub async fn run(command: ServeCommand) -> Result<()> {
         });
     command
         .serve
-        .spawn_load(slot.clone(), home.join("adapters"), None, None)?;
+        .spawn_load(slot.clone(), home.join("adapters"), None, None, None)?;
     let admin = command.serve.admin_access(command.api_keys.is_empty());
     let addr = openledger_chain::rpc::serve(command.addr, routes(&slot, access, admin, None))
         .await

@@ -4,7 +4,7 @@
 //! leaks no usable key; revocation takes effect on the next request.
 //!
 //! Routes: `POST /v1/auth/nonce`, `POST /v1/auth/login`, `GET /v1/keys`, `POST /v1/keys`,
-//! `DELETE /v1/keys/{id}`. [`require_key`] guards other routes and hands them the
+//! `DELETE /v1/keys/{id}`, and `GET /v1/receipts` (the account's metered requests). [`require_key`] guards other routes and hands them the
 //! [`Consumer`].
 
 use crate::{
@@ -324,6 +324,7 @@ pub fn router(keys: Arc<Keys>) -> Router {
     let managed = Router::new()
         .route("/v1/keys", get(list).post(create))
         .route("/v1/keys/{id}", delete(revoke))
+        .route("/v1/receipts", get(receipts))
         .route_layer(axum::middleware::from_fn_with_state(
             keys.clone(),
             require_key,
@@ -391,6 +392,45 @@ async fn revoke(
     Path(id): Path<u64>,
 ) -> Result<Json<KeyView>, ApiError> {
     Ok(Json(view(keys.revoke(consumer.account, id)?, None)))
+}
+
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    before: Option<u64>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// The account's receipts, newest first (`?before=ID&limit=N`, at most 100).
+async fn receipts(
+    State(keys): State<Arc<Keys>>,
+    axum::Extension(consumer): axum::Extension<Consumer>,
+    axum::extract::Query(page): axum::extract::Query<Page>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = page.limit.unwrap_or(20).min(100);
+    let rows = keys
+        .store
+        .receipts_of(consumer.account, page.before.unwrap_or(u64::MAX), limit)
+        .map_err(KeyError::from)?;
+    let data: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.id,
+                "object": "receipt",
+                "agent": format!("agent-{}", r.agent_id),
+                "seq": r.seq,
+                "input_tokens": r.input_tokens,
+                "output_tokens": r.output_tokens,
+                "fee": r.fee.to_string(),
+                "complete": r.complete,
+                "created_at": r.created_at,
+                "key_id": r.key_id,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({"object": "list", "data": data})))
 }
 
 /// `Option<u128>` from a JSON number or a decimal string (wei exceed JSON's safe integers).

@@ -8,8 +8,12 @@
 //!   server-sent events.
 //! - [`keys`]: API keys bound to accounts that sign in with Ethereum ([`siwe`]), with spend
 //!   and rate limits, stored hashed in the studio [`store`].
+//! - [`agents`] and `meter`: a request naming an agent is paid: it needs an account's key, and
+//!   its receipt is recorded in the [`store`] before its answer completes.
 
+pub mod agents;
 pub mod keys;
+mod meter;
 mod openai;
 pub mod siwe;
 pub mod store;
@@ -59,6 +63,13 @@ pub struct Studio {
     base_name: String,
     created: u64,
     dirs: Arc<DirSource>,
+    paid: OnceLock<Paid>,
+}
+
+/// What paid requests need: the agents served, and the store receipts go to.
+pub struct Paid {
+    pub agents: Arc<dyn agents::AgentBook>,
+    pub store: Arc<store::Store>,
 }
 
 /// Why the service could not start.
@@ -99,7 +110,14 @@ impl Studio {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             dirs,
+            paid: OnceLock::new(),
         }))
+    }
+
+    /// Serves agents from `paid.agents`, billing into `paid.store` (once; later calls are
+    /// ignored).
+    pub fn set_paid(&self, paid: Paid) {
+        let _ = self.paid.set(paid);
     }
 
     /// The serving engine.

@@ -15,6 +15,13 @@ const ACCOUNT_KEYS: TableDefinition<(&[u8; 20], u64), &[u8; 32]> =
     TableDefinition::new("account_keys");
 /// Nonce → when it expires (unix seconds).
 const NONCES: TableDefinition<&str, u64> = TableDefinition::new("nonces");
+/// Receipt id → its row.
+const RECEIPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("receipts");
+/// (consumer, receipt id) → its sequence number: a consumer's receipts in order.
+const CONSUMER_RECEIPTS: TableDefinition<(&[u8; 20], u64), u64> =
+    TableDefinition::new("consumer_receipts");
+/// Consumer → the last sequence number given to its receipts.
+const SEQS: TableDefinition<&[u8; 20], u64> = TableDefinition::new("seqs");
 
 /// Keys one account may hold, revoked ones included (a stranger's sign-ins cannot grow the
 /// store without bound).
@@ -83,6 +90,42 @@ pub struct KeyRow {
     pub revoked_at: Option<u64>,
 }
 
+/// A metered inference: what it cost and what it was (the prompt and the answer's tokens, for
+/// attribution), recorded before its answer completes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptRow {
+    pub id: u64,
+    pub consumer: Address,
+    pub key_id: u64,
+    pub agent_id: u64,
+    /// Rises with each of the consumer's receipts here: settlement refuses it twice.
+    pub seq: u64,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    /// Wei.
+    pub fee: u128,
+    pub prompt: Vec<u32>,
+    pub answer: Vec<u32>,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// False when the client left before the answer ended (it pays for what was generated).
+    pub complete: bool,
+}
+
+/// A receipt before the store gives it its id and sequence number.
+pub struct NewReceipt {
+    pub consumer: Address,
+    pub key_id: u64,
+    pub agent_id: u64,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    pub fee: u128,
+    pub prompt: Vec<u32>,
+    pub answer: Vec<u32>,
+    pub created_at: u64,
+    pub complete: bool,
+}
+
 /// The store.
 pub struct Store {
     db: Database,
@@ -98,6 +141,9 @@ impl Store {
             txn.open_table(KEYS)?;
             txn.open_table(ACCOUNT_KEYS)?;
             txn.open_table(NONCES)?;
+            txn.open_table(RECEIPTS)?;
+            txn.open_table(CONSUMER_RECEIPTS)?;
+            txn.open_table(SEQS)?;
         }
         txn.commit()?;
         Ok(Self { db })
@@ -166,6 +212,19 @@ impl Store {
             .transpose()
     }
 
+    /// `account`'s key `id`.
+    pub fn key_of(&self, account: Address, id: u64) -> Result<Option<KeyRow>> {
+        let txn = self.db.begin_read()?;
+        let by_account = txn.open_table(ACCOUNT_KEYS)?;
+        let Some(hash) = by_account.get((&account.0 .0, id))?.map(|v| *v.value()) else {
+            return Ok(None);
+        };
+        let keys = txn.open_table(KEYS)?;
+        keys.get(&hash)?
+            .map(|v| decode("key", v.value()))
+            .transpose()
+    }
+
     /// Every key of `account`, oldest first.
     pub fn keys_of(&self, account: Address) -> Result<Vec<KeyRow>> {
         let txn = self.db.begin_read()?;
@@ -208,6 +267,99 @@ impl Store {
         };
         txn.commit()?;
         Ok(Some(row))
+    }
+}
+
+impl Store {
+    /// Records a receipt under the next id and the consumer's next sequence number, and adds
+    /// its fee to what its key spent, in one durable transaction.
+    pub fn record(&self, new: NewReceipt) -> Result<ReceiptRow> {
+        let txn = self.db.begin_write()?;
+        let row = {
+            let consumer = new.consumer.0 .0;
+            let mut seqs = txn.open_table(SEQS)?;
+            let seq = seqs.get(&consumer)?.map_or(0, |v| v.value()) + 1;
+            seqs.insert(&consumer, seq)?;
+            let mut meta = txn.open_table(META)?;
+            let id = meta.get("next_receipt")?.map_or(1, |v| v.value());
+            meta.insert("next_receipt", id + 1)?;
+            let row = ReceiptRow {
+                id,
+                consumer: new.consumer,
+                key_id: new.key_id,
+                agent_id: new.agent_id,
+                seq,
+                input_tokens: new.input_tokens,
+                output_tokens: new.output_tokens,
+                fee: new.fee,
+                prompt: new.prompt,
+                answer: new.answer,
+                created_at: new.created_at,
+                complete: new.complete,
+            };
+            txn.open_table(RECEIPTS)?
+                .insert(id, encode(&row).as_slice())?;
+            txn.open_table(CONSUMER_RECEIPTS)?
+                .insert((&consumer, id), seq)?;
+            let hash = txn
+                .open_table(ACCOUNT_KEYS)?
+                .get((&consumer, new.key_id))?
+                .map(|v| *v.value());
+            if let Some(hash) = hash {
+                let mut keys = txn.open_table(KEYS)?;
+                let key = keys.get(&hash)?.map(|v| decode::<KeyRow>("key", v.value()));
+                if let Some(mut key) = key.transpose()? {
+                    key.spent = key.spent.saturating_add(new.fee);
+                    keys.insert(&hash, encode(&key).as_slice())?;
+                }
+            }
+            row
+        };
+        txn.commit()?;
+        Ok(row)
+    }
+
+    pub fn receipt(&self, id: u64) -> Result<Option<ReceiptRow>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RECEIPTS)?;
+        table
+            .get(id)?
+            .map(|v| decode("receipt", v.value()))
+            .transpose()
+    }
+
+    /// `consumer`'s receipts, newest first, at most `limit`, older than receipt id `before`.
+    pub fn receipts_of(
+        &self,
+        consumer: Address,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<ReceiptRow>> {
+        let txn = self.db.begin_read()?;
+        let (index, receipts) = (
+            txn.open_table(CONSUMER_RECEIPTS)?,
+            txn.open_table(RECEIPTS)?,
+        );
+        let c = consumer.0 .0;
+        let mut out = Vec::new();
+        for entry in index.range((&c, 0)..(&c, before))?.rev().take(limit) {
+            let id = entry?.0.value().1;
+            if let Some(row) = receipts.get(id)? {
+                out.push(decode("receipt", row.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Receipts from id `from` on, oldest first, at most `limit` (what settlement takes next).
+    pub fn receipts_from(&self, from: u64, limit: usize) -> Result<Vec<ReceiptRow>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RECEIPTS)?;
+        let mut out = Vec::new();
+        for entry in table.range(from..)?.take(limit) {
+            out.push(decode("receipt", entry?.1.value())?);
+        }
+        Ok(out)
     }
 }
 
@@ -263,5 +415,49 @@ mod tests {
             store.insert_key(&[9; 32], row(bob)),
             Err(StoreError::TooManyKeys(a)) if a == bob
         ));
+    }
+
+    fn new_receipt(consumer: Address, key_id: u64, fee: u128) -> NewReceipt {
+        NewReceipt {
+            consumer,
+            key_id,
+            agent_id: 1,
+            input_tokens: 10,
+            output_tokens: 5,
+            fee,
+            prompt: vec![1, 2, 3],
+            answer: vec![4, 5],
+            created_at: 7,
+            complete: true,
+        }
+    }
+
+    #[test]
+    fn receipts_number_each_consumer_in_order_charge_the_key_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("studio.redb");
+        let (alice, bob) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        {
+            let store = Store::open(&path).unwrap();
+            let key = store.insert_key(&[1; 32], row(alice)).unwrap();
+            for fee in [3, 4] {
+                store.record(new_receipt(alice, key.id, fee)).unwrap();
+            }
+            store.record(new_receipt(bob, 99, 5)).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let third = store.record(new_receipt(alice, 1, 6)).unwrap();
+        assert_eq!((third.id, third.seq), (4, 3));
+        let mine = store.receipts_of(alice, u64::MAX, 10).unwrap();
+        assert_eq!(
+            mine.iter().map(|r| (r.id, r.seq)).collect::<Vec<_>>(),
+            [(4, 3), (2, 2), (1, 1)]
+        );
+        assert_eq!(store.receipts_of(alice, 4, 1).unwrap()[0].id, 2);
+        assert_eq!(store.receipts_of(bob, u64::MAX, 10).unwrap()[0].seq, 1);
+        assert_eq!(store.key(&[1; 32]).unwrap().unwrap().spent, 3 + 4 + 6);
+        let next = store.receipts_from(2, 2).unwrap();
+        assert_eq!(next.iter().map(|r| r.id).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(store.receipt(3).unwrap().unwrap().consumer, bob);
     }
 }

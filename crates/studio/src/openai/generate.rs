@@ -25,6 +25,8 @@ pub enum Out {
         index: usize,
         text: String,
         logprobs: Vec<TokenLogprob>,
+        /// The tokens generated since the choice's last output (metering counts them).
+        ids: Vec<u32>,
     },
     Finish {
         index: usize,
@@ -32,6 +34,8 @@ pub enum Out {
         prompt_tokens: usize,
         completion_tokens: usize,
         cached_tokens: usize,
+        /// The tokens generated since the choice's last output.
+        ids: Vec<u32>,
     },
     Failed(String),
     UnknownModel(String),
@@ -47,7 +51,7 @@ pub struct Job {
 }
 
 /// Default answer length when the request names none.
-const DEFAULT_MAX_TOKENS: usize = 1024;
+pub(crate) const DEFAULT_MAX_TOKENS: usize = 1024;
 
 /// Submits every choice of `job`; their outputs arrive on the returned channel. Dropping it
 /// cancels every choice still running.
@@ -105,11 +109,13 @@ async fn follow(
     let mut emitted: usize = 0;
     let mut pending: Vec<TokenLogprob> = Vec::new();
     let mut generated = 0;
+    let mut ids: Vec<u32> = Vec::new();
     let longest = stops.iter().map(String::len).max().unwrap_or(0);
     while let Some(event) = events.recv().await {
         match event {
             Event::Token { id, logprob } => {
                 generated += 1;
+                ids.push(id);
                 if let Some(lp) = logprob {
                     pending.push(studio.token_logprob(id, lp.logprob, &lp.top));
                 }
@@ -144,6 +150,7 @@ async fn follow(
                         index,
                         text: piece,
                         logprobs: std::mem::take(&mut pending),
+                        ids: std::mem::take(&mut ids),
                     };
                     if tx.send(out).await.is_err() {
                         return;
@@ -157,6 +164,7 @@ async fn follow(
                             prompt_tokens: prompt_len,
                             completion_tokens: generated,
                             cached_tokens: 0,
+                            ids,
                         })
                         .await;
                     return;
@@ -174,6 +182,7 @@ async fn follow(
                         index,
                         text: text[emitted..].to_string(),
                         logprobs: std::mem::take(&mut pending),
+                        ids: std::mem::take(&mut ids),
                     };
                     if tx.send(out).await.is_err() {
                         return;
@@ -190,6 +199,7 @@ async fn follow(
                         prompt_tokens,
                         completion_tokens,
                         cached_tokens,
+                        ids,
                     })
                     .await;
                 return;

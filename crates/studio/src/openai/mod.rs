@@ -7,8 +7,11 @@ mod respond;
 mod types;
 
 pub use error::ApiError;
+pub(crate) use generate::Out;
+pub(crate) use types::Common;
 
-use crate::{Ready, Studio};
+use crate::{agents::Agent, keys::Consumer, meter, Ready, Studio};
+use axum::Extension;
 use axum::{
     body::Bytes,
     http::StatusCode,
@@ -21,7 +24,7 @@ use respond::{Header, Kind};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use types::{ChatRequest, Common, CompletionRequest};
+use types::{ChatRequest, CompletionRequest};
 
 /// Parses a JSON body, answering OpenAI's error object for bad JSON.
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
@@ -32,19 +35,35 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 /// Top log-probabilities per token at most.
 const MAX_TOP_LOGPROBS: u32 = 20;
 
-pub async fn chat(Ready(studio): Ready, body: Bytes) -> Response {
-    match chat_inner(studio, body).await {
+pub async fn chat(
+    Ready(studio): Ready,
+    consumer: Option<Extension<Consumer>>,
+    body: Bytes,
+) -> Response {
+    match chat_inner(studio, consumer.map(|c| c.0), body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn chat_inner(studio: Arc<Studio>, body: Bytes) -> Result<Response, ApiError> {
-    let request: ChatRequest = parse(&body)?;
+async fn chat_inner(
+    studio: Arc<Studio>,
+    consumer: Option<Consumer>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mut request: ChatRequest = parse(&body)?;
     if request.messages.is_empty() {
         return Err(ApiError::invalid("messages", "messages is empty"));
     }
-    let mut messages = Vec::with_capacity(request.messages.len());
+    let agent = studio.agent(&request.common.model);
+    let mut messages = Vec::with_capacity(request.messages.len() + 1);
+    if let Some(agent) = &agent {
+        agent.apply_defaults(&mut request.common);
+        let own_system = matches!(request.messages[0].role.as_str(), "system" | "developer");
+        if let (Some(system), false) = (&agent.metadata.system_prompt, own_system) {
+            messages.push(Message::new("system", system));
+        }
+    }
     for (i, m) in request.messages.iter().enumerate() {
         let role = match m.role.as_str() {
             "system" | "developer" => "system",
@@ -84,19 +103,32 @@ async fn chat_inner(studio: Arc<Studio>, body: Bytes) -> Result<Response, ApiErr
         Kind::Chat,
         vec![studio.tokenizer.encode(&prompt)],
         top,
+        agent.map(|a| (a, consumer)),
     )
     .await
 }
 
-pub async fn completions(Ready(studio): Ready, body: Bytes) -> Response {
-    match completions_inner(studio, body).await {
+pub async fn completions(
+    Ready(studio): Ready,
+    consumer: Option<Extension<Consumer>>,
+    body: Bytes,
+) -> Response {
+    match completions_inner(studio, consumer.map(|c| c.0), body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn completions_inner(studio: Arc<Studio>, body: Bytes) -> Result<Response, ApiError> {
-    let request: CompletionRequest = parse(&body)?;
+async fn completions_inner(
+    studio: Arc<Studio>,
+    consumer: Option<Consumer>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mut request: CompletionRequest = parse(&body)?;
+    let agent = studio.agent(&request.common.model);
+    if let Some(agent) = &agent {
+        agent.apply_defaults(&mut request.common);
+    }
     if request.echo {
         return Err(ApiError::invalid("echo", "echo is not supported"));
     }
@@ -140,24 +172,60 @@ async fn completions_inner(studio: Arc<Studio>, body: Bytes) -> Result<Response,
         ));
     }
     let top = request.logprobs.map(|k| k as usize);
-    run(&studio, &request.common, Kind::Text, prompts, top).await
+    let paid = agent.map(|a| (a, consumer));
+    run(&studio, &request.common, Kind::Text, prompts, top, paid).await
 }
 
-/// Resolves the model, checks the settings, submits every choice and answers.
+/// Resolves the model, checks the settings, submits every choice and answers; a request for
+/// an agent is billed to its consumer.
 async fn run(
     studio: &Arc<Studio>,
     common: &Common,
     kind: Kind,
     prompts: Vec<Vec<u32>>,
     logprobs: Option<usize>,
+    paid: Option<(Agent, Option<Consumer>)>,
 ) -> Result<Response, ApiError> {
     let checked = common.check()?;
-    let adapters = studio.resolve(common)?;
     if prompts.iter().any(Vec::is_empty) {
         return Err(ApiError::invalid("prompt", "the prompt is empty"));
     }
     let choices = prompts.len() * checked.n;
     let n = checked.n;
+    let (adapters, ticket) = match paid {
+        None => (studio.resolve(common)?, None),
+        Some((agent, consumer)) => {
+            if common.adapters.as_ref().is_some_and(|l| !l.is_empty()) {
+                return Err(ApiError::invalid(
+                    "adapters",
+                    "an agent runs its own adapter",
+                ));
+            }
+            let consumer = consumer.ok_or_else(|| {
+                ApiError::unauthenticated(format!(
+                    "`{}` is a paid agent: send an account's API key (sign in at /v1/auth/login)",
+                    common.model
+                ))
+            })?;
+            let input: u64 = prompts.iter().map(|p| p.len() as u64).sum();
+            let most_out =
+                (checked.max_tokens.unwrap_or(generate::DEFAULT_MAX_TOKENS) * choices) as u64;
+            studio.check_spend(
+                &consumer,
+                meter::fee(input, most_out, agent.price_in, agent.price_out),
+            )?;
+            let ticket = meter::Ticket {
+                consumer,
+                agent_id: agent.id,
+                price_in: agent.price_in,
+                price_out: agent.price_out,
+                prompt: prompts[0].clone(),
+                choices,
+                n,
+            };
+            (vec![(agent.adapter.clone(), 1.0)], Some(ticket))
+        }
+    };
     let header = Header {
         kind,
         id: format!(
@@ -175,7 +243,7 @@ async fn run(
         include_usage: checked.include_usage,
     };
     let stream = common.stream;
-    let rx = generate::start(
+    let mut rx = generate::start(
         studio,
         Job {
             prompts,
@@ -184,6 +252,9 @@ async fn run(
             logprobs,
         },
     )?;
+    if let (Some(ticket), Some(paid)) = (ticket, studio.paid.get()) {
+        rx = meter::wrap(rx, ticket, paid.store.clone());
+    }
     Ok(if stream {
         respond::stream(header, rx, n, logprobs.is_some())
     } else {
@@ -216,6 +287,24 @@ pub async fn models(Ready(studio): Ready) -> Response {
             "owned_by": "openledger",
             "root": name,
             "parent": studio.base_name,
+        }));
+    }
+    for agent in studio
+        .paid
+        .get()
+        .map(|p| p.agents.list())
+        .unwrap_or_default()
+    {
+        data.push(json!({
+            "id": format!("agent-{}", agent.id),
+            "object": "model",
+            "created": created,
+            "owned_by": "openledger",
+            "root": agent.adapter,
+            "parent": studio.base_name,
+            "name": agent.metadata.name,
+            "price_in": agent.price_in.to_string(),
+            "price_out": agent.price_out.to_string(),
         }));
     }
     Json(json!({"object": "list", "data": data})).into_response()
@@ -349,6 +438,28 @@ pub async fn detokenize(Ready(studio): Ready, body: Bytes) -> Response {
 impl Studio {
     /// The adapter mix a request names: the base model, one adapter (at `adapter_scale`), or
     /// the `adapters` list of an ensemble.
+    /// The agent `model` names, if agents are served.
+    fn agent(&self, model: &str) -> Option<Agent> {
+        self.paid.get()?.agents.find(model)
+    }
+
+    /// Refuses a request whose most possible fee would take its key past its spend limit.
+    fn check_spend(&self, consumer: &Consumer, most: u128) -> Result<(), ApiError> {
+        let Some(paid) = self.paid.get() else {
+            return Ok(());
+        };
+        let key = paid
+            .store
+            .key_of(consumer.account, consumer.key_id)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        match key.and_then(|k| k.spend_limit.map(|limit| (limit, k.spent))) {
+            Some((limit, spent)) if spent.saturating_add(most) > limit => Err(ApiError::quota(format!(
+                "this key may spend {limit} wei and has spent {spent}; this request may cost up to {most}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     fn resolve(&self, common: &Common) -> Result<Vec<(String, f32)>, ApiError> {
         let source = self.engine.source();
         if let Some(list) = common.adapters.as_ref().filter(|l| !l.is_empty()) {

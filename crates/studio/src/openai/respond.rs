@@ -110,6 +110,7 @@ pub async fn body(
                 index,
                 text,
                 logprobs,
+                ..
             } => {
                 texts[index].push_str(&text);
                 lps[index].extend(logprobs);
@@ -120,6 +121,7 @@ pub async fn body(
                 prompt_tokens,
                 completion_tokens,
                 cached_tokens,
+                ..
             } => {
                 reasons[index] = Some(reason);
                 usage.add(index / n, prompt_tokens, completion_tokens, cached_tokens);
@@ -274,6 +276,7 @@ impl Stream {
                     index,
                     text,
                     logprobs,
+                    ..
                 } => {
                     if text.is_empty() && logprobs.is_empty() {
                         continue;
@@ -287,6 +290,7 @@ impl Stream {
                     prompt_tokens,
                     completion_tokens,
                     cached_tokens,
+                    ..
                 } => {
                     self.usage.add(
                         index / self.n,

@@ -1,0 +1,130 @@
+//! The node as a host: the agents it serves, read from the chain. Every few seconds it reads
+//! the `AgentDeployed` events naming this host (for their metadata URIs) and each agent's route
+//! (prices, whether it may be settled: accepted, active, not retired), so a price change or a
+//! pause reaches serving within one refresh.
+
+use alloy_primitives::{Address, B256, U256};
+use alloy_sol_types::SolCall;
+use openledger_protocol::{ModelRegistry, ProtocolClient};
+use openledger_studio::agents::{agent_id, Agent, AgentBook, Metadata};
+use std::sync::RwLock;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+/// How often the agents are read again.
+const REFRESH: Duration = Duration::from_secs(2);
+
+/// An agent as first deployed: what its event says.
+struct Deployed {
+    adapter_id: u64,
+    metadata: Metadata,
+}
+
+/// The agents this host serves, as of the last refresh.
+pub struct ChainAgents {
+    agents: RwLock<Vec<Agent>>,
+}
+
+impl AgentBook for ChainAgents {
+    fn find(&self, model: &str) -> Option<Agent> {
+        let agents = self.agents.read().unwrap_or_else(|p| p.into_inner());
+        match agent_id(model) {
+            Some(id) => agents.iter().find(|a| a.id == id).cloned(),
+            None => agents
+                .iter()
+                .find(|a| !a.name.is_empty() && a.name == model)
+                .cloned(),
+        }
+    }
+
+    fn list(&self) -> Vec<Agent> {
+        self.agents
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Starts reading the agents that name `host`, through `client` (reads only).
+pub fn spawn_agents(client: ProtocolClient, host: Address) -> Arc<ChainAgents> {
+    let book = Arc::new(ChainAgents {
+        agents: RwLock::new(Vec::new()),
+    });
+    let shared = book.clone();
+    tokio::spawn(async move {
+        let mut deployed: BTreeMap<u64, Deployed> = BTreeMap::new();
+        let mut weights: BTreeMap<u64, B256> = BTreeMap::new();
+        let mut from = 0u64;
+        loop {
+            match refresh(&client, host, &mut deployed, &mut weights, &mut from).await {
+                Ok(agents) => *shared.agents.write().unwrap_or_else(|p| p.into_inner()) = agents,
+                Err(e) => tracing::warn!(error = %e, "reading this host's agents failed"),
+            }
+            tokio::time::sleep(REFRESH).await;
+        }
+    });
+    book
+}
+
+async fn refresh(
+    client: &ProtocolClient,
+    host: Address,
+    deployed: &mut BTreeMap<u64, Deployed>,
+    weights: &mut BTreeMap<u64, B256>,
+    from: &mut u64,
+) -> anyhow::Result<Vec<Agent>> {
+    let registry = client
+        .addresses()
+        .ok_or_else(|| anyhow::anyhow!("no protocol addresses"))?
+        .model_registry;
+    let head = client.block_number().await?;
+    if head >= *from {
+        let events = client
+            .events::<ModelRegistry::AgentDeployed>(registry, *from, Some(head))
+            .await?;
+        for (_, e) in events.into_iter().filter(|(_, e)| e.host == host) {
+            let metadata = Metadata::from_uri(&e.metadataURI).unwrap_or_else(|err| {
+                tracing::warn!(agent = %e.agentId, error = %err, "agent metadata ignored");
+                Metadata::default()
+            });
+            let adapter_id = e.adapterId.to::<u64>();
+            deployed.insert(
+                e.agentId.to(),
+                Deployed {
+                    adapter_id,
+                    metadata,
+                },
+            );
+        }
+        *from = head + 1;
+    }
+    let mut agents = Vec::new();
+    for (&id, d) in deployed.iter() {
+        let route = client
+            .call(
+                registry,
+                ModelRegistry::agentRouteCall::new((U256::from(id),)),
+            )
+            .await?;
+        if !route.servable || route.host != host {
+            continue;
+        }
+        let hash = match weights.get(&d.adapter_id) {
+            Some(h) => *h,
+            None => {
+                let call = ModelRegistry::adapterCall::new((U256::from(d.adapter_id),));
+                let h = client.call(registry, call).await?._0.weightsHash;
+                weights.insert(d.adapter_id, h);
+                h
+            }
+        };
+        agents.push(Agent {
+            id,
+            name: d.metadata.name.clone(),
+            adapter: format!("{hash}"),
+            price_in: route.priceIn,
+            price_out: route.priceOut,
+            metadata: d.metadata.clone(),
+        });
+    }
+    Ok(agents)
+}

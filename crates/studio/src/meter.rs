@@ -1,0 +1,115 @@
+//! Metering: a paid request's outputs pass through here on their way to the client, and its
+//! receipt (tokens in and out, the fee by the agent's prices, the prompt and the answer) is
+//! recorded durably before the last of them is sent, so nothing served goes unbilled and
+//! nothing billed was not served. A client that leaves early pays for what was generated.
+
+use crate::{
+    keys::Consumer,
+    openai::Out,
+    store::{NewReceipt, ReceiptRow, Store},
+};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// What a paid request is billed by.
+pub struct Ticket {
+    pub consumer: Consumer,
+    pub agent_id: u64,
+    /// Wei per 1,000 input tokens and per 1,000 output tokens.
+    pub price_in: u128,
+    pub price_out: u128,
+    pub prompt: Vec<u32>,
+    /// Choices in the request, and choices per prompt.
+    pub choices: usize,
+    pub n: usize,
+}
+
+/// The fee for `input` and `output` tokens: what `InferenceSettlement` allows at most.
+pub fn fee(input: u64, output: u64, price_in: u128, price_out: u128) -> u128 {
+    (u128::from(input) * price_in + u128::from(output) * price_out) / 1000
+}
+
+/// Passes `rx` on, recording the request's receipt in `store` before its last output.
+pub fn wrap(mut rx: mpsc::Receiver<Out>, ticket: Ticket, store: Arc<Store>) -> mpsc::Receiver<Out> {
+    let (tx, out) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut answer: Vec<u32> = Vec::new();
+        let mut prompts_seen = vec![false; ticket.choices.div_ceil(ticket.n.max(1))];
+        let (mut input, mut output, mut finished) = (0u64, 0u64, 0usize);
+        while let Some(item) = rx.recv().await {
+            match &item {
+                Out::Text { index, ids, .. } => {
+                    output += ids.len() as u64;
+                    if *index == 0 {
+                        answer.extend(ids);
+                    }
+                }
+                Out::Finish {
+                    index,
+                    ids,
+                    prompt_tokens,
+                    ..
+                } => {
+                    output += ids.len() as u64;
+                    if *index == 0 {
+                        answer.extend(ids);
+                    }
+                    let prompt = index / ticket.n.max(1);
+                    if !std::mem::replace(&mut prompts_seen[prompt], true) {
+                        input += *prompt_tokens as u64;
+                    }
+                    finished += 1;
+                    if finished == ticket.choices {
+                        let receipt = record(&store, &ticket, input, output, &answer, true);
+                        if let Err(e) = receipt {
+                            tracing::error!(error = %e, "could not record a receipt");
+                            let _ = tx
+                                .send(Out::Failed(format!("the request could not be billed: {e}")))
+                                .await;
+                            return;
+                        }
+                    }
+                }
+                Out::Failed(_) | Out::UnknownModel(_) => {
+                    let _ = tx.send(item).await;
+                    return;
+                }
+            }
+            if tx.send(item).await.is_err() {
+                // The client left: it pays for the prompt and what was generated.
+                if finished < ticket.choices {
+                    input = input.max(ticket.prompt.len() as u64);
+                    if let Err(e) = record(&store, &ticket, input, output, &answer, false) {
+                        tracing::error!(error = %e, "could not record a receipt");
+                    }
+                }
+                return;
+            }
+        }
+    });
+    out
+}
+
+fn record(
+    store: &Store,
+    ticket: &Ticket,
+    input: u64,
+    output: u64,
+    answer: &[u32],
+    complete: bool,
+) -> Result<ReceiptRow, crate::store::StoreError> {
+    store.record(NewReceipt {
+        consumer: ticket.consumer.account,
+        key_id: ticket.consumer.key_id,
+        agent_id: ticket.agent_id,
+        input_tokens: u32::try_from(input).unwrap_or(u32::MAX),
+        output_tokens: u32::try_from(output).unwrap_or(u32::MAX),
+        fee: fee(input, output, ticket.price_in, ticket.price_out),
+        prompt: ticket.prompt.clone(),
+        answer: answer.to_vec(),
+        created_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        complete,
+    })
+}

@@ -1,0 +1,144 @@
+"""A paid agent through the real node: an adapter published with lineage, an agent on it that
+its host accepts on chain, a consumer who signs in and asks it (streamed and not) with the
+official `openai` client, and the receipts metered for it: tokens as the answer's usage says,
+the fee by the agent's prices, a sequence number per consumer. A paid agent refuses requests
+without an account's key, and a key past its spend limit.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.request
+
+import openai
+import pytest
+from eth_account import Account
+from openai import OpenAI
+from web3 import Web3
+
+from conftest import REPO_ROOT
+from test_factory import MNEMONIC, OWNER, cli, published_datanet, send
+from test_keys import call, loaded, sign_in  # noqa: F401  (`loaded` is a fixture)
+from test_serving import write_adapter
+
+HOST = Account.from_mnemonic(MNEMONIC, account_path="m/44'/60'/0'/0/9")  # the dev node's host
+MODELS_ABI = json.loads((REPO_ROOT / "contracts/out/ModelRegistry.json").read_text())["abi"]
+PRICE_IN, PRICE_OUT = 2 * 10**12, 3 * 10**12  # wei per 1,000 tokens
+REFRESH_TIMEOUT_S = 30
+
+
+def listed(node) -> list[str]:
+    with urllib.request.urlopen(f"{node.api_url}/v1/models", timeout=10) as r:
+        return [m["id"] for m in json.loads(r.read())["data"]]
+
+
+def wait_listed(node, model: str, present: bool = True):
+    deadline = time.monotonic() + REFRESH_TIMEOUT_S
+    while (model in listed(node)) != present:
+        assert time.monotonic() < deadline, f"{model} {'never appeared' if present else 'stayed'}"
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def agent(loaded, w3, tmp_path_factory):
+    """Agent `agent-N` of a published adapter (trained, as far as the chain knows, on a datanet
+    version), deployed by OWNER on HOST, accepted, and served."""
+    node = loaded
+    tmp = tmp_path_factory.mktemp("paid")
+    _, version = published_datanet(node, tmp, "paid")
+    files = tmp / "adapter"
+    write_adapter(files, rank=4, seed=11)
+    weights = Web3.keccak((files / "adapter_model.safetensors").read_bytes())
+    # Where publication puts an adapter: the blob store, under its weights hash.
+    blob = node.data_dir / "datanets" / "blobs" / "adapters" / weights.hex().removeprefix("0x")
+    shutil.copytree(files, blob)
+    addresses = json.loads((node.data_dir / "protocol.json").read_text())
+    models = w3.eth.contract(address=Web3.to_checksum_address(addresses["modelRegistry"]), abi=MODELS_ABI)
+    send(w3, OWNER, models.functions.registerBaseModel(Web3.keccak(b"base"), "hf://base", "MIT"))
+    base = models.functions.counts().call()[0]
+    send(w3, OWNER, models.functions.registerAdapter(
+        base, [version], Web3.keccak(b"config"), weights, Web3.keccak(b"manifest"), ""))
+    adapter = models.functions.counts().call()[1]
+    cli(node, "stake", "add", "host", "--amount", "50", key=HOST)
+    metadata = "data:application/json," + json.dumps(
+        {"name": "one-word-tutor", "system_prompt": "Answer in one word.", "temperature": 0})
+    send(w3, OWNER, models.functions.deployAgent(adapter, HOST.address, PRICE_IN, PRICE_OUT, 0, metadata))
+    agent_id = models.functions.counts().call()[2]
+    model = f"agent-{agent_id}"
+    # Named without its consent, the host does not serve it.
+    time.sleep(3)
+    assert model not in listed(node)
+    send(w3, HOST, models.functions.acceptAgent(agent_id))
+    wait_listed(node, model)
+    return node, model, models, agent_id
+
+
+def fee(prompt_tokens: int, completion_tokens: int) -> int:
+    return (prompt_tokens * PRICE_IN + completion_tokens * PRICE_OUT) // 1000
+
+
+def test_a_consumer_pays_for_an_agent_by_its_prices_and_gets_receipts(agent):
+    node, model, _, agent_id = agent
+    consumer = Account.create()
+    status, issued = sign_in(node, consumer)
+    assert status == 200, issued
+    client = OpenAI(base_url=f"{node.api_url}/v1", api_key=issued["key"], max_retries=0)
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    chunks = list(client.chat.completions.create(
+        model=model, messages=question, max_tokens=8, stream=True,
+        stream_options={"include_usage": True}, extra_body={"ignore_eos": True}))
+    usage = chunks[-1].usage
+    assert usage.completion_tokens > 0
+    # By its name too, not streamed.
+    answer = client.chat.completions.create(model="one-word-tutor", messages=question, max_tokens=6,
+                                            extra_body={"ignore_eos": True})
+    status, receipts = call("GET", f"{node.api_url}/v1/receipts", key=issued["key"])
+    assert status == 200
+    newest, first = receipts["data"]
+    assert (first["seq"], newest["seq"]) == (1, 2)
+    assert first["agent"] == model and first["complete"] is True
+    assert (first["input_tokens"], first["output_tokens"]) == (usage.prompt_tokens, usage.completion_tokens)
+    assert int(first["fee"]) == fee(usage.prompt_tokens, usage.completion_tokens)
+    assert int(newest["fee"]) == fee(answer.usage.prompt_tokens, answer.usage.completion_tokens)
+    # The agent's system prompt was put before the question (the template's default otherwise).
+    system = [{"role": "system", "content": "Answer in one word."}]
+    same = client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=system + question, max_tokens=1)
+    plain = client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=question, max_tokens=1)
+    assert answer.usage.prompt_tokens == same.usage.prompt_tokens != plain.usage.prompt_tokens
+    # The key counts what it spent.
+    status, keys = call("GET", f"{node.api_url}/v1/keys", key=issued["key"])
+    assert int(keys["data"][0]["spent"]) == int(first["fee"]) + int(newest["fee"])
+    # Another consumer's receipts start at 1 and are theirs alone.
+    status, other = sign_in(node, Account.create())
+    status, theirs = call("GET", f"{node.api_url}/v1/receipts", key=other["key"])
+    assert theirs["data"] == []
+
+
+def test_a_paid_agent_needs_an_account_key_within_its_spend_limit(agent):
+    node, model, _, _ = agent
+    question = [{"role": "user", "content": "Hello"}]
+    anonymous = OpenAI(base_url=f"{node.api_url}/v1", api_key="dev", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as refused:
+        anonymous.chat.completions.create(model=model, messages=question, max_tokens=4)
+    assert "paid agent" in str(refused.value)
+    status, issued = sign_in(node, Account.create(), spend_limit="1000")
+    capped = OpenAI(base_url=f"{node.api_url}/v1", api_key=issued["key"], max_retries=0)
+    with pytest.raises(openai.RateLimitError) as over:
+        capped.chat.completions.create(model=model, messages=question, max_tokens=4)
+    assert over.value.body["code"] == "insufficient_quota"
+    status, receipts = call("GET", f"{node.api_url}/v1/receipts", key=issued["key"])
+    assert receipts["data"] == [], "a refused request is not billed"
+
+
+def test_a_paused_agent_stops_being_served(agent, w3):
+    node, model, models, agent_id = agent
+    send(w3, OWNER, models.functions.updateAgent(agent_id, False, PRICE_IN, PRICE_OUT))
+    wait_listed(node, model, present=False)
+    status, issued = sign_in(node, Account.create())
+    client = OpenAI(base_url=f"{node.api_url}/v1", api_key=issued["key"], max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+    send(w3, OWNER, models.functions.updateAgent(agent_id, True, PRICE_IN, PRICE_OUT))
+    wait_listed(node, model)
