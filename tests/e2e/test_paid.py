@@ -19,11 +19,12 @@ from openai import OpenAI
 from web3 import Web3
 
 from conftest import REPO_ROOT
-from test_factory import MNEMONIC, OWNER, cli, published_datanet, send
+from test_factory import ACCOUNTS, MNEMONIC, OWNER, cli, published_datanet, send
 from test_keys import call, loaded, sign_in  # noqa: F401  (`loaded` is a fixture)
 from test_serving import write_adapter
 
-HOST = Account.from_mnemonic(MNEMONIC, account_path="m/44'/60'/0'/0/9")  # the dev node's host
+# The dev node's host: the twelfth key of the dev mnemonic, apart from the ten dev accounts.
+HOST = Account.from_mnemonic(MNEMONIC, account_path="m/44'/60'/0'/0/11")
 MODELS_ABI = json.loads((REPO_ROOT / "contracts/out/ModelRegistry.json").read_text())["abi"]
 PRICE_IN, PRICE_OUT = 2 * 10**12, 3 * 10**12  # wei per 1,000 tokens
 REFRESH_TIMEOUT_S = 30
@@ -61,6 +62,7 @@ def agent(loaded, w3, tmp_path_factory):
     send(w3, OWNER, models.functions.registerAdapter(
         base, [version], Web3.keccak(b"config"), weights, Web3.keccak(b"manifest"), ""))
     adapter = models.functions.counts().call()[1]
+    fund(w3, OWNER, HOST.address, 60 * 10**18)
     cli(node, "stake", "add", "host", "--amount", "50", key=HOST)
     metadata = "data:application/json," + json.dumps(
         {"name": "one-word-tutor", "system_prompt": "Answer in one word.", "temperature": 0})
@@ -73,6 +75,16 @@ def agent(loaded, w3, tmp_path_factory):
     send(w3, HOST, models.functions.acceptAgent(agent_id))
     wait_listed(node, model)
     return node, model, models, agent_id
+
+
+def fund(w3: Web3, sender, to: str, value: int):
+    base = w3.eth.get_block("latest")["baseFeePerGas"]
+    tx = {"to": to, "value": value, "gas": 21_000, "chainId": w3.eth.chain_id,
+          "nonce": w3.eth.get_transaction_count(sender.address),
+          "maxFeePerGas": 2 * base + 10**9, "maxPriorityFeePerGas": 10**9}
+    receipt = w3.eth.wait_for_transaction_receipt(
+        w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction))
+    assert receipt["status"] == 1
 
 
 def fee(prompt_tokens: int, completion_tokens: int) -> int:
@@ -142,3 +154,59 @@ def test_a_paused_agent_stops_being_served(agent, w3):
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
     send(w3, OWNER, models.functions.updateAgent(agent_id, True, PRICE_IN, PRICE_OUT))
     wait_listed(node, model)
+
+
+SETTLEMENT_ABI = json.loads((REPO_ROOT / "contracts/out/InferenceSettlement.json").read_text())["abi"]
+SETTLE_TIMEOUT_S = 60
+SPLIT_OWNER, SPLIT_HOST = 2500, 1500  # the dev fee split, basis points
+
+
+def wait_receipts(node, key: str, ready) -> list[dict]:
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while True:
+        status, body = call("GET", f"{node.api_url}/v1/receipts", key=key)
+        assert status == 200, body
+        if body["data"] and all(ready(r) for r in body["data"]):
+            return body["data"]
+        assert time.monotonic() < deadline, f"receipts not ready: {body['data']}\\n{node.log_tail()}"
+        time.sleep(0.5)
+
+
+def test_receipts_settle_on_chain_and_their_release_pays_every_role(agent, w3):
+    node, model, _, _ = agent
+    addresses = json.loads((node.data_dir / "protocol.json").read_text())
+    settlement = w3.eth.contract(address=Web3.to_checksum_address(addresses["inferenceSettlement"]),
+                                 abi=SETTLEMENT_ABI)
+    treasury = Web3.to_checksum_address(addresses["timelock"])
+    consumer = ACCOUNTS[6]
+    deposit = 10**18
+    send(w3, consumer, settlement.functions.deposit(), deposit)
+    send(w3, consumer, settlement.functions.authorize(HOST.address, deposit))
+    status, issued = sign_in(node, consumer)
+    key = issued["key"]
+    client = OpenAI(base_url=f"{node.api_url}/v1", api_key=key, max_retries=0)
+    payees = (OWNER.address, HOST.address, treasury)
+    before = {who: settlement.functions.claimable(who).call() for who in payees}
+    for question in ("Name a colour.", "Name a fruit."):
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}],
+                                       max_tokens=5, extra_body={"ignore_eos": True})
+    settled = wait_receipts(node, key, lambda r: r["batch"] is not None)
+    assert len(settled) == 2
+    total = sum(int(r["fee"]) for r in settled)
+    assert settlement.functions.creditOf(consumer.address).call() == deposit - total
+    batches: dict[int, int] = {}
+    for r in settled:
+        batches[r["batch"]] = batches.get(r["batch"], 0) + int(r["fee"])
+    for batch, fees in batches.items():
+        onchain = settlement.functions.batch(batch).call()
+        assert onchain[0] == HOST.address and onchain[5] == fees  # host, fees
+    # In escrow until the challenge window has passed: nobody has been paid yet.
+    assert {who: settlement.functions.claimable(who).call() for who in payees} == before
+    w3.provider.make_request("evm_increaseTime", [601])
+    w3.provider.make_request("evm_mine", [])
+    wait_receipts(node, key, lambda r: r["released"])
+    gained = {who: settlement.functions.claimable(who).call() - before[who] for who in payees}
+    owner = sum(f * SPLIT_OWNER // 10_000 for f in batches.values())
+    host = sum(f * SPLIT_HOST // 10_000 for f in batches.values())
+    # No receipt credited contributions yet: their and the curators' shares are the treasury's.
+    assert gained == {OWNER.address: owner, HOST.address: host, treasury: total - owner - host}

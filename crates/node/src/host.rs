@@ -1,4 +1,4 @@
-//! The node as a host: the agents it serves, read from the chain. Every few seconds it reads
+//! The node as a host: the agents it serves, read from the chain, and its settlement rounds. Every few seconds it reads
 //! the `AgentDeployed` events naming this host (for their metadata URIs) and each agent's route
 //! (prices, whether it may be settled: accepted, active, not retired), so a price change or a
 //! pause reaches serving within one refresh.
@@ -127,4 +127,35 @@ async fn refresh(
         });
     }
     Ok(agents)
+}
+
+/// Runs the host's settlement rounds every `every`: receipts on chain, batches released.
+pub fn spawn_settlement(
+    store: Arc<openledger_studio::store::Store>,
+    client: ProtocolClient,
+    every: Duration,
+) {
+    tokio::spawn(async move {
+        let settings = openledger_studio::settle::Settings::default();
+        loop {
+            tokio::time::sleep(every).await;
+            match openledger_studio::settle::round(&store, &client, &settings).await {
+                Ok(round) => {
+                    if let Some((batch, receipts)) = round.settled {
+                        tracing::info!(batch, receipts, "settled a batch of receipts");
+                    }
+                    for batch in round.released {
+                        tracing::info!(batch, "released a batch");
+                    }
+                    if round.recovered > 0 {
+                        tracing::info!(
+                            receipts = round.recovered,
+                            "found receipts already settled"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "settlement round failed"),
+            }
+        }
+    });
 }

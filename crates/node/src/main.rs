@@ -228,9 +228,13 @@ struct NodeArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     api_addr: SocketAddr,
     /// The key of the account this node hosts agents as (their receipts are settled from it);
-    /// on --dev, dev account 9 by default.
+    /// on --dev, the twelfth key of the dev mnemonic by default.
     #[arg(long, env = "OPENLEDGER_HOST_KEY", hide_env_values = true)]
     host_key: Option<String>,
+    /// Seconds between the host's settlement rounds (settle receipts, release batches)
+    /// [default: 2 on --dev, 30 otherwise].
+    #[arg(long)]
+    settle_interval: Option<u64>,
     /// The host (and port) that Sign-In with Ethereum messages must name to get API keys, as
     /// clients reach this API [default: the --api-addr].
     #[arg(long)]
@@ -360,7 +364,7 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         let host = match (&args.host_key, args.dev) {
             (Some(key), _) => Some(Signer::from_hex(key).context("--host-key")?),
             (None, true) => Some(Signer::from_key(
-                openledger_chain::devkeys::dev_accounts()[9].key.clone(),
+                openledger_protocol::genesis::dev_host().key,
             )),
             (None, false) => None,
         };
@@ -371,6 +375,20 @@ async fn run_node(args: NodeArgs) -> Result<()> {
                     .with_addresses(Addresses::load(&addresses_file)?);
                 let agents = host::spawn_agents(reader, host.address());
                 tracing::info!(host = %host.address(), "hosting agents");
+                let settler = ProtocolClient::connect(
+                    &format!("http://{}", node.http_addr),
+                    Some(host.clone()),
+                )
+                .await?
+                .with_addresses(Addresses::load(&addresses_file)?);
+                let every = args
+                    .settle_interval
+                    .unwrap_or(if args.dev { 2 } else { 30 });
+                host::spawn_settlement(
+                    studio_store.clone(),
+                    settler,
+                    std::time::Duration::from_secs(every.max(1)),
+                );
                 Some(openledger_studio::Paid {
                     agents,
                     store: studio_store,

@@ -100,6 +100,17 @@ pub fn dev_deployer() -> openledger_genesis::devkeys::DevKey {
     keys.pop().expect("one key past the dev accounts")
 }
 
+/// The account a dev node hosts agents as: the twelfth key of the dev mnemonic, apart from
+/// the ten dev accounts (whose nonces belong to the people using them) and the deployer. It
+/// starts without OPEN: fund it and stake it as a host.
+pub fn dev_host() -> openledger_genesis::devkeys::DevKey {
+    let mut keys = openledger_genesis::devkeys::derive_accounts(
+        openledger_genesis::devkeys::DEV_MNEMONIC,
+        openledger_genesis::devkeys::DEV_ACCOUNT_COUNT + 2,
+    );
+    keys.pop().expect("two keys past the dev accounts")
+}
+
 /// The dev network's genesis: [`Genesis::dev`] at [`DEV_GENESIS_TIME`] with the vesting
 /// allocations in `OpenVesting` wallets. The treasury is the governance timelock that the dev
 /// deployer's first transaction creates (see [`crate::deploy::plan`]), so community and

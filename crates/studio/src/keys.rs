@@ -413,10 +413,10 @@ async fn receipts(
         .store
         .receipts_of(consumer.account, page.before.unwrap_or(u64::MAX), limit)
         .map_err(KeyError::from)?;
-    let data: Vec<serde_json::Value> = rows
-        .into_iter()
-        .map(|r| {
-            serde_json::json!({
+    let mut data: Vec<serde_json::Value> = Vec::with_capacity(rows.len());
+    for r in rows {
+        let settlement = keys.store.settlement_of(r.id).map_err(KeyError::from)?;
+        data.push(serde_json::json!({
                 "id": r.id,
                 "object": "receipt",
                 "agent": format!("agent-{}", r.agent_id),
@@ -427,9 +427,11 @@ async fn receipts(
                 "complete": r.complete,
                 "created_at": r.created_at,
                 "key_id": r.key_id,
-            })
-        })
-        .collect();
+                // The batch that settled it (0: settled before a restart, batch unrecorded).
+                "batch": settlement.map(|s| s.0),
+                "released": settlement.is_some_and(|s| s.1),
+        }));
+    }
     Ok(Json(serde_json::json!({"object": "list", "data": data})))
 }
 

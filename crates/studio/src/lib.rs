@@ -10,11 +10,14 @@
 //!   and rate limits, stored hashed in the studio [`store`].
 //! - [`agents`] and `meter`: a request naming an agent is paid: it needs an account's key, and
 //!   its receipt is recorded in the [`store`] before its answer completes.
+//! - [`settle`]: the host's settlement rounds: receipts on chain in batches, batches released
+//!   after their challenge window.
 
 pub mod agents;
 pub mod keys;
 mod meter;
 mod openai;
+pub mod settle;
 pub mod siwe;
 pub mod store;
 

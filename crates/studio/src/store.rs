@@ -22,6 +22,10 @@ const CONSUMER_RECEIPTS: TableDefinition<(&[u8; 20], u64), u64> =
     TableDefinition::new("consumer_receipts");
 /// Consumer → the last sequence number given to its receipts.
 const SEQS: TableDefinition<&[u8; 20], u64> = TableDefinition::new("seqs");
+/// Receipt id → the batch that settled it (0: settled, found on chain after a crash).
+const SETTLED: TableDefinition<u64, u64> = TableDefinition::new("settled");
+/// Batch id → its row.
+const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("batches");
 
 /// Keys one account may hold, revoked ones included (a stranger's sign-ins cannot grow the
 /// store without bound).
@@ -144,6 +148,8 @@ impl Store {
             txn.open_table(RECEIPTS)?;
             txn.open_table(CONSUMER_RECEIPTS)?;
             txn.open_table(SEQS)?;
+            txn.open_table(SETTLED)?;
+            txn.open_table(BATCHES)?;
         }
         txn.commit()?;
         Ok(Self { db })
@@ -363,6 +369,149 @@ impl Store {
     }
 }
 
+fn settle_ids(txn: &redb::WriteTransaction, ids: &[u64], batch: u64) -> Result<()> {
+    let mut settled = txn.open_table(SETTLED)?;
+    for &id in ids {
+        settled.insert(id, batch)?;
+    }
+    let mut meta = txn.open_table(META)?;
+    let mut from = meta.get("settle_from")?.map_or(1, |v| v.value());
+    while settled.get(from)?.is_some() {
+        from += 1;
+    }
+    meta.insert("settle_from", from)?;
+    Ok(())
+}
+
+/// A batch this host settled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRow {
+    pub id: u64,
+    pub receipts: Vec<u64>,
+    /// The `release` call with the batch's payout lists.
+    pub release: Vec<u8>,
+    pub released: bool,
+}
+
+impl Store {
+    /// Receipts not yet settled, oldest first, at most `limit`.
+    pub fn unsettled(&self, limit: usize) -> Result<Vec<ReceiptRow>> {
+        let txn = self.db.begin_read()?;
+        let from = txn
+            .open_table(META)?
+            .get("settle_from")?
+            .map_or(1, |v| v.value());
+        let (receipts, settled) = (txn.open_table(RECEIPTS)?, txn.open_table(SETTLED)?);
+        let mut out = Vec::new();
+        for entry in receipts.range(from..)? {
+            let (id, row) = entry?;
+            if settled.get(id.value())?.is_none() {
+                out.push(decode("receipt", row.value())?);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks receipts settled by `batch` (0: already on chain, batch unknown), and moves the
+    /// start of the unsettled ones past any settled prefix.
+    pub fn mark_settled(&self, ids: &[u64], batch: u64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        settle_ids(&txn, ids, batch)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Records a settled batch and its receipts in one transaction.
+    pub fn record_batch(&self, id: u64, receipts: &[u64], release: &[u8]) -> Result<()> {
+        let row = BatchRow {
+            id,
+            receipts: receipts.to_vec(),
+            release: release.to_vec(),
+            released: false,
+        };
+        let txn = self.db.begin_write()?;
+        txn.open_table(BATCHES)?
+            .insert(id, encode(&row).as_slice())?;
+        txn.commit()?;
+        self.mark_settled(receipts, id)
+    }
+
+    /// Batches not yet released: (id, the release call).
+    pub fn unreleased(&self) -> Result<Vec<(u64, Vec<u8>)>> {
+        let txn = self.db.begin_read()?;
+        let batches = txn.open_table(BATCHES)?;
+        let mut out = Vec::new();
+        for entry in batches.iter()? {
+            let row: BatchRow = decode("batch", entry?.1.value())?;
+            if !row.released {
+                out.push((row.id, row.release));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn mark_released(&self, id: u64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut batches = txn.open_table(BATCHES)?;
+            let row = batches
+                .get(id)?
+                .map(|v| decode::<BatchRow>("batch", v.value()));
+            if let Some(mut row) = row.transpose()? {
+                row.released = true;
+                batches.insert(id, encode(&row).as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// A batch this host recorded.
+    pub fn batch(&self, id: u64) -> Result<Option<BatchRow>> {
+        let txn = self.db.begin_read()?;
+        let batches = txn.open_table(BATCHES)?;
+        batches
+            .get(id)?
+            .map(|v| decode("batch", v.value()))
+            .transpose()
+    }
+
+    /// The first block whose settlement events were not yet read for recovery.
+    pub fn scan_from(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        Ok(txn
+            .open_table(META)?
+            .get("scan_from")?
+            .map_or(0, |v| v.value()))
+    }
+
+    pub fn set_scan_from(&self, block: u64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?.insert("scan_from", block)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The batch that settled receipt `id` (`Some(0)`: settled, batch unknown), and whether it
+    /// was released.
+    pub fn settlement_of(&self, id: u64) -> Result<Option<(u64, bool)>> {
+        let txn = self.db.begin_read()?;
+        let Some(batch) = txn.open_table(SETTLED)?.get(id)?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        let released = txn
+            .open_table(BATCHES)?
+            .get(batch)?
+            .map(|v| decode::<BatchRow>("batch", v.value()))
+            .transpose()?
+            .is_some_and(|b| b.released);
+        Ok(Some((batch, released)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,5 +608,35 @@ mod tests {
         let next = store.receipts_from(2, 2).unwrap();
         assert_eq!(next.iter().map(|r| r.id).collect::<Vec<_>>(), [2, 3]);
         assert_eq!(store.receipt(3).unwrap().unwrap().consumer, bob);
+    }
+
+    #[test]
+    fn settlement_state_skips_settled_receipts_and_remembers_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("studio.redb");
+        let alice = Address::repeat_byte(1);
+        {
+            let store = Store::open(&path).unwrap();
+            for fee in 1..=5 {
+                store.record(new_receipt(alice, 1, fee)).unwrap();
+            }
+            // 2 and 3 go in batch 7; 1 is found on chain after a restart (batch unknown).
+            store.record_batch(7, &[2, 3], b"release 7").unwrap();
+            store.mark_settled(&[1], 0).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let left: Vec<u64> = store.unsettled(10).unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(left, [4, 5]);
+        assert_eq!(store.unsettled(1).unwrap()[0].id, 4);
+        assert_eq!(store.settlement_of(2).unwrap(), Some((7, false)));
+        assert_eq!(store.settlement_of(1).unwrap(), Some((0, false)));
+        assert_eq!(store.settlement_of(4).unwrap(), None);
+        assert_eq!(store.unreleased().unwrap(), [(7, b"release 7".to_vec())]);
+        store.mark_released(7).unwrap();
+        assert!(store.unreleased().unwrap().is_empty());
+        assert_eq!(store.settlement_of(3).unwrap(), Some((7, true)));
+        assert_eq!(store.batch(7).unwrap().unwrap().receipts, [2, 3]);
+        store.set_scan_from(42).unwrap();
+        assert_eq!(store.scan_from().unwrap(), 42);
     }
 }
