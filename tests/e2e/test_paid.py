@@ -87,15 +87,27 @@ def fund(w3: Web3, sender, to: str, value: int):
     assert receipt["status"] == 1
 
 
+def paying_consumer(node, w3, deposit: int = 10**17, **limits):
+    """A new account with OPEN in InferenceSettlement, the host authorised, and a key."""
+    consumer = Account.create()
+    fund(w3, OWNER, consumer.address, deposit + 10**17)
+    addresses = json.loads((node.data_dir / "protocol.json").read_text())
+    settlement = w3.eth.contract(address=Web3.to_checksum_address(addresses["inferenceSettlement"]),
+                                 abi=json.loads((REPO_ROOT / "contracts/out/InferenceSettlement.json").read_text())["abi"])
+    send(w3, consumer, settlement.functions.deposit(), deposit)
+    send(w3, consumer, settlement.functions.authorize(HOST.address, deposit))
+    status, issued = sign_in(node, consumer, **limits)
+    assert status == 200, issued
+    return consumer, issued
+
+
 def fee(prompt_tokens: int, completion_tokens: int) -> int:
     return (prompt_tokens * PRICE_IN + completion_tokens * PRICE_OUT) // 1000
 
 
-def test_a_consumer_pays_for_an_agent_by_its_prices_and_gets_receipts(agent):
+def test_a_consumer_pays_for_an_agent_by_its_prices_and_gets_receipts(agent, w3):
     node, model, _, agent_id = agent
-    consumer = Account.create()
-    status, issued = sign_in(node, consumer)
-    assert status == 200, issued
+    consumer, issued = paying_consumer(node, w3)
     client = OpenAI(base_url=f"{node.api_url}/v1", api_key=issued["key"], max_retries=0)
     question = [{"role": "user", "content": "What is the capital of France?"}]
     chunks = list(client.chat.completions.create(
@@ -128,27 +140,34 @@ def test_a_consumer_pays_for_an_agent_by_its_prices_and_gets_receipts(agent):
     assert theirs["data"] == []
 
 
-def test_a_paid_agent_needs_an_account_key_within_its_spend_limit(agent):
+def test_a_paid_agent_needs_an_account_key_funds_and_a_spend_limit(agent, w3):
     node, model, _, _ = agent
     question = [{"role": "user", "content": "Hello"}]
     anonymous = OpenAI(base_url=f"{node.api_url}/v1", api_key="dev", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as refused:
         anonymous.chat.completions.create(model=model, messages=question, max_tokens=4)
     assert "paid agent" in str(refused.value)
-    status, issued = sign_in(node, Account.create(), spend_limit="1000")
+    _, issued = paying_consumer(node, w3, spend_limit="1000")
     capped = OpenAI(base_url=f"{node.api_url}/v1", api_key=issued["key"], max_retries=0)
     with pytest.raises(openai.RateLimitError) as over:
         capped.chat.completions.create(model=model, messages=question, max_tokens=4)
     assert over.value.body["code"] == "insufficient_quota"
     status, receipts = call("GET", f"{node.api_url}/v1/receipts", key=issued["key"])
     assert receipts["data"] == [], "a refused request is not billed"
+    # An account that never authorised this host (or has no credit) is refused before anything
+    # runs: the host would never be paid.
+    status, unfunded = sign_in(node, Account.create())
+    broke = OpenAI(base_url=f"{node.api_url}/v1", api_key=unfunded["key"], max_retries=0)
+    with pytest.raises(openai.RateLimitError) as unpaid:
+        broke.chat.completions.create(model=model, messages=question, max_tokens=4)
+    assert "authorize the host" in str(unpaid.value)
 
 
 def test_a_paused_agent_stops_being_served(agent, w3):
     node, model, models, agent_id = agent
     send(w3, OWNER, models.functions.updateAgent(agent_id, False, PRICE_IN, PRICE_OUT))
     wait_listed(node, model, present=False)
-    status, issued = sign_in(node, Account.create())
+    _, issued = paying_consumer(node, w3)
     client = OpenAI(base_url=f"{node.api_url}/v1", api_key=issued["key"], max_retries=0)
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
@@ -172,6 +191,19 @@ def wait_receipts(node, key: str, ready) -> list[dict]:
         time.sleep(0.5)
 
 
+def release_everything_pending(w3, settlement):
+    """Lets earlier tests' receipts settle and their batches be released, so that what this test
+    measures is its own."""
+    time.sleep(5)  # two settlement rounds
+    w3.provider.make_request("evm_increaseTime", [601])
+    w3.provider.make_request("evm_mine", [])
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    count = settlement.functions.batchCount().call()
+    while any(settlement.functions.batch(i).call()[2] == 1 for i in range(1, count + 1)):
+        assert time.monotonic() < deadline, "earlier batches were not released"
+        time.sleep(0.5)
+
+
 def test_receipts_settle_on_chain_and_their_release_pays_every_role(agent, w3):
     node, model, _, _ = agent
     addresses = json.loads((node.data_dir / "protocol.json").read_text())
@@ -186,6 +218,7 @@ def test_receipts_settle_on_chain_and_their_release_pays_every_role(agent, w3):
     key = issued["key"]
     client = OpenAI(base_url=f"{node.api_url}/v1", api_key=key, max_retries=0)
     payees = (OWNER.address, HOST.address, treasury)
+    release_everything_pending(w3, settlement)
     before = {who: settlement.functions.claimable(who).call() for who in payees}
     for question in ("Name a colour.", "Name a fruit."):
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}],

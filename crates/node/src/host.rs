@@ -159,3 +159,45 @@ pub fn spawn_settlement(
         }
     });
 }
+
+/// What consumers can pay this host, read on chain for each paid request.
+pub struct ChainFunds {
+    client: ProtocolClient,
+    host: Address,
+}
+
+impl ChainFunds {
+    pub fn new(client: ProtocolClient, host: Address) -> Arc<Self> {
+        Arc::new(Self { client, host })
+    }
+}
+
+impl openledger_studio::agents::Funds for ChainFunds {
+    fn available(
+        &self,
+        consumer: Address,
+    ) -> futures_util::future::BoxFuture<'_, Result<u128, String>> {
+        Box::pin(async move {
+            let settlement = self
+                .client
+                .addresses()
+                .ok_or("no protocol addresses")?
+                .inference_settlement;
+            let auth = openledger_protocol::InferenceSettlement::authorizationCall::new((
+                consumer, self.host,
+            ));
+            let auth = self
+                .client
+                .call(settlement, auth)
+                .await
+                .map_err(|e| e.to_string())?;
+            let credit = openledger_protocol::InferenceSettlement::creditOfCall::new((consumer,));
+            let credit = self
+                .client
+                .call(settlement, credit)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(auth.allowance.min(credit.saturating_to::<u128>()))
+        })
+    }
+}

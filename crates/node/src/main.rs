@@ -389,8 +389,15 @@ async fn run_node(args: NodeArgs) -> Result<()> {
                     settler,
                     std::time::Duration::from_secs(every.max(1)),
                 );
+                let funds = host::ChainFunds::new(
+                    ProtocolClient::connect(&format!("http://{}", node.http_addr), None)
+                        .await?
+                        .with_addresses(Addresses::load(&addresses_file)?),
+                    host.address(),
+                );
                 Some(openledger_studio::Paid {
                     agents,
+                    funds,
                     store: studio_store,
                 })
             }

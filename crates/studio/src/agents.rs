@@ -118,6 +118,16 @@ pub trait AgentBook: Send + Sync {
     fn list(&self) -> Vec<Agent>;
 }
 
+/// What a consumer can still pay this host: the least of its authorisation of the host and
+/// its credit, on chain (the node reads it; receipts not yet settled are subtracted by the
+/// studio).
+pub trait Funds: Send + Sync {
+    fn available(
+        &self,
+        consumer: alloy_primitives::Address,
+    ) -> futures_util::future::BoxFuture<'_, Result<u128, String>>;
+}
+
 /// The id in `agent-<id>`.
 pub fn agent_id(model: &str) -> Option<u64> {
     model.strip_prefix("agent-")?.parse().ok()

@@ -69,9 +69,11 @@ pub struct Studio {
     paid: OnceLock<Paid>,
 }
 
-/// What paid requests need: the agents served, and the store receipts go to.
+/// What paid requests need: the agents served, what consumers can pay, and the store receipts
+/// go to.
 pub struct Paid {
     pub agents: Arc<dyn agents::AgentBook>,
+    pub funds: Arc<dyn agents::Funds>,
     pub store: Arc<store::Store>,
 }
 

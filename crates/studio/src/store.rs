@@ -334,6 +334,29 @@ impl Store {
             .transpose()
     }
 
+    /// What `consumer`'s receipts not yet settled add up to (newest first, up to the most
+    /// recent settled one: settlement takes a consumer's receipts in order).
+    pub fn unsettled_fees(&self, consumer: Address) -> Result<u128> {
+        let txn = self.db.begin_read()?;
+        let (index, receipts) = (
+            txn.open_table(CONSUMER_RECEIPTS)?,
+            txn.open_table(RECEIPTS)?,
+        );
+        let settled = txn.open_table(SETTLED)?;
+        let c = consumer.0 .0;
+        let mut total = 0u128;
+        for entry in index.range((&c, 0)..=(&c, u64::MAX))?.rev() {
+            let id = entry?.0.value().1;
+            if settled.get(id)?.is_some() {
+                break;
+            }
+            if let Some(row) = receipts.get(id)? {
+                total = total.saturating_add(decode::<ReceiptRow>("receipt", row.value())?.fee);
+            }
+        }
+        Ok(total)
+    }
+
     /// `consumer`'s receipts, newest first, at most `limit`, older than receipt id `before`.
     pub fn receipts_of(
         &self,

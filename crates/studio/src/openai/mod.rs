@@ -210,10 +210,9 @@ async fn run(
             let input: u64 = prompts.iter().map(|p| p.len() as u64).sum();
             let most_out =
                 (checked.max_tokens.unwrap_or(generate::DEFAULT_MAX_TOKENS) * choices) as u64;
-            studio.check_spend(
-                &consumer,
-                meter::fee(input, most_out, agent.price_in, agent.price_out),
-            )?;
+            let most = meter::fee(input, most_out, agent.price_in, agent.price_out);
+            studio.check_spend(&consumer, most)?;
+            studio.check_funds(&consumer, most).await?;
             let ticket = meter::Ticket {
                 consumer,
                 agent_id: agent.id,
@@ -458,6 +457,33 @@ impl Studio {
             ))),
             _ => Ok(()),
         }
+    }
+
+    /// Refuses a request its consumer could not pay: its authorisation of this host and its
+    /// credit, less its receipts not yet settled, must cover the most it may cost.
+    async fn check_funds(&self, consumer: &Consumer, most: u128) -> Result<(), ApiError> {
+        let Some(paid) = self.paid.get() else {
+            return Ok(());
+        };
+        let available = paid
+            .funds
+            .available(consumer.account)
+            .await
+            .map_err(|e| ApiError::internal(format!("reading the consumer's funds: {e}")))?;
+        let owed = paid
+            .store
+            .unsettled_fees(consumer.account)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let left = available.saturating_sub(owed);
+        if left < most {
+            return Err(ApiError::quota(format!(
+                "{} can pay this host {left} wei more (the least of its authorisation of the host \
+                 and its credit in InferenceSettlement, less {owed} not yet settled); this request \
+                 may cost up to {most}: deposit and authorize the host",
+                consumer.account
+            )));
+        }
+        Ok(())
     }
 
     fn resolve(&self, common: &Common) -> Result<Vec<(String, f32)>, ApiError> {
