@@ -218,6 +218,8 @@ def test_receipts_settle_on_chain_and_their_release_pays_every_role(agent, w3):
     key = issued["key"]
     client = OpenAI(base_url=f"{node.api_url}/v1", api_key=key, max_retries=0)
     payees = (OWNER.address, HOST.address, treasury)
+    supply = int(w3.provider.make_request("openledger_totalSupply", [])["result"], 16)
+    assert supply == 10**27
     release_everything_pending(w3, settlement)
     before = {who: settlement.functions.claimable(who).call() for who in payees}
     for question in ("Name a colour.", "Name a fruit."):
@@ -243,3 +245,10 @@ def test_receipts_settle_on_chain_and_their_release_pays_every_role(agent, w3):
     host = sum(f * SPLIT_HOST // 10_000 for f in batches.values())
     # No receipt credited contributions yet: their and the curators' shares are the treasury's.
     assert gained == {OWNER.address: owner, HOST.address: host, treasury: total - owner - host}
+    # The host claims its share; OPEN only moved: the total supply is what it was.
+    claimed = settlement.functions.claimable(HOST.address).call()
+    balance = w3.eth.get_balance(HOST.address)
+    receipt = send(w3, HOST, settlement.functions.claim(HOST.address))
+    spent = receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    assert w3.eth.get_balance(HOST.address) == balance + claimed - spent
+    assert int(w3.provider.make_request("openledger_totalSupply", [])["result"], 16) == supply

@@ -92,7 +92,7 @@ async fn clock_and_block_control_need_dev_mode() {
     let dir = tempfile::tempdir().unwrap();
     let chain = Chain::open(dir.path(), Genesis::dev(), false).unwrap();
     let t = TestChain::from_parts(chain, dir);
-    for method in ["evm_increaseTime", "evm_mine"] {
+    for method in ["evm_increaseTime", "evm_mine", "openledger_totalSupply"] {
         let (code, message) = t.err(method, json!(["0x3c"])).await;
         assert_eq!(code, -32000);
         assert!(message.contains("--dev"), "{message}");
@@ -117,6 +117,11 @@ async fn a_dev_node_moves_its_clock_and_mines_on_request() {
     assert!(head.timestamp >= before + 3600, "{head:?}");
     let (code, _) = t.err("evm_increaseTime", json!(["soon"])).await;
     assert_eq!(code, -32602);
+    // The dev node reports the supply: 10^27 wei, whatever blocks were made.
+    assert_eq!(
+        t.ok("openledger_totalSupply", json!([])).await,
+        json!("0x33b2e3c9fd0803ce8000000")
+    );
 }
 
 fn now() -> u64 {

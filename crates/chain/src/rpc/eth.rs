@@ -68,7 +68,9 @@ pub async fn dispatch(rpc: &Rpc, method: &str, params: &Value) -> Result<Value, 
         }
         // Dev-only clock and block control, as in other dev nodes, so that tests and people
         // can cross governance delays and challenge windows without waiting them out.
-        "evm_increaseTime" | "evm_mine" if chain.dev_addresses().is_empty() => {
+        "evm_increaseTime" | "evm_mine" | "openledger_totalSupply"
+            if chain.dev_addresses().is_empty() =>
+        {
             return Err(RpcError::server(format!(
                 "{method} is only available on a dev node (--dev)"
             )))
@@ -77,6 +79,9 @@ pub async fn dispatch(rpc: &Rpc, method: &str, params: &Value) -> Result<Value, 
             let seconds: alloy_primitives::U64 = p.required(0, "seconds")?;
             q(chain.increase_time(seconds.to()))
         }
+        // The sum of every balance at the head: OPEN's total supply, which never changes. It
+        // reads every account, so only a dev node answers it.
+        "openledger_totalSupply" => q(chain.total_balance()),
         "evm_mine" => {
             // Dev only, so holding this worker for one block's production is acceptable.
             let block = chain
