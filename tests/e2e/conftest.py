@@ -71,12 +71,10 @@ class Node:
             return "(no log)"
 
 
-@pytest.fixture(scope="session")
-def node():
+def launch(data_dir: Path, log_path: Path, cwd: Path) -> Node:
+    """Starts a dev node on `data_dir` (new or existing) on free ports and waits until its
+    JSON-RPC answers; the caller stops it."""
     binary = node_binary()
-    workdir = Path(tempfile.mkdtemp(prefix="openledger-e2e-"))
-    data_dir = workdir / "data"
-    log_path = workdir / "node.log"
     http_port, metrics_port, api_port = free_port(), free_port(), free_port()
     while len({http_port, metrics_port, api_port}) < 3:
         metrics_port, api_port = free_port(), free_port()
@@ -88,34 +86,46 @@ def node():
         "--api-addr", f"127.0.0.1:{api_port}",
         "--block-time", "0",
     ]
-    log = open(log_path, "wb")
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    log = open(log_path, "ab")
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+    log.close()
     n = Node(process, f"http://127.0.0.1:{http_port}", f"ws://127.0.0.1:{http_port}",
              data_dir, log_path, f"http://127.0.0.1:{api_port}")
+    probe = Web3(Web3.HTTPProvider(n.http_url, request_kwargs={"timeout": 2}))
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"node exited with {process.returncode} at startup:\n{n.log_tail()}")
+        try:
+            if probe.eth.chain_id == CHAIN_ID:
+                return n
+        except Exception:  # not listening yet
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"node did not answer within {STARTUP_TIMEOUT_S}s:\n{n.log_tail()}")
+        time.sleep(0.1)
+
+
+def stop(n: Node) -> None:
+    """Stops a node the way Ctrl-C does, or kills it if it does not stop in time."""
+    if n.process.poll() is None:
+        n.process.send_signal(signal.SIGINT)  # the node shuts down on Ctrl-C
+        try:
+            n.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            n.process.kill()
+            n.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def node():
+    workdir = Path(tempfile.mkdtemp(prefix="openledger-e2e-"))
+    n = launch(workdir / "data", workdir / "node.log", workdir)
     try:
-        probe = Web3(Web3.HTTPProvider(n.http_url, request_kwargs={"timeout": 2}))
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"node exited with {process.returncode} at startup:\n{n.log_tail()}")
-            try:
-                if probe.eth.chain_id == CHAIN_ID:
-                    break
-            except Exception:  # not listening yet
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"node did not answer within {STARTUP_TIMEOUT_S}s:\n{n.log_tail()}")
-            time.sleep(0.1)
         yield n
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)  # the node shuts down on Ctrl-C
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        log.close()
+        stop(n)
         if os.environ.get("OPENLEDGER_E2E_KEEP"):
             print(f"node data and log kept in {workdir}")
         else:

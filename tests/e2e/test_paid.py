@@ -42,12 +42,10 @@ def wait_listed(node, model: str, present: bool = True):
         time.sleep(0.3)
 
 
-@pytest.fixture(scope="module")
-def agent(loaded, w3, tmp_path_factory):
+def deploy_agent(node, w3, tmp) -> tuple[str, object, int]:
     """Agent `agent-N` of a published adapter (trained, as far as the chain knows, on a datanet
-    version), deployed by OWNER on HOST, accepted, and served."""
-    node = loaded
-    tmp = tmp_path_factory.mktemp("paid")
+    version), deployed by OWNER on HOST, accepted, and served; returns its model name, the
+    registry and its id."""
     _, version = published_datanet(node, tmp, "paid")
     files = tmp / "adapter"
     write_adapter(files, rank=4, seed=11)
@@ -74,7 +72,13 @@ def agent(loaded, w3, tmp_path_factory):
     assert model not in listed(node)
     send(w3, HOST, models.functions.acceptAgent(agent_id))
     wait_listed(node, model)
-    return node, model, models, agent_id
+    return model, models, agent_id
+
+
+@pytest.fixture(scope="module")
+def agent(loaded, w3, tmp_path_factory):
+    model, models, agent_id = deploy_agent(loaded, w3, tmp_path_factory.mktemp("paid"))
+    return loaded, model, models, agent_id
 
 
 def fund(w3: Web3, sender, to: str, value: int):
