@@ -256,3 +256,26 @@ def test_receipts_settle_on_chain_and_their_release_pays_every_role(agent, w3):
     spent = receipt["gasUsed"] * receipt["effectiveGasPrice"]
     assert w3.eth.get_balance(HOST.address) == balance + claimed - spent
     assert int(w3.provider.make_request("openledger_totalSupply", [])["result"], 16) == supply
+
+
+def test_agents_through_the_command_line(agent):
+    node, _, models, agent_id = agent
+    adapter = models.functions.agent(agent_id).call()[1]
+    out = cli(node, "agent", "deploy", str(adapter), "--host", HOST.address, "--price-in", "0.000002",
+              "--price-out", "0.000003", "--name", "cli-agent", "--system-prompt", "Be brief.", key=OWNER)
+    new = int(out.strip())
+    shown = cli(node, "agent", "show", str(new))
+    assert "waiting for its host" in shown and "cli-agent" in shown and "Be brief." in shown
+    cli(node, "agent", "accept", str(new), key=HOST)
+    wait_listed(node, f"agent-{new}")
+    table = cli(node, "agent", "list", "--host", HOST.address)
+    assert any(line.startswith(f"agent-{new}\t") and "active" in line and "cli-agent" in line
+               for line in table.splitlines()), table
+    cli(node, "agent", "update", str(new), "--price-in", "0.000001", "--price-out", "0.000004", key=OWNER)
+    on_chain = models.functions.agent(new).call()
+    assert (on_chain[6], on_chain[7]) == (10**12, 4 * 10**12)  # priceIn, priceOut in wei
+    cli(node, "agent", "retire", str(new), key=OWNER)
+    wait_listed(node, f"agent-{new}", present=False)
+    assert "paused" in cli(node, "agent", "show", str(new))
+    cli(node, "agent", "resume", str(new), key=OWNER)
+    wait_listed(node, f"agent-{new}")

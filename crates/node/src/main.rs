@@ -1,5 +1,6 @@
 //! `openledger`: the OpenLedger node and its command line.
 
+mod agent;
 mod attribution;
 mod datanet;
 mod deploy;
@@ -110,6 +111,17 @@ enum Command {
         addresses: Option<PathBuf>,
         #[command(subcommand)]
         command: attribution::AttributionCommand,
+    },
+    /// Agents: deploy one on a published adapter, accept one as its host, list, show, change
+    /// prices, pause and resume.
+    Agent {
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// The protocol's addresses file [default: the dev node's, in $OPENLEDGER_HOME/chain].
+        #[arg(long, global = true)]
+        addresses: Option<PathBuf>,
+        #[command(subcommand)]
+        command: agent::AgentCommand,
     },
     /// Staking: stake OPEN as validator, host or curator of a datanet; unstake; withdraw.
     Stake {
@@ -698,6 +710,14 @@ fn main() -> Result<()> {
         } => runtime.block_on(async {
             let client = protocol_client(&chain, addresses, command.sends()).await?;
             stake::run(&client, command).await
+        }),
+        Command::Agent {
+            chain,
+            addresses,
+            command,
+        } => runtime.block_on(async {
+            let client = protocol_client(&chain, addresses, command.sends()).await?;
+            agent::run(&client, command).await
         }),
         Command::Datanet {
             chain,

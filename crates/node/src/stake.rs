@@ -147,7 +147,7 @@ fn describe(role: u8, subject: U256) -> String {
 }
 
 /// OPEN with up to 18 decimals, trailing zeros dropped.
-fn open(wei: U256) -> String {
+pub fn open(wei: U256) -> String {
     let one = U256::from(10u64).pow(U256::from(18));
     let frac = format!("{:018}", wei % one);
     let frac = frac.trim_end_matches('0');
