@@ -76,7 +76,7 @@ impl AgentCommand {
 
 fn price(text: &str, flag: &str) -> Result<u128> {
     parse_open(text)
-        .with_context(|| format!("{flag}"))?
+        .with_context(|| flag.to_string())?
         .try_into()
         .with_context(|| format!("{flag} is too large"))
 }
