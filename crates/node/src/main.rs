@@ -11,6 +11,7 @@ mod limits;
 mod model;
 mod progress;
 mod rest;
+mod rewards;
 mod serve;
 mod stake;
 mod token;
@@ -122,6 +123,16 @@ enum Command {
         addresses: Option<PathBuf>,
         #[command(subcommand)]
         command: agent::AgentCommand,
+    },
+    /// Rewards from inference: earnings per role and datanet, and claiming them.
+    Rewards {
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// The protocol's addresses file [default: the dev node's, in $OPENLEDGER_HOME/chain].
+        #[arg(long, global = true)]
+        addresses: Option<PathBuf>,
+        #[command(subcommand)]
+        command: rewards::RewardsCommand,
     },
     /// Staking: stake OPEN as validator, host or curator of a datanet; unstake; withdraw.
     Stake {
@@ -710,6 +721,14 @@ fn main() -> Result<()> {
         } => runtime.block_on(async {
             let client = protocol_client(&chain, addresses, command.sends()).await?;
             stake::run(&client, command).await
+        }),
+        Command::Rewards {
+            chain,
+            addresses,
+            command,
+        } => runtime.block_on(async {
+            let client = protocol_client(&chain, addresses, command.sends()).await?;
+            rewards::run(&client, command).await
         }),
         Command::Agent {
             chain,
