@@ -16,7 +16,8 @@ import {Staking} from "./Staking.sol";
 /// @notice Pays for inference so that no party has to trust another further than it chose to.
 ///
 /// Consumers deposit OPEN as credit and authorise each host separately, up to an allowance: a
-/// host can take at most what the consumer authorised for it. A staked host settles the
+/// host can take at most what the consumer authorised for it. Lowering an allowance, like
+/// withdrawing credit, takes one challenge window, so what was served can still be settled. A staked host settles the
 /// inferences it served in batches, one receipt each; every receipt carries a sequence number
 /// per consumer and host, which must rise, so no receipt is settled twice; its fee may not
 /// exceed the agent's prices times the tokens it states. A receipt credits contributions by id
@@ -55,10 +56,16 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
         bytes credits;
     }
 
-    /// @notice What a consumer lets one host take, and the last receipt that host settled.
+    /// @notice What a consumer lets one host take, and the last receipt that host settled. A
+    /// lowered allowance takes effect one challenge window later (`lowersAt`), so a consumer
+    /// cannot take back, just before settlement, what it authorised for answers already served.
     struct Authorization {
         uint128 allowance;
         uint64 lastSeq;
+        /// When the pending lowering takes effect (0: none pending).
+        uint64 lowersAt;
+        /// What the allowance lowers to then (if it is still higher).
+        uint128 lowerTo;
     }
 
     /// @notice A contribution's part of a batch: its contributor's and its curators' shares.
@@ -263,7 +270,8 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
     error NothingToClaim(address account);
 
     event Deposited(address indexed consumer, uint256 amount);
-    event Authorized(address indexed consumer, address indexed host, uint256 allowance);
+    /// @notice The allowance `host` may take from `consumer`, in effect from `effectiveAt`.
+    event Authorized(address indexed consumer, address indexed host, uint256 allowance, uint64 effectiveAt);
     event CreditWithdrawalRequested(address indexed consumer, uint256 amount, uint64 readyAt);
     event CreditWithdrawn(address indexed consumer, uint256 amount);
     event LineageProved(uint256 indexed adapterId, uint256 indexed contributionId, uint256 versionId);
@@ -321,10 +329,22 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
     }
 
     /// @notice Lets `host` take up to `allowance` of the caller's credit for inferences it
-    /// serves (replacing any earlier allowance for it; zero revokes).
+    /// serves, replacing any earlier allowance for it: at once if higher, after one challenge
+    /// window if lower (zero revokes), so answers already served can still be settled.
     function authorize(address host, uint128 allowance) external {
-        _authorizations[msg.sender][host].allowance = allowance;
-        emit Authorized(msg.sender, host, allowance);
+        Authorization storage a = _authorizations[msg.sender][host];
+        _applyLowering(a);
+        uint64 effectiveAt = uint64(block.timestamp);
+        if (allowance >= a.allowance) {
+            a.allowance = allowance;
+            a.lowersAt = 0;
+            a.lowerTo = 0;
+        } else {
+            effectiveAt += params.challengeWindow();
+            a.lowersAt = effectiveAt;
+            a.lowerTo = allowance;
+        }
+        emit Authorized(msg.sender, host, allowance, effectiveAt);
     }
 
     /// @notice Asks to take back `amount` of unspent credit after one challenge window; until
@@ -563,7 +583,8 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
         return _credit[consumer];
     }
 
-    /// @notice What `consumer` lets `host` take, and the last receipt it settled.
+    /// @notice What `consumer` lets `host` take (a pending lowering included, which takes
+    /// effect at `lowersAt`), and the last receipt it settled.
     function authorization(address consumer, address host) external view returns (Authorization memory) {
         return _authorizations[consumer][host];
     }
@@ -769,6 +790,7 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
         if (consumer == address(0)) return;
         uint256 fees = t.consumerFees;
         Authorization storage auth = _authorizations[consumer][msg.sender];
+        _applyLowering(auth);
         uint256 allowance = auth.allowance;
         if (fees > allowance) revert NotAuthorized(consumer, msg.sender, allowance, fees);
         uint256 credit = _credit[consumer];
@@ -778,6 +800,15 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
         _credit[consumer] = credit - fees;
         t.debitsHash = keccak256(abi.encode(t.debitsHash, consumer, fees));
         emit Debited(t.batchId, consumer, fees);
+    }
+
+    /// @dev Puts a due lowering of an allowance into effect.
+    function _applyLowering(Authorization storage a) private {
+        uint64 at = a.lowersAt;
+        if (at == 0 || block.timestamp < at) return;
+        if (a.lowerTo < a.allowance) a.allowance = a.lowerTo;
+        a.lowersAt = 0;
+        a.lowerTo = 0;
     }
 
     /// @dev Works out and records the batch's payouts, and stores the batch.

@@ -78,17 +78,24 @@ def ask(node, key: str) -> str:
 def test_a_signed_in_account_gets_keys_that_work_until_revoked(loaded):
     node = loaded
     account = Account.create()
-    status, issued = sign_in(node, account, label="e2e", spend_limit="1000000000000000000")
+    status, issued = sign_in(node, account, label="e2e")
     assert status == 200, issued
     key = issued["key"]
     assert key.startswith("olk_")
     assert issued["account"].lower() == account.address.lower()
-    assert issued["spend_limit"] == "1000000000000000000" and issued["spent"] == "0"
+    assert issued["spend_limit"] is None and issued["spent"] == "0"
     assert ask(node, key)
 
     # A second key, made with the first; listed with the first, never with a secret.
-    status, second = call("POST", f"{node.api_url}/v1/keys", {"label": "ci", "rate_per_minute": 30}, key)
+    status, second = call("POST", f"{node.api_url}/v1/keys",
+                          {"label": "ci", "rate_per_minute": 30, "spend_limit": "1000000000000000000"}, key)
     assert status == 200, second
+    assert second["spend_limit"] == "1000000000000000000"
+    # A key with limits cannot make keys (it could make itself an unlimited one) nor revoke any.
+    status, body = call("POST", f"{node.api_url}/v1/keys", {"label": "escape"}, second["key"])
+    assert status == 403 and body["error"]["type"] == "permission_error", body
+    status, body = call("DELETE", f"{node.api_url}/v1/keys/{issued['id']}", key=second["key"])
+    assert status == 403, body
     status, listed = call("GET", f"{node.api_url}/v1/keys", key=key)
     assert status == 200
     assert [k["label"] for k in listed["data"]] == ["e2e", "ci"]

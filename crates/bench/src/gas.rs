@@ -394,8 +394,12 @@ async fn main() -> Result<()> {
                 U256::ZERO,
             )
             .await?;
-        let what =
-            format!("{n} inferences, {consumers_in} consumers, {credited} credits each, {label}");
+        let plural = |k: usize, word: &str| format!("{k} {word}{}", if k == 1 { "" } else { "s" });
+        let what = format!(
+            "{}, {}, {credited} credits each, {label}",
+            plural(n, "inference"),
+            plural(consumers_in, "consumer")
+        );
         let (s, r): (u64, u64) = (settled.gas_used.to(), released.gas_used.to());
         rows.push((format!("`settle` {what}"), s, Some(n)));
         rows.push((format!("`release` {what}"), r, Some(n)));

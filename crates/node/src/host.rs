@@ -197,7 +197,13 @@ impl openledger_studio::agents::Funds for ChainFunds {
                 .call(settlement, credit)
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(auth.allowance.min(credit.saturating_to::<u128>()))
+            // A pending lowering already bounds what new requests may cost.
+            let allowance = if auth.lowersAt != 0 {
+                auth.allowance.min(auth.lowerTo)
+            } else {
+                auth.allowance
+            };
+            Ok(allowance.min(credit.saturating_to::<u128>()))
         })
     }
 }

@@ -183,6 +183,7 @@ async fn consumer_or_key(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let (keys, access) = &*state;
+    let mut request = request;
     let account_key = request
         .headers()
         .get(axum::http::header::AUTHORIZATION)
@@ -190,6 +191,12 @@ async fn consumer_or_key(
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|v| v.trim().starts_with("olk_"));
     if account_key {
+        // An account's key pays for agents; the base model and adapters stay the operator's.
+        if !matches!(access, openledger_factory::api::Access::Open) {
+            request
+                .extensions_mut()
+                .insert(openledger_studio::keys::PaidOnly);
+        }
         let keys = axum::extract::State(keys.clone());
         openledger_studio::keys::require_key(keys, request, next).await
     } else {

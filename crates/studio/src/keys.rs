@@ -44,6 +44,11 @@ pub struct Consumer {
     pub key_id: u64,
 }
 
+/// Marks a request authenticated by an account's key on a node whose unpaid routes need an
+/// operator's key: it may use paid agents only.
+#[derive(Debug, Clone, Copy)]
+pub struct PaidOnly;
+
 /// Limits asked for a new key.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -372,11 +377,27 @@ async fn list(
     Ok(Json(serde_json::json!({"object": "list", "data": data})))
 }
 
+/// Only a key without limits manages keys: a limited key could otherwise make itself an
+/// unlimited one, or revoke the keys that limit it.
+fn check_manager(keys: &Keys, consumer: &Consumer) -> Result<(), ApiError> {
+    let row = keys
+        .store
+        .key_of(consumer.account, consumer.key_id)
+        .map_err(KeyError::from)?;
+    if row.is_some_and(|r| r.spend_limit.is_some() || r.rate_per_minute.is_some()) {
+        return Err(ApiError::forbidden(
+            "a key with limits cannot make or revoke keys: use a key without limits, or sign in again",
+        ));
+    }
+    Ok(())
+}
+
 async fn create(
     State(keys): State<Arc<Keys>>,
     axum::Extension(consumer): axum::Extension<Consumer>,
     body: axum::body::Bytes,
 ) -> Result<Json<KeyView>, ApiError> {
+    check_manager(&keys, &consumer)?;
     let limits: Limits = if body.is_empty() {
         Limits::default()
     } else {
@@ -391,6 +412,7 @@ async fn revoke(
     axum::Extension(consumer): axum::Extension<Consumer>,
     Path(id): Path<u64>,
 ) -> Result<Json<KeyView>, ApiError> {
+    check_manager(&keys, &consumer)?;
     Ok(Json(view(keys.revoke(consumer.account, id)?, None)))
 }
 

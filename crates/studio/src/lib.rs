@@ -67,6 +67,8 @@ pub struct Studio {
     created: u64,
     dirs: Arc<DirSource>,
     paid: OnceLock<Paid>,
+    /// What paid requests in flight may still cost, per account and per key.
+    holds: parking_lot::Mutex<meter::Holds>,
 }
 
 /// What paid requests need: the agents served, what consumers can pay, and the store receipts
@@ -116,6 +118,7 @@ impl Studio {
                 .map_or(0, |d| d.as_secs()),
             dirs,
             paid: OnceLock::new(),
+            holds: Default::default(),
         }))
     }
 

@@ -11,6 +11,46 @@ use crate::{
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+/// What paid requests in flight may still cost (wei), per account and per key.
+#[derive(Default)]
+pub struct Holds {
+    pub accounts: std::collections::HashMap<alloy_primitives::Address, u128>,
+    pub keys: std::collections::HashMap<u64, u128>,
+}
+
+/// A request's reservation of the most it may cost; released when dropped (the request's
+/// receipt, recorded before, counts from then on).
+pub struct Hold {
+    studio: Arc<crate::Studio>,
+    consumer: Consumer,
+    amount: u128,
+}
+
+impl Hold {
+    pub(crate) fn new(studio: Arc<crate::Studio>, consumer: Consumer, amount: u128) -> Self {
+        Self {
+            studio,
+            consumer,
+            amount,
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut holds = self.studio.holds.lock();
+        let release = |map_value: Option<&mut u128>, amount: u128| {
+            if let Some(v) = map_value {
+                *v = v.saturating_sub(amount);
+            }
+        };
+        release(holds.accounts.get_mut(&self.consumer.account), self.amount);
+        release(holds.keys.get_mut(&self.consumer.key_id), self.amount);
+        holds.accounts.retain(|_, v| *v > 0);
+        holds.keys.retain(|_, v| *v > 0);
+    }
+}
+
 /// What a paid request is billed by.
 pub struct Ticket {
     pub consumer: Consumer,
@@ -25,14 +65,23 @@ pub struct Ticket {
 }
 
 /// The fee for `input` and `output` tokens: what `InferenceSettlement` allows at most.
+/// Saturating: prices near `u128::MAX` give the largest fee rather than a wrapped one.
 pub fn fee(input: u64, output: u64, price_in: u128, price_out: u128) -> u128 {
-    (u128::from(input) * price_in + u128::from(output) * price_out) / 1000
+    let part = |tokens: u64, price: u128| u128::from(tokens).saturating_mul(price);
+    part(input, price_in).saturating_add(part(output, price_out)) / 1000
 }
 
 /// Passes `rx` on, recording the request's receipt in `store` before its last output.
-pub fn wrap(mut rx: mpsc::Receiver<Out>, ticket: Ticket, store: Arc<Store>) -> mpsc::Receiver<Out> {
+pub fn wrap(
+    mut rx: mpsc::Receiver<Out>,
+    ticket: Ticket,
+    store: Arc<Store>,
+    hold: Hold,
+) -> mpsc::Receiver<Out> {
     let (tx, out) = mpsc::channel(64);
     tokio::spawn(async move {
+        // Released when this task ends, after the receipt (if any) is recorded.
+        let _hold = hold;
         let mut answer: Vec<u32> = Vec::new();
         let mut prompts_seen = vec![false; ticket.choices.div_ceil(ticket.n.max(1))];
         let (mut input, mut output, mut finished) = (0u64, 0u64, 0usize);

@@ -19,6 +19,9 @@ use openledger_protocol::{
 };
 use std::collections::BTreeMap;
 
+/// Unsettled receipts one round looks at, at most.
+const MAX_SCAN: usize = 100_000;
+
 /// Why a settlement round stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SettleError {
@@ -67,9 +70,10 @@ pub async fn round(
     settings: &Settings,
 ) -> Result<Round, SettleError> {
     let mut out = Round::default();
-    settle(store, client, settings, &mut out).await?;
+    // A batch that cannot be settled now must not keep matured ones from being released.
+    let settled = settle(store, client, settings, &mut out).await;
     release(store, client, &mut out).await?;
-    Ok(out)
+    settled.map(|()| out)
 }
 
 async fn settle(
@@ -81,7 +85,9 @@ async fn settle(
     let (Some(a), Some(host)) = (client.addresses().copied(), client.sender()) else {
         return Err(SettleError::Client);
     };
-    let pending = store.unsettled(4 * settings.batch)?;
+    // Every unsettled receipt (up to a bound), so that consumers who cannot pay now do not keep
+    // newer receipts of others from being settled.
+    let pending = store.unsettled(MAX_SCAN)?;
     let mut by_consumer: BTreeMap<Address, Vec<ReceiptRow>> = BTreeMap::new();
     for r in pending {
         by_consumer.entry(r.consumer).or_default().push(r);

@@ -83,7 +83,7 @@ impl Sim {
         }
         for &(consumer, fee) in &debits {
             *m.credit.get_mut(&consumer).unwrap() -= fee;
-            *m.allowance.get_mut(&(consumer, host)).unwrap() -= fee;
+            allowance_at(m, (consumer, host), t).0 -= fee;
             m.seq.insert((consumer, host), last[&consumer]);
         }
         // Receipts credit no contributions here: those shares are the treasury's. Each owner's
@@ -132,8 +132,15 @@ impl Sim {
         let (who, host) = (self.rng.pick(&CONSUMERS), self.rng.pick(&HOSTS));
         let amount = self.rng.wei_or_zero(2 * OPEN, 10);
         let call = IS::authorizeCall::new((host, amount.to()));
+        let t = self.evm.timestamp;
         if self.is("authorize", who, call, Z) {
-            self.m.allowance.insert((who, host), amount);
+            // Raised at once; lowered one challenge window later.
+            let a = allowance_at(&mut self.m, (who, host), t);
+            *a = if amount >= a.0 {
+                (amount, 0, Z)
+            } else {
+                (a.0, t + WINDOW, amount)
+            };
         }
     }
 

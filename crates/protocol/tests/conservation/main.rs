@@ -124,6 +124,17 @@ fn add(map: &mut BTreeMap<Address, U256>, who: Address, amount: U256) {
     *map.entry(who).or_default() += amount;
 }
 
+/// The allowance of `key` at time `t`, a due lowering put into effect (as the contract does
+/// whenever it touches the authorisation).
+fn allowance_at(m: &mut Model, key: (Address, Address), t: u64) -> &mut (U256, u64, U256) {
+    let a = m.allowance.entry(key).or_insert((Z, 0, Z));
+    if a.1 != 0 && t >= a.1 {
+        a.0 = a.0.min(a.2);
+        (a.1, a.2) = (0, Z);
+    }
+    a
+}
+
 fn get(map: &BTreeMap<Address, U256>, who: Address) -> U256 {
     map.get(&who).copied().unwrap_or_default()
 }
@@ -197,7 +208,8 @@ impl Batch {
 struct Model {
     credit: BTreeMap<Address, U256>,
     /// What each consumer lets each host take, and the last receipt number each host settled.
-    allowance: BTreeMap<(Address, Address), U256>,
+    /// (allowance, when a pending lowering takes effect (0: none), what it lowers to).
+    allowance: BTreeMap<(Address, Address), (U256, u64, U256)>,
     seq: BTreeMap<(Address, Address), u64>,
     /// Credit withdrawals asked for: amount and when they are ready.
     requests: BTreeMap<Address, (U256, u64)>,
@@ -525,7 +537,7 @@ fn setup(seed: u64) -> Sim {
         for host in HOSTS {
             let call = IS::authorizeCall::new((host, OPEN));
             s.must(consumer, a.inference_settlement, call);
-            s.m.allowance.insert((consumer, host), u(OPEN));
+            s.m.allowance.insert((consumer, host), (u(OPEN), 0, Z));
         }
     }
     for validator in VALIDATORS {
@@ -598,8 +610,14 @@ fn run(seed: u64) -> (BTreeMap<Kind, (u64, u64)>, [U256; 3]) {
         for host in HOSTS {
             let a = s.must(DEPLOYER, is, IS::authorizationCall::new((consumer, host)));
             let key = (consumer, host);
-            let allowance = s.m.allowance.get(&key).copied().unwrap_or_default();
+            let (allowance, lowers_at, lower_to) =
+                s.m.allowance.get(&key).copied().unwrap_or_default();
             assert_eq!(U256::from(a.allowance), allowance, "allowance {key:?}");
+            assert_eq!(
+                (a.lowersAt, U256::from(a.lowerTo)),
+                (lowers_at, lower_to),
+                "lowering {key:?}"
+            );
             assert_eq!(
                 a.lastSeq,
                 s.m.seq.get(&key).copied().unwrap_or(0),

@@ -59,20 +59,35 @@ fn a_host_cannot_debit_a_consumer_that_did_not_authorise_it() {
             U256::from(fee / 2 + 1)
         )
     );
-    // Revoking (allowance zero) takes effect at once.
+    // Revoking (allowance zero) takes one challenge window: what was served just before can
+    // still be settled, and nothing after.
     w.authorize(consumer(9), HOST, U256::ZERO);
-    let r = [receipt(consumer(9), AGENT_A, 2, tokens, 1, &[])];
+    let a = w.view(w.is, IS::authorizationCall::new((consumer(9), HOST)));
+    let lowers_at = a.lowersAt;
+    assert_eq!((a.allowance, a.lowerTo), (fee / 2, 0));
+    assert!(lowers_at > w.evm.timestamp);
+    w.settle(
+        HOST,
+        &[receipt(consumer(9), AGENT_A, 2, tokens, 1, &[])],
+        &[],
+    );
+    w.evm.timestamp = lowers_at;
+    let r = [receipt(consumer(9), AGENT_A, 3, tokens, 1, &[])];
     let e = w.settle_fails(HOST, &r, &[]);
     assert_eq!(
         e,
         err!(NotAuthorized, consumer(9), HOST, U256::ZERO, U256::from(1))
     );
-    // An allowance is not credit: authorised beyond what it holds, the credit still bounds it.
+    // Raising takes effect at once. An allowance is not credit: authorised beyond what it
+    // holds, the credit still bounds it.
     w.authorize(consumer(9), HOST, open(100));
-    let r = [receipt(consumer(9), AGENT_A, 2, (2000, 2000), fee + 1, &[])];
+    let r = [receipt(consumer(9), AGENT_A, 3, (2000, 2000), fee + 1, &[])];
     let e = w.settle_fails(HOST, &r, &[]);
-    let left = U256::from(fee);
-    assert_eq!(e, err!(InsufficientCredit, consumer(9), left, left + u(1)));
+    let left = U256::from(fee) - u(1);
+    assert_eq!(
+        e,
+        err!(InsufficientCredit, consumer(9), left, U256::from(fee + 1))
+    );
 }
 
 /// Every receipt carries a sequence number per consumer and host that must rise.

@@ -86,6 +86,17 @@ impl ApiError {
         }
     }
 
+    /// A request the key may not make (403).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            kind: "permission_error",
+            code: None,
+            param: None,
+            message: message.into(),
+        }
+    }
+
     /// A request naming something of another account's (404, revealing nothing).
     pub fn not_found(param: &str, message: impl Into<String>) -> Self {
         Self {

@@ -10,7 +10,11 @@ pub use error::ApiError;
 pub(crate) use generate::Out;
 pub(crate) use types::Common;
 
-use crate::{agents::Agent, keys::Consumer, meter, Ready, Studio};
+use crate::{
+    agents::Agent,
+    keys::{Consumer, PaidOnly},
+    meter, Ready, Studio,
+};
 use axum::Extension;
 use axum::{
     body::Bytes,
@@ -38,19 +42,27 @@ const MAX_TOP_LOGPROBS: u32 = 20;
 pub async fn chat(
     Ready(studio): Ready,
     consumer: Option<Extension<Consumer>>,
+    paid_only: Option<Extension<PaidOnly>>,
     body: Bytes,
 ) -> Response {
-    match chat_inner(studio, consumer.map(|c| c.0), body).await {
+    let who = Who {
+        consumer: consumer.map(|c| c.0),
+        paid_only: paid_only.is_some(),
+    };
+    match chat_inner(studio, who, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn chat_inner(
-    studio: Arc<Studio>,
+/// Who sends a request: the account whose key it carries, and whether that key may only pay
+/// for agents.
+struct Who {
     consumer: Option<Consumer>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+    paid_only: bool,
+}
+
+async fn chat_inner(studio: Arc<Studio>, who: Who, body: Bytes) -> Result<Response, ApiError> {
     let mut request: ChatRequest = parse(&body)?;
     if request.messages.is_empty() {
         return Err(ApiError::invalid("messages", "messages is empty"));
@@ -103,7 +115,8 @@ async fn chat_inner(
         Kind::Chat,
         vec![studio.tokenizer.encode(&prompt)],
         top,
-        agent.map(|a| (a, consumer)),
+        agent,
+        who,
     )
     .await
 }
@@ -111,9 +124,14 @@ async fn chat_inner(
 pub async fn completions(
     Ready(studio): Ready,
     consumer: Option<Extension<Consumer>>,
+    paid_only: Option<Extension<PaidOnly>>,
     body: Bytes,
 ) -> Response {
-    match completions_inner(studio, consumer.map(|c| c.0), body).await {
+    let who = Who {
+        consumer: consumer.map(|c| c.0),
+        paid_only: paid_only.is_some(),
+    };
+    match completions_inner(studio, who, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -121,7 +139,7 @@ pub async fn completions(
 
 async fn completions_inner(
     studio: Arc<Studio>,
-    consumer: Option<Consumer>,
+    who: Who,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let mut request: CompletionRequest = parse(&body)?;
@@ -172,8 +190,16 @@ async fn completions_inner(
         ));
     }
     let top = request.logprobs.map(|k| k as usize);
-    let paid = agent.map(|a| (a, consumer));
-    run(&studio, &request.common, Kind::Text, prompts, top, paid).await
+    run(
+        &studio,
+        &request.common,
+        Kind::Text,
+        prompts,
+        top,
+        agent,
+        who,
+    )
+    .await
 }
 
 /// Resolves the model, checks the settings, submits every choice and answers; a request for
@@ -184,7 +210,8 @@ async fn run(
     kind: Kind,
     prompts: Vec<Vec<u32>>,
     logprobs: Option<usize>,
-    paid: Option<(Agent, Option<Consumer>)>,
+    agent: Option<Agent>,
+    who: Who,
 ) -> Result<Response, ApiError> {
     let checked = common.check()?;
     if prompts.iter().any(Vec::is_empty) {
@@ -192,9 +219,16 @@ async fn run(
     }
     let choices = prompts.len() * checked.n;
     let n = checked.n;
-    let (adapters, ticket) = match paid {
-        None => (studio.resolve(common)?, None),
-        Some((agent, consumer)) => {
+    let (adapters, ticket, hold) = match agent {
+        None if who.paid_only => {
+            return Err(ApiError::unauthenticated(format!(
+                "an account's key pays for agents; `{}` needs one of the operator's API keys",
+                common.model
+            )))
+        }
+        None => (studio.resolve(common)?, None, None),
+        Some(agent) => {
+            let consumer = who.consumer;
             if common.adapters.as_ref().is_some_and(|l| !l.is_empty()) {
                 return Err(ApiError::invalid(
                     "adapters",
@@ -208,11 +242,10 @@ async fn run(
                 ))
             })?;
             let input: u64 = prompts.iter().map(|p| p.len() as u64).sum();
-            let most_out =
-                (checked.max_tokens.unwrap_or(generate::DEFAULT_MAX_TOKENS) * choices) as u64;
+            let most_out = (checked.max_tokens.unwrap_or(generate::DEFAULT_MAX_TOKENS) as u64)
+                .saturating_mul(choices as u64);
             let most = meter::fee(input, most_out, agent.price_in, agent.price_out);
-            studio.check_spend(&consumer, most)?;
-            studio.check_funds(&consumer, most).await?;
+            let hold = studio.hold(&consumer, most).await?;
             let ticket = meter::Ticket {
                 consumer,
                 agent_id: agent.id,
@@ -222,7 +255,7 @@ async fn run(
                 choices,
                 n,
             };
-            (vec![(agent.adapter.clone(), 1.0)], Some(ticket))
+            (vec![(agent.adapter.clone(), 1.0)], Some(ticket), Some(hold))
         }
     };
     let header = Header {
@@ -251,8 +284,8 @@ async fn run(
             logprobs,
         },
     )?;
-    if let (Some(ticket), Some(paid)) = (ticket, studio.paid.get()) {
-        rx = meter::wrap(rx, ticket, paid.store.clone());
+    if let (Some(ticket), Some(paid), Some(hold)) = (ticket, studio.paid.get(), hold) {
+        rx = meter::wrap(rx, ticket, paid.store.clone(), hold);
     }
     Ok(if stream {
         respond::stream(header, rx, n, logprobs.is_some())
@@ -442,48 +475,58 @@ impl Studio {
         self.paid.get()?.agents.find(model)
     }
 
-    /// Refuses a request whose most possible fee would take its key past its spend limit.
-    fn check_spend(&self, consumer: &Consumer, most: u128) -> Result<(), ApiError> {
-        let Some(paid) = self.paid.get() else {
-            return Ok(());
-        };
-        let key = paid
-            .store
-            .key_of(consumer.account, consumer.key_id)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        match key.and_then(|k| k.spend_limit.map(|limit| (limit, k.spent))) {
-            Some((limit, spent)) if spent.saturating_add(most) > limit => Err(ApiError::quota(format!(
-                "this key may spend {limit} wei and has spent {spent}; this request may cost up to {most}"
-            ))),
-            _ => Ok(()),
-        }
-    }
-
-    /// Refuses a request its consumer could not pay: its authorisation of this host and its
-    /// credit, less its receipts not yet settled, must cover the most it may cost.
-    async fn check_funds(&self, consumer: &Consumer, most: u128) -> Result<(), ApiError> {
-        let Some(paid) = self.paid.get() else {
-            return Ok(());
-        };
+    /// Reserves the most a request may cost, or refuses it (429 `insufficient_quota`): against
+    /// its key's spend limit, and against what its consumer can pay this host (the least of its
+    /// authorisation of the host and its credit, on chain, less its receipts not yet settled
+    /// and the holds of its other requests in flight). The hold ends with the request.
+    async fn hold(
+        self: &Arc<Self>,
+        consumer: &Consumer,
+        most: u128,
+    ) -> Result<meter::Hold, ApiError> {
+        let paid = self
+            .paid
+            .get()
+            .ok_or_else(|| ApiError::internal("agents are served without a store"))?;
+        let internal = |e: crate::store::StoreError| ApiError::internal(e.to_string());
         let available = paid
             .funds
             .available(consumer.account)
             .await
             .map_err(|e| ApiError::internal(format!("reading the consumer's funds: {e}")))?;
+        let key = paid
+            .store
+            .key_of(consumer.account, consumer.key_id)
+            .map_err(internal)?;
         let owed = paid
             .store
             .unsettled_fees(consumer.account)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        let left = available.saturating_sub(owed);
+            .map_err(internal)?;
+        let mut holds = self.holds.lock();
+        let held_key = holds.keys.get(&consumer.key_id).copied().unwrap_or(0);
+        if let Some((limit, spent)) = key.and_then(|k| k.spend_limit.map(|l| (l, k.spent))) {
+            let committed = spent.saturating_add(held_key);
+            if committed.saturating_add(most) > limit {
+                return Err(ApiError::quota(format!(
+                    "this key may spend {limit} wei and has spent or holds {committed}; this \
+                     request may cost up to {most}"
+                )));
+            }
+        }
+        let held = holds.accounts.get(&consumer.account).copied().unwrap_or(0);
+        let left = available.saturating_sub(owed).saturating_sub(held);
         if left < most {
             return Err(ApiError::quota(format!(
                 "{} can pay this host {left} wei more (the least of its authorisation of the host \
-                 and its credit in InferenceSettlement, less {owed} not yet settled); this request \
-                 may cost up to {most}: deposit and authorize the host",
+                 and its credit in InferenceSettlement, less {owed} not yet settled and {held} \
+                 held for requests in flight); this request may cost up to {most}: deposit and \
+                 authorize the host",
                 consumer.account
             )));
         }
-        Ok(())
+        *holds.accounts.entry(consumer.account).or_default() += most;
+        *holds.keys.entry(consumer.key_id).or_default() += most;
+        Ok(meter::Hold::new(self.clone(), *consumer, most))
     }
 
     fn resolve(&self, common: &Common) -> Result<Vec<(String, f32)>, ApiError> {
