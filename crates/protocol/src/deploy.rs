@@ -358,7 +358,7 @@ pub fn plan(
                 challengeBond_: config.challenge_bond,
             }
             .abi_encode(),
-            5_800_000,
+            6_200_000,
         ),
         create(
             "create ModelFactory",
