@@ -95,6 +95,8 @@ contract ModelRegistry is Ownable {
     error NotAgentHost(uint256 agentId, address account);
     /// @notice The host already accepted this agent.
     error AlreadyAccepted(uint256 agentId);
+    /// @notice The host has not accepted this agent (or not its current prices).
+    error NotAccepted(uint256 agentId);
     /// @notice No datanet has this id.
     error UnknownDatanet(uint256 datanetId);
     /// @notice Governance sets a status of Registered, Endorsed or Retired.
@@ -124,6 +126,7 @@ contract ModelRegistry is Ownable {
         string metadataURI
     );
     event AgentAccepted(uint256 indexed agentId, address indexed host);
+    event AgentReleased(uint256 indexed agentId, address indexed host);
     event AgentUpdated(uint256 indexed agentId, bool active, uint128 priceIn, uint128 priceOut);
     event BaseModelStatusSet(uint256 indexed baseModelId, Status status);
     event AdapterStatusSet(uint256 indexed adapterId, Status status);
@@ -236,16 +239,32 @@ contract ModelRegistry is Ownable {
         emit AgentAccepted(agentId, msg.sender);
     }
 
-    /// @notice Pauses or resumes an agent and sets its prices. Only the agent's owner. Receipts
-    /// are checked against the prices in force when they are settled.
+    /// @notice Pauses or resumes an agent and sets its prices. Only the agent's owner. New
+    /// prices need the host's acceptance again (until then the agent is neither served nor
+    /// settled): a host is never held to prices it did not agree to, and receipts are checked
+    /// against the prices in force when they are settled.
     function updateAgent(uint256 agentId, bool active, uint128 priceIn, uint128 priceOut) external {
         Agent storage a = _agents[agentId];
         if (a.host == address(0)) revert UnknownAgent(agentId);
         if (a.owner != msg.sender) revert NotAgentOwner(agentId, msg.sender);
+        if (priceIn != a.priceIn || priceOut != a.priceOut) {
+            a.accepted = false;
+            a.priceIn = priceIn;
+            a.priceOut = priceOut;
+        }
         a.active = active;
-        a.priceIn = priceIn;
-        a.priceOut = priceOut;
         emit AgentUpdated(agentId, active, priceIn, priceOut);
+    }
+
+    /// @notice The host stops serving an agent it accepted (it may accept it again later).
+    /// Only the agent's host.
+    function releaseAgent(uint256 agentId) external {
+        Agent storage a = _agents[agentId];
+        if (a.host == address(0)) revert UnknownAgent(agentId);
+        if (a.host != msg.sender) revert NotAgentHost(agentId, msg.sender);
+        if (!a.accepted) revert NotAccepted(agentId);
+        a.accepted = false;
+        emit AgentReleased(agentId, msg.sender);
     }
 
     /// @notice Sets a base model's status (endorse, retire). Only governance.

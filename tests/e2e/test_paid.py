@@ -278,8 +278,16 @@ def test_agents_through_the_command_line(agent):
     cli(node, "agent", "update", str(new), "--price-in", "0.000001", "--price-out", "0.000004", key=OWNER)
     on_chain = models.functions.agent(new).call()
     assert (on_chain[6], on_chain[7]) == (10**12, 4 * 10**12)  # priceIn, priceOut in wei
+    # The host never agreed to the new prices: not served until it accepts them.
+    wait_listed(node, f"agent-{new}", present=False)
+    assert "waiting for its host" in cli(node, "agent", "show", str(new))
+    cli(node, "agent", "accept", str(new), key=HOST)
+    wait_listed(node, f"agent-{new}")
     cli(node, "agent", "retire", str(new), key=OWNER)
     wait_listed(node, f"agent-{new}", present=False)
     assert "paused" in cli(node, "agent", "show", str(new))
     cli(node, "agent", "resume", str(new), key=OWNER)
     wait_listed(node, f"agent-{new}")
+    # The host may stop serving it.
+    cli(node, "agent", "release", str(new), key=HOST)
+    wait_listed(node, f"agent-{new}", present=False)

@@ -44,8 +44,10 @@ pub enum AgentCommand {
         #[arg(long)]
         knowledge: Option<u32>,
     },
-    /// As the host it names: agree to serve agent ID.
+    /// As the host it names: agree to serve agent ID (again after its prices change).
     Accept { id: u64 },
+    /// As its host: stop serving agent ID.
+    Release { id: u64 },
     /// Every agent, or those of --host.
     List {
         #[arg(long)]
@@ -146,6 +148,11 @@ pub async fn run(client: &ProtocolClient, command: AgentCommand) -> Result<()> {
             client.send(registry, call, U256::ZERO).await?;
             eprintln!("agent: agent-{id} accepted; it is served within seconds");
         }
+        AgentCommand::Release { id } => {
+            let call = ModelRegistry::releaseAgentCall::new((U256::from(id),));
+            client.send(registry, call, U256::ZERO).await?;
+            eprintln!("agent: agent-{id} is no longer served by this host");
+        }
         AgentCommand::Update {
             id,
             price_in,
@@ -161,7 +168,7 @@ pub async fn run(client: &ProtocolClient, command: AgentCommand) -> Result<()> {
                 price(&price_out, "--price-out")?,
             ));
             client.send(registry, call, U256::ZERO).await?;
-            eprintln!("agent: agent-{id} now costs {price_in} OPEN per 1,000 input tokens and {price_out} per 1,000 output tokens");
+            eprintln!("agent: agent-{id} now costs {price_in} OPEN per 1,000 input tokens and {price_out} per 1,000 output tokens, once its host accepts them");
         }
         AgentCommand::Retire { id } | AgentCommand::Resume { id } => {
             let active = matches!(command, AgentCommand::Resume { .. });

@@ -292,8 +292,11 @@ fn only_the_agent_owner_updates_it_and_a_paused_agent_is_not_servable() {
     assert_eq!((a.active, a.priceIn, a.priceOut), (false, 5, 10));
     assert_eq!(w.route(agent), (HOST, TUNER, false));
     w.update(AGENT_OWNER, agent, true, 7).unwrap();
-    assert_eq!(w.route(agent), (HOST, TUNER, true));
+    // Active again, at prices its host has yet to accept.
+    assert_eq!(w.route(agent), (HOST, TUNER, false));
     assert_eq!(w.view(Models::agentCall::new((agent,))).priceIn, 7);
+    w.act(HOST, Models::acceptAgentCall::new((agent,))).unwrap();
+    assert_eq!(w.route(agent), (HOST, TUNER, true));
 }
 
 #[test]
@@ -328,6 +331,29 @@ fn an_agent_is_settled_only_once_its_host_accepts_it() {
         w.act(HOST, accept(agent)),
         Err(err!(AlreadyAccepted(agent)))
     );
+    // Pausing and resuming keep the host's acceptance; new prices need it again.
+    w.update(AGENT_OWNER, agent, false, 1000).unwrap();
+    w.update(AGENT_OWNER, agent, true, 1000).unwrap();
+    assert_eq!(w.route(agent), (HOST, TUNER, true));
+    w.update(AGENT_OWNER, agent, true, 0).unwrap();
+    assert_eq!(
+        w.route(agent),
+        (HOST, TUNER, false),
+        "a price the host never agreed to"
+    );
+    w.act(HOST, accept(agent)).unwrap();
+    assert_eq!(w.route(agent), (HOST, TUNER, true));
+    // The host may stop serving it; only the host.
+    let release = |id| Models::releaseAgentCall::new((id,));
+    let owner = err!(NotAgentHost(agent, AGENT_OWNER));
+    assert_eq!(w.act(AGENT_OWNER, release(agent)), Err(owner));
+    assert_eq!(
+        w.act(HOST, release(uint(9))),
+        Err(err!(UnknownAgent(uint(9))))
+    );
+    w.act(HOST, release(agent)).unwrap();
+    assert_eq!(w.route(agent), (HOST, TUNER, false));
+    assert_eq!(w.act(HOST, release(agent)), Err(err!(NotAccepted(agent))));
 }
 
 #[test]

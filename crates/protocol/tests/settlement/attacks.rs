@@ -148,6 +148,15 @@ fn a_fee_above_the_price_of_its_tokens_is_refused() {
     // The owner lowers the price: later receipts are held to the new one.
     let update = MR::updateAgentCall::new((u(AGENT_A), true, PRICE_IN / 2, PRICE_OUT / 2));
     w.ok(MODEL_A, w.a.model_registry, update);
+    // New prices need the host's acceptance before anything of the agent settles.
+    let r = [receipt(consumer(0), AGENT_A, 2, t, 1, &[])];
+    let e = w.settle_fails(HOST, &r, &[]);
+    assert_eq!(e, err!(AgentNotServable, u(AGENT_A)));
+    w.ok(
+        HOST,
+        w.a.model_registry,
+        MR::acceptAgentCall::new((u(AGENT_A),)),
+    );
     let r = [receipt(consumer(0), AGENT_A, 2, t, most, &[])];
     let e = w.settle_fails(HOST, &r, &[]);
     let halved = (t.0 as u128 * (PRICE_IN / 2) + t.1 as u128 * (PRICE_OUT / 2)) / 1000;
