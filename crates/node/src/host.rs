@@ -12,6 +12,9 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 /// How often the agents are read again.
 const REFRESH: Duration = Duration::from_secs(2);
+/// Agents naming this host that it has not accepted, kept (newest) until it does: anyone may
+/// deploy agents naming any host, so this is bounded; accepted ones are the host's own doing.
+const MAX_PROPOSED: usize = 1024;
 
 /// An agent as first deployed: what its event says.
 struct Deployed {
@@ -51,11 +54,13 @@ pub fn spawn_agents(client: ProtocolClient, host: Address) -> Arc<ChainAgents> {
     });
     let shared = book.clone();
     tokio::spawn(async move {
+        let mut proposed: BTreeMap<u64, Deployed> = BTreeMap::new();
         let mut deployed: BTreeMap<u64, Deployed> = BTreeMap::new();
         let mut weights: BTreeMap<u64, B256> = BTreeMap::new();
         let mut from = 0u64;
         loop {
-            match refresh(&client, host, &mut deployed, &mut weights, &mut from).await {
+            let known = (&mut proposed, &mut deployed);
+            match refresh(&client, host, known, &mut weights, &mut from).await {
                 Ok(agents) => *shared.agents.write().unwrap_or_else(|p| p.into_inner()) = agents,
                 Err(e) => tracing::warn!(error = %e, "reading this host's agents failed"),
             }
@@ -68,7 +73,7 @@ pub fn spawn_agents(client: ProtocolClient, host: Address) -> Arc<ChainAgents> {
 async fn refresh(
     client: &ProtocolClient,
     host: Address,
-    deployed: &mut BTreeMap<u64, Deployed>,
+    (proposed, deployed): (&mut BTreeMap<u64, Deployed>, &mut BTreeMap<u64, Deployed>),
     weights: &mut BTreeMap<u64, B256>,
     from: &mut u64,
 ) -> anyhow::Result<Vec<Agent>> {
@@ -87,13 +92,33 @@ async fn refresh(
                 Metadata::default()
             });
             let adapter_id = e.adapterId.to::<u64>();
-            deployed.insert(
+            proposed.insert(
                 e.agentId.to(),
                 Deployed {
                     adapter_id,
                     metadata,
                 },
             );
+            while proposed.len() > MAX_PROPOSED {
+                proposed.pop_first();
+            }
+        }
+        // Only the agents this host accepted are followed (and asked for their route).
+        let accepted = client
+            .events::<ModelRegistry::AgentAccepted>(registry, *from, Some(head))
+            .await?;
+        for (_, e) in accepted.into_iter().filter(|(_, e)| e.host == host) {
+            let id: u64 = e.agentId.to();
+            match proposed.remove(&id) {
+                Some(d) => {
+                    deployed.insert(id, d);
+                }
+                None if deployed.contains_key(&id) => {}
+                None => tracing::warn!(
+                    agent = id,
+                    "accepted an agent proposed too long ago to be kept"
+                ),
+            }
         }
         *from = head + 1;
     }
