@@ -240,7 +240,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use alloy_primitives::{eip191_hash_message, keccak256};
     use k256::ecdsa::SigningKey;
@@ -253,7 +253,7 @@ mod tests {
         out
     }
 
-    fn address(key: &SigningKey) -> Address {
+    pub(crate) fn address(key: &SigningKey) -> Address {
         let point = key.verifying_key().to_encoded_point(false);
         Address::from_slice(&keccak256(&point.as_bytes()[1..])[12..])
     }

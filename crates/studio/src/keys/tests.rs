@@ -1,19 +1,6 @@
 use super::*;
-use alloy_primitives::{eip191_hash_message, keccak256};
+use crate::siwe::tests::{address, sign};
 use k256::ecdsa::SigningKey;
-
-fn sign(key: &SigningKey, text: &str) -> Vec<u8> {
-    let hash = eip191_hash_message(text.as_bytes());
-    let (sig, recovery) = key.sign_prehash_recoverable(hash.as_slice()).unwrap();
-    let mut out = sig.to_bytes().to_vec();
-    out.push(27 + recovery.to_byte());
-    out
-}
-
-fn address(key: &SigningKey) -> Address {
-    let point = key.verifying_key().to_encoded_point(false);
-    Address::from_slice(&keccak256(&point.as_bytes()[1..])[12..])
-}
 
 /// RFC 3339 of unix seconds (UTC), the inverse of the parser's arithmetic.
 fn rfc3339(t: u64) -> String {

@@ -45,10 +45,7 @@ pub async fn chat(
     paid_only: Option<Extension<PaidOnly>>,
     body: Bytes,
 ) -> Response {
-    let who = Who {
-        consumer: consumer.map(|c| c.0),
-        paid_only: paid_only.is_some(),
-    };
+    let who = Who::new(consumer, paid_only);
     match chat_inner(studio, who, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -60,6 +57,15 @@ pub async fn chat(
 struct Who {
     consumer: Option<Consumer>,
     paid_only: bool,
+}
+
+impl Who {
+    fn new(consumer: Option<Extension<Consumer>>, paid_only: Option<Extension<PaidOnly>>) -> Self {
+        Self {
+            consumer: consumer.map(|c| c.0),
+            paid_only: paid_only.is_some(),
+        }
+    }
 }
 
 async fn chat_inner(studio: Arc<Studio>, who: Who, body: Bytes) -> Result<Response, ApiError> {
@@ -127,10 +133,7 @@ pub async fn completions(
     paid_only: Option<Extension<PaidOnly>>,
     body: Bytes,
 ) -> Response {
-    let who = Who {
-        consumer: consumer.map(|c| c.0),
-        paid_only: paid_only.is_some(),
-    };
+    let who = Who::new(consumer, paid_only);
     match completions_inner(studio, who, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
