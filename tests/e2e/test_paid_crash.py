@@ -82,6 +82,8 @@ def test_kill_9_during_paid_streams_loses_no_receipt_and_bills_none_twice(tmp_pa
 
     node = launch(data, log, tmp_path)
     try:
+        # JSON-RPC answers first; the API port opens a moment later.
+        wait_loaded(node)
         status, body = call("GET", f"{node.api_url}/v1/receipts?limit=100", key=key)
         assert status == 200, body
         receipts = body["data"]
