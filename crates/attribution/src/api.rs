@@ -3,6 +3,7 @@
 //! | Route | What |
 //! |---|---|
 //! | `POST /api/attribution/explain` | `{adapter, prompt, answer?, max_tokens?, amount?}`: the answer (generated with the adapter when not given), its attribution explained, and the receipt |
+//! | `POST /api/attribution/receipts/explain` | `{receipt}` (hex): a receipt made before (a paid answer's), explained |
 //! | `POST /api/attribution/verify` | `{receipt}` (hex): recomputed from the published artifacts, `identical` or the fields that differ |
 //! | `GET /api/attribution/{weights hash}/{file}` | what a validator may download instead of building: `sketches.bin`, `spans/{index.json,tokens.bin,suffixes.bin,documents.bin}` |
 //!
@@ -32,6 +33,7 @@ pub fn router(attributor: Arc<Attributor>) -> Router {
     Router::new()
         .route("/api/attribution/explain", post(explain))
         .route("/api/attribution/verify", post(verify))
+        .route("/api/attribution/receipts/explain", post(explain_receipt))
         .route("/api/attribution/{hash}/{*file}", get(index_file))
         .with_state(attributor)
 }
@@ -137,6 +139,21 @@ async fn verify(State(attributor): Shared, body: axum::body::Bytes) -> Result<Re
         "differences": differences,
     }))
     .into_response())
+}
+
+async fn explain_receipt(
+    State(attributor): Shared,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body: VerifyBody = serde_json::from_slice(&body).map_err(|e| {
+        bad(
+            "body",
+            format!("the request is not {{\"receipt\": hex}}: {e}"),
+        )
+    })?;
+    let bytes = alloy_primitives::hex::decode(body.receipt.trim())
+        .map_err(|e| bad("receipt", format!("the receipt is not hex: {e}")))?;
+    Ok(Json(attributor.explain_receipt(bytes).await?).into_response())
 }
 
 async fn index_file(

@@ -340,19 +340,68 @@ impl Attributor {
                 amount: request.amount,
             };
             let receipt = attribute::attribute(&model, base, &published, &query, &this.settings)?;
-            let index = this.datanets.index();
-            Ok(explain::explain(
-                &model.tokenizer,
+            Ok(this.explained(&model, &published, &receipt))
+        })
+        .await
+    }
+
+    /// What a person reads of `receipt`, contributors looked up in the datanets index.
+    fn explained(
+        &self,
+        model: &Model,
+        published: &Published,
+        receipt: &AttributionReceipt,
+    ) -> Explanation {
+        let index = self.datanets.index();
+        explain::explain(&model.tokenizer, published, receipt, |c| {
+            index
+                .contribution(c)
+                .ok()
+                .flatten()
+                .map(|row| row.contributor)
+        })
+    }
+
+    /// Explains a receipt made before (a paid answer's, say) without recomputing it.
+    pub async fn explain_receipt(self: &Arc<Self>, bytes: Vec<u8>) -> Result<Explanation> {
+        let receipt = AttributionReceipt::decode(&bytes)
+            .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
+        let slot = self.admit()?;
+        self.fetch(receipt.adapterWeightsHash).await?;
+        self.run(slot, move |this, work| {
+            let (_, model, published) = this.open(work, receipt.adapterWeightsHash)?;
+            Ok(this.explained(&model, &published, &receipt))
+        })
+        .await
+    }
+
+    /// Attributes an answer already served: the prompt and answer as the token ids the model
+    /// saw and produced, `amount` split among the contributions (settlement splits 10,000
+    /// basis points). `NotFound` when the adapter has no published training artifacts.
+    pub async fn attribute_served(
+        self: &Arc<Self>,
+        adapter: B256,
+        prompt: Vec<u32>,
+        answer: Vec<u32>,
+        amount: u128,
+    ) -> Result<AttributionReceipt> {
+        check_length(prompt.len(), answer.len())?;
+        let slot = self.admit()?;
+        self.fetch(adapter).await?;
+        self.run(slot, move |this, work| {
+            let (base, model, published) = this.open(work, adapter)?;
+            let query = Query {
+                prompt,
+                answer,
+                amount,
+            };
+            Ok(attribute::attribute(
+                &model,
+                base,
                 &published,
-                &receipt,
-                |c| {
-                    index
-                        .contribution(c)
-                        .ok()
-                        .flatten()
-                        .map(|row| row.contributor)
-                },
-            ))
+                &query,
+                &this.settings,
+            )?)
         })
         .await
     }

@@ -139,7 +139,7 @@ pub async fn run(
     }
 }
 
-fn print_explanation(e: &Value) {
+pub(crate) fn print_explanation(e: &Value) {
     let empty = Vec::new();
     let list = |v: &Value| v.as_array().unwrap_or(&empty).clone();
     let marks = ["¹", "²", "³", "⁴", "⁵", "⁶", "⁷", "⁸", "⁹"];
@@ -289,8 +289,41 @@ async fn verify(
         Err(_) => raw.clone(),
     };
     let receipt = AttributionReceipt::decode(&bytes)?;
+    println!(
+        "receipt {} for adapter {}",
+        receipt.hash(),
+        receipt.adapterWeightsHash
+    );
+    let differences = recompute(api, client, receipt, span_only, model, cache).await?;
+    if differences.is_empty() {
+        if span_only {
+            println!("span part identical (gradients, weights and payouts not checked)");
+        } else {
+            println!("identical");
+        }
+        return Ok(());
+    }
+    println!("differs (recomputed → receipt):");
+    for d in &differences {
+        println!("  {d}");
+    }
+    bail!(
+        "the receipt does not match its recomputation in {} field(s)",
+        differences.len()
+    )
+}
+
+/// Recomputes `receipt` here from its adapter's published artifacts (downloaded into `cache`
+/// once, checked against the registry): the fields that differ, empty when identical.
+pub(crate) async fn recompute(
+    api: &Api,
+    client: Option<&ProtocolClient>,
+    receipt: AttributionReceipt,
+    span_only: bool,
+    model: Option<PathBuf>,
+    cache: &Path,
+) -> Result<Vec<String>> {
     let adapter = receipt.adapterWeightsHash;
-    println!("receipt {} for adapter {adapter}", receipt.hash());
     let dir = cache.join(format!("{adapter:x}"));
     download(api, adapter, &dir.join("published"), span_only).await?;
     check_registry(
@@ -301,7 +334,7 @@ async fn verify(
     .await?;
     let model_path = model.unwrap_or_else(openledger_model::default_model_path);
     let settings = Settings::default();
-    let differences = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
+    tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
         let model = openledger_model::Model::load(&model_path)?;
         let published = dir.join("published");
         let local = dir.join("verify");
@@ -339,21 +372,5 @@ async fn verify(
             &model, base, &published, &receipt, &settings,
         )?)
     })
-    .await??;
-    if differences.is_empty() {
-        if span_only {
-            println!("span part identical (gradients, weights and payouts not checked)");
-        } else {
-            println!("identical");
-        }
-        return Ok(());
-    }
-    println!("differs (recomputed → receipt):");
-    for d in &differences {
-        println!("  {d}");
-    }
-    bail!(
-        "the receipt does not match its recomputation in {} field(s)",
-        differences.len()
-    )
+    .await?
 }

@@ -5,8 +5,13 @@
 
 use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::SolCall;
+use futures_util::future::BoxFuture;
+use openledger_attribution::service::{Attributor, ServiceError};
 use openledger_protocol::{ModelRegistry, ProtocolClient};
-use openledger_studio::agents::{agent_id, Agent, AgentBook, Metadata};
+use openledger_studio::{
+    agents::{agent_id, Agent, AgentBook, Metadata},
+    attribute::{Attributed, Attribution},
+};
 use std::sync::RwLock;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -154,17 +159,78 @@ async fn refresh(
     Ok(agents)
 }
 
+/// Attribution of this host's receipts by the node's attribution service, and lineage proofs
+/// from its datanet versions.
+pub struct HostAttribution {
+    attributor: Arc<Attributor>,
+    datanets: Arc<openledger_datanets::Datanets>,
+}
+
+impl HostAttribution {
+    pub fn new(
+        attributor: Arc<Attributor>,
+        datanets: Arc<openledger_datanets::Datanets>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            attributor,
+            datanets,
+        })
+    }
+}
+
+impl Attribution for HostAttribution {
+    fn attribute(
+        &self,
+        weights: B256,
+        prompt: Vec<u32>,
+        answer: Vec<u32>,
+    ) -> BoxFuture<'_, Result<Attributed, String>> {
+        Box::pin(async move {
+            let amount = openledger_studio::attribute::BASIS_POINTS;
+            match self
+                .attributor
+                .attribute_served(weights, prompt, answer, amount)
+                .await
+            {
+                Ok(receipt) => Ok(Attributed::Receipt(receipt.encode())),
+                // No published training artifacts, or an answer too long: never attributable.
+                Err(e @ (ServiceError::NotFound(_) | ServiceError::InvalidRequest(_))) => {
+                    Ok(Attributed::Unattributable(e.to_string()))
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
+    fn prove(
+        &self,
+        version: u64,
+        contribution: u64,
+    ) -> BoxFuture<'_, Result<Option<Vec<B256>>, String>> {
+        Box::pin(async move {
+            match self.datanets.prove(version, contribution).await {
+                Ok(proof) => Ok(Some(proof.proof)),
+                Err(openledger_datanets::DatanetsError::NotInVersion { .. }) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}
+
 /// Runs the host's settlement rounds every `every`: receipts on chain, batches released.
 pub fn spawn_settlement(
     store: Arc<openledger_studio::store::Store>,
     client: ProtocolClient,
+    attribution: Arc<HostAttribution>,
     every: Duration,
 ) {
     tokio::spawn(async move {
         let settings = openledger_studio::settle::Settings::default();
         loop {
             tokio::time::sleep(every).await;
-            match openledger_studio::settle::round(&store, &client, &settings).await {
+            let round =
+                openledger_studio::settle::round(&store, &client, attribution.as_ref(), &settings);
+            match round.await {
                 Ok(round) => {
                     if let Some((batch, receipts)) = round.settled {
                         tracing::info!(batch, receipts, "settled a batch of receipts");
@@ -229,6 +295,35 @@ impl openledger_studio::agents::Funds for ChainFunds {
                 auth.allowance
             };
             Ok(allowance.min(credit.saturating_to::<u128>()))
+        })
+    }
+}
+
+/// Who is a staked validator, read on chain (for reading attribution receipts).
+pub struct ChainValidators {
+    client: ProtocolClient,
+}
+
+impl ChainValidators {
+    pub fn new(client: ProtocolClient) -> Arc<Self> {
+        Arc::new(Self { client })
+    }
+}
+
+impl openledger_studio::receipts::Validators for ChainValidators {
+    fn is_validator(&self, account: Address) -> BoxFuture<'_, Result<bool, String>> {
+        Box::pin(async move {
+            let staking = self
+                .client
+                .addresses()
+                .ok_or("no protocol addresses")?
+                .staking;
+            // Role 0 is Validator; validators stake on no subject.
+            let call = openledger_protocol::Staking::isStakedCall::new((account, 0, U256::ZERO));
+            self.client
+                .call(staking, call)
+                .await
+                .map_err(|e| e.to_string())
         })
     }
 }

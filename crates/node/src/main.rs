@@ -10,11 +10,13 @@ mod host;
 mod limits;
 mod model;
 mod progress;
+mod receipts;
 mod rest;
 mod rewards;
 mod serve;
 mod stake;
 mod token;
+mod validator;
 mod verify;
 
 use alloy_primitives::U256;
@@ -124,6 +126,20 @@ enum Command {
         #[command(subcommand)]
         command: agent::AgentCommand,
     },
+    /// A staked validator's process: check the attribution of settled batches' receipts,
+    /// challenge a batch where it does not hold, refund the consumers of upheld ones.
+    Validator {
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// The protocol's addresses file [default: the dev node's, in $OPENLEDGER_HOME/chain].
+        #[arg(long)]
+        addresses: Option<PathBuf>,
+        #[command(flatten)]
+        args: validator::ValidatorArgs,
+    },
+    /// Your paid answers: list them, or show one with its attribution explained and its
+    /// settlement.
+    Receipts(receipts::ReceiptsArgs),
     /// Rewards from inference: earnings per role and datanet, and claiming them.
     Rewards {
         #[command(flatten)]
@@ -384,6 +400,14 @@ async fn run_node(args: NodeArgs) -> Result<()> {
             domain,
             node.chain.genesis.chain_id,
         );
+        let (datanets, attributor) = open_datanets(
+            ProtocolClient::connect(&format!("http://{}", node.http_addr), None)
+                .await?
+                .with_addresses(Addresses::load(&addresses_file)?),
+            &data_dir,
+            &blobs,
+            &factory,
+        )?;
         let host = match (&args.host_key, args.dev) {
             (Some(key), _) => Some(Signer::from_hex(key).context("--host-key")?),
             (None, true) => Some(Signer::from_key(
@@ -407,9 +431,16 @@ async fn run_node(args: NodeArgs) -> Result<()> {
                 let every = args
                     .settle_interval
                     .unwrap_or(if args.dev { 2 } else { 30 });
+                let attribution = host::HostAttribution::new(attributor.clone(), datanets.clone());
+                openledger_studio::attribute::spawn(
+                    studio_store.clone(),
+                    attribution.clone(),
+                    std::time::Duration::from_secs(2),
+                );
                 host::spawn_settlement(
                     studio_store.clone(),
                     settler,
+                    attribution,
                     std::time::Duration::from_secs(every.max(1)),
                 );
                 let funds = host::ChainFunds::new(
@@ -421,7 +452,7 @@ async fn run_node(args: NodeArgs) -> Result<()> {
                 Some(openledger_studio::Paid {
                     agents,
                     funds,
-                    store: studio_store,
+                    store: studio_store.clone(),
                 })
             }
             None => None,
@@ -432,7 +463,16 @@ async fn run_node(args: NodeArgs) -> Result<()> {
             args.serve.admin_access(args.dev),
             Some(keys.clone()),
         )
-        .merge(openledger_studio::keys::router(keys));
+        .merge(openledger_studio::keys::router(keys.clone()))
+        .merge(openledger_studio::receipts::router(
+            keys,
+            studio_store,
+            host::ChainValidators::new(
+                ProtocolClient::connect(&format!("http://{}", node.http_addr), None)
+                    .await?
+                    .with_addresses(Addresses::load(&addresses_file)?),
+            ),
+        ));
         let registry = ProtocolClient::connect(&format!("http://{}", node.http_addr), None)
             .await?
             .with_addresses(Addresses::load(&addresses_file)?);
@@ -452,10 +492,11 @@ async fn run_node(args: NodeArgs) -> Result<()> {
             &node,
             &data_dir,
             &addresses_file,
-            &blobs,
             args.api_addr,
             factory,
             inference,
+            datanets,
+            attributor,
         )
         .await?;
         tracing::info!(api = %format!("http://{addr}/api"), "REST API running");
@@ -546,19 +587,17 @@ fn factory_settings(args: &NodeArgs) -> Result<FactorySettings> {
 
 /// Opens the datanet service in `<data-dir>/datanets` and the factory in
 /// `<data-dir>/factory`, and serves the REST API.
-async fn serve_api(
-    node: &Node,
+/// The datanets service (its index kept in sync, stale uploads swept) and the attribution
+/// service reading its blob store.
+fn open_datanets(
+    client: ProtocolClient,
     data_dir: &std::path::Path,
-    addresses_file: &std::path::Path,
     blobs: &str,
-    addr: SocketAddr,
-    factory: FactorySettings,
-    inference: axum::Router,
-) -> Result<SocketAddr> {
-    let addresses = Addresses::load(addresses_file)?;
-    let client = ProtocolClient::connect(&format!("http://{}", node.http_addr), None)
-        .await?
-        .with_addresses(addresses);
+    factory: &FactorySettings,
+) -> Result<(
+    std::sync::Arc<openledger_datanets::Datanets>,
+    std::sync::Arc<openledger_attribution::service::Attributor>,
+)> {
     let dir = data_dir.join("datanets");
     let store = openledger_datanets::store::Store::open(blobs)?;
     let service = std::sync::Arc::new(openledger_datanets::Datanets::open(
@@ -587,12 +626,27 @@ async fn serve_api(
             tokio::time::sleep(DATANETS_SYNC).await;
         }
     });
-    let mut router = openledger_datanets::api::router(service.clone());
     let attributor = std::sync::Arc::new(openledger_attribution::service::Attributor::new(
         service.clone(),
         &data_dir.join("attribution"),
         factory.models.clone(),
     ));
+    Ok((service, attributor))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_api(
+    node: &Node,
+    data_dir: &std::path::Path,
+    addresses_file: &std::path::Path,
+    addr: SocketAddr,
+    factory: FactorySettings,
+    inference: axum::Router,
+    service: std::sync::Arc<openledger_datanets::Datanets>,
+    attributor: std::sync::Arc<openledger_attribution::service::Attributor>,
+) -> Result<SocketAddr> {
+    let addresses = Addresses::load(addresses_file)?;
+    let mut router = openledger_datanets::api::router(service.clone());
     router = router.merge(inference);
     router = router.merge(openledger_attribution::api::router(attributor).route_layer(
         axum::middleware::from_fn_with_state(
@@ -729,6 +783,15 @@ fn main() -> Result<()> {
         } => runtime.block_on(async {
             let client = protocol_client(&chain, addresses, command.sends()).await?;
             rewards::run(&client, command).await
+        }),
+        Command::Receipts(args) => runtime.block_on(receipts::run(args)),
+        Command::Validator {
+            chain,
+            addresses,
+            args,
+        } => runtime.block_on(async {
+            let client = protocol_client(&chain, addresses, true).await?;
+            validator::run(&client, args, &default_home()).await
         }),
         Command::Agent {
             chain,

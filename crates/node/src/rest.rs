@@ -95,6 +95,25 @@ impl Api {
         Self::json_of(&bytes, path)
     }
 
+    /// A GET with `headers`: the status and the JSON answer (`null` if it is not JSON), for
+    /// callers that act on the status.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, String)]) -> Result<(u16, Value)> {
+        let response = self
+            .request_with(Method::GET, path, empty(), "application/json", headers)
+            .await?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| anyhow!("reading the answer to {path}: {e}"))?
+            .to_bytes();
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
     /// The raw bytes at `path`.
     pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
         self.send(Method::GET, path, empty(), "application/json")

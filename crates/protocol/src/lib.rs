@@ -126,6 +126,53 @@ pub mod inference_settlement {
         out.into()
     }
 
+    /// Reads receipts packed as `settle` takes them (a settlement's calldata, for a validator).
+    pub fn unpack_receipts(mut bytes: &[u8]) -> Result<Vec<Receipt>, String> {
+        const HEADER: usize = 94;
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let n = out.len();
+            if bytes.len() < HEADER {
+                return Err(format!("receipt {n} is cut short"));
+            }
+            let (h, rest) = bytes.split_at(HEADER);
+            let int = |range: std::ops::Range<usize>| {
+                h[range]
+                    .iter()
+                    .fold(0u128, |v, &b| (v << 8) | u128::from(b))
+            };
+            let credits = int(92..94) as usize * 4;
+            if rest.len() < credits {
+                return Err(format!("receipt {n}'s credits are cut short"));
+            }
+            out.push(Receipt {
+                consumer: alloy_primitives::Address::from_slice(&h[..20]),
+                agentId: int(20..28) as u64,
+                seq: int(28..36) as u64,
+                inputTokens: int(36..40) as u32,
+                outputTokens: int(40..44) as u32,
+                fee: int(44..60),
+                attributionHash: B256::from_slice(&h[60..92]),
+                credits: Bytes::copy_from_slice(&rest[..credits]),
+            });
+            bytes = &rest[credits..];
+        }
+        Ok(out)
+    }
+
+    /// Credits as (position, weight) pairs, from their packed bytes.
+    pub fn unpack_credits(bytes: &[u8]) -> Vec<(u16, u16)> {
+        bytes
+            .chunks_exact(4)
+            .map(|c| {
+                (
+                    u16::from_be_bytes([c[0], c[1]]),
+                    u16::from_be_bytes([c[2], c[3]]),
+                )
+            })
+            .collect()
+    }
+
     /// A receipt's Merkle leaf, as the contract computes it (`receiptLeaf`).
     pub fn receipt_leaf(r: &Receipt) -> B256 {
         let mut words = [0u8; 256];
@@ -138,6 +185,35 @@ pub mod inference_settlement {
         words[192..224].copy_from_slice(r.attributionHash.as_slice());
         words[224..].copy_from_slice(keccak256(&r.credits).as_slice());
         keccak256(keccak256(words))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn packed_receipts_read_back_and_cut_ones_are_refused() {
+            let receipts: Vec<Receipt> = (0..3u64)
+                .map(|i| Receipt {
+                    consumer: alloy_primitives::Address::repeat_byte(i as u8 + 1),
+                    agentId: 7 + i,
+                    seq: 100 + i,
+                    inputTokens: 12,
+                    outputTokens: u32::MAX - i as u32,
+                    fee: u128::MAX - u128::from(i),
+                    attributionHash: B256::repeat_byte(0xab),
+                    credits: pack_credits(&[(0, 9_000), (i as u16, 1_000)][..i as usize]),
+                })
+                .collect();
+            let packed = pack_receipts(&receipts);
+            assert_eq!(unpack_receipts(&packed).unwrap(), receipts);
+            assert_eq!(
+                unpack_credits(&receipts[2].credits),
+                [(0, 9_000), (2, 1_000)]
+            );
+            assert!(unpack_receipts(&packed[..packed.len() - 1]).is_err());
+            assert!(unpack_receipts(&packed[..50]).is_err());
+        }
     }
 }
 

@@ -10,13 +10,19 @@
 //!   and rate limits, stored hashed in the studio [`store`].
 //! - [`agents`] and `meter`: a request naming an agent is paid: it needs an account's key, and
 //!   its receipt is recorded in the [`store`] before its answer completes.
+//! - [`attribute`]: each receipt attributed after its answer, in order: the attribution
+//!   receipt a validator recomputes, and the credits settlement pays by contribution.
+//! - [`receipts`]: a receipt with its attribution for its consumer, attribution receipts for
+//!   validators.
 //! - [`settle`]: the host's settlement rounds: receipts on chain in batches, batches released
 //!   after their challenge window.
 
 pub mod agents;
+pub mod attribute;
 pub mod keys;
 mod meter;
 mod openai;
+pub mod receipts;
 pub mod settle;
 pub mod siwe;
 pub mod store;

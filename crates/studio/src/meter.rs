@@ -55,6 +55,8 @@ impl Drop for Hold {
 pub struct Ticket {
     pub consumer: Consumer,
     pub agent_id: u64,
+    /// The agent's adapter (weights hash).
+    pub adapter: String,
     /// Wei per 1,000 input tokens and per 1,000 output tokens.
     pub price_in: u128,
     pub price_out: u128,
@@ -151,6 +153,7 @@ fn record(
         consumer: ticket.consumer.account,
         key_id: ticket.consumer.key_id,
         agent_id: ticket.agent_id,
+        adapter: ticket.adapter.clone(),
         input_tokens: u32::try_from(input).unwrap_or(u32::MAX),
         output_tokens: u32::try_from(output).unwrap_or(u32::MAX),
         fee: fee(input, output, ticket.price_in, ticket.price_out),

@@ -7,9 +7,14 @@
 //! receipt the chain already holds (its sequence number at or under the consumer's last
 //! settled one, after a crash between sending and recording) is recognised, never sent twice.
 
-use crate::store::{ReceiptRow, Store, StoreError};
-use alloy_primitives::{keccak256, Address, U256};
-use alloy_sol_types::{SolCall, SolEvent, SolValue};
+mod credit;
+
+use crate::{
+    attribute::Attribution,
+    store::{ReceiptRow, Store, StoreError},
+};
+use alloy_primitives::{Address, U256};
+use alloy_sol_types::{SolCall, SolEvent};
 use openledger_protocol::{
     inference_settlement::{
         pack_receipts,
@@ -57,21 +62,16 @@ pub struct Round {
     pub recovered: usize,
 }
 
-/// The attribution hash a receipt commits to until attribution runs per receipt: the hash of
-/// its prompt and answer tokens, so a receipt still names what was served.
-fn served_hash(r: &ReceiptRow) -> alloy_primitives::B256 {
-    keccak256((r.prompt.clone(), r.answer.clone()).abi_encode())
-}
-
 /// One round: settle what can be, then release what has matured.
 pub async fn round(
     store: &Store,
     client: &ProtocolClient,
+    attribution: &dyn Attribution,
     settings: &Settings,
 ) -> Result<Round, SettleError> {
     let mut out = Round::default();
     // A batch that cannot be settled now must not keep matured ones from being released.
-    let settled = settle(store, client, settings, &mut out).await;
+    let settled = settle(store, client, attribution, settings, &mut out).await;
     release(store, client, &mut out).await?;
     settled.map(|()| out)
 }
@@ -79,15 +79,21 @@ pub async fn round(
 async fn settle(
     store: &Store,
     client: &ProtocolClient,
+    attribution: &dyn Attribution,
     settings: &Settings,
     out: &mut Round,
 ) -> Result<(), SettleError> {
     let (Some(a), Some(host)) = (client.addresses().copied(), client.sender()) else {
         return Err(SettleError::Client);
     };
-    // Every unsettled receipt (up to a bound), so that consumers who cannot pay now do not keep
-    // newer receipts of others from being settled.
-    let pending = store.unsettled(MAX_SCAN)?;
+    // Every unsettled receipt already attributed (up to a bound), so that consumers who cannot
+    // pay now do not keep newer receipts of others from being settled.
+    let attributed = store.attribute_from()?;
+    let pending: Vec<ReceiptRow> = store
+        .unsettled(MAX_SCAN)?
+        .into_iter()
+        .filter(|r| r.id < attributed)
+        .collect();
     let mut by_consumer: BTreeMap<Address, Vec<ReceiptRow>> = BTreeMap::new();
     for r in pending {
         by_consumer.entry(r.consumer).or_default().push(r);
@@ -95,10 +101,12 @@ async fn settle(
     // Each agent's current route: receipts of an agent that may not be settled now (paused,
     // retired) wait, and a fee above a since-lowered price is settled at the price.
     let mut routes: BTreeMap<u64, Option<(u128, u128)>> = BTreeMap::new();
+    let mut adapters: BTreeMap<u64, u64> = BTreeMap::new();
     for r in by_consumer.values().flatten() {
         if let std::collections::btree_map::Entry::Vacant(slot) = routes.entry(r.agent_id) {
             let call = ModelRegistry::agentRouteCall::new((U256::from(r.agent_id),));
             let route = client.call(a.model_registry, call).await?;
+            adapters.insert(r.agent_id, route.adapterId.saturating_to());
             slot.insert(
                 (route.servable && route.host == host).then_some((route.priceIn, route.priceOut)),
             );
@@ -151,20 +159,22 @@ async fn settle(
     if batch.is_empty() {
         return Ok(());
     }
+    let credits = credit::plan(store, client, attribution, &batch, &adapters).await?;
     let receipts: Vec<Receipt> = batch
         .iter()
-        .map(|r| Receipt {
+        .zip(credits.receipts)
+        .map(|(r, (hash, credits))| Receipt {
             consumer: r.consumer,
             agentId: r.agent_id,
             seq: r.seq,
             inputTokens: r.input_tokens,
             outputTokens: r.output_tokens,
             fee: r.fee,
-            attributionHash: served_hash(r),
-            credits: Default::default(),
+            attributionHash: hash,
+            credits,
         })
         .collect();
-    let call = IS::settleCall::new((pack_receipts(&receipts), vec![]));
+    let call = IS::settleCall::new((pack_receipts(&receipts), credits.contributions));
     let receipt = client
         .send(a.inference_settlement, call, U256::ZERO)
         .await?;

@@ -177,6 +177,45 @@ pub fn verify_signature(text: &str, signature: &[u8], address: Address) -> Resul
     Ok(())
 }
 
+/// A sign-in message for `account` on `domain` (the API's host and port, as its nonce
+/// endpoint names it), issued now: what a program signing in on its own behalf signs.
+pub fn sign_in_message(
+    domain: &str,
+    account: Address,
+    chain_id: u64,
+    nonce: &str,
+    statement: &str,
+) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "{domain}{PREAMBLE}\n{account}\n\n{statement}\n\nURI: http://{domain}\nVersion: 1\n\
+         Chain ID: {chain_id}\nNonce: {nonce}\nIssued At: {}",
+        rfc3339(now)
+    )
+}
+
+/// Unix seconds as RFC 3339 in UTC (`2026-12-07T10:00:00Z`).
+pub(crate) fn rfc3339(t: u64) -> String {
+    let (days, rest) = ((t / 86_400) as i64, t % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
 /// RFC 3339 (`2026-12-07T10:00:00Z`, `…:00.123+02:00`) to unix seconds.
 fn timestamp(text: &str) -> Result<i64, SiweError> {
     let bad = || malformed(format!("`{text}` is not an RFC 3339 time"));
@@ -273,6 +312,26 @@ pub(crate) mod tests {
             now,
             skew: 300,
         }
+    }
+
+    #[test]
+    fn a_programs_own_sign_in_message_parses_and_checks_now() {
+        let key = SigningKey::from_slice(&[9u8; 32]).unwrap();
+        let text = sign_in_message("127.0.0.1:8080", address(&key), 1612, "n0nce1234", "Hi.");
+        let parsed = Message::parse(&text).unwrap();
+        assert_eq!(parsed.address, address(&key));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let expected = Expected {
+            domain: "127.0.0.1:8080",
+            chain_id: 1612,
+            now,
+            skew: 60,
+        };
+        parsed.check(&expected).unwrap();
+        verify_signature(&text, &sign(&key, &text), address(&key)).unwrap();
     }
 
     #[test]

@@ -7,6 +7,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::path::Path;
 
+mod attributions;
+pub use attributions::Attribution;
+
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// SHA-256 of a key → its row.
 const KEYS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("keys");
@@ -102,6 +105,9 @@ pub struct ReceiptRow {
     pub consumer: Address,
     pub key_id: u64,
     pub agent_id: u64,
+    /// The weights hash of the agent's adapter, which attribution reads.
+    #[serde(default)]
+    pub adapter: String,
     /// Rises with each of the consumer's receipts here: settlement refuses it twice.
     pub seq: u64,
     pub input_tokens: u32,
@@ -121,6 +127,7 @@ pub struct NewReceipt {
     pub consumer: Address,
     pub key_id: u64,
     pub agent_id: u64,
+    pub adapter: String,
     pub input_tokens: u32,
     pub output_tokens: u32,
     pub fee: u128,
@@ -150,6 +157,7 @@ impl Store {
             txn.open_table(SEQS)?;
             txn.open_table(SETTLED)?;
             txn.open_table(BATCHES)?;
+            Self::create_attribution_tables(&txn)?;
         }
         txn.commit()?;
         Ok(Self { db })
@@ -294,6 +302,7 @@ impl Store {
                 consumer: new.consumer,
                 key_id: new.key_id,
                 agent_id: new.agent_id,
+                adapter: new.adapter,
                 seq,
                 input_tokens: new.input_tokens,
                 output_tokens: new.output_tokens,
@@ -594,6 +603,7 @@ mod tests {
             consumer,
             key_id,
             agent_id: 1,
+            adapter: String::new(),
             input_tokens: 10,
             output_tokens: 5,
             fee,

@@ -134,6 +134,8 @@ pub struct Log {
     pub data: Bytes,
     #[serde(rename = "blockNumber")]
     pub block_number: Option<U64>,
+    #[serde(rename = "transactionHash", default)]
+    pub transaction_hash: Option<B256>,
 }
 
 /// The parts of a transaction receipt the protocol needs.

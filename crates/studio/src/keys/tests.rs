@@ -1,26 +1,9 @@
 use super::*;
-use crate::siwe::tests::{address, sign};
+use crate::siwe::{
+    rfc3339,
+    tests::{address, sign},
+};
 use k256::ecdsa::SigningKey;
-
-/// RFC 3339 of unix seconds (UTC), the inverse of the parser's arithmetic.
-fn rfc3339(t: u64) -> String {
-    let (days, rest) = ((t / 86_400) as i64, t % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
-}
 
 fn message(domain: &str, account: Address, nonce: &str) -> String {
     format!(

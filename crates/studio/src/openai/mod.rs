@@ -252,6 +252,7 @@ async fn run(
             let ticket = meter::Ticket {
                 consumer,
                 agent_id: agent.id,
+                adapter: agent.adapter.clone(),
                 price_in: agent.price_in,
                 price_out: agent.price_out,
                 prompt: prompts[0].clone(),

@@ -1,0 +1,462 @@
+//! `openledger validator`: a staked validator's process. It follows the batches hosts settle,
+//! and for a sample of their receipts reads the host's attribution receipt, checks that it is
+//! the one the batch committed to, that the batch's credits are what it pays (kept to the
+//! contributions the contract pays, as settlement does), and recomputes it here from the
+//! adapter's published artifacts. A batch where any of this fails is challenged, with the
+//! mismatch as evidence (written beside the cache; its hash goes on chain). Once governance
+//! upholds a challenge of its, the validator returns the batch's fees to its consumers.
+//!
+//! What it has done is kept in `<cache>/validator.json`, so a restart checks nothing twice.
+
+use crate::{attribution::recompute, rest::Api};
+use alloy_primitives::{hex, keccak256, Address, B256, U256};
+use alloy_sol_types::{SolCall, SolEvent};
+use anyhow::{bail, Context, Result};
+use openledger_attribution::receipt::AttributionReceipt;
+use openledger_protocol::{
+    inference_settlement::{unpack_credits, unpack_receipts, InferenceSettlement as IS},
+    DatanetRegistry, ModelRegistry, ProtocolClient, Staking,
+};
+use openledger_studio::attribute::{credits, payouts, BASIS_POINTS};
+use serde_json::{json, Value};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+/// `BatchState.Escrowed` and `BatchState.Upheld`.
+const ESCROWED: u8 = 1;
+const UPHELD: u8 = 3;
+
+#[derive(clap::Args)]
+pub struct ValidatorArgs {
+    /// The host's REST API, where attribution receipts are read (signed in as this validator).
+    #[arg(
+        long,
+        env = "OPENLEDGER_API_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub api_url: String,
+    /// Check one receipt in N, drawn at random (1: every receipt).
+    #[arg(long, default_value_t = 1)]
+    pub sample: u64,
+    /// Where artifacts, indexes, evidence and the validator's progress are kept [default:
+    /// $OPENLEDGER_HOME/validator].
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// The base model file [default: the default model].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Seconds between looks at the chain.
+    #[arg(long, default_value_t = 5)]
+    pub every: u64,
+    /// Check the batches settled so far (and refund upheld ones), then stop.
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// What the validator has done.
+#[derive(Default)]
+struct Progress {
+    /// The first block not yet read.
+    from_block: u64,
+    /// Batches it challenged, not yet refunded or released.
+    challenged: Vec<u64>,
+}
+
+impl Progress {
+    fn load(path: &Path) -> Result<Self> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let bad = || format!("{} is not the validator's progress", path.display());
+        let v: Value = serde_json::from_slice(&bytes).with_context(bad)?;
+        Ok(Self {
+            from_block: v["from_block"].as_u64().with_context(bad)?,
+            challenged: v["challenged"]
+                .as_array()
+                .with_context(bad)?
+                .iter()
+                .map(|b| b.as_u64().with_context(bad))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("part");
+        let v = json!({"from_block": self.from_block, "challenged": self.challenged});
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&v)?)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+}
+
+/// Everything a check needs.
+struct Validator<'a> {
+    client: &'a ProtocolClient,
+    api: Api,
+    /// The API key this validator signed in for.
+    key: String,
+    cache: PathBuf,
+    model: Option<PathBuf>,
+}
+
+pub async fn run(client: &ProtocolClient, args: ValidatorArgs, home: &Path) -> Result<()> {
+    let a = *client.addresses().context("the protocol's addresses")?;
+    let me = client.sender().context("a validator signs: pass --key")?;
+    let staked = client
+        .call(a.staking, Staking::isStakedCall::new((me, 0, U256::ZERO)))
+        .await?;
+    if !staked {
+        bail!(
+            "{me} is not staked as a validator: `openledger stake add validator --amount N` first"
+        );
+    }
+    let cache = args.cache.unwrap_or_else(|| home.join("validator"));
+    std::fs::create_dir_all(cache.join("evidence"))
+        .with_context(|| format!("creating {}", cache.display()))?;
+    let api = Api::new(&args.api_url)?;
+    let key = sign_in(&api, client).await?;
+    let v = Validator {
+        client,
+        api,
+        key,
+        cache: cache.clone(),
+        model: args.model,
+    };
+    let state_file = cache.join("validator.json");
+    let mut progress = Progress::load(&state_file)?;
+    println!("validating as {me}, from block {}", progress.from_block);
+    loop {
+        let head = client.block_number().await?;
+        if head >= progress.from_block {
+            for (batch, tx) in settled(client, progress.from_block, head).await? {
+                if let Some(evidence) = v.check_batch(batch, tx, args.sample).await? {
+                    v.challenge(batch, &evidence).await?;
+                    progress.challenged.push(batch);
+                }
+            }
+            progress.from_block = head + 1;
+        }
+        progress.challenged = v.refund_upheld(&progress.challenged).await?;
+        progress.save(&state_file)?;
+        if args.once {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(args.every.max(1))).await;
+    }
+}
+
+/// Signs in to the host's API with Ethereum (EIP-4361) and returns the API key it issues.
+async fn sign_in(api: &Api, client: &ProtocolClient) -> Result<String> {
+    let signer = client.signer().context("signing in needs --key")?;
+    let nonce = api.post("/v1/auth/nonce", &json!({})).await?;
+    let domain = nonce["domain"]
+        .as_str()
+        .context("the nonce names no domain")?;
+    let text = openledger_studio::siwe::sign_in_message(
+        domain,
+        signer.address(),
+        nonce["chain_id"]
+            .as_u64()
+            .context("the nonce names no chain")?,
+        nonce["nonce"].as_str().context("no nonce")?,
+        "Read attribution receipts as a validator.",
+    );
+    let hash = alloy_primitives::eip191_hash_message(text.as_bytes());
+    let (signature, recovery) = signer
+        .key()
+        .sign_prehash_recoverable(hash.as_slice())
+        .context("signing the sign-in message")?;
+    let mut bytes = signature.to_bytes().to_vec();
+    bytes.push(27 + recovery.to_byte());
+    let login = json!({"message": text, "signature": format!("0x{}", hex::encode(bytes)),
+                       "label": "validator"});
+    let issued = api.post("/v1/auth/login", &login).await?;
+    Ok(issued["key"].as_str().context("no key issued")?.to_string())
+}
+
+/// The batches settled in blocks `from..=to`, with the transaction that settled each.
+async fn settled(client: &ProtocolClient, from: u64, to: u64) -> Result<Vec<(u64, B256)>> {
+    let a = client.addresses().context("addresses")?;
+    let filter = json!({"address": a.inference_settlement,
+                        "topics": [IS::BatchSettled::SIGNATURE_HASH]});
+    let mut out = Vec::new();
+    let mut at = from;
+    while at <= to {
+        let (logs, end) = client.logs_page(&filter, at, to).await?;
+        for log in logs {
+            let e = IS::BatchSettled::decode_raw_log(log.topics.iter().copied(), &log.data)?;
+            let tx = log
+                .transaction_hash
+                .context("a log without its transaction")?;
+            out.push((e.batchId.saturating_to(), tx));
+        }
+        at = end + 1;
+    }
+    Ok(out)
+}
+
+/// The contributions the contract would have paid for a receipt of adapter `adapter`: those a
+/// batch listed (the contract checked them), and any other that is accepted and provable in
+/// the adapter's lineage (the host should have credited it).
+struct Payable<'v, 'a> {
+    v: &'v Validator<'a>,
+    adapter: u64,
+    listed: &'v [u64],
+}
+
+impl Payable<'_, '_> {
+    async fn check(&self, contribution: u64) -> Result<bool> {
+        if self.listed.binary_search(&contribution).is_ok() {
+            return Ok(true);
+        }
+        let a = self.v.client.addresses().context("addresses")?;
+        let call = DatanetRegistry::standingCall::new((U256::from(contribution),));
+        if self.v.client.call(a.datanet_registry, call).await?.status != 2 {
+            return Ok(false); // not accepted (rejected, poisoned, withdrawn): never paid
+        }
+        let call = ModelRegistry::adapterCall::new((U256::from(self.adapter),));
+        for version in self
+            .v
+            .client
+            .call(a.model_registry, call)
+            .await?
+            .datanetVersions
+        {
+            let path = format!("/api/versions/{version}/proofs/{contribution}");
+            if self.v.api.get_with(&path, &[]).await?.0 == 200 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+impl Validator<'_> {
+    /// Checks a sample of batch `batch`'s receipts: the evidence against it, if any.
+    async fn check_batch(&self, batch: u64, tx: B256, sample: u64) -> Result<Option<String>> {
+        let a = *self.client.addresses().context("addresses")?;
+        let state = self
+            .client
+            .call(
+                a.inference_settlement,
+                IS::batchCall::new((U256::from(batch),)),
+            )
+            .await?;
+        if state.state != ESCROWED {
+            return Ok(None); // released, refunded or upheld already: nothing to challenge
+        }
+        let found: Value = self
+            .client
+            .rpc()
+            .request("eth_getTransactionByHash", json!([tx]))
+            .await?;
+        let input: alloy_primitives::Bytes = serde_json::from_value(found["input"].clone())
+            .context("the settlement transaction has no input")?;
+        let Ok(call) = IS::settleCall::abi_decode(&input) else {
+            println!("batch {batch}: settled through a contract; its receipts are not read");
+            return Ok(None);
+        };
+        let receipts = unpack_receipts(&call.receipts).map_err(anyhow::Error::msg)?;
+        let listed: Vec<u64> = call.contributions.clone();
+        let mut problems = Vec::new();
+        // Seeded at random per process: a host cannot tell which receipts will be checked.
+        let draw = std::collections::hash_map::RandomState::new();
+        for (i, r) in receipts.iter().enumerate() {
+            if sample > 1 && std::hash::BuildHasher::hash_one(&draw, (batch, i)) % sample != 0 {
+                continue;
+            }
+            for p in self.check_receipt(r, &listed).await? {
+                problems.push(format!(
+                    "receipt {i} (consumer {}, seq {}): {p}",
+                    r.consumer, r.seq
+                ));
+            }
+        }
+        println!(
+            "batch {batch}: {} receipts, {}",
+            receipts.len(),
+            if problems.is_empty() {
+                "every check holds".to_string()
+            } else {
+                format!("{} problems", problems.len())
+            }
+        );
+        Ok((!problems.is_empty()).then(|| {
+            format!(
+                "batch {batch} (settled in {tx}):\n{}\n",
+                problems.join("\n")
+            )
+        }))
+    }
+
+    /// What is wrong with one settled receipt (nothing: empty).
+    async fn check_receipt(&self, r: &IS::Receipt, listed: &[u64]) -> Result<Vec<String>> {
+        let a = *self.client.addresses().context("addresses")?;
+        let settled: Vec<(u64, u16)> = unpack_credits(&r.credits)
+            .into_iter()
+            .map(|(at, w)| (listed.get(usize::from(at)).copied().unwrap_or(u64::MAX), w))
+            .collect();
+        let path = format!("/v1/attributions/{}", r.attributionHash);
+        let auth = [("authorization", format!("Bearer {}", self.key))];
+        let (status, body) = self.api.get_with(&path, &auth).await?;
+        let bytes = match status {
+            200 => hex::decode(body["receipt"].as_str().unwrap_or_default())
+                .context("the host's attribution receipt is not hex")?,
+            // No attribution receipt: acceptable only for a receipt that credits no one.
+            404 if settled.is_empty() => return Ok(Vec::new()),
+            404 => return Ok(vec![format!(
+                "the host withholds attribution receipt {}, which the receipt's credits rest on",
+                r.attributionHash
+            )]),
+            _ => bail!("reading {path}: {status} {body}"),
+        };
+        if keccak256(&bytes) != r.attributionHash {
+            return Ok(vec![format!(
+                "the host's attribution receipt hashes to {}, not {}",
+                keccak256(&bytes),
+                r.attributionHash
+            )]);
+        }
+        let receipt = match AttributionReceipt::decode(&bytes) {
+            Ok(receipt) => receipt,
+            Err(e) => {
+                return Ok(vec![format!(
+                    "the attribution receipt does not decode: {e}"
+                )])
+            }
+        };
+        let mut problems = Vec::new();
+        let route = self
+            .client
+            .call(
+                a.model_registry,
+                ModelRegistry::agentRouteCall::new((U256::from(r.agentId),)),
+            )
+            .await?;
+        let adapter: u64 = route.adapterId.saturating_to();
+        let call = ModelRegistry::adapterCall::new((route.adapterId,));
+        let weights = self
+            .client
+            .call(a.model_registry, call)
+            .await?
+            ._0
+            .weightsHash;
+        if weights != receipt.adapterWeightsHash {
+            problems.push(format!(
+                "attributed to adapter {}, but agent {} runs {weights}",
+                receipt.adapterWeightsHash, r.agentId
+            ));
+        }
+        if receipt.amount != U256::from(BASIS_POINTS) {
+            problems.push(format!(
+                "splits {} instead of {BASIS_POINTS} basis points",
+                receipt.amount
+            ));
+        }
+        if receipt.prompt.len() > r.inputTokens as usize
+            || receipt.answer.len() > r.outputTokens as usize
+        {
+            problems.push(format!(
+                "attributes {} prompt and {} answer tokens, more than the {} and {} billed",
+                receipt.prompt.len(),
+                receipt.answer.len(),
+                r.inputTokens,
+                r.outputTokens
+            ));
+        }
+        let payable = Payable {
+            v: self,
+            adapter,
+            listed,
+        };
+        let mut ok = BTreeMap::new();
+        for (c, _) in payouts(&receipt) {
+            ok.insert(c, payable.check(c).await?);
+        }
+        let expected = credits(&payouts(&receipt), |c| ok.get(&c).copied().unwrap_or(false));
+        if expected != settled {
+            problems.push(format!("credits {settled:?} settled, but its attribution pays {expected:?} (contribution, basis points)"));
+        }
+        let differences = recompute(
+            &self.api,
+            Some(self.client),
+            receipt,
+            false,
+            self.model.clone(),
+            &self.cache,
+        )
+        .await?;
+        for d in differences {
+            problems.push(format!("recomputed attribution differs: {d}"));
+        }
+        Ok(problems)
+    }
+
+    /// Challenges `batch`, posting the bond, with `evidence` kept beside the cache.
+    async fn challenge(&self, batch: u64, evidence: &str) -> Result<()> {
+        let a = *self.client.addresses().context("addresses")?;
+        let file = self
+            .cache
+            .join("evidence")
+            .join(format!("batch-{batch}.txt"));
+        std::fs::write(&file, evidence).with_context(|| format!("writing {}", file.display()))?;
+        let bond = self
+            .client
+            .call(a.inference_settlement, IS::challengeBondCall {})
+            .await?;
+        let hash = keccak256(evidence.as_bytes());
+        let call = IS::challengeCall::new((U256::from(batch), hash));
+        let sent = self.client.send(a.inference_settlement, call, bond).await?;
+        println!(
+            "challenged batch {batch} in {} (evidence {hash}, {}):\n{evidence}",
+            sent.transaction_hash,
+            file.display()
+        );
+        Ok(())
+    }
+
+    /// Refunds the challenged batches governance upheld; returns those still undecided.
+    async fn refund_upheld(&self, challenged: &[u64]) -> Result<Vec<u64>> {
+        let a = *self.client.addresses().context("addresses")?;
+        let mut waiting = Vec::new();
+        for &batch in challenged {
+            let id = U256::from(batch);
+            let state = self
+                .client
+                .call(a.inference_settlement, IS::batchCall::new((id,)))
+                .await?
+                .state;
+            if state == ESCROWED {
+                waiting.push(batch);
+                continue;
+            }
+            if state != UPHELD {
+                continue; // released (the challenge failed) or refunded by someone else
+            }
+            let debits: Vec<IS::Debit> = self
+                .client
+                .events::<IS::Debited>(a.inference_settlement, 0, None)
+                .await?
+                .into_iter()
+                .filter(|(_, e)| e.batchId == id)
+                .map(|(_, e)| IS::Debit {
+                    consumer: e.consumer,
+                    amount: e.amount.saturating_to(),
+                })
+                .collect();
+            let total: u128 = debits.iter().map(|d| d.amount).sum();
+            let consumers: Vec<Address> = debits.iter().map(|d| d.consumer).collect();
+            let call = IS::refundBatchCall::new((id, debits));
+            self.client
+                .send(a.inference_settlement, call, U256::ZERO)
+                .await?;
+            println!("refunded batch {batch}: {total} wei back to {consumers:?}");
+        }
+        Ok(waiting)
+    }
+}

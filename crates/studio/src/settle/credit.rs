@@ -1,0 +1,173 @@
+//! A batch's credits: each receipt's recorded attribution, kept to the contributions the
+//! contract will pay (accepted in their datanet, proven in the agent adapter's lineage), and
+//! the batch's sorted contribution list the credits point into.
+//!
+//! A contribution is proven in an adapter's lineage once (`proveLineage`, with its Merkle
+//! proof in one of the adapter's datanet versions); later batches find it remembered.
+
+use super::SettleError;
+use crate::{
+    attribute::{credits, served_hash, Attribution},
+    store::{ReceiptRow, Store},
+};
+use alloy_primitives::{Bytes, B256, U256};
+use alloy_sol_types::SolCall;
+use openledger_protocol::{
+    inference_settlement::{pack_credits, InferenceSettlement as IS},
+    DatanetRegistry, ModelRegistry, ProtocolClient,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// `DatanetRegistry.Status.Accepted`.
+const ACCEPTED: u8 = 2;
+
+/// What the batch's receipts credit.
+pub(super) struct BatchCredits {
+    /// Ascending: the `contributions` argument of `settle`.
+    pub contributions: Vec<u64>,
+    /// Per receipt: its attribution hash and packed credits.
+    pub receipts: Vec<(B256, Bytes)>,
+}
+
+/// What this round learnt of contributions and adapters.
+struct Payable<'a> {
+    client: &'a ProtocolClient,
+    attribution: &'a dyn Attribution,
+    accepted: BTreeMap<u64, bool>,
+    lineage: BTreeMap<(u64, u64), bool>,
+    versions: BTreeMap<u64, Vec<u64>>,
+}
+
+impl Payable<'_> {
+    async fn accepted(&mut self, contribution: u64) -> Result<bool, SettleError> {
+        if let Some(&known) = self.accepted.get(&contribution) {
+            return Ok(known);
+        }
+        let a = self.client.addresses().ok_or(SettleError::Client)?;
+        let call = DatanetRegistry::standingCall::new((U256::from(contribution),));
+        let standing = self.client.call(a.datanet_registry, call).await?;
+        let accepted = standing.status == ACCEPTED;
+        self.accepted.insert(contribution, accepted);
+        Ok(accepted)
+    }
+
+    /// Whether `contribution` is (or can now be proven) in `adapter`'s lineage.
+    async fn in_lineage(&mut self, adapter: u64, contribution: u64) -> Result<bool, SettleError> {
+        if let Some(&known) = self.lineage.get(&(adapter, contribution)) {
+            return Ok(known);
+        }
+        let a = *self.client.addresses().ok_or(SettleError::Client)?;
+        let (id, c) = (U256::from(adapter), U256::from(contribution));
+        let mut found = self
+            .client
+            .call(a.inference_settlement, IS::inLineageCall::new((id, c)))
+            .await?;
+        if !found {
+            found = self.prove(adapter, contribution).await?;
+        }
+        self.lineage.insert((adapter, contribution), found);
+        Ok(found)
+    }
+
+    /// Proves `contribution` in the first of `adapter`'s versions that holds it.
+    async fn prove(&mut self, adapter: u64, contribution: u64) -> Result<bool, SettleError> {
+        let a = *self.client.addresses().ok_or(SettleError::Client)?;
+        if !self.versions.contains_key(&adapter) {
+            let call = ModelRegistry::adapterCall::new((U256::from(adapter),));
+            let versions = self
+                .client
+                .call(a.model_registry, call)
+                .await?
+                .datanetVersions;
+            let versions = versions.iter().map(|v| v.saturating_to()).collect();
+            self.versions.insert(adapter, versions);
+        }
+        for &version in &self.versions[&adapter] {
+            let proof = match self.attribution.prove(version, contribution).await {
+                Ok(Some(proof)) => proof,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(version, contribution, error = %e, "no lineage proof");
+                    continue;
+                }
+            };
+            let call = IS::proveLineageCall::new((
+                U256::from(adapter),
+                U256::from(version),
+                U256::from(contribution),
+                proof,
+            ));
+            match self
+                .client
+                .send(a.inference_settlement, call, U256::ZERO)
+                .await
+            {
+                Ok(_) => return Ok(true),
+                Err(e) => {
+                    tracing::warn!(adapter, contribution, error = %e, "proveLineage failed")
+                }
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// The credits of `batch`, whose agents run the adapters `adapters` (agent id → adapter id).
+pub(super) async fn plan(
+    store: &Store,
+    client: &ProtocolClient,
+    attribution: &dyn Attribution,
+    batch: &[ReceiptRow],
+    adapters: &BTreeMap<u64, u64>,
+) -> Result<BatchCredits, SettleError> {
+    let mut payable = Payable {
+        client,
+        attribution,
+        accepted: BTreeMap::new(),
+        lineage: BTreeMap::new(),
+        versions: BTreeMap::new(),
+    };
+    let mut kept: Vec<(B256, Vec<(u64, u16)>)> = Vec::with_capacity(batch.len());
+    for r in batch {
+        let Some(recorded) = store.attribution(r.id)? else {
+            kept.push((served_hash(&r.prompt, &r.answer), Vec::new()));
+            continue;
+        };
+        let adapter = adapters.get(&r.agent_id).copied().unwrap_or_default();
+        let mut ok = BTreeSet::new();
+        for &(c, _) in &recorded.credits {
+            if payable.accepted(c).await? && payable.in_lineage(adapter, c).await? {
+                ok.insert(c);
+            }
+        }
+        let weights: Vec<(u64, U256)> = recorded
+            .credits
+            .iter()
+            .map(|&(c, w)| (c, U256::from(w)))
+            .collect();
+        kept.push((recorded.hash, credits(&weights, |c| ok.contains(&c))));
+    }
+    let contributions: Vec<u64> = kept
+        .iter()
+        .flat_map(|(_, cs)| cs.iter().map(|&(c, _)| c))
+        .collect::<BTreeSet<u64>>()
+        .into_iter()
+        .collect();
+    let receipts = kept
+        .into_iter()
+        .map(|(hash, cs)| {
+            let positions: Vec<(u16, u16)> = cs
+                .iter()
+                .map(|&(c, w)| {
+                    let at = contributions.binary_search(&c).expect("listed");
+                    (at as u16, w) // a batch lists far fewer than 65,536
+                })
+                .collect();
+            (hash, pack_credits(&positions))
+        })
+        .collect();
+    Ok(BatchCredits {
+        contributions,
+        receipts,
+    })
+}
