@@ -264,10 +264,11 @@ impl ChainFunds {
 }
 
 impl openledger_studio::agents::Funds for ChainFunds {
-    fn available(
+    fn standing(
         &self,
         consumer: Address,
-    ) -> futures_util::future::BoxFuture<'_, Result<u128, String>> {
+    ) -> futures_util::future::BoxFuture<'_, Result<openledger_studio::agents::Standing, String>>
+    {
         Box::pin(async move {
             let settlement = self
                 .client
@@ -294,7 +295,10 @@ impl openledger_studio::agents::Funds for ChainFunds {
             } else {
                 auth.allowance
             };
-            Ok(allowance.min(credit.saturating_to::<u128>()))
+            Ok(openledger_studio::agents::Standing {
+                available: allowance.min(credit.saturating_to::<u128>()),
+                last_seq: auth.lastSeq,
+            })
         })
     }
 }

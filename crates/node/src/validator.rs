@@ -309,10 +309,12 @@ impl Validator<'_> {
                 .context("the host's attribution receipt is not hex")?,
             // No attribution receipt: acceptable only for a receipt that credits no one.
             404 if settled.is_empty() => return Ok(Vec::new()),
-            404 => return Ok(vec![format!(
+            404 => {
+                return Ok(vec![format!(
                 "the host withholds attribution receipt {}, which the receipt's credits rest on",
                 r.attributionHash
-            )]),
+            )])
+            }
             _ => bail!("reading {path}: {status} {body}"),
         };
         if keccak256(&bytes) != r.attributionHash {

@@ -118,14 +118,23 @@ pub trait AgentBook: Send + Sync {
     fn list(&self) -> Vec<Agent>;
 }
 
-/// What a consumer can still pay this host: the least of its authorisation of the host and
-/// its credit, on chain (the node reads it; receipts not yet settled are subtracted by the
-/// studio).
+/// A consumer's standing with this host, on chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// What it can still pay: the least of its authorisation of the host and its credit
+    /// (receipts not yet settled are subtracted by the studio).
+    pub available: u128,
+    /// The sequence number of its last receipt this host settled: new receipts number past
+    /// it, even if the studio store was lost.
+    pub last_seq: u64,
+}
+
+/// What the chain says of consumers (the node reads it).
 pub trait Funds: Send + Sync {
-    fn available(
+    fn standing(
         &self,
         consumer: alloy_primitives::Address,
-    ) -> futures_util::future::BoxFuture<'_, Result<u128, String>>;
+    ) -> futures_util::future::BoxFuture<'_, Result<Standing, String>>;
 }
 
 /// The id in `agent-<id>`.

@@ -121,6 +121,8 @@ pub struct Keys {
     domain: String,
     chain_id: u64,
     windows: Mutex<HashMap<u64, Window>>,
+    /// Authenticates the nonces this process issues (so a restart ends outstanding ones).
+    nonce_secret: [u8; 32],
 }
 
 fn now() -> u64 {
@@ -133,6 +135,29 @@ fn hash(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
+/// Bytes of HMAC-SHA-256 a nonce carries.
+const NONCE_TAG: usize = 12;
+
+/// HMAC-SHA-256 (RFC 2104) of `message` under a 32-byte `key`.
+fn hmac(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
+    let pad = |byte: u8| {
+        let mut block = [byte; 64];
+        for (b, k) in block.iter_mut().zip(key) {
+            *b ^= k;
+        }
+        block
+    };
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
 impl Keys {
     pub fn new(store: Arc<Store>, domain: impl Into<String>, chain_id: u64) -> Arc<Self> {
         Arc::new(Self {
@@ -140,15 +165,41 @@ impl Keys {
             domain: domain.into(),
             chain_id,
             windows: Mutex::new(HashMap::new()),
+            nonce_secret: rand::random(),
         })
     }
 
     /// A fresh nonce for a sign-in message.
+    ///
+    /// Nonces are stateless: the expiry and a random part, authenticated with this process's
+    /// secret, so asking for nonces stores nothing and nobody can crowd others out of signing
+    /// in. Only used nonces are stored (until they expire), to refuse a replay.
     pub fn nonce(&self) -> Result<String, KeyError> {
-        let nonce = hex::encode(rand::random::<[u8; 16]>());
-        let t = now();
-        self.store.add_nonce(&nonce, t + NONCE_SECONDS, t)?;
-        Ok(nonce)
+        let mut body = [0u8; 16];
+        body[..8].copy_from_slice(&(now() + NONCE_SECONDS).to_be_bytes());
+        body[8..].copy_from_slice(&rand::random::<[u8; 8]>());
+        let tag = hmac(&self.nonce_secret, &body);
+        Ok(format!(
+            "{}{}",
+            hex::encode(body),
+            hex::encode(&tag[..NONCE_TAG])
+        ))
+    }
+
+    /// The expiry of a nonce this process issued, if it is one.
+    fn nonce_expiry(&self, nonce: &str) -> Option<u64> {
+        let bytes = hex::decode(nonce).ok()?;
+        if bytes.len() != 16 + NONCE_TAG {
+            return None;
+        }
+        let (body, tag) = bytes.split_at(16);
+        let want = hmac(&self.nonce_secret, body);
+        // Compared without an early exit, so timing does not reveal how much of a tag matched.
+        let diff = tag
+            .iter()
+            .zip(&want[..NONCE_TAG])
+            .fold(0u8, |d, (a, b)| d | (a ^ b));
+        (diff == 0).then(|| u64::from_be_bytes(body[..8].try_into().expect("eight bytes")))
     }
 
     /// Checks a signed sign-in message and issues a key to its account.
@@ -167,7 +218,9 @@ impl Keys {
         })?;
         siwe::verify_signature(message, signature, m.address)?;
         // The nonce last: a message refused above keeps its nonce for a corrected retry.
-        if !self.store.take_nonce(&m.nonce, now())? {
+        let t = now();
+        let expires = self.nonce_expiry(&m.nonce).ok_or(KeyError::Nonce)?;
+        if expires <= t || !self.store.use_nonce(&m.nonce, expires, t)? {
             return Err(KeyError::Nonce);
         }
         self.create(m.address, limits)

@@ -57,6 +57,8 @@ pub struct Ticket {
     pub agent_id: u64,
     /// The agent's adapter (weights hash).
     pub adapter: String,
+    /// The consumer's last receipt this host settled, on chain when the request began.
+    pub settled_seq: u64,
     /// Wei per 1,000 input tokens and per 1,000 output tokens.
     pub price_in: u128,
     pub price_out: u128,
@@ -154,6 +156,7 @@ fn record(
         key_id: ticket.consumer.key_id,
         agent_id: ticket.agent_id,
         adapter: ticket.adapter.clone(),
+        settled_seq: ticket.settled_seq,
         input_tokens: u32::try_from(input).unwrap_or(u32::MAX),
         output_tokens: u32::try_from(output).unwrap_or(u32::MAX),
         fee: fee(input, output, ticket.price_in, ticket.price_out),

@@ -16,7 +16,7 @@ const KEYS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("keys");
 /// (account, key id) → SHA-256 of the key.
 const ACCOUNT_KEYS: TableDefinition<(&[u8; 20], u64), &[u8; 32]> =
     TableDefinition::new("account_keys");
-/// Nonce → when it expires (unix seconds).
+/// A used sign-in nonce → when it expires (unix seconds).
 const NONCES: TableDefinition<&str, u64> = TableDefinition::new("nonces");
 /// Receipt id → its row.
 const RECEIPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("receipts");
@@ -33,7 +33,8 @@ const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("batches");
 /// Keys one account may hold, revoked ones included (a stranger's sign-ins cannot grow the
 /// store without bound).
 pub const MAX_KEYS_PER_ACCOUNT: usize = 64;
-/// Sign-in nonces outstanding at once; past it, new ones are refused until old ones expire.
+/// Used sign-in nonces kept at once (ten minutes' worth of sign-ins); past it, sign-ins are
+/// refused until old ones expire.
 pub const MAX_NONCES: usize = 10_000;
 
 /// A store failure.
@@ -128,6 +129,9 @@ pub struct NewReceipt {
     pub key_id: u64,
     pub agent_id: u64,
     pub adapter: String,
+    /// The consumer's last sequence number settled on chain: the receipt numbers past it
+    /// even if this store has forgotten (lost, restored from an old copy) how far it got.
+    pub settled_seq: u64,
     pub input_tokens: u32,
     pub output_tokens: u32,
     pub fee: u128,
@@ -163,33 +167,23 @@ impl Store {
         Ok(Self { db })
     }
 
-    /// Records a nonce issued for a sign-in, expiring at `expires_at`; expired ones are
-    /// dropped first.
-    pub fn add_nonce(&self, nonce: &str, expires_at: u64, now: u64) -> Result<()> {
+    /// Uses a sign-in nonce valid until `expires_at`: false if it was used before. Used ones
+    /// are kept until they expire (expired ones are dropped first), at most [`MAX_NONCES`].
+    pub fn use_nonce(&self, nonce: &str, expires_at: u64, now: u64) -> Result<bool> {
         let txn = self.db.begin_write()?;
         {
             let mut nonces = txn.open_table(NONCES)?;
             nonces.retain(|_, expiry| expiry > now)?;
+            if nonces.get(nonce)?.is_some() {
+                return Ok(false);
+            }
             if nonces.len()? as usize >= MAX_NONCES {
                 return Err(StoreError::TooManyNonces);
             }
             nonces.insert(nonce, expires_at)?;
         }
         txn.commit()?;
-        Ok(())
-    }
-
-    /// Takes a nonce: true if this server issued it, it has not expired and was not used
-    /// before (it never can be again).
-    pub fn take_nonce(&self, nonce: &str, now: u64) -> Result<bool> {
-        let txn = self.db.begin_write()?;
-        let valid = {
-            let mut nonces = txn.open_table(NONCES)?;
-            let expiry = nonces.remove(nonce)?.map(|v| v.value());
-            expiry.is_some_and(|at| at > now)
-        };
-        txn.commit()?;
-        Ok(valid)
+        Ok(true)
     }
 
     /// Stores a new key for `row.account` under the next id (which it sets), by the hash of
@@ -292,7 +286,8 @@ impl Store {
         let row = {
             let consumer = new.consumer.0 .0;
             let mut seqs = txn.open_table(SEQS)?;
-            let seq = seqs.get(&consumer)?.map_or(0, |v| v.value()) + 1;
+            let last = seqs.get(&consumer)?.map_or(0, |v| v.value());
+            let seq = last.max(new.settled_seq) + 1;
             seqs.insert(&consumer, seq)?;
             let mut meta = txn.open_table(META)?;
             let id = meta.get("next_receipt")?.map_or(1, |v| v.value());
@@ -571,8 +566,7 @@ mod tests {
             let a = store.insert_key(&[1; 32], row(alice)).unwrap();
             let b = store.insert_key(&[2; 32], row(bob)).unwrap();
             assert_eq!((a.id, b.id), (1, 2));
-            store.add_nonce("nonce0001", 100, 50).unwrap();
-            store.add_nonce("nonce0002", 60, 50).unwrap();
+            assert!(store.use_nonce("nonce0001", 100, 50).unwrap());
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(store.key(&[1; 32]).unwrap().unwrap().account, alice);
@@ -584,11 +578,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(spent.spent, 5);
-        // A nonce works once, and not after it expires.
-        assert!(store.take_nonce("nonce0001", 70).unwrap());
-        assert!(!store.take_nonce("nonce0001", 70).unwrap());
-        assert!(!store.take_nonce("nonce0002", 70).unwrap());
-        assert!(!store.take_nonce("never-issued", 70).unwrap());
+        // A nonce is used once, across reopening; once expired its record goes.
+        assert!(!store.use_nonce("nonce0001", 100, 70).unwrap());
+        assert!(store.use_nonce("nonce0002", 60, 55).unwrap());
+        assert!(!store.use_nonce("nonce0002", 60, 58).unwrap());
         for i in 1..MAX_KEYS_PER_ACCOUNT {
             store.insert_key(&[i as u8 + 10; 32], row(bob)).unwrap();
         }
@@ -604,6 +597,7 @@ mod tests {
             key_id,
             agent_id: 1,
             adapter: String::new(),
+            settled_seq: 0,
             input_tokens: 10,
             output_tokens: 5,
             fee,
@@ -641,6 +635,23 @@ mod tests {
         let next = store.receipts_from(2, 2).unwrap();
         assert_eq!(next.iter().map(|r| r.id).collect::<Vec<_>>(), [2, 3]);
         assert_eq!(store.receipt(3).unwrap().unwrap().consumer, bob);
+    }
+
+    #[test]
+    fn a_lost_store_numbers_receipts_past_what_the_chain_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("studio.redb")).unwrap();
+        let carol = Address::repeat_byte(3);
+        // The chain settled carol's receipts up to 41 from a store that is gone: a receipt
+        // numbered 1 again would be taken for one already settled, and never paid.
+        let first = store
+            .record(NewReceipt {
+                settled_seq: 41,
+                ..new_receipt(carol, 1, 2)
+            })
+            .unwrap();
+        assert_eq!(first.seq, 42);
+        assert_eq!(store.record(new_receipt(carol, 1, 2)).unwrap().seq, 43);
     }
 
     #[test]

@@ -59,6 +59,16 @@ fn an_account_signs_in_once_per_nonce_and_its_key_works_until_revoked() {
     // The same signed message again: its nonce is spent.
     let again = keys.login(&text, &sign(&wallet, &text), Limits::default());
     assert!(matches!(again, Err(KeyError::Nonce)));
+    // A nonce this process did not issue (made up, or another server's) is refused.
+    let (_other_dir, other) = self::keys();
+    let foreign = other.nonce().unwrap();
+    let mut forged = keys.nonce().unwrap();
+    forged.replace_range(..2, if forged.starts_with("ff") { "00" } else { "ff" });
+    for nonce in [foreign, forged, "0123456789abcdef".into()] {
+        let text = message("127.0.0.1:8080", account, &nonce);
+        let e = keys.login(&text, &sign(&wallet, &text), Limits::default());
+        assert!(matches!(e, Err(KeyError::Nonce)), "{nonce}: {e:?}");
+    }
     // A message for another server, or signed by someone else, is refused, and keeps its
     // nonce for a corrected retry.
     let nonce = keys.nonce().unwrap();

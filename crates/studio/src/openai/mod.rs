@@ -248,11 +248,12 @@ async fn run(
             let most_out = (checked.max_tokens.unwrap_or(generate::DEFAULT_MAX_TOKENS) as u64)
                 .saturating_mul(choices as u64);
             let most = meter::fee(input, most_out, agent.price_in, agent.price_out);
-            let hold = studio.hold(&consumer, most).await?;
+            let (hold, settled_seq) = studio.hold(&consumer, most).await?;
             let ticket = meter::Ticket {
                 consumer,
                 agent_id: agent.id,
                 adapter: agent.adapter.clone(),
+                settled_seq,
                 price_in: agent.price_in,
                 price_out: agent.price_out,
                 prompt: prompts[0].clone(),
@@ -487,17 +488,18 @@ impl Studio {
         self: &Arc<Self>,
         consumer: &Consumer,
         most: u128,
-    ) -> Result<meter::Hold, ApiError> {
+    ) -> Result<(meter::Hold, u64), ApiError> {
         let paid = self
             .paid
             .get()
             .ok_or_else(|| ApiError::internal("agents are served without a store"))?;
         let internal = |e: crate::store::StoreError| ApiError::internal(e.to_string());
-        let available = paid
+        let standing = paid
             .funds
-            .available(consumer.account)
+            .standing(consumer.account)
             .await
             .map_err(|e| ApiError::internal(format!("reading the consumer's funds: {e}")))?;
+        let available = standing.available;
         let key = paid
             .store
             .key_of(consumer.account, consumer.key_id)
@@ -530,7 +532,8 @@ impl Studio {
         }
         *holds.accounts.entry(consumer.account).or_default() += most;
         *holds.keys.entry(consumer.key_id).or_default() += most;
-        Ok(meter::Hold::new(self.clone(), *consumer, most))
+        let hold = meter::Hold::new(self.clone(), *consumer, most);
+        Ok((hold, standing.last_seq))
     }
 
     fn resolve(&self, common: &Common) -> Result<Vec<(String, f32)>, ApiError> {
