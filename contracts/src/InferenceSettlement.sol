@@ -23,7 +23,8 @@ import {Staking} from "./Staking.sol";
 /// exceed the agent's prices times the tokens it states. A receipt credits contributions by id
 /// with weights (its attribution); each must be accepted in its datanet, not poisoned, and
 /// proven once (`proveLineage`) to belong to a datanet version the agent's adapter was trained
-/// on. The contract looks up contributors and curators itself: the host names no payee.
+/// on, or belong to the datanet the agent retrieves passages from (its knowledge datanet).
+/// The contract looks up contributors and curators itself: the host names no payee.
 ///
 /// A batch's fees stay in escrow for the challenge window. Staked validators, and any consumer
 /// with a receipt in the batch, may challenge it, posting the bond, each account once per batch;
@@ -161,6 +162,10 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
         uint256[] slices;
         /// Per listed contribution: the adapter whose lineage it was last checked against.
         uint256[] checkedFor;
+        /// Per listed contribution: its datanet.
+        uint256[] datanetOf;
+        /// The datanet the agent in hand retrieves passages from (0: none).
+        uint256 knowledgeDatanetId;
         address consumer;
         uint256 consumerFees;
         uint64 lastSeq;
@@ -408,10 +413,10 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
     function settle(bytes calldata receipts, uint64[] calldata contributions) external returns (uint256 batchId) {
         if (!staking.isStaked(msg.sender, ProtocolParams.Role.Host, 0)) revert HostNotStaked(msg.sender);
         if (receipts.length == 0) revert EmptyBatch();
-        _checkContributions(contributions);
         batchId = ++_batchCount;
         uint256 most = receipts.length / RECEIPT_HEADER;
         Tally memory t = _newTally(batchId, most, contributions.length);
+        _checkContributions(contributions, t.datanetOf);
         bytes32[] memory leaves = new bytes32[](most);
         Packed memory r;
         uint256 n = 0;
@@ -637,17 +642,19 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
         t.ownerFees = new uint256[](n);
         t.slices = new uint256[](listed);
         t.checkedFor = new uint256[](listed);
+        t.datanetOf = new uint256[](listed);
     }
 
-    /// @dev The batch's contribution list: ascending, each accepted now.
-    function _checkContributions(uint64[] calldata contributions) private view {
+    /// @dev The batch's contribution list: ascending, each accepted now; notes their datanets.
+    function _checkContributions(uint64[] calldata contributions, uint256[] memory datanetOf) private view {
         uint256 previous = 0;
         for (uint256 i = 0; i < contributions.length; ++i) {
             uint256 id = contributions[i];
             if (id <= previous) revert ContributionsNotSorted(i);
             previous = id;
-            (,, DatanetRegistry.Status status) = datanets.standing(id);
+            (, uint32 datanetId, DatanetRegistry.Status status) = datanets.standing(id);
             if (status != DatanetRegistry.Status.Accepted) revert ContributionNotAccepted(id, status);
+            datanetOf[i] = datanetId;
         }
     }
 
@@ -731,8 +738,10 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
         uint64[] calldata contributions
     ) private view returns (uint256 total, uint256 failed) {
         uint256 adapterId = t.adapterId;
+        uint256 knowledge = t.knowledgeDatanetId;
         uint256[] memory slices = t.slices;
         uint256[] memory checkedFor = t.checkedFor;
+        uint256[] memory datanetOf = t.datanetOf;
         assembly ("memory-safe") {
             let end := add(offset, length)
             for { let p := offset } lt(p, end) { p := add(p, 4) } {
@@ -751,11 +760,17 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
                     mstore(0x20, _inLineage.slot)
                     mstore(0x20, keccak256(0x00, 0x40))
                     mstore(0x00, id)
-                    if iszero(sload(keccak256(0x00, 0x40))) {
-                        failed := or(shl(255, 1), shr(5, at))
-                        break
+                    switch sload(keccak256(0x00, 0x40))
+                    case 0 {
+                        // Outside the lineage, a contribution of the agent's knowledge datanet
+                        // (a passage retrieved for the answer) may still be credited. Not
+                        // remembered: it is the agent's, and the cache is the adapter's.
+                        if iszero(and(iszero(iszero(knowledge)), eq(mload(add(datanetOf, at)), knowledge))) {
+                            failed := or(shl(255, 1), shr(5, at))
+                            break
+                        }
                     }
-                    mstore(add(checkedFor, at), adapterId)
+                    default { mstore(add(checkedFor, at), adapterId) }
                 }
                 // No overflow: a slice sums fee (< 2^128) × weight (< 2^16) over fewer credits
                 // than calldata has bytes.
@@ -770,14 +785,22 @@ contract InferenceSettlement is Ownable, ReentrancyGuard {
     /// @dev Checks that the caller hosts `agentId` and that it may be settled; takes its prices
     /// and adapter, and its model owner's place in the tally, adding the owner if new.
     function _loadAgent(Tally memory t, uint256 agentId) private view {
-        (address host, address owner, uint256 adapterId, uint128 priceIn, uint128 priceOut, bool servable) =
-            models.agentRoute(agentId);
+        (
+            address host,
+            address owner,
+            uint256 adapterId,
+            uint128 priceIn,
+            uint128 priceOut,
+            bool servable,
+            uint256 knowledgeDatanetId
+        ) = models.agentRoute(agentId);
         if (!servable) revert AgentNotServable(agentId);
         if (host != msg.sender) revert NotAgentHost(agentId, msg.sender);
         t.agentId = agentId;
         t.adapterId = adapterId;
         t.priceIn = priceIn;
         t.priceOut = priceOut;
+        t.knowledgeDatanetId = knowledgeDatanetId;
         uint256 k = 0;
         while (k < t.ownerCount && t.owners[k] != owner) ++k;
         if (k == t.ownerCount) t.owners[t.ownerCount++] = owner;

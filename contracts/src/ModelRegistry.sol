@@ -284,14 +284,23 @@ contract ModelRegistry is Ownable {
     }
 
     /// @notice What settlement needs of an agent: its host, the owner paid the model share, its
-    /// adapter, its prices, and whether it may be settled (accepted by its host, active, on an
-    /// adapter and base model that are not retired).
+    /// adapter, its prices, whether it may be settled (accepted by its host, active, on an
+    /// adapter and base model that are not retired) and its knowledge datanet (0: none).
     function agentRoute(uint256 agentId)
         external
         view
-        returns (address host, address modelOwner, uint256 adapterId, uint128 priceIn, uint128 priceOut, bool servable)
+        returns (
+            address host,
+            address modelOwner,
+            uint256 adapterId,
+            uint128 priceIn,
+            uint128 priceOut,
+            bool servable,
+            uint256 knowledgeDatanetId
+        )
     {
         Agent storage a = _agents[agentId];
+        knowledgeDatanetId = a.knowledgeDatanetId;
         Adapter storage ad = _adapters[a.adapterId];
         host = a.host;
         modelOwner = ad.owner;

@@ -12,6 +12,8 @@
 //! - [`store`] is the blob store (`object_store`); [`index`] is the embedded view of the
 //!   registry rebuilt from its events.
 //! - [`merkle`] builds versions as OpenZeppelin-compatible Merkle trees with proofs.
+//! - [`search`] ranks a version's records against a query (BM25), for agents answering from a
+//!   knowledge datanet.
 //! - [`Datanets`] ties them together: create, contribute, queue, review, publish, prove,
 //!   verify, export; [`api`] serves it as a REST API.
 
@@ -25,6 +27,7 @@ pub mod metadata;
 pub mod minhash;
 pub mod parquet;
 pub mod scan;
+pub mod search;
 mod service;
 pub mod store;
 pub mod validate;

@@ -200,12 +200,14 @@ async fn settled(client: &ProtocolClient, from: u64, to: u64) -> Result<Vec<(u64
     Ok(out)
 }
 
-/// The contributions the contract would have paid for a receipt of adapter `adapter`: those a
-/// batch listed (the contract checked them), and any other that is accepted and provable in
-/// the adapter's lineage (the host should have credited it).
+/// The contributions the contract would have paid for a receipt of an agent on adapter
+/// `adapter` retrieving from datanet `knowledge`: those a batch listed (the contract checked
+/// them), and any other that is accepted and in the knowledge datanet or provable in the
+/// adapter's lineage (the host should have credited it).
 struct Payable<'v, 'a> {
     v: &'v Validator<'a>,
     adapter: u64,
+    knowledge: u64,
     listed: &'v [u64],
 }
 
@@ -216,8 +218,12 @@ impl Payable<'_, '_> {
         }
         let a = self.v.client.addresses().context("addresses")?;
         let call = DatanetRegistry::standingCall::new((U256::from(contribution),));
-        if self.v.client.call(a.datanet_registry, call).await?.status != 2 {
+        let standing = self.v.client.call(a.datanet_registry, call).await?;
+        if standing.status != 2 {
             return Ok(false); // not accepted (rejected, poisoned, withdrawn): never paid
+        }
+        if self.knowledge != 0 && u64::from(standing.datanetId) == self.knowledge {
+            return Ok(true);
         }
         let call = ModelRegistry::adapterCall::new((U256::from(self.adapter),));
         for version in self
@@ -374,6 +380,7 @@ impl Validator<'_> {
         let payable = Payable {
             v: self,
             adapter,
+            knowledge: route.knowledgeDatanetId.saturating_to(),
             listed,
         };
         let mut ok = BTreeMap::new();

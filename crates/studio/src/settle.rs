@@ -101,12 +101,13 @@ async fn settle(
     // Each agent's current route: receipts of an agent that may not be settled now (paused,
     // retired) wait, and a fee above a since-lowered price is settled at the price.
     let mut routes: BTreeMap<u64, Option<(u128, u128)>> = BTreeMap::new();
-    let mut adapters: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut agents: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
     for r in by_consumer.values().flatten() {
         if let std::collections::btree_map::Entry::Vacant(slot) = routes.entry(r.agent_id) {
             let call = ModelRegistry::agentRouteCall::new((U256::from(r.agent_id),));
             let route = client.call(a.model_registry, call).await?;
-            adapters.insert(r.agent_id, route.adapterId.saturating_to());
+            let knowledge = route.knowledgeDatanetId.saturating_to();
+            agents.insert(r.agent_id, (route.adapterId.saturating_to(), knowledge));
             slot.insert(
                 (route.servable && route.host == host).then_some((route.priceIn, route.priceOut)),
             );
@@ -159,7 +160,7 @@ async fn settle(
     if batch.is_empty() {
         return Ok(());
     }
-    let credits = credit::plan(store, client, attribution, &batch, &adapters).await?;
+    let credits = credit::plan(store, client, attribution, &batch, &agents).await?;
     let receipts: Vec<Receipt> = batch
         .iter()
         .zip(credits.receipts)

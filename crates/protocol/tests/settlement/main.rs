@@ -300,4 +300,5 @@ mod attacks;
 mod batches;
 mod challenges;
 mod gas;
+mod knowledge;
 mod world;

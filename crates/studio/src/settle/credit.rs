@@ -1,6 +1,7 @@
 //! A batch's credits: each receipt's recorded attribution, kept to the contributions the
-//! contract will pay (accepted in their datanet, proven in the agent adapter's lineage), and
-//! the batch's sorted contribution list the credits point into.
+//! contract will pay (accepted in their datanet, and proven in the agent adapter's lineage or
+//! in the agent's knowledge datanet), and the batch's sorted contribution list the credits
+//! point into.
 //!
 //! A contribution is proven in an adapter's lineage once (`proveLineage`, with its Merkle
 //! proof in one of the adapter's datanet versions); later batches find it remembered.
@@ -14,7 +15,7 @@ use alloy_primitives::{Bytes, B256, U256};
 use alloy_sol_types::SolCall;
 use openledger_protocol::{
     inference_settlement::{pack_credits, InferenceSettlement as IS},
-    DatanetRegistry, ModelRegistry, ProtocolClient,
+    ClientError, DatanetRegistry, ModelRegistry, ProtocolClient,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,22 +34,24 @@ pub(super) struct BatchCredits {
 struct Payable<'a> {
     client: &'a ProtocolClient,
     attribution: &'a dyn Attribution,
-    accepted: BTreeMap<u64, bool>,
+    /// Contribution → (accepted, its datanet).
+    standing: BTreeMap<u64, (bool, u64)>,
     lineage: BTreeMap<(u64, u64), bool>,
     versions: BTreeMap<u64, Vec<u64>>,
 }
 
 impl Payable<'_> {
-    async fn accepted(&mut self, contribution: u64) -> Result<bool, SettleError> {
-        if let Some(&known) = self.accepted.get(&contribution) {
+    /// Whether `contribution` is accepted, and its datanet.
+    async fn standing(&mut self, contribution: u64) -> Result<(bool, u64), SettleError> {
+        if let Some(&known) = self.standing.get(&contribution) {
             return Ok(known);
         }
         let a = self.client.addresses().ok_or(SettleError::Client)?;
         let call = DatanetRegistry::standingCall::new((U256::from(contribution),));
         let standing = self.client.call(a.datanet_registry, call).await?;
-        let accepted = standing.status == ACCEPTED;
-        self.accepted.insert(contribution, accepted);
-        Ok(accepted)
+        let known = (standing.status == ACCEPTED, u64::from(standing.datanetId));
+        self.standing.insert(contribution, known);
+        Ok(known)
     }
 
     /// Whether `contribution` is (or can now be proven) in `adapter`'s lineage.
@@ -103,27 +106,32 @@ impl Payable<'_> {
                 .await
             {
                 Ok(_) => return Ok(true),
-                Err(e) => {
-                    tracing::warn!(adapter, contribution, error = %e, "proveLineage failed")
+                // Refused by the contract: this proof does not hold; try the next version.
+                Err(e @ ClientError::Reverted { .. }) => {
+                    tracing::warn!(adapter, contribution, error = %e, "proveLineage refused")
                 }
+                // Not sent (a nonce taken by another transaction, the node unreachable): the
+                // round stops and is tried again, rather than leaving the contribution unpaid.
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(false)
     }
 }
 
-/// The credits of `batch`, whose agents run the adapters `adapters` (agent id → adapter id).
+/// The credits of `batch`, whose agents run the adapters and retrieve from the knowledge
+/// datanets `agents` says (agent id → (adapter id, knowledge datanet id or 0)).
 pub(super) async fn plan(
     store: &Store,
     client: &ProtocolClient,
     attribution: &dyn Attribution,
     batch: &[ReceiptRow],
-    adapters: &BTreeMap<u64, u64>,
+    agents: &BTreeMap<u64, (u64, u64)>,
 ) -> Result<BatchCredits, SettleError> {
     let mut payable = Payable {
         client,
         attribution,
-        accepted: BTreeMap::new(),
+        standing: BTreeMap::new(),
         lineage: BTreeMap::new(),
         versions: BTreeMap::new(),
     };
@@ -133,10 +141,12 @@ pub(super) async fn plan(
             kept.push((served_hash(&r.prompt, &r.answer), Vec::new()));
             continue;
         };
-        let adapter = adapters.get(&r.agent_id).copied().unwrap_or_default();
+        let (adapter, knowledge) = agents.get(&r.agent_id).copied().unwrap_or_default();
         let mut ok = BTreeSet::new();
         for &(c, _) in &recorded.credits {
-            if payable.accepted(c).await? && payable.in_lineage(adapter, c).await? {
+            let (accepted, datanet) = payable.standing(c).await?;
+            let retrieved = knowledge != 0 && datanet == knowledge;
+            if accepted && (retrieved || payable.in_lineage(adapter, c).await?) {
                 ok.insert(c);
             }
         }
