@@ -107,7 +107,8 @@ def validator(node, tmp_path) -> str:
     """One pass of `openledger validator` over everything settled so far."""
     cmd = [str(node_binary()), "validator", "--rpc-url", node.http_url,
            "--addresses", str(node.data_dir / "protocol.json"), "--key", VALIDATOR.key.hex(),
-           "--api-url", node.api_url, "--cache", str(tmp_path / "validator"), "--once"]
+           "--host", HOST.address, "--api-url", node.api_url, "--cache", str(tmp_path / "validator"),
+           "--once"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0, f"validator failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout

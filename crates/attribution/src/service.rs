@@ -366,6 +366,20 @@ impl Attributor {
     pub async fn explain_receipt(self: &Arc<Self>, bytes: Vec<u8>) -> Result<Explanation> {
         let receipt = AttributionReceipt::decode(&bytes)
             .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
+        check_length(receipt.prompt.len(), receipt.answer.len())?;
+        // A receipt made elsewhere may name spans outside its answer: refused, not explained.
+        if let Some(s) = receipt
+            .spans
+            .iter()
+            .find(|s| s.start > s.end || s.end as usize > receipt.answer.len())
+        {
+            return Err(ServiceError::InvalidRequest(format!(
+                "the receipt's span {}..{} lies outside its answer of {} tokens",
+                s.start,
+                s.end,
+                receipt.answer.len()
+            )));
+        }
         let slot = self.admit()?;
         self.fetch(receipt.adapterWeightsHash).await?;
         self.run(slot, move |this, work| {

@@ -197,6 +197,7 @@ impl Attribution for HostAttribution {
                 Err(e @ (ServiceError::NotFound(_) | ServiceError::InvalidRequest(_))) => {
                     Ok(Attributed::Unattributable(e.to_string()))
                 }
+                Err(ServiceError::Busy) => Ok(Attributed::Busy),
                 Err(e) => Err(e.to_string()),
             }
         })

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use openledger_attribution::receipt::AttributionReceipt;
 use openledger_protocol::{
     inference_settlement::{unpack_credits, unpack_receipts, InferenceSettlement as IS},
-    DatanetRegistry, ModelRegistry, ProtocolClient, Staking,
+    ClientError, DatanetRegistry, ModelRegistry, ProtocolClient, ProtocolParams, Staking,
 };
 use openledger_studio::attribute::{credits, payouts, BASIS_POINTS};
 use serde_json::{json, Value};
@@ -31,6 +31,9 @@ const UPHELD: u8 = 3;
 
 #[derive(clap::Args)]
 pub struct ValidatorArgs {
+    /// The host whose batches are checked (its API serves their attribution receipts).
+    #[arg(long)]
+    pub host: Address,
     /// The host's REST API, where attribution receipts are read (signed in as this validator).
     #[arg(
         long,
@@ -59,8 +62,10 @@ pub struct ValidatorArgs {
 /// What the validator has done.
 #[derive(Default)]
 struct Progress {
-    /// The first block not yet read.
+    /// The first block not yet read completely.
     from_block: u64,
+    /// The last batch checked (batches of `from_block` up to it are not checked again).
+    last_batch: u64,
     /// Batches it challenged, not yet refunded or released.
     challenged: Vec<u64>,
 }
@@ -76,6 +81,7 @@ impl Progress {
         let v: Value = serde_json::from_slice(&bytes).with_context(bad)?;
         Ok(Self {
             from_block: v["from_block"].as_u64().with_context(bad)?,
+            last_batch: v["last_batch"].as_u64().unwrap_or(0),
             challenged: v["challenged"]
                 .as_array()
                 .with_context(bad)?
@@ -87,7 +93,8 @@ impl Progress {
 
     fn save(&self, path: &Path) -> Result<()> {
         let tmp = path.with_extension("part");
-        let v = json!({"from_block": self.from_block, "challenged": self.challenged});
+        let v = json!({"from_block": self.from_block, "last_batch": self.last_batch,
+                       "challenged": self.challenged});
         std::fs::write(&tmp, serde_json::to_vec_pretty(&v)?)?;
         std::fs::rename(&tmp, path)?;
         Ok(())
@@ -119,7 +126,7 @@ pub async fn run(client: &ProtocolClient, args: ValidatorArgs, home: &Path) -> R
     std::fs::create_dir_all(cache.join("evidence"))
         .with_context(|| format!("creating {}", cache.display()))?;
     let api = Api::new(&args.api_url)?;
-    let key = sign_in(&api, client).await?;
+    let key = api_key(&api, client, &cache.join("api-key")).await?;
     let v = Validator {
         client,
         api,
@@ -133,11 +140,19 @@ pub async fn run(client: &ProtocolClient, args: ValidatorArgs, home: &Path) -> R
     loop {
         let head = client.block_number().await?;
         if head >= progress.from_block {
-            for (batch, tx) in settled(client, progress.from_block, head).await? {
-                if let Some(evidence) = v.check_batch(batch, tx, args.sample).await? {
-                    v.challenge(batch, &evidence).await?;
-                    progress.challenged.push(batch);
+            let batches = settled(client, args.host, progress.from_block, head).await?;
+            for (batch, tx, block) in batches {
+                if batch <= progress.last_batch {
+                    continue;
                 }
+                if let Some(evidence) = v.check_batch(batch, tx, args.sample).await? {
+                    if v.challenge(batch, &evidence).await? {
+                        progress.challenged.push(batch);
+                    }
+                }
+                // Saved batch by batch: a restart neither checks a batch twice nor skips one.
+                (progress.from_block, progress.last_batch) = (block, batch);
+                progress.save(&state_file)?;
             }
             progress.from_block = head + 1;
         }
@@ -148,6 +163,21 @@ pub async fn run(client: &ProtocolClient, args: ValidatorArgs, home: &Path) -> R
         }
         tokio::time::sleep(Duration::from_secs(args.every.max(1))).await;
     }
+}
+
+/// The API key kept in `file` if the host still takes it, or a new one (signed in for and
+/// kept): an account holds a bounded number of keys, so restarts must not each take one.
+async fn api_key(api: &Api, client: &ProtocolClient, file: &Path) -> Result<String> {
+    if let Ok(key) = std::fs::read_to_string(file) {
+        let key = key.trim().to_string();
+        let auth = [("authorization", format!("Bearer {key}"))];
+        if api.get_with("/v1/keys", &auth).await?.0 == 200 {
+            return Ok(key);
+        }
+    }
+    let key = sign_in(api, client).await?;
+    std::fs::write(file, &key).with_context(|| format!("writing {}", file.display()))?;
+    Ok(key)
 }
 
 /// Signs in to the host's API with Ethereum (EIP-4361) and returns the API key it issues.
@@ -179,11 +209,16 @@ async fn sign_in(api: &Api, client: &ProtocolClient) -> Result<String> {
     Ok(issued["key"].as_str().context("no key issued")?.to_string())
 }
 
-/// The batches settled in blocks `from..=to`, with the transaction that settled each.
-async fn settled(client: &ProtocolClient, from: u64, to: u64) -> Result<Vec<(u64, B256)>> {
+/// The batches `host` settled in blocks `from..=to`: (batch, its transaction, its block).
+async fn settled(
+    client: &ProtocolClient,
+    host: Address,
+    from: u64,
+    to: u64,
+) -> Result<Vec<(u64, B256, u64)>> {
     let a = client.addresses().context("addresses")?;
     let filter = json!({"address": a.inference_settlement,
-                        "topics": [IS::BatchSettled::SIGNATURE_HASH]});
+                        "topics": [IS::BatchSettled::SIGNATURE_HASH, null, host.into_word()]});
     let mut out = Vec::new();
     let mut at = from;
     while at <= to {
@@ -193,7 +228,8 @@ async fn settled(client: &ProtocolClient, from: u64, to: u64) -> Result<Vec<(u64
             let tx = log
                 .transaction_hash
                 .context("a log without its transaction")?;
-            out.push((e.batchId.saturating_to(), tx));
+            let block = log.block_number.map_or(from, |b| b.to());
+            out.push((e.batchId.saturating_to(), tx, block));
         }
         at = end + 1;
     }
@@ -201,9 +237,9 @@ async fn settled(client: &ProtocolClient, from: u64, to: u64) -> Result<Vec<(u64
 }
 
 /// The contributions the contract would have paid for a receipt of an agent on adapter
-/// `adapter` retrieving from datanet `knowledge`: those a batch listed (the contract checked
-/// them), and any other that is accepted and in the knowledge datanet or provable in the
-/// adapter's lineage (the host should have credited it).
+/// `adapter` retrieving from datanet `knowledge`: accepted (a contribution the batch listed
+/// was, when it settled: acceptance only ever ends) and in the knowledge datanet or in the
+/// adapter's lineage (proven on chain, or provable: then the host should have proven it).
 struct Payable<'v, 'a> {
     v: &'v Validator<'a>,
     adapter: u64,
@@ -213,16 +249,19 @@ struct Payable<'v, 'a> {
 
 impl Payable<'_, '_> {
     async fn check(&self, contribution: u64) -> Result<bool> {
-        if self.listed.binary_search(&contribution).is_ok() {
-            return Ok(true);
-        }
-        let a = self.v.client.addresses().context("addresses")?;
+        let a = *self.v.client.addresses().context("addresses")?;
         let call = DatanetRegistry::standingCall::new((U256::from(contribution),));
         let standing = self.v.client.call(a.datanet_registry, call).await?;
-        if standing.status != 2 {
+        let listed = self.listed.binary_search(&contribution).is_ok();
+        if standing.status != 2 && !listed {
             return Ok(false); // not accepted (rejected, poisoned, withdrawn): never paid
         }
         if self.knowledge != 0 && u64::from(standing.datanetId) == self.knowledge {
+            return Ok(true);
+        }
+        let (id, c) = (U256::from(self.adapter), U256::from(contribution));
+        let call = IS::inLineageCall::new((id, c));
+        if self.v.client.call(a.inference_settlement, call).await? {
             return Ok(true);
         }
         let call = ModelRegistry::adapterCall::new((U256::from(self.adapter),));
@@ -256,6 +295,14 @@ impl Validator<'_> {
         if state.state != ESCROWED {
             return Ok(None); // released, refunded or upheld already: nothing to challenge
         }
+        let window = self
+            .client
+            .call(a.protocol_params, ProtocolParams::challengeWindowCall {})
+            .await?;
+        if self.client.latest_timestamp().await? > state.settledAt + window {
+            println!("batch {batch}: its challenge window has closed; not checked");
+            return Ok(None);
+        }
         let found: Value = self
             .client
             .rpc()
@@ -264,8 +311,10 @@ impl Validator<'_> {
         let input: alloy_primitives::Bytes = serde_json::from_value(found["input"].clone())
             .context("the settlement transaction has no input")?;
         let Ok(call) = IS::settleCall::abi_decode(&input) else {
-            println!("batch {batch}: settled through a contract; its receipts are not read");
-            return Ok(None);
+            return Ok(Some(format!(
+                "batch {batch} (settled in {tx}): not settled by a direct `settle` call, so its \
+                 receipts cannot be read and checked\n"
+            )));
         };
         let receipts = unpack_receipts(&call.receipts).map_err(anyhow::Error::msg)?;
         let listed: Vec<u64> = call.contributions.clone();
@@ -321,7 +370,12 @@ impl Validator<'_> {
                 r.attributionHash
             )])
             }
-            _ => bail!("reading {path}: {status} {body}"),
+            _ => {
+                return Ok(vec![format!(
+                    "the host's API does not serve attribution receipt {} ({status} {body})",
+                    r.attributionHash
+                )])
+            }
         };
         if keccak256(&bytes) != r.attributionHash {
             return Ok(vec![format!(
@@ -391,7 +445,7 @@ impl Validator<'_> {
         if expected != settled {
             problems.push(format!("credits {settled:?} settled, but its attribution pays {expected:?} (contribution, basis points)"));
         }
-        let differences = recompute(
+        let recomputed = recompute(
             &self.api,
             Some(self.client),
             receipt,
@@ -399,15 +453,22 @@ impl Validator<'_> {
             self.model.clone(),
             &self.cache,
         )
-        .await?;
-        for d in differences {
-            problems.push(format!("recomputed attribution differs: {d}"));
+        .await;
+        match recomputed {
+            Ok(differences) => {
+                for d in differences {
+                    problems.push(format!("recomputed attribution differs: {d}"));
+                }
+            }
+            // The published artifacts could not be had or do not match the registry.
+            Err(e) => problems.push(format!("could not be recomputed: {e:#}")),
         }
         Ok(problems)
     }
 
-    /// Challenges `batch`, posting the bond, with `evidence` kept beside the cache.
-    async fn challenge(&self, batch: u64, evidence: &str) -> Result<()> {
+    /// Challenges `batch`, posting the bond, with `evidence` kept beside the cache: true if
+    /// this validator's challenge of it is open (now, or from before a restart).
+    async fn challenge(&self, batch: u64, evidence: &str) -> Result<bool> {
         let a = *self.client.addresses().context("addresses")?;
         let file = self
             .cache
@@ -420,13 +481,26 @@ impl Validator<'_> {
             .await?;
         let hash = keccak256(evidence.as_bytes());
         let call = IS::challengeCall::new((U256::from(batch), hash));
-        let sent = self.client.send(a.inference_settlement, call, bond).await?;
+        let sent = match self.client.send(a.inference_settlement, call, bond).await {
+            Ok(sent) => sent,
+            Err(ClientError::Reverted { reason, .. }) if reason.contains("AlreadyChallenged") => {
+                println!("batch {batch}: challenged already (before a restart)");
+                return Ok(true);
+            }
+            Err(ClientError::Reverted { reason, .. })
+                if reason.contains("ChallengeWindowClosed") =>
+            {
+                println!("batch {batch}: its window closed before the challenge:\n{evidence}");
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        };
         println!(
             "challenged batch {batch} in {} (evidence {hash}, {}):\n{evidence}",
             sent.transaction_hash,
             file.display()
         );
-        Ok(())
+        Ok(true)
     }
 
     /// Refunds the challenged batches governance upheld; returns those still undecided.

@@ -360,6 +360,32 @@ fn attribute_and_verify(node: &DevNode, dir: &Path, id: &str) {
     );
 
     let bytes = alloy_primitives::hex::decode(std::fs::read_to_string(&receipt).unwrap()).unwrap();
+    // A receipt made before is explained as it stands; one naming a span outside its answer
+    // is refused by name.
+    let explain_receipt = |bytes: &[u8]| {
+        let body = json!({"receipt": alloy_primitives::hex::encode(bytes)});
+        rest(
+            &node.api_url,
+            "POST",
+            "/api/attribution/receipts/explain",
+            Some(body),
+        )
+    };
+    let (status, e) = explain_receipt(&bytes);
+    assert_eq!(status, 200, "{e}");
+    assert_eq!(e["contributions"][0]["contribution"], 1, "{e}");
+    let mut bent = openledger_attribution::receipt::AttributionReceipt::decode(&bytes).unwrap();
+    let past = bent.answer.len() as u32 + 5;
+    bent.spans[0].end = past;
+    let (status, e) = explain_receipt(&bent.encode());
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("outside its answer"),
+        "{e}"
+    );
     let mut forged = openledger_attribution::receipt::AttributionReceipt::decode(&bytes).unwrap();
     forged.payouts[0].amount -= U256::from(1);
     std::fs::write(&receipt, alloy_primitives::hex::encode(forged.encode())).unwrap();

@@ -31,6 +31,8 @@ pub enum Attributed {
     /// Why this answer cannot be attributed at all (an adapter without published training
     /// artifacts, an answer too long to attribute): its attribution share goes to the treasury.
     Unattributable(String),
+    /// The service is busy: try again later (not counted as a failure).
+    Busy,
 }
 
 /// What attribution and lineage need from the node.
@@ -87,18 +89,18 @@ pub fn served_hash(prompt: &[u32], answer: &[u32]) -> B256 {
     keccak256((prompt.to_vec(), answer.to_vec()).abi_encode())
 }
 
-/// Attributes receipt `row`, or says why it cannot be.
+/// Attributes receipt `row`, or says why it cannot be; `None` when the service is busy.
 async fn attribute(
     attribution: &dyn Attribution,
     row: &ReceiptRow,
-) -> Result<(Recorded, Option<Vec<u8>>), String> {
+) -> Result<Option<(Recorded, Option<Vec<u8>>)>, String> {
     let unattributed = |why: String| {
         let recorded = Recorded {
             hash: served_hash(&row.prompt, &row.answer),
             credits: Vec::new(),
             unattributed: Some(why),
         };
-        Ok((recorded, None))
+        Ok(Some((recorded, None)))
     };
     let Ok(weights) = row.adapter.parse::<B256>() else {
         return unattributed(format!(
@@ -115,6 +117,7 @@ async fn attribute(
     let bytes = match found {
         Attributed::Receipt(bytes) => bytes,
         Attributed::Unattributable(why) => return unattributed(why),
+        Attributed::Busy => return Ok(None),
     };
     let receipt = AttributionReceipt::decode(&bytes).map_err(|e| e.to_string())?;
     let recorded = Recorded {
@@ -122,10 +125,11 @@ async fn attribute(
         credits: credits(&payouts(&receipt), |_| true),
         unattributed: None,
     };
-    Ok((recorded, Some(bytes)))
+    Ok(Some((recorded, Some(bytes))))
 }
 
-/// Attributes the next receipt, if there is one: `Ok(false)` when all are attributed.
+/// Attributes the next receipt, if there is one: `Ok(false)` when all are attributed (or the
+/// service is busy).
 pub async fn step(
     store: &Store,
     attribution: &dyn Attribution,
@@ -136,7 +140,8 @@ pub async fn step(
         return Ok(false);
     };
     match attribute(attribution, &row).await {
-        Ok((recorded, bytes)) => {
+        Ok(None) => return Ok(false), // busy: the worker pauses and tries again
+        Ok(Some((recorded, bytes))) => {
             store.record_attribution(id, &recorded, bytes.as_deref())?;
             *failures = 0;
         }

@@ -36,6 +36,8 @@ pub enum SettleError {
     Store(#[from] StoreError),
     #[error("the settlement client has no protocol addresses or no signer")]
     Client,
+    #[error("a lineage proof: {0}")]
+    Proof(String),
 }
 
 /// How batches are made.

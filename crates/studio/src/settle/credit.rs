@@ -8,11 +8,12 @@
 
 use super::SettleError;
 use crate::{
-    attribute::{credits, served_hash, Attribution},
+    attribute::{credits, payouts, served_hash, Attribution},
     store::{ReceiptRow, Store},
 };
 use alloy_primitives::{Bytes, B256, U256};
 use alloy_sol_types::SolCall;
+use openledger_attribution::receipt::AttributionReceipt;
 use openledger_protocol::{
     inference_settlement::{pack_credits, InferenceSettlement as IS},
     ClientError, DatanetRegistry, ModelRegistry, ProtocolClient,
@@ -89,10 +90,9 @@ impl Payable<'_> {
             let proof = match self.attribution.prove(version, contribution).await {
                 Ok(Some(proof)) => proof,
                 Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(version, contribution, error = %e, "no lineage proof");
-                    continue;
-                }
+                // Not known now (a version not yet synced, a store error): try again later
+                // rather than leave the contribution unpaid.
+                Err(e) => return Err(SettleError::Proof(e)),
             };
             let call = IS::proveLineageCall::new((
                 U256::from(adapter),
@@ -141,21 +141,28 @@ pub(super) async fn plan(
             kept.push((served_hash(&r.prompt, &r.answer), Vec::new()));
             continue;
         };
+        // The rule validators apply: the attribution receipt's payouts, kept to the payable
+        // ones, the largest 64 of those split over 10,000 (not the recorded credits split
+        // again, which would round twice and could keep a different 64).
+        let paid = match store.attribution_receipt(recorded.hash)? {
+            Some(bytes) => AttributionReceipt::decode(&bytes)
+                .map(|receipt| payouts(&receipt))
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
         let (adapter, knowledge) = agents.get(&r.agent_id).copied().unwrap_or_default();
         let mut ok = BTreeSet::new();
-        for &(c, _) in &recorded.credits {
-            let (accepted, datanet) = payable.standing(c).await?;
+        for (c, amount) in &paid {
+            if amount.is_zero() {
+                continue;
+            }
+            let (accepted, datanet) = payable.standing(*c).await?;
             let retrieved = knowledge != 0 && datanet == knowledge;
-            if accepted && (retrieved || payable.in_lineage(adapter, c).await?) {
-                ok.insert(c);
+            if accepted && (retrieved || payable.in_lineage(adapter, *c).await?) {
+                ok.insert(*c);
             }
         }
-        let weights: Vec<(u64, U256)> = recorded
-            .credits
-            .iter()
-            .map(|&(c, w)| (c, U256::from(w)))
-            .collect();
-        kept.push((recorded.hash, credits(&weights, |c| ok.contains(&c))));
+        kept.push((recorded.hash, credits(&paid, |c| ok.contains(&c))));
     }
     let contributions: Vec<u64> = kept
         .iter()
