@@ -2,7 +2,7 @@
 //! the hash settlement commits to, the credits it pays by contribution, and the attribution
 //! receipt's bytes (what a validator recomputes), kept by their hash.
 
-use super::{decode, encode, Result, Store, META, RECEIPTS};
+use super::{decode, encode, Result, Store, META};
 use alloy_primitives::B256;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -40,12 +40,6 @@ impl Store {
             .open_table(META)?
             .get("attribute_from")?
             .map_or(1, |v| v.value()))
-    }
-
-    /// Whether receipt `id` exists yet (the worker waits for it).
-    pub fn has_receipt(&self, id: u64) -> Result<bool> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(RECEIPTS)?.get(id)?.is_some())
     }
 
     /// Records receipt `id`'s attribution (and the attribution receipt's bytes), and moves the
