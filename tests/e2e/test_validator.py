@@ -4,7 +4,8 @@ An adapter fine-tuned by the factory on a datanet version of two contributions i
 with its lineage, and an agent on it answers a paying consumer. The answer's receipt is
 attributed: its credits name the contributions that shaped it, in basis points, and settle on
 chain with it; after the challenge window the contributors and curators are paid exactly what
-the contract's split of those credits says, and `openledger receipts ID` explains the answer.
+the contract's split of those credits says (the contributor claims exactly that), and
+`openledger receipts ID` explains the answer. OPEN's total supply is unchanged at the end.
 
 Then a host cheats: it settles a receipt whose attribution credits contribution 1 but whose
 on-chain credits shift the payout to contribution 2. `openledger validator` checks both
@@ -148,20 +149,26 @@ def test_attributed_receipts_pay_their_contributors_and_a_shifted_payout_is_caug
     first, second = contributions
     cli(node, "stake", "add", "validator", "--amount", "1000", key=VALIDATOR)
 
-    # An honest answer: attributed, settled with its credits, released, paid to the wei.
+    supply = int(w3.provider.make_request("openledger_totalSupply", [])["result"], 16)
+    # An honest answer, streamed: attributed, settled with its credits, released, paid to the wei.
     consumer, issued = paying_consumer(node, w3)
     key = issued["key"]
     client = OpenAI(base_url=f"{node.api_url}/v1", api_key=key, max_retries=0, timeout=TIMEOUT_S)
-    answer = client.chat.completions.create(model=model, max_tokens=12,
-                                            messages=[{"role": "user", "content": QUESTION}])
+    chunks = list(client.chat.completions.create(
+        model=model, max_tokens=12, stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": QUESTION}]))
+    answer = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].usage.completion_tokens > 0
     _, listed = call("GET", f"{node.api_url}/v1/receipts", key=key)
     rid = listed["data"][0]["id"]
     honest = wait_receipt(node, key, rid, lambda r: r["batch"] is not None)
+    usage = chunks[-1].usage
+    assert (honest["input_tokens"], honest["output_tokens"]) == (usage.prompt_tokens, usage.completion_tokens)
     attribution = honest["attribution"]
     assert attribution["status"] == "attributed", honest
     credits = {c["contribution"]: c["basis_points"] for c in attribution["credits"]}
     assert set(credits) <= {first, second} and sum(credits.values()) == 10_000, credits
-    assert credits.get(first, 0) > 0, f"the answer {answer.choices[0].message.content!r} credits {credits}"
+    assert credits.get(first, 0) > 0, f"the answer {answer!r} credits {credits}"
     assert Web3.keccak(hexstr=attribution["receipt"]).hex() == attribution["hash"].removeprefix("0x")
     shown = subprocess.run([str(node_binary()), "receipts", str(rid), "--api-url", node.api_url,
                             "--api-key", key], capture_output=True, text=True, timeout=TIMEOUT_S)
@@ -217,6 +224,12 @@ def test_attributed_receipts_pay_their_contributors_and_a_shifted_payout_is_caug
         due[CURATOR.address] += slice_ * split[1] // 10**8  # the one curator who approved
     gained = {who: settlement.functions.claimable(who).call() - before[who] for who in payees}
     assert gained == due and due[CONTRIBUTOR.address] > 0, (gained, due)
+    # The credited contributor claims exactly that (anyone may send the claim; OWNER does).
+    claimed = int(cli(node, "rewards", "claim", "--address", CONTRIBUTOR.address, key=OWNER).strip())
+    assert claimed == before[CONTRIBUTOR.address] + due[CONTRIBUTOR.address]
+    assert settlement.functions.claimable(CONTRIBUTOR.address).call() == 0
     # The host keeps serving: its stake is topped up past the minimum again.
     fund(w3, OWNER, HOST.address, 60 * 10**18)
     cli(node, "stake", "add", "host", "--amount", "50", key=HOST)
+    # OPEN only moved, slash included: the total supply is what it was.
+    assert int(w3.provider.make_request("openledger_totalSupply", [])["result"], 16) == supply
