@@ -42,13 +42,14 @@ def wait_listed(node, model: str, present: bool = True):
         time.sleep(0.3)
 
 
-def deploy_agent(node, w3, tmp) -> tuple[str, object, int]:
-    """Agent `agent-N` of a published adapter (trained, as far as the chain knows, on a datanet
-    version), deployed by OWNER on HOST, accepted, and served; returns its model name, the
-    registry and its id."""
-    _, version = published_datanet(node, tmp, "paid")
+def registered_adapter(node, w3, tmp, seed: int = 11) -> tuple[object, int]:
+    """An adapter registered by OWNER as trained (as far as the chain knows) on a datanet
+    version, its weights where publication puts them but no training artifacts published (its
+    answers cannot be attributed to training data), and HOST staked to serve it: the registry
+    and the adapter's id."""
+    _, version = published_datanet(node, tmp, f"paid-{seed}")
     files = tmp / "adapter"
-    write_adapter(files, rank=4, seed=11)
+    write_adapter(files, rank=4, seed=seed)
     weights = Web3.keccak((files / "adapter_model.safetensors").read_bytes())
     # Where publication puts an adapter: the blob store, under its weights hash.
     blob = node.data_dir / "datanets" / "blobs" / "adapters" / weights.hex().removeprefix("0x")
@@ -62,6 +63,13 @@ def deploy_agent(node, w3, tmp) -> tuple[str, object, int]:
     adapter = models.functions.counts().call()[1]
     fund(w3, OWNER, HOST.address, 60 * 10**18)
     cli(node, "stake", "add", "host", "--amount", "50", key=HOST)
+    return models, adapter
+
+
+def deploy_agent(node, w3, tmp) -> tuple[str, object, int]:
+    """Agent `agent-N` of a registered adapter, deployed by OWNER on HOST, accepted, and
+    served; returns its model name, the registry and its id."""
+    models, adapter = registered_adapter(node, w3, tmp)
     metadata = "data:application/json," + json.dumps(
         {"name": "one-word-tutor", "system_prompt": "Answer in one word.", "temperature": 0})
     send(w3, OWNER, models.functions.deployAgent(adapter, HOST.address, PRICE_IN, PRICE_OUT, 0, metadata))

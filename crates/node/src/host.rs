@@ -153,6 +153,7 @@ async fn refresh(
             adapter: format!("{hash}"),
             price_in: route.priceIn,
             price_out: route.priceOut,
+            knowledge: route.knowledgeDatanetId.saturating_to(),
             metadata: d.metadata.clone(),
         });
     }

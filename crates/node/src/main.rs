@@ -7,6 +7,7 @@ mod deploy;
 mod factory;
 mod gov;
 mod host;
+mod knowledge;
 mod limits;
 mod model;
 mod progress;
@@ -453,6 +454,7 @@ async fn run_node(args: NodeArgs) -> Result<()> {
                     agents,
                     funds,
                     store: studio_store.clone(),
+                    knowledge: Some(knowledge::HostKnowledge::new(datanets.clone())),
                 })
             }
             None => None,

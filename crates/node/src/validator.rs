@@ -4,23 +4,24 @@
 //! contributions the contract pays, as settlement does), and recomputes it here from the
 //! adapter's published artifacts. A batch where any of this fails is challenged, with the
 //! mismatch as evidence (written beside the cache; its hash goes on chain). Once governance
-//! upholds a challenge of its, the validator returns the batch's fees to its consumers.
+//! upholds a challenge of its, the validator returns the batch's fees to its consumers. A
+//! knowledge agent's receipt also commits to what its answer retrieved: the validator searches
+//! the same datanet version for the same query and compares (`validator/receipt.rs`).
 //!
 //! What it has done is kept in `<cache>/validator.json`, so a restart checks nothing twice.
 
-use crate::{attribution::recompute, rest::Api};
+mod receipt;
+
+use crate::rest::Api;
 use alloy_primitives::{hex, keccak256, Address, B256, U256};
 use alloy_sol_types::{SolCall, SolEvent};
 use anyhow::{bail, Context, Result};
-use openledger_attribution::receipt::AttributionReceipt;
 use openledger_protocol::{
-    inference_settlement::{unpack_credits, unpack_receipts, InferenceSettlement as IS},
-    ClientError, DatanetRegistry, ModelRegistry, ProtocolClient, ProtocolParams, Staking,
+    inference_settlement::{unpack_receipts, InferenceSettlement as IS},
+    ClientError, ProtocolClient, ProtocolParams, Staking,
 };
-use openledger_studio::attribute::{credits, payouts, BASIS_POINTS};
 use serde_json::{json, Value};
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -109,6 +110,8 @@ struct Validator<'a> {
     key: String,
     cache: PathBuf,
     model: Option<PathBuf>,
+    /// Knowledge datanet versions' indexes, to check retrievals.
+    indexes: crate::knowledge::Indexes,
 }
 
 pub async fn run(client: &ProtocolClient, args: ValidatorArgs, home: &Path) -> Result<()> {
@@ -133,6 +136,7 @@ pub async fn run(client: &ProtocolClient, args: ValidatorArgs, home: &Path) -> R
         key,
         cache: cache.clone(),
         model: args.model,
+        indexes: Default::default(),
     };
     let state_file = cache.join("validator.json");
     let mut progress = Progress::load(&state_file)?;
@@ -236,51 +240,6 @@ async fn settled(
     Ok(out)
 }
 
-/// The contributions the contract would have paid for a receipt of an agent on adapter
-/// `adapter` retrieving from datanet `knowledge`: accepted (a contribution the batch listed
-/// was, when it settled: acceptance only ever ends) and in the knowledge datanet or in the
-/// adapter's lineage (proven on chain, or provable: then the host should have proven it).
-struct Payable<'v, 'a> {
-    v: &'v Validator<'a>,
-    adapter: u64,
-    knowledge: u64,
-    listed: &'v [u64],
-}
-
-impl Payable<'_, '_> {
-    async fn check(&self, contribution: u64) -> Result<bool> {
-        let a = *self.v.client.addresses().context("addresses")?;
-        let call = DatanetRegistry::standingCall::new((U256::from(contribution),));
-        let standing = self.v.client.call(a.datanet_registry, call).await?;
-        let listed = self.listed.binary_search(&contribution).is_ok();
-        if standing.status != 2 && !listed {
-            return Ok(false); // not accepted (rejected, poisoned, withdrawn): never paid
-        }
-        if self.knowledge != 0 && u64::from(standing.datanetId) == self.knowledge {
-            return Ok(true);
-        }
-        let (id, c) = (U256::from(self.adapter), U256::from(contribution));
-        let call = IS::inLineageCall::new((id, c));
-        if self.v.client.call(a.inference_settlement, call).await? {
-            return Ok(true);
-        }
-        let call = ModelRegistry::adapterCall::new((U256::from(self.adapter),));
-        for version in self
-            .v
-            .client
-            .call(a.model_registry, call)
-            .await?
-            .datanetVersions
-        {
-            let path = format!("/api/versions/{version}/proofs/{contribution}");
-            if self.v.api.get_with(&path, &[]).await?.0 == 200 {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-}
-
 impl Validator<'_> {
     /// Checks a sample of batch `batch`'s receipts: the evidence against it, if any.
     async fn check_batch(&self, batch: u64, tx: B256, sample: u64) -> Result<Option<String>> {
@@ -347,123 +306,6 @@ impl Validator<'_> {
                 problems.join("\n")
             )
         }))
-    }
-
-    /// What is wrong with one settled receipt (nothing: empty).
-    async fn check_receipt(&self, r: &IS::Receipt, listed: &[u64]) -> Result<Vec<String>> {
-        let a = *self.client.addresses().context("addresses")?;
-        let settled: Vec<(u64, u16)> = unpack_credits(&r.credits)
-            .into_iter()
-            .map(|(at, w)| (listed.get(usize::from(at)).copied().unwrap_or(u64::MAX), w))
-            .collect();
-        let path = format!("/v1/attributions/{}", r.attributionHash);
-        let auth = [("authorization", format!("Bearer {}", self.key))];
-        let (status, body) = self.api.get_with(&path, &auth).await?;
-        let bytes = match status {
-            200 => hex::decode(body["receipt"].as_str().unwrap_or_default())
-                .context("the host's attribution receipt is not hex")?,
-            // No attribution receipt: acceptable only for a receipt that credits no one.
-            404 if settled.is_empty() => return Ok(Vec::new()),
-            404 => {
-                return Ok(vec![format!(
-                "the host withholds attribution receipt {}, which the receipt's credits rest on",
-                r.attributionHash
-            )])
-            }
-            _ => {
-                return Ok(vec![format!(
-                    "the host's API does not serve attribution receipt {} ({status} {body})",
-                    r.attributionHash
-                )])
-            }
-        };
-        if keccak256(&bytes) != r.attributionHash {
-            return Ok(vec![format!(
-                "the host's attribution receipt hashes to {}, not {}",
-                keccak256(&bytes),
-                r.attributionHash
-            )]);
-        }
-        let receipt = match AttributionReceipt::decode(&bytes) {
-            Ok(receipt) => receipt,
-            Err(e) => {
-                return Ok(vec![format!(
-                    "the attribution receipt does not decode: {e}"
-                )])
-            }
-        };
-        let mut problems = Vec::new();
-        let route = self
-            .client
-            .call(
-                a.model_registry,
-                ModelRegistry::agentRouteCall::new((U256::from(r.agentId),)),
-            )
-            .await?;
-        let adapter: u64 = route.adapterId.saturating_to();
-        let call = ModelRegistry::adapterCall::new((route.adapterId,));
-        let weights = self
-            .client
-            .call(a.model_registry, call)
-            .await?
-            ._0
-            .weightsHash;
-        if weights != receipt.adapterWeightsHash {
-            problems.push(format!(
-                "attributed to adapter {}, but agent {} runs {weights}",
-                receipt.adapterWeightsHash, r.agentId
-            ));
-        }
-        if receipt.amount != U256::from(BASIS_POINTS) {
-            problems.push(format!(
-                "splits {} instead of {BASIS_POINTS} basis points",
-                receipt.amount
-            ));
-        }
-        if receipt.prompt.len() > r.inputTokens as usize
-            || receipt.answer.len() > r.outputTokens as usize
-        {
-            problems.push(format!(
-                "attributes {} prompt and {} answer tokens, more than the {} and {} billed",
-                receipt.prompt.len(),
-                receipt.answer.len(),
-                r.inputTokens,
-                r.outputTokens
-            ));
-        }
-        let payable = Payable {
-            v: self,
-            adapter,
-            knowledge: route.knowledgeDatanetId.saturating_to(),
-            listed,
-        };
-        let mut ok = BTreeMap::new();
-        for (c, _) in payouts(&receipt) {
-            ok.insert(c, payable.check(c).await?);
-        }
-        let expected = credits(&payouts(&receipt), |c| ok.get(&c).copied().unwrap_or(false));
-        if expected != settled {
-            problems.push(format!("credits {settled:?} settled, but its attribution pays {expected:?} (contribution, basis points)"));
-        }
-        let recomputed = recompute(
-            &self.api,
-            Some(self.client),
-            receipt,
-            false,
-            self.model.clone(),
-            &self.cache,
-        )
-        .await;
-        match recomputed {
-            Ok(differences) => {
-                for d in differences {
-                    problems.push(format!("recomputed attribution differs: {d}"));
-                }
-            }
-            // The published artifacts could not be had or do not match the registry.
-            Err(e) => problems.push(format!("could not be recomputed: {e:#}")),
-        }
-        Ok(problems)
     }
 
     /// Challenges `batch`, posting the bond, with `evidence` kept beside the cache: true if

@@ -16,6 +16,8 @@ pub struct Agent {
     /// Wei per 1,000 input tokens and per 1,000 output tokens.
     pub price_in: u128,
     pub price_out: u128,
+    /// The datanet its answers retrieve from (0: none).
+    pub knowledge: u64,
     pub metadata: Metadata,
 }
 

@@ -10,6 +10,8 @@
 //!   and rate limits, stored hashed in the studio [`store`].
 //! - [`agents`] and `meter`: a request naming an agent is paid: it needs an account's key, and
 //!   its receipt is recorded in the [`store`] before its answer completes.
+//! - [`knowledge`]: retrieval for agents with a knowledge datanet: passages in the prompt,
+//!   citations in the response, the retrieval in the receipt.
 //! - [`attribute`]: each receipt attributed after its answer, in order: the attribution
 //!   receipt a validator recomputes, and the credits settlement pays by contribution.
 //! - [`receipts`]: a receipt with its attribution for its consumer, attribution receipts for
@@ -20,6 +22,7 @@
 pub mod agents;
 pub mod attribute;
 pub mod keys;
+pub mod knowledge;
 mod meter;
 mod openai;
 pub mod receipts;
@@ -83,6 +86,8 @@ pub struct Paid {
     pub agents: Arc<dyn agents::AgentBook>,
     pub funds: Arc<dyn agents::Funds>,
     pub store: Arc<store::Store>,
+    /// Search over agents' knowledge datanets (without it, agents answer without retrieval).
+    pub knowledge: Option<Arc<dyn knowledge::Knowledge>>,
 }
 
 /// Why the service could not start.

@@ -66,6 +66,8 @@ pub struct Ticket {
     /// Choices in the request, and choices per prompt.
     pub choices: usize,
     pub n: usize,
+    /// What a knowledge agent retrieved for the request.
+    pub retrieval: Option<crate::knowledge::Retrieval>,
 }
 
 /// The fee for `input` and `output` tokens: what `InferenceSettlement` allows at most.
@@ -166,5 +168,6 @@ fn record(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         complete,
+        retrieval: ticket.retrieval.clone(),
     })
 }

@@ -4,7 +4,7 @@
 //! | Route | Who | What |
 //! |---|---|---|
 //! | `GET /v1/receipts/{id}` | the receipt's consumer | the receipt, its attribution (hash, credits by contribution, the attribution receipt in hex) and its settlement |
-//! | `GET /v1/attributions/{hash}` | a staked validator | the attribution receipt whose keccak256 is `hash`, in hex |
+//! | `GET /v1/attributions/{hash}` | a staked validator | the attribution receipt whose keccak256 is `hash`, in hex; for an answer that retrieved, the trained attribution's hash and receipt and the retrieval whose combined hash is `hash` |
 //!
 //! Attribution receipts hold the prompt and the answer, so nobody else reads them.
 
@@ -67,12 +67,17 @@ async fn receipt(
         None => json!({"status": "pending"}),
         Some(a) => {
             let bytes = match a.unattributed {
-                None => s.store.attribution_receipt(a.hash).map_err(store_error)?,
+                None => s
+                    .store
+                    .attribution_receipt(a.trained.unwrap_or(a.hash))
+                    .map_err(store_error)?,
                 Some(_) => None,
             };
+            let nobody = a.unattributed.is_some() && a.credits.is_empty();
             json!({
-                "status": if a.unattributed.is_some() { "unattributed" } else { "attributed" },
+                "status": if nobody { "unattributed" } else { "attributed" },
                 "hash": a.hash,
+                "trained": a.trained,
                 "credits": a.credits.iter()
                     .map(|&(c, bps)| json!({"contribution": c, "basis_points": bps}))
                     .collect::<Vec<_>>(),
@@ -93,6 +98,7 @@ async fn receipt(
         "complete": row.complete,
         "created_at": row.created_at,
         "attribution": attribution,
+        "retrieval": row.retrieval.as_ref().map(crate::knowledge::Retrieval::json),
         "batch": settlement.map(|s| s.0),
         "released": settlement.is_some_and(|s| s.1),
     })))
@@ -120,14 +126,31 @@ async fn attribution(
             consumer.account
         )));
     }
-    let bytes = s
+    let missing = || ApiError::not_found("hash", format!("no attribution receipt {hash} here"));
+    let as_hex = |bytes: Vec<u8>| format!("0x{}", hex::encode(bytes));
+    if let Some(bytes) = s.store.attribution_receipt(hash).map_err(store_error)? {
+        return Ok(Json(json!({"hash": hash, "receipt": as_hex(bytes)})));
+    }
+    // An answer that retrieved settles with a hash of its trained attribution and its
+    // retrieval: both are served.
+    let id = s
         .store
-        .attribution_receipt(hash)
+        .retrieved_attribution(hash)
         .map_err(store_error)?
-        .ok_or_else(|| {
-            ApiError::not_found("hash", format!("no attribution receipt {hash} here"))
-        })?;
-    Ok(Json(
-        json!({"hash": hash, "receipt": format!("0x{}", hex::encode(bytes))}),
-    ))
+        .ok_or_else(missing)?;
+    let row = s.store.receipt(id).map_err(store_error)?;
+    let recorded = s.store.attribution(id).map_err(store_error)?;
+    let (Some(row), Some(recorded)) = (row, recorded) else {
+        return Err(missing());
+    };
+    let (Some(trained), Some(retrieval)) = (recorded.trained, row.retrieval) else {
+        return Err(missing());
+    };
+    let bytes = s.store.attribution_receipt(trained).map_err(store_error)?;
+    Ok(Json(json!({
+        "hash": hash,
+        "trained": trained,
+        "receipt": bytes.map(as_hex),
+        "retrieval": retrieval.json(),
+    })))
 }

@@ -121,6 +121,9 @@ pub struct ReceiptRow {
     pub created_at: u64,
     /// False when the client left before the answer ended (it pays for what was generated).
     pub complete: bool,
+    /// What a knowledge agent retrieved for the answer (in its prompt).
+    #[serde(default)]
+    pub retrieval: Option<crate::knowledge::Retrieval>,
 }
 
 /// A receipt before the store gives it its id and sequence number.
@@ -139,6 +142,7 @@ pub struct NewReceipt {
     pub answer: Vec<u32>,
     pub created_at: u64,
     pub complete: bool,
+    pub retrieval: Option<crate::knowledge::Retrieval>,
 }
 
 /// The store.
@@ -306,6 +310,7 @@ impl Store {
                 answer: new.answer,
                 created_at: new.created_at,
                 complete: new.complete,
+                retrieval: new.retrieval,
             };
             txn.open_table(RECEIPTS)?
                 .insert(id, encode(&row).as_slice())?;
@@ -605,6 +610,7 @@ mod tests {
             answer: vec![4, 5],
             created_at: 7,
             complete: true,
+            retrieval: None,
         }
     }
 

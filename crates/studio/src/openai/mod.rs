@@ -4,6 +4,7 @@
 mod error;
 mod generate;
 mod respond;
+mod retrieve;
 mod types;
 
 pub use error::ApiError;
@@ -25,6 +26,7 @@ use axum::{
 use generate::Job;
 use openledger_model::chat::Message;
 use respond::{Header, Kind};
+use retrieve::Retrieved;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -96,6 +98,11 @@ async fn chat_inner(studio: Arc<Studio>, who: Who, body: Bytes) -> Result<Respon
         };
         messages.push(Message::new(role, &m.text(i)?));
     }
+    // Only for a request that can pay: a stranger's request is refused before any search.
+    let retrieved = match &agent {
+        Some(agent) if who.consumer.is_some() => studio.retrieve(agent, &mut messages).await?,
+        _ => None,
+    };
     let prompt = studio
         .chat_prompt(&messages)
         .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
@@ -121,7 +128,7 @@ async fn chat_inner(studio: Arc<Studio>, who: Who, body: Bytes) -> Result<Respon
         Kind::Chat,
         vec![studio.tokenizer.encode(&prompt)],
         top,
-        agent,
+        agent.map(|a| (a, retrieved)),
         who,
     )
     .await
@@ -199,21 +206,21 @@ async fn completions_inner(
         Kind::Text,
         prompts,
         top,
-        agent,
+        agent.map(|a| (a, None)),
         who,
     )
     .await
 }
 
 /// Resolves the model, checks the settings, submits every choice and answers; a request for
-/// an agent is billed to its consumer.
+/// an agent (with what it retrieved, if anything) is billed to its consumer.
 async fn run(
     studio: &Arc<Studio>,
     common: &Common,
     kind: Kind,
     prompts: Vec<Vec<u32>>,
     logprobs: Option<usize>,
-    agent: Option<Agent>,
+    agent: Option<(Agent, Option<Retrieved>)>,
     who: Who,
 ) -> Result<Response, ApiError> {
     let checked = common.check()?;
@@ -222,6 +229,10 @@ async fn run(
     }
     let choices = prompts.len() * checked.n;
     let n = checked.n;
+    let citations = agent
+        .as_ref()
+        .and_then(|(_, r)| r.as_ref())
+        .map(|r| r.citations.clone());
     let (adapters, ticket, hold) = match agent {
         None if who.paid_only => {
             return Err(ApiError::unauthenticated(format!(
@@ -230,7 +241,7 @@ async fn run(
             )))
         }
         None => (studio.resolve(common)?, None, None),
-        Some(agent) => {
+        Some((agent, retrieved)) => {
             let consumer = who.consumer;
             if common.adapters.as_ref().is_some_and(|l| !l.is_empty()) {
                 return Err(ApiError::invalid(
@@ -259,6 +270,7 @@ async fn run(
                 prompt: prompts[0].clone(),
                 choices,
                 n,
+                retrieval: retrieved.map(|r| r.retrieval),
             };
             (vec![(agent.adapter.clone(), 1.0)], Some(ticket), Some(hold))
         }
@@ -278,6 +290,7 @@ async fn run(
         model: common.model.clone(),
         choices,
         include_usage: checked.include_usage,
+        citations,
     };
     let stream = common.stream;
     let mut rx = generate::start(
@@ -473,8 +486,6 @@ pub async fn detokenize(Ready(studio): Ready, body: Bytes) -> Response {
 }
 
 impl Studio {
-    /// The adapter mix a request names: the base model, one adapter (at `adapter_scale`), or
-    /// the `adapters` list of an ensemble.
     /// The agent `model` names, if agents are served.
     fn agent(&self, model: &str) -> Option<Agent> {
         self.paid.get()?.agents.find(model)
@@ -536,6 +547,8 @@ impl Studio {
         Ok((hold, standing.last_seq))
     }
 
+    /// The adapter mix a request names: the base model, one adapter (at `adapter_scale`), or
+    /// the `adapters` list of an ensemble.
     fn resolve(&self, common: &Common) -> Result<Vec<(String, f32)>, ApiError> {
         let source = self.engine.source();
         if let Some(list) = common.adapters.as_ref().filter(|l| !l.is_empty()) {

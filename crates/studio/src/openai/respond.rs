@@ -29,6 +29,8 @@ pub struct Header {
     pub model: String,
     pub choices: usize,
     pub include_usage: bool,
+    /// A knowledge agent's retrieved passages (`citations`, in the body or the first chunk).
+    pub citations: Option<Value>,
 }
 
 #[derive(Default)]
@@ -156,15 +158,18 @@ pub async fn body(
         Kind::Chat => "chat.completion",
         Kind::Text => "text_completion",
     };
-    Json(json!({
+    let mut body = json!({
         "id": header.id,
         "object": object,
         "created": header.created,
         "model": header.model,
         "choices": choices,
         "usage": usage.json(),
-    }))
-    .into_response()
+    });
+    if let Some(citations) = header.citations {
+        body["citations"] = citations;
+    }
+    Json(body).into_response()
 }
 
 /// Streams every choice as server-sent events.
@@ -213,7 +218,7 @@ struct Stream {
 }
 
 impl Stream {
-    fn chunk(&self, choices: Vec<Value>, usage: Option<Value>) -> Bytes {
+    fn chunk(&mut self, choices: Vec<Value>, usage: Option<Value>) -> Bytes {
         let mut body = json!({
             "id": self.header.id,
             "object": self.object,
@@ -221,6 +226,9 @@ impl Stream {
             "model": self.header.model,
             "choices": choices,
         });
+        if let Some(citations) = self.header.citations.take() {
+            body["citations"] = citations;
+        }
         if self.header.include_usage {
             body["usage"] = usage.unwrap_or(Value::Null);
         }

@@ -8,7 +8,7 @@
 
 use super::SettleError;
 use crate::{
-    attribute::{credits, payouts, served_hash, Attribution},
+    attribute::{credits, payouts, served_hash, weights, Attribution},
     store::{ReceiptRow, Store},
 };
 use alloy_primitives::{Bytes, B256, U256};
@@ -141,15 +141,16 @@ pub(super) async fn plan(
             kept.push((served_hash(&r.prompt, &r.answer), Vec::new()));
             continue;
         };
-        // The rule validators apply: the attribution receipt's payouts, kept to the payable
-        // ones, the largest 64 of those split over 10,000 (not the recorded credits split
+        // The rule validators apply: the attribution receipt's payouts (with the retrieved
+        // passages' scores), kept to the payable ones, the largest 64 of those split over 10,000 (not the recorded credits split
         // again, which would round twice and could keep a different 64).
-        let paid = match store.attribution_receipt(recorded.hash)? {
+        let trained = match store.attribution_receipt(recorded.trained.unwrap_or(recorded.hash))? {
             Some(bytes) => AttributionReceipt::decode(&bytes)
                 .map(|receipt| payouts(&receipt))
                 .unwrap_or_default(),
             None => Vec::new(),
         };
+        let paid = weights(&trained, r.retrieval.as_ref());
         let (adapter, knowledge) = agents.get(&r.agent_id).copied().unwrap_or_default();
         let mut ok = BTreeSet::new();
         for (c, amount) in &paid {

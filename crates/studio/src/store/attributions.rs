@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 /// Receipt id → its attribution.
 const ATTRIBUTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("attributions");
+/// The hash an answer that retrieved settles with → its receipt's id.
+const RETRIEVED_ATTRIBUTIONS: TableDefinition<&[u8; 32], u64> =
+    TableDefinition::new("retrieved_attributions");
 /// keccak256 of an attribution receipt → its canonical bytes.
 const ATTRIBUTION_RECEIPTS: TableDefinition<&[u8; 32], &[u8]> =
     TableDefinition::new("attribution_receipts");
@@ -21,14 +24,19 @@ pub struct Attribution {
     pub hash: B256,
     /// (contribution, basis points), ascending by contribution, summing to 10,000 when any.
     pub credits: Vec<(u64, u16)>,
-    /// Why nothing was attributed, when nothing was.
+    /// Why nothing was attributed to the adapter's training data, when nothing was.
     pub unattributed: Option<String>,
+    /// For an answer that retrieved: the trained attribution's own hash (`hash` combines it
+    /// with the retrieval's).
+    #[serde(default)]
+    pub trained: Option<B256>,
 }
 
 impl Store {
     pub(super) fn create_attribution_tables(txn: &redb::WriteTransaction) -> Result<()> {
         txn.open_table(ATTRIBUTIONS)?;
         txn.open_table(ATTRIBUTION_RECEIPTS)?;
+        txn.open_table(RETRIEVED_ATTRIBUTIONS)?;
         Ok(())
     }
 
@@ -55,8 +63,13 @@ impl Store {
             txn.open_table(ATTRIBUTIONS)?
                 .insert(id, encode(attribution).as_slice())?;
             if let Some(bytes) = bytes {
+                let hash = attribution.trained.unwrap_or(attribution.hash);
                 txn.open_table(ATTRIBUTION_RECEIPTS)?
-                    .insert(&attribution.hash.0, bytes)?;
+                    .insert(&hash.0, bytes)?;
+            }
+            if attribution.trained.is_some() {
+                txn.open_table(RETRIEVED_ATTRIBUTIONS)?
+                    .insert(&attribution.hash.0, id)?;
             }
             let mut meta = txn.open_table(META)?;
             let from = meta.get("attribute_from")?.map_or(1, |v| v.value());
@@ -81,5 +94,12 @@ impl Store {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(ATTRIBUTION_RECEIPTS)?;
         Ok(table.get(&hash.0)?.map(|v| v.value().to_vec()))
+    }
+
+    /// The receipt whose answer retrieved and settles with `hash`, if this host served it.
+    pub fn retrieved_attribution(&self, hash: B256) -> Result<Option<u64>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RETRIEVED_ATTRIBUTIONS)?;
+        Ok(table.get(&hash.0)?.map(|v| v.value()))
     }
 }
