@@ -112,6 +112,8 @@ def test_a_knowledge_agent_cites_and_credits_the_contribution_it_retrieved(node,
     checked = validator(node, tmp_path)
     for batch in {r["batch"] for r in receipts}:
         assert f"batch {batch}: " in checked and f"challenged batch {batch} " not in checked, checked
+        assert any(line.startswith(f"batch {batch}: ") and line.endswith("every check holds")
+                   for line in checked.splitlines()), checked
     assert f"challenged batch {forged}" in checked, checked
     evidence = (tmp_path / "validator" / "evidence" / f"batch-{forged}.txt").read_text()
     assert f"its attribution pays [({lighthouse}, 10000)]" in evidence, evidence

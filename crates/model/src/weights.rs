@@ -92,6 +92,15 @@ pub struct RawGguf {
     pub tensors: HashMap<String, RawTensor>,
 }
 
+/// A GGUF file's metadata (its tokenizer, chat template and config), reading no tensor.
+pub fn read_gguf_metadata(path: &Path) -> Result<HashMap<String, gguf_file::Value>, ModelError> {
+    let io = |e: std::io::Error| ModelError::Io(path.display().to_string(), e);
+    let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|e| ModelError::Format(format!("{}: not a GGUF file: {e}", path.display())))?;
+    Ok(content.metadata)
+}
+
 /// Reads a GGUF file keeping its Q4_1 and Q8_0 blocks.
 pub fn read_gguf_raw(path: &Path) -> Result<RawGguf, ModelError> {
     use candle_core::quantized::GgmlDType;

@@ -4,51 +4,64 @@
 //! retrieved.
 
 use openledger_datanets::{search::SearchIndex, Datanets};
+use openledger_model::{chat::ChatTemplate, tokenizer::Tokenizer};
 use openledger_studio::knowledge::{
-    Found, Hit, Knowledge, Passage, Retrieval, MAX_QUERY_CHARS, RETRIEVED,
+    Found, Hit, Knowledge, Markers, Passage, Retrieval, MAX_QUERY_CHARS, RETRIEVED,
 };
 use std::{
     future::Future,
     io::{BufRead, Seek, Write},
+    path::Path,
     sync::Arc,
 };
+use tokio::sync::OnceCell;
 
 /// Versions whose index is kept (each holds its passages' text, up to 2,000 characters each).
 const KEPT: usize = 4;
 
+/// A version's index, once built.
+type Slot = Arc<OnceCell<Arc<SearchIndex>>>;
+
 /// The indexes of the versions searched last.
 #[derive(Default)]
 pub struct Indexes {
-    /// Least recently used first. Held while an index is built, so that concurrent searches
-    /// of a new version build it once.
-    kept: tokio::sync::Mutex<Vec<(u64, Arc<SearchIndex>)>>,
+    /// Least recently used first. Each version has its own cell, so that concurrent searches
+    /// of a new version build it once while searches of other versions go on.
+    kept: std::sync::Mutex<Vec<(u64, Slot)>>,
 }
 
 impl Indexes {
-    /// Version `version`'s index; when not kept, built from what `export` reads.
+    /// Version `version`'s index; when not kept, built from what `export` reads (a failed
+    /// build is not kept: the next search tries again).
     pub async fn get<F, Fut>(&self, version: u64, export: F) -> Result<Arc<SearchIndex>, String>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Box<dyn BufRead + Send>, String>>,
     {
-        let mut kept = self.kept.lock().await;
-        if let Some(at) = kept.iter().position(|(v, _)| *v == version) {
-            let entry = kept.remove(at);
-            let index = entry.1.clone();
+        let cell = {
+            let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = match kept.iter().position(|(v, _)| *v == version) {
+                Some(at) => kept.remove(at),
+                None => (version, Arc::default()),
+            };
+            let cell = entry.1.clone();
             kept.push(entry);
-            return Ok(index);
-        }
-        let reader = export().await?;
-        let index = tokio::task::spawn_blocking(move || SearchIndex::from_export(reader))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("indexing version {version}: {e}"))?;
-        let index = Arc::new(index);
-        kept.push((version, index.clone()));
-        if kept.len() > KEPT {
-            kept.remove(0);
-        }
-        Ok(index)
+            if kept.len() > KEPT {
+                kept.remove(0);
+            }
+            cell
+        };
+        let index = cell
+            .get_or_try_init(|| async {
+                let reader = export().await?;
+                let index = tokio::task::spawn_blocking(move || SearchIndex::from_export(reader))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("indexing version {version}: {e}"))?;
+                Ok::<_, String>(Arc::new(index))
+            })
+            .await?;
+        Ok(index.clone())
     }
 }
 
@@ -104,6 +117,48 @@ pub fn mismatch(retrieval: &Retrieval, index: &SearchIndex) -> Option<String> {
             retrieval.hits, retrieval.query, retrieval.version
         )
     })
+}
+
+/// What reads a knowledge agent's query back from a prompt's tokens: the model's tokenizer
+/// and where its chat template puts the last user message (from a GGUF file's metadata alone,
+/// or a Hugging Face directory).
+pub struct PromptReader {
+    tokenizer: Tokenizer,
+    markers: Markers,
+}
+
+impl PromptReader {
+    pub fn load(model: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let (tokenizer, template) = if model.is_file() {
+            let metadata = openledger_model::weights::read_gguf_metadata(model)?;
+            let tokenizer = Tokenizer::from_gguf(&metadata)
+                .map_err(|e| anyhow::anyhow!("{}: tokenizer: {e}", model.display()))?;
+            let template = metadata
+                .get("tokenizer.chat_template")
+                .and_then(|v| v.to_string().ok())
+                .cloned();
+            (tokenizer, template)
+        } else {
+            let loaded = openledger_model::Model::load(model)?;
+            (loaded.tokenizer, loaded.chat_template)
+        };
+        let template =
+            template.with_context(|| format!("{} declares no chat template", model.display()))?;
+        let template = ChatTemplate::new(&template)?;
+        let (bos, eos) = (
+            openledger_studio::piece(&tokenizer, tokenizer.bos_id()),
+            openledger_studio::piece(&tokenizer, tokenizer.eos_id()),
+        );
+        let markers = Markers::new(&template, &bos, &eos)?;
+        Ok(Self { tokenizer, markers })
+    }
+
+    /// The query of the conversation `prompt` renders (empty if it does not end with a user's
+    /// message).
+    pub fn query(&self, prompt: &[u32]) -> String {
+        self.markers.query(&self.tokenizer.decode(prompt))
+    }
 }
 
 /// Search over the datanets this node indexes, for the agents it hosts.

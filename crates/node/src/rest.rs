@@ -114,6 +114,21 @@ impl Api {
         ))
     }
 
+    /// The status and raw bytes at `path`, for callers that act on the status.
+    pub async fn get_raw(&self, path: &str) -> Result<(u16, Vec<u8>)> {
+        let response = self
+            .request(Method::GET, path, empty(), "application/json")
+            .await?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| anyhow!("reading the answer to {path}: {e}"))?
+            .to_bytes();
+        Ok((status, bytes.to_vec()))
+    }
+
     /// The raw bytes at `path`.
     pub async fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
         self.send(Method::GET, path, empty(), "application/json")

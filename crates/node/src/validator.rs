@@ -42,6 +42,10 @@ pub struct ValidatorArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     pub api_url: String,
+    /// A datanets API to read versions' exports and lineage proofs from [default: --api-url]:
+    /// your own node's, so that nothing checked rests on what the host serves.
+    #[arg(long)]
+    pub data_api_url: Option<String>,
     /// Check one receipt in N, drawn at random (1: every receipt).
     #[arg(long, default_value_t = 1)]
     pub sample: u64,
@@ -110,8 +114,12 @@ struct Validator<'a> {
     key: String,
     cache: PathBuf,
     model: Option<PathBuf>,
+    /// Where versions' exports and lineage proofs are read.
+    data_api: Api,
     /// Knowledge datanet versions' indexes, to check retrievals.
     indexes: crate::knowledge::Indexes,
+    /// Reads knowledge agents' queries back from prompts (loaded on first use).
+    reader: tokio::sync::OnceCell<crate::knowledge::PromptReader>,
 }
 
 pub async fn run(client: &ProtocolClient, args: ValidatorArgs, home: &Path) -> Result<()> {
@@ -136,7 +144,9 @@ pub async fn run(client: &ProtocolClient, args: ValidatorArgs, home: &Path) -> R
         key,
         cache: cache.clone(),
         model: args.model,
+        data_api: Api::new(args.data_api_url.as_deref().unwrap_or(&args.api_url))?,
         indexes: Default::default(),
+        reader: Default::default(),
     };
     let state_file = cache.join("validator.json");
     let mut progress = Progress::load(&state_file)?;

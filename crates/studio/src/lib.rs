@@ -72,6 +72,8 @@ pub struct Studio {
     engine: OpenLora,
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
+    /// Where the template puts the last user message: knowledge agents' queries are read there.
+    markers: Option<knowledge::Markers>,
     base_name: String,
     created: u64,
     dirs: Arc<DirSource>,
@@ -113,6 +115,15 @@ impl Studio {
         let (base, tokenizer, template) = load_model(model_path)?;
         let vocab = Vocab::new(&tokenizer);
         let template = template.as_deref().map(ChatTemplate::new).transpose()?;
+        let markers = template.as_ref().and_then(|t| {
+            let (bos, eos) = (
+                piece(&tokenizer, tokenizer.bos_id()),
+                piece(&tokenizer, tokenizer.eos_id()),
+            );
+            knowledge::Markers::new(t, &bos, &eos)
+                .inspect_err(|e| tracing::warn!(error = %e, "knowledge agents will not retrieve"))
+                .ok()
+        });
         let dirs = Arc::new(DirSource::new(adapter_dirs));
         let source: Arc<dyn AdapterSource> = Arc::new(Sources {
             dirs: dirs.clone(),
@@ -123,6 +134,7 @@ impl Studio {
             engine,
             tokenizer,
             template,
+            markers,
             base_name: base_name.to_string(),
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -160,17 +172,14 @@ impl Studio {
             .template
             .as_ref()
             .ok_or_else(|| ModelError::Template("the model declares no chat template".into()))?;
-        let piece = |id: u32| {
-            String::from_utf8_lossy(self.tokenizer.decode_piece(id).unwrap_or_default())
-                .into_owned()
-        };
-        template.render(
-            messages,
-            true,
-            &piece(self.tokenizer.bos_id()),
-            &piece(self.tokenizer.eos_id()),
-        )
+        let t = &self.tokenizer;
+        template.render(messages, true, &piece(t, t.bos_id()), &piece(t, t.eos_id()))
     }
+}
+
+/// The text of token `id`, as chat templates write it.
+pub fn piece(tokenizer: &Tokenizer, id: u32) -> String {
+    String::from_utf8_lossy(tokenizer.decode_piece(id).unwrap_or_default()).into_owned()
 }
 
 /// Local directories first, then another source.

@@ -4,7 +4,7 @@
 //! | Route | Who | What |
 //! |---|---|---|
 //! | `GET /v1/receipts/{id}` | the receipt's consumer | the receipt, its attribution (hash, credits by contribution, the attribution receipt in hex) and its settlement |
-//! | `GET /v1/attributions/{hash}` | a staked validator | the attribution receipt whose keccak256 is `hash`, in hex; for an answer that retrieved, the trained attribution's hash and receipt and the retrieval whose combined hash is `hash` |
+//! | `GET /v1/attributions/{hash}` | a staked validator | the attribution receipt whose keccak256 is `hash`, in hex; for an answer that retrieved, the trained attribution's hash and receipt (or, when nothing was attributed, the served prompt and answer tokens) and the retrieval whose combined hash is `hash` |
 //!
 //! Attribution receipts hold the prompt and the answer, so nobody else reads them.
 
@@ -146,11 +146,17 @@ async fn attribution(
     let (Some(trained), Some(retrieval)) = (recorded.trained, row.retrieval) else {
         return Err(missing());
     };
+    // Without an attribution receipt, `trained` is the served tokens' hash: they are served
+    // so that it can be checked, and the query read from the prompt.
     let bytes = s.store.attribution_receipt(trained).map_err(store_error)?;
+    let served = bytes
+        .is_none()
+        .then(|| json!({"prompt": row.prompt, "answer": row.answer}));
     Ok(Json(json!({
         "hash": hash,
         "trained": trained,
         "receipt": bytes.map(as_hex),
+        "served": served,
         "retrieval": retrieval.json(),
     })))
 }

@@ -6,7 +6,7 @@
 use super::Validator;
 use crate::{
     attribution::recompute,
-    knowledge::{mismatch, misplaced},
+    knowledge::{mismatch, misplaced, PromptReader},
 };
 use alloy_primitives::{hex, keccak256, B256, U256};
 use alloy_sol_types::SolCall;
@@ -17,7 +17,7 @@ use openledger_protocol::{
     DatanetRegistry, ModelRegistry,
 };
 use openledger_studio::{
-    attribute::{credits, payouts, weights, BASIS_POINTS},
+    attribute::{credits, payouts, served_hash, weights, BASIS_POINTS},
     knowledge::{combined_hash, Retrieval},
 };
 use serde_json::Value;
@@ -27,6 +27,8 @@ use std::collections::BTreeMap;
 struct Served {
     /// The trained attribution receipt's bytes, if there is one.
     receipt: Option<Vec<u8>>,
+    /// Without one, for an answer that retrieved: the prompt and answer tokens.
+    tokens: Option<(Vec<u32>, Vec<u32>)>,
     /// For an answer that retrieved: the trained attribution's hash and the retrieval.
     retrieval: Option<(B256, Retrieval)>,
 }
@@ -51,10 +53,27 @@ impl Served {
                 Some((trained, r))
             }
         };
-        if receipt.is_none() && retrieval.is_none() {
-            return Err("neither an attribution receipt nor a retrieval".into());
+        let tokens = match body.get("served").filter(|v| !v.is_null()) {
+            None => None,
+            Some(v) => {
+                let ids = |k: &str| serde_json::from_value::<Vec<u32>>(v[k].clone()).ok();
+                Some((ids("prompt"), ids("answer")))
+                    .and_then(|(p, a)| Some((p?, a?)))
+                    .map(Some)
+                    .ok_or("the served tokens are malformed")?
+            }
+        };
+        match (&receipt, &tokens, &retrieval) {
+            (None, _, None) => Err("neither an attribution receipt nor a retrieval".into()),
+            (None, None, Some(_)) => {
+                Err("a retrieval with neither an attribution receipt nor the served tokens".into())
+            }
+            _ => Ok(Self {
+                receipt,
+                tokens,
+                retrieval,
+            }),
         }
-        Ok(Self { receipt, retrieval })
     }
 }
 
@@ -114,12 +133,11 @@ impl Validator<'_> {
                         r.attributionHash
                     )]);
                 }
-                problems.extend(self.check_retrieval(retrieval, knowledge).await?);
                 *trained
             }
         };
         let mut trained = Vec::new();
-        if let Some(bytes) = &served.receipt {
+        let prompt = if let Some(bytes) = &served.receipt {
             if keccak256(bytes) != trained_hash {
                 return Ok(vec![format!(
                     "the host's attribution receipt hashes to {}, not {trained_hash}",
@@ -135,7 +153,33 @@ impl Validator<'_> {
                 }
             };
             trained = payouts(&receipt);
+            let prompt = receipt.prompt.clone();
             problems.extend(self.check_trained(r, route.adapterId, receipt).await?);
+            prompt
+        } else if let Some((prompt, answer)) = served.tokens {
+            // Nothing attributed: `trained` must be the served tokens' hash, and no more
+            // tokens than were billed.
+            if served_hash(&prompt, &answer) != trained_hash {
+                return Ok(vec![format!(
+                    "the served tokens hash to {}, not {trained_hash}",
+                    served_hash(&prompt, &answer)
+                )]);
+            }
+            if prompt.len() > r.inputTokens as usize || answer.len() > r.outputTokens as usize {
+                problems.push(format!(
+                    "serves {} prompt and {} answer tokens, more than the {} and {} billed",
+                    prompt.len(),
+                    answer.len(),
+                    r.inputTokens,
+                    r.outputTokens
+                ));
+            }
+            prompt
+        } else {
+            Vec::new()
+        };
+        if let Some((_, retrieval)) = &served.retrieval {
+            problems.extend(self.check_retrieval(retrieval, knowledge, &prompt).await?);
         }
         let paid = weights(&trained, served.retrieval.as_ref().map(|(_, r)| r));
         let payable = Payable {
@@ -215,8 +259,14 @@ impl Validator<'_> {
         Ok(problems)
     }
 
-    /// Checks what an answer says it retrieved against a search of the same version.
-    async fn check_retrieval(&self, retrieval: &Retrieval, knowledge: u64) -> Result<Vec<String>> {
+    /// Checks what an answer says it retrieved: searched where it should, for the query its
+    /// prompt ends with, finding what a search of the same version finds.
+    async fn check_retrieval(
+        &self,
+        retrieval: &Retrieval,
+        knowledge: u64,
+        prompt: &[u32],
+    ) -> Result<Vec<String>> {
         let a = *self.client.addresses().context("addresses")?;
         let call = DatanetRegistry::versionCall {
             versionId: U256::from(retrieval.version),
@@ -225,17 +275,53 @@ impl Validator<'_> {
         if let Some(problem) = misplaced(retrieval, knowledge, of) {
             return Ok(vec![problem]);
         }
+        let asked = self.prompt_reader().await?.query(prompt);
+        if asked != retrieval.query {
+            return Ok(vec![format!(
+                "searched for {:?}, but the prompt asks {asked:?}",
+                retrieval.query
+            )]);
+        }
         let v = retrieval.version;
-        let index = self
-            .indexes
-            .get(v, || async move {
-                let path = format!("/api/versions/{v}/export");
-                let bytes = self.api.get_bytes(&path).await.map_err(|e| e.to_string())?;
-                Ok(Box::new(std::io::Cursor::new(bytes)) as Box<dyn std::io::BufRead + Send>)
+        let unreachable = std::sync::atomic::AtomicBool::new(false);
+        let index =
+            self.indexes
+                .get(v, || async {
+                    let path = format!("/api/versions/{v}/export");
+                    match self.data_api.get_raw(&path).await {
+                        Ok((200, bytes)) => Ok(Box::new(std::io::Cursor::new(bytes))
+                            as Box<dyn std::io::BufRead + Send>),
+                        Ok((status, body)) => Err(format!(
+                            "its export answers {status}: {}",
+                            String::from_utf8_lossy(&body[..body.len().min(300)])
+                        )),
+                        Err(e) => {
+                            unreachable.store(true, std::sync::atomic::Ordering::Relaxed);
+                            Err(e.to_string())
+                        }
+                    }
+                })
+                .await;
+        let index = match index {
+            Ok(index) => index,
+            // Not reached: try again later rather than challenge an honest host.
+            Err(e) if unreachable.into_inner() => anyhow::bail!("{e}"),
+            Err(e) => return Ok(vec![format!("version {v} cannot be searched: {e}")]),
+        };
+        Ok(mismatch(retrieval, &index).into_iter().collect())
+    }
+
+    /// The tokenizer and chat template queries are read with (loaded once).
+    async fn prompt_reader(&self) -> Result<&PromptReader> {
+        self.reader
+            .get_or_try_init(|| async {
+                let path = self
+                    .model
+                    .clone()
+                    .unwrap_or_else(openledger_model::default_model_path);
+                tokio::task::spawn_blocking(move || PromptReader::load(&path)).await?
             })
             .await
-            .map_err(anyhow::Error::msg)?;
-        Ok(mismatch(retrieval, &index).into_iter().collect())
     }
 }
 
@@ -276,7 +362,7 @@ impl Payable<'_, '_> {
             .datanetVersions
         {
             let path = format!("/api/versions/{version}/proofs/{contribution}");
-            if self.v.api.get_with(&path, &[]).await?.0 == 200 {
+            if self.v.data_api.get_with(&path, &[]).await?.0 == 200 {
                 return Ok(true);
             }
         }

@@ -108,8 +108,7 @@ impl ApiError {
         }
     }
 
-    /// The server's own failure (500).
-    /// A service the answer needs is failing: retry later.
+    /// A service the answer needs is failing: retry later (503).
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -120,6 +119,7 @@ impl ApiError {
         }
     }
 
+    /// The server's own failure (500).
     pub fn internal(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,

@@ -98,9 +98,12 @@ async fn chat_inner(studio: Arc<Studio>, who: Who, body: Bytes) -> Result<Respon
         };
         messages.push(Message::new(role, &m.text(i)?));
     }
-    // Only for a request that can pay: a stranger's request is refused before any search.
-    let retrieved = match &agent {
-        Some(agent) if who.consumer.is_some() => studio.retrieve(agent, &mut messages).await?,
+    // Only for a consumer who can pay something: others are refused before any search.
+    let retrieved = match (&agent, &who.consumer) {
+        (Some(agent), Some(consumer)) if agent.knowledge != 0 => {
+            drop(studio.hold(consumer, 1).await?);
+            studio.retrieve(agent, &mut messages).await?
+        }
         _ => None,
     };
     let prompt = studio

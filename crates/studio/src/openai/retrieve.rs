@@ -17,10 +17,11 @@ pub(super) struct Retrieved {
 }
 
 impl Studio {
-    /// For an agent with a knowledge datanet: searches its latest version for the last user
-    /// message and puts the passages found in the system message. Nothing is retrieved for an
-    /// agent without one, a conversation without a user message, or a datanet without a
-    /// version; a search that fails refuses the request (503) rather than answer without it.
+    /// For an agent with a knowledge datanet: searches its latest version for the
+    /// conversation's last message, when that is the consumer's, and puts the passages found
+    /// in the system message. Nothing is retrieved for an agent without one, a conversation
+    /// that ends otherwise, or a datanet without a version; a search that fails refuses the
+    /// request (503) rather than answer without it.
     pub(super) async fn retrieve(
         &self,
         agent: &Agent,
@@ -29,17 +30,27 @@ impl Studio {
         let Some(search) = self.paid.get().and_then(|p| p.knowledge.as_ref()) else {
             return Ok(None);
         };
-        let last_user = messages.iter().rev().find(|m| m.role == "user");
-        let query = knowledge::query(last_user.map_or("", |m| m.content.as_str()));
-        if agent.knowledge == 0 || query.is_empty() {
+        let Some(markers) = &self.markers else {
+            return Ok(None);
+        };
+        if agent.knowledge == 0 || messages.last().is_none_or(|m| m.role != "user") {
+            return Ok(None);
+        }
+        // Read from the prompt's tokens, as a validator reads it from the receipt's.
+        let rendered = self
+            .chat_prompt(messages)
+            .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+        let query = markers.query(&self.tokenizer.decode(&self.tokenizer.encode(&rendered)));
+        if query.is_empty() {
             return Ok(None);
         }
         let found = search
             .retrieve(agent.knowledge, query.clone(), knowledge::RETRIEVED)
             .await
             .map_err(|e| {
+                tracing::warn!(datanet = agent.knowledge, error = %e, "knowledge search failed");
                 ApiError::unavailable(format!(
-                    "searching the agent's knowledge datanet {} failed: {e}",
+                    "searching the agent's knowledge datanet {} failed; retry shortly",
                     agent.knowledge
                 ))
             })?;
