@@ -649,6 +649,13 @@ async fn serve_api(
 ) -> Result<SocketAddr> {
     let addresses = Addresses::load(addresses_file)?;
     let mut router = openledger_datanets::api::router(service.clone());
+    let pages = ProtocolClient::connect(&format!("http://{}", node.http_addr), None)
+        .await?
+        .with_addresses(addresses);
+    router = router.merge(openledger_web::router(openledger_web::Web::new(
+        pages,
+        service.clone(),
+    )));
     router = router.merge(inference);
     router = router.merge(openledger_attribution::api::router(attributor).route_layer(
         axum::middleware::from_fn_with_state(

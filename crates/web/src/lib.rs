@@ -1,0 +1,322 @@
+//! The web app the node serves at `/`: pages rendered on the server (minijinja templates
+//! embedded in the binary, a stylesheet, no build step and no Node.js), over the same
+//! services as the APIs beside it.
+//!
+//! - [`router`]: the pages and the assets; every page is linkable and says how long the
+//!   server took (`Server-Timing: app;dur=…`).
+//! - `explorer`: blocks, transactions (calls to the protocol's contracts named by their ABIs),
+//!   addresses, and search by number, hash or address.
+//! - `abi`: function names by selector, from the committed contract artifacts.
+//!
+//! This is the web layer: it reads the chain through JSON-RPC (`openledger-protocol`) and the
+//! datanets through their service; nothing below it knows it exists.
+
+mod abi;
+mod explorer;
+mod format;
+
+use alloy_primitives::U256;
+use axum::{
+    extract::{Query, State},
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use minijinja::{context, Environment, Value};
+use openledger_datanets::Datanets;
+use openledger_protocol::ProtocolClient;
+use std::{sync::Arc, time::Instant};
+
+/// The top navigation: (section key, label, link).
+const NAV: &[(&str, &str, &str)] = &[
+    ("datanets", "Datanets", "/datanets"),
+    ("explorer", "Explorer", "/explorer"),
+];
+
+/// What the pages read from.
+pub struct Web {
+    templates: Environment<'static>,
+    client: ProtocolClient,
+    datanets: Arc<Datanets>,
+    names: abi::Names,
+}
+
+impl Web {
+    /// The app over `client` (with the protocol's addresses) and the datanets service.
+    pub fn new(client: ProtocolClient, datanets: Arc<Datanets>) -> Arc<Self> {
+        let names = abi::Names::new(client.addresses());
+        Arc::new(Self {
+            templates: templates(),
+            client,
+            datanets,
+            names,
+        })
+    }
+
+    /// Brings the datanet index up to the chain's head (what the page shows is then what the
+    /// chain says now); a failure shows what was indexed before.
+    async fn sync_datanets(&self) {
+        if let Err(e) = self.datanets.sync().await {
+            tracing::warn!(error = %e, "a page could not sync the datanet index");
+        }
+    }
+
+    /// Renders template `name` for section `section` with `ctx`, or the error page.
+    fn page(&self, started: Instant, section: &str, name: &str, ctx: Value) -> Response {
+        let nav: Vec<Value> = NAV
+            .iter()
+            .map(|(key, label, href)| context! {key, label, href})
+            .collect();
+        let base = context! {nav, section, chain_id => self.client.chain_id()};
+        let rendered = self
+            .templates
+            .get_template(name)
+            .and_then(|t| t.render(context! {..ctx, ..base}));
+        match rendered {
+            Ok(html) => html_response(started, StatusCode::OK, html),
+            Err(e) => {
+                tracing::error!(template = name, error = %e, "a page failed to render");
+                self.error(
+                    started,
+                    Failure::internal("this page could not be rendered"),
+                )
+            }
+        }
+    }
+
+    /// The error page for `failure`.
+    fn error(&self, started: Instant, failure: Failure) -> Response {
+        let nav: Vec<Value> = NAV
+            .iter()
+            .map(|(key, label, href)| context! {key, label, href})
+            .collect();
+        let html = self
+            .templates
+            .get_template("error.html")
+            .and_then(|t| {
+                t.render(context! {
+                    nav, section => "", chain_id => self.client.chain_id(),
+                    heading => failure.heading, message => failure.message.clone(),
+                })
+            })
+            .unwrap_or_else(|_| failure.message.clone());
+        html_response(started, failure.status, html)
+    }
+}
+
+/// Why a page could not be shown, in words for the person reading it.
+pub(crate) struct Failure {
+    status: StatusCode,
+    heading: &'static str,
+    message: String,
+}
+
+impl Failure {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            heading: "Not found",
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn bad_input(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            heading: "That cannot be read",
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            heading: "Something failed here",
+            message: message.into(),
+        }
+    }
+
+    /// The chain could not be read.
+    pub(crate) fn chain(e: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %e, "a page could not read the chain");
+        Self {
+            status: StatusCode::BAD_GATEWAY,
+            heading: "The chain could not be read",
+            message: "the node's JSON-RPC did not answer; try again shortly".into(),
+        }
+    }
+}
+
+fn html_response(started: Instant, status: StatusCode, html: String) -> Response {
+    let timing = format!("app;dur={:.2}", started.elapsed().as_secs_f64() * 1e3);
+    let mut response = (status, html).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&timing) {
+        headers.insert("server-timing", v);
+    }
+    response
+}
+
+/// The templates, embedded; HTML auto-escaped.
+fn templates() -> Environment<'static> {
+    let mut env = Environment::new();
+    let all: &[(&str, &str)] = &[
+        ("layout.html", include_str!("../templates/layout.html")),
+        ("home.html", include_str!("../templates/home.html")),
+        ("error.html", include_str!("../templates/error.html")),
+        ("datanets.html", include_str!("../templates/datanets.html")),
+        (
+            "explorer/blocks.html",
+            include_str!("../templates/explorer/blocks.html"),
+        ),
+        (
+            "explorer/block.html",
+            include_str!("../templates/explorer/block.html"),
+        ),
+        (
+            "explorer/tx.html",
+            include_str!("../templates/explorer/tx.html"),
+        ),
+        (
+            "explorer/address.html",
+            include_str!("../templates/explorer/address.html"),
+        ),
+    ];
+    for (name, source) in all {
+        env.add_template(name, source)
+            .expect("the embedded templates parse");
+    }
+    env
+}
+
+/// The pages and assets.
+pub fn router(web: Arc<Web>) -> Router {
+    Router::new()
+        .route("/", get(home))
+        .route("/assets/app.css", get(stylesheet))
+        .route("/datanets", get(datanets))
+        .merge(explorer::routes())
+        .with_state(web)
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        include_str!("../assets/app.css"),
+    )
+        .into_response()
+}
+
+async fn home(State(web): State<Arc<Web>>) -> Response {
+    let started = Instant::now();
+    let head = match web.client.block_number().await {
+        Ok(head) => head,
+        Err(e) => return web.error(started, Failure::chain(e)),
+    };
+    web.sync_datanets().await;
+    let datanets = web.datanets.index().datanets().map_or(0, |d| d.len());
+    web.page(started, "", "home.html", context! {head, datanets})
+}
+
+/// Datanets per page.
+const DATANETS_PER_PAGE: usize = 25;
+
+#[derive(serde::Deserialize)]
+struct Page {
+    before: Option<u64>,
+}
+
+async fn datanets(State(web): State<Arc<Web>>, Query(page): Query<Page>) -> Response {
+    let started = Instant::now();
+    web.sync_datanets().await;
+    let rows = match web.datanets.index().datanets() {
+        Ok(rows) => rows,
+        Err(e) => return web.error(started, Failure::internal(e.to_string())),
+    };
+    let before = page.before.unwrap_or(u64::MAX);
+    let shown: Vec<_> = rows
+        .iter()
+        .rev()
+        .filter(|d| d.id < before)
+        .take(DATANETS_PER_PAGE)
+        .collect();
+    let mut list = Vec::with_capacity(shown.len());
+    for d in &shown {
+        let description = web.datanets.description(d).await.ok().flatten();
+        let text = |k: &str| {
+            description
+                .as_ref()
+                .and_then(|v| v.get(k))
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        list.push(context! {
+            id => d.id,
+            name => text("name"),
+            description => format::short(&text("description"), 80),
+            owner => d.owner.to_string(),
+            quorum => d.quorum,
+            fee => format::open(U256::from(d.fee)),
+        });
+    }
+    let older = shown
+        .last()
+        .filter(|last| rows.first().is_some_and(|first| first.id < last.id))
+        .map(|last| last.id);
+    let newer = page.before.filter(|&b| rows.iter().any(|d| d.id >= b));
+    web.page(
+        started,
+        "datanets",
+        "datanets.html",
+        context! {datanets => list, older, newer},
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_parses_and_what_users_wrote_is_escaped() {
+        let env = templates();
+        let row = context! {
+            id => 1, name => "<script>alert(1)</script>", description => "a & b",
+            owner => "0x00", quorum => 1, fee => "0",
+        };
+        let html = env
+            .get_template("datanets.html")
+            .unwrap()
+            .render(context! {
+                nav => vec![context! {key => "datanets", label => "Datanets", href => "/datanets"}],
+                section => "datanets", chain_id => 1, datanets => vec![row],
+                older => None::<u64>, newer => None::<u64>,
+            })
+            .unwrap();
+        // minijinja's HTML escaping also writes `/` as `&#x2f;`, which browsers read back.
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"),
+            "{html}"
+        );
+        assert!(!html.contains("<script>") && html.contains("a &amp; b"));
+        assert!(html.contains(r#"<a href="&#x2f;datanets" aria-current="page">Datanets</a>"#));
+        for name in [
+            "home.html",
+            "error.html",
+            "explorer/blocks.html",
+            "explorer/block.html",
+            "explorer/tx.html",
+            "explorer/address.html",
+        ] {
+            assert!(env.get_template(name).is_ok(), "{name}");
+        }
+    }
+}

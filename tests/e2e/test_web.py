@@ -1,0 +1,93 @@
+"""The web app the node serves at `/`, read as a browser reads it (plain HTTP here; the
+browser tests drive Chromium): the home page, the explorer's blocks, a block, a transaction
+with its call and events named from the protocol's ABIs, an address, search, the datanets
+list, and clear pages for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+from web3 import Web3
+
+from conftest import REPO_ROOT
+from test_factory import OWNER, cli, send
+from test_keys import loaded  # noqa: F401  (`loaded` is a fixture: the API is up)
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def get(node, path: str):
+    """(status, body, headers); headers are read case-insensitively."""
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(f"{node.api_url}{path}", timeout=30) as r:
+            return r.status, r.read().decode(), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(), e.headers
+
+
+def page(node, path: str) -> str:
+    status, body, headers = get(node, path)
+    assert status == 200, (path, status, body)
+    assert headers["Content-Type"].startswith("text/html"), headers
+    assert headers["Server-Timing"].startswith("app;dur="), headers
+    assert '<nav aria-label="Main">' in body and "</html>" in body
+    return body
+
+
+def test_the_explorer_names_protocol_calls_and_events(node, loaded, w3, tmp_path):
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "object"}))
+    datanet = int(cli(node, "datanet", "create", "--name", "web <b>shop</b>", "--schema", str(schema),
+                      "--description", "Recipes & more", key=OWNER).strip())
+    home = page(node, "/")
+    assert "Latest block" in home and 'aria-current="page"' not in home
+
+    listed = page(node, "/datanets")
+    # What users wrote is escaped, never markup.
+    assert "web &lt;b&gt;shop&lt;&#x2f;b&gt;" in listed and "<b>shop</b>" not in listed
+    assert "Recipes &amp; more" in listed and f"<td>{datanet}</td>" in listed
+
+    addresses = json.loads((node.data_dir / "protocol.json").read_text())
+    abi = json.loads((REPO_ROOT / "contracts/out/Staking.json").read_text())["abi"]
+    staking = w3.eth.contract(address=Web3.to_checksum_address(addresses["staking"]), abi=abi)
+    receipt = send(w3, OWNER, staking.functions.stake(0, 0), 100 * 10**18)
+    tx = receipt["transactionHash"].to_0x_hex()
+    shown = page(node, f"/explorer/tx/{tx}")
+    assert "succeeded" in shown and "Staking.stake(" in shown, shown
+    assert "Staking.Staked(" in shown, shown  # its event, named
+    block = receipt["blockNumber"]
+    assert tx in page(node, f"/explorer/blocks/{block}")
+    blocks = page(node, "/explorer")
+    assert f'href="/explorer/blocks/{block}"' in blocks
+    assert "Older" in blocks
+    older = page(node, "/explorer?before=2")
+    assert 'href="/explorer/blocks/1"' in older and 'href="/explorer/blocks/2"' not in older
+
+    address = page(node, f"/explorer/address/{addresses['staking']}")
+    assert "Staking" in address and "bytes" in address
+    # Search sends each kind of thing to its page.
+    for q, target in ((str(block), f"/explorer/blocks/{block}"), (tx, f"/explorer/tx/{tx}"),
+                      (OWNER.address, f"/explorer/address/{OWNER.address}")):
+        status, _, headers = get(node, f"/explorer/search?q={q}")
+        assert (status, headers["Location"]) == (303, target)
+
+
+def test_bad_input_gets_a_page_that_says_what_was_wrong(node, loaded):
+    for path, status, words in (
+        ("/explorer/blocks/abc", 400, "is not a block number"),
+        ("/explorer/blocks/99999999", 404, "there is no block 99999999 yet"),
+        ("/explorer/tx/0x12", 400, "is not a transaction hash"),
+        ("/explorer/tx/0x" + "ab" * 32, 404, "knows no transaction"),
+        ("/explorer/address/nope", 400, "is not an address"),
+        ("/explorer/search?q=%3Cscript%3E", 400, "is neither a block number"),
+    ):
+        got, body, _ = get(node, path)
+        assert got == status and words in body, (path, got, body)
+        assert "<script>" not in body
