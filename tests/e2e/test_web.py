@@ -7,6 +7,7 @@ list, and clear pages for bad input.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -37,6 +38,7 @@ def page(node, path: str) -> str:
     assert status == 200, (path, status, body)
     assert headers["Content-Type"].startswith("text/html"), headers
     assert headers["Server-Timing"].startswith("app;dur="), headers
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"], headers
     assert '<nav aria-label="Main">' in body and "</html>" in body
     return body
 
@@ -49,7 +51,11 @@ def test_the_explorer_names_protocol_calls_and_events(node, loaded, w3, tmp_path
     home = page(node, "/")
     assert "Latest block" in home and 'aria-current="page"' not in home
 
-    listed = page(node, "/datanets")
+    # The node's index follows the chain every two seconds.
+    deadline = time.monotonic() + 30
+    while f"<td>{datanet}</td>" not in (listed := page(node, "/datanets")):
+        assert time.monotonic() < deadline, listed
+        time.sleep(0.3)
     # What users wrote is escaped, never markup.
     assert "web &lt;b&gt;shop&lt;&#x2f;b&gt;" in listed and "<b>shop</b>" not in listed
     assert "Recipes &amp; more" in listed and f"<td>{datanet}</td>" in listed
@@ -87,6 +93,9 @@ def test_bad_input_gets_a_page_that_says_what_was_wrong(node, loaded):
         ("/explorer/tx/0x" + "ab" * 32, 404, "knows no transaction"),
         ("/explorer/address/nope", 400, "is not an address"),
         ("/explorer/search?q=%3Cscript%3E", 400, "is neither a block number"),
+        ("/explorer?before=abc", 400, "parameters cannot be read"),
+        ("/explorer?before=0", 400, "no block before block 0"),
+        ("/datanets?before=-1", 400, "parameters cannot be read"),
     ):
         got, body, _ = get(node, path)
         assert got == status and words in body, (path, got, body)

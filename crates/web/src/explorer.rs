@@ -5,7 +5,7 @@
 use crate::{format, Failure, Web};
 use alloy_primitives::{hex, Address, Bytes, B256, U256};
 use axum::{
-    extract::{Path, Query, State},
+    extract::{rejection::QueryRejection, Path, Query, State},
     http::{header, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
@@ -70,8 +70,21 @@ struct Page {
     before: Option<u64>,
 }
 
-async fn blocks(State(web): State<Arc<Web>>, Query(page): Query<Page>) -> Response {
+async fn blocks(
+    State(web): State<Arc<Web>>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Response {
     let started = Instant::now();
+    let page = match page {
+        Ok(Query(page)) => page,
+        Err(e) => return web.error(started, Failure::query(e)),
+    };
+    if page.before == Some(0) {
+        return web.error(
+            started,
+            Failure::bad_input("there is no block before block 0"),
+        );
+    }
     match blocks_page(&web, page.before).await {
         Ok(ctx) => web.page(started, "explorer", "explorer/blocks.html", ctx),
         Err(f) => web.error(started, f),
@@ -263,8 +276,15 @@ struct Search {
 }
 
 /// Sends a block number, a transaction hash or an address to its page.
-async fn search(State(web): State<Arc<Web>>, Query(search): Query<Search>) -> Response {
+async fn search(
+    State(web): State<Arc<Web>>,
+    search: Result<Query<Search>, QueryRejection>,
+) -> Response {
     let started = Instant::now();
+    let search = match search {
+        Ok(Query(search)) => search,
+        Err(e) => return web.error(started, Failure::query(e)),
+    };
     let q = search.q.trim();
     let target = if let Ok(n) = q.parse::<u64>() {
         format!("/explorer/blocks/{n}")
@@ -276,8 +296,9 @@ async fn search(State(web): State<Arc<Web>>, Query(search): Query<Search>) -> Re
         return web.error(
             started,
             Failure::bad_input(format!(
-                "{q:?} is neither a block number, a transaction hash (0x and 64 hex digits) nor \
-                 an address (0x and 40 hex digits)"
+                "{:?} is neither a block number, a transaction hash (0x and 64 hex digits) nor \
+                 an address (0x and 40 hex digits)",
+                crate::format::short(q, 80)
             )),
         );
     };

@@ -17,7 +17,7 @@ mod format;
 
 use alloy_primitives::U256;
 use axum::{
-    extract::{Query, State},
+    extract::{rejection::QueryRejection, Query, State},
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
@@ -52,14 +52,6 @@ impl Web {
             datanets,
             names,
         })
-    }
-
-    /// Brings the datanet index up to the chain's head (what the page shows is then what the
-    /// chain says now); a failure shows what was indexed before.
-    async fn sync_datanets(&self) {
-        if let Err(e) = self.datanets.sync().await {
-            tracing::warn!(error = %e, "a page could not sync the datanet index");
-        }
     }
 
     /// Renders template `name` for section `section` with `ctx`, or the error page.
@@ -100,7 +92,7 @@ impl Web {
                     heading => failure.heading, message => failure.message.clone(),
                 })
             })
-            .unwrap_or_else(|_| failure.message.clone());
+            .unwrap_or_else(|_| escape(&failure.message));
         html_response(started, failure.status, html)
     }
 }
@@ -137,6 +129,24 @@ impl Failure {
         }
     }
 
+    /// A page's query string could not be read.
+    pub(crate) fn query(e: QueryRejection) -> Self {
+        Self::bad_input(format!(
+            "the page's parameters cannot be read: {}",
+            e.body_text()
+        ))
+    }
+
+    /// The datanet index could not be read (the detail goes to the log, not the page).
+    pub(crate) fn index(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "a page could not read the datanet index");
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            heading: "The datanets could not be read",
+            message: "this node's datanet index could not be read; try again shortly".into(),
+        }
+    }
+
     /// The chain could not be read.
     pub(crate) fn chain(e: impl std::fmt::Display) -> Self {
         tracing::warn!(error = %e, "a page could not read the chain");
@@ -148,6 +158,34 @@ impl Failure {
     }
 }
 
+/// `text` with HTML's special characters escaped.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// What every page says about itself to the browser: only this origin's resources, never in
+/// another site's frame, no type sniffing.
+const SECURITY_HEADERS: &[(&str, &str)] = &[
+    (
+        "content-security-policy",
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "same-origin"),
+];
+
 fn html_response(started: Instant, status: StatusCode, html: String) -> Response {
     let timing = format!("app;dur={:.2}", started.elapsed().as_secs_f64() * 1e3);
     let mut response = (status, html).into_response();
@@ -158,6 +196,9 @@ fn html_response(started: Instant, status: StatusCode, html: String) -> Response
     );
     if let Ok(v) = HeaderValue::from_str(&timing) {
         headers.insert("server-timing", v);
+    }
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(*name, HeaderValue::from_static(value));
     }
     response
 }
@@ -221,8 +262,12 @@ async fn home(State(web): State<Arc<Web>>) -> Response {
         Ok(head) => head,
         Err(e) => return web.error(started, Failure::chain(e)),
     };
-    web.sync_datanets().await;
-    let datanets = web.datanets.index().datanets().map_or(0, |d| d.len());
+    // The node keeps the index in step with the chain (every two seconds): pages read it as
+    // it is rather than each wait on a sync.
+    let datanets = match web.datanets.index().datanets() {
+        Ok(rows) => rows.len(),
+        Err(e) => return web.error(started, Failure::index(e)),
+    };
     web.page(started, "", "home.html", context! {head, datanets})
 }
 
@@ -234,12 +279,18 @@ struct Page {
     before: Option<u64>,
 }
 
-async fn datanets(State(web): State<Arc<Web>>, Query(page): Query<Page>) -> Response {
+async fn datanets(
+    State(web): State<Arc<Web>>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Response {
     let started = Instant::now();
-    web.sync_datanets().await;
+    let page = match page {
+        Ok(Query(page)) => page,
+        Err(e) => return web.error(started, Failure::query(e)),
+    };
     let rows = match web.datanets.index().datanets() {
         Ok(rows) => rows,
-        Err(e) => return web.error(started, Failure::internal(e.to_string())),
+        Err(e) => return web.error(started, Failure::index(e)),
     };
     let before = page.before.unwrap_or(u64::MAX);
     let shown: Vec<_> = rows
@@ -261,7 +312,7 @@ async fn datanets(State(web): State<Arc<Web>>, Query(page): Query<Page>) -> Resp
         };
         list.push(context! {
             id => d.id,
-            name => text("name"),
+            name => format::short(&text("name"), 80),
             description => format::short(&text("description"), 80),
             owner => d.owner.to_string(),
             quorum => d.quorum,
@@ -272,12 +323,27 @@ async fn datanets(State(web): State<Arc<Web>>, Query(page): Query<Page>) -> Resp
         .last()
         .filter(|last| rows.first().is_some_and(|first| first.id < last.id))
         .map(|last| last.id);
-    let newer = page.before.filter(|&b| rows.iter().any(|d| d.id >= b));
+    // The page before this one: the next DATANETS_PER_PAGE newer datanets.
+    let newer = page.before.and_then(|before| {
+        let above: Vec<u64> = rows
+            .iter()
+            .map(|d| d.id)
+            .filter(|&id| id >= before)
+            .take(DATANETS_PER_PAGE + 1)
+            .collect();
+        match above.len() {
+            0 => None,
+            n if n > DATANETS_PER_PAGE => Some(Some(above[DATANETS_PER_PAGE - 1] + 1)),
+            _ => Some(None), // the newest page
+        }
+    });
+    let (has_newer, newer) = (newer.is_some(), newer.flatten());
+    let any = !rows.is_empty();
     web.page(
         started,
         "datanets",
         "datanets.html",
-        context! {datanets => list, older, newer},
+        context! {datanets => list, older, newer, has_newer, any},
     )
 }
 
@@ -308,6 +374,10 @@ mod tests {
         );
         assert!(!html.contains("<script>") && html.contains("a &amp; b"));
         assert!(html.contains(r#"<a href="&#x2f;datanets" aria-current="page">Datanets</a>"#));
+        assert_eq!(
+            escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
         for name in [
             "home.html",
             "error.html",
