@@ -7,6 +7,7 @@ list, and clear pages for bad input.
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -78,6 +79,22 @@ def test_the_explorer_names_protocol_calls_and_events(node, loaded, w3, tmp_path
 
     address = page(node, f"/explorer/address/{addresses['staking']}")
     assert "Staking" in address and "bytes" in address
+    assert f'href="/explorer/tx/{tx}"' in address and f'href="/explorer/blocks/{block}"' in address
+    assert f'href="/explorer/tx/{tx}"' in page(node, f"/explorer/address/{OWNER.address}")
+
+    # An address's history comes a page of 25 at a time, newest first, with a link to older.
+    recipient = Web3.to_checksum_address("0x" + "5e" * 20)
+    hashes = [w3.eth.send_transaction({"from": OWNER.address, "to": recipient, "value": i + 1}).to_0x_hex()
+              for i in range(27)]
+    for h in hashes:
+        w3.eth.wait_for_transaction_receipt(h)
+    newest = page(node, f"/explorer/address/{recipient}")
+    shown = [h for h in hashes if h in newest]
+    assert shown == hashes[2:], (len(shown), newest)
+    older_link = re.search(r'href="(/explorer/address/[^"?]+\?before=[0-9.]+)"', newest)
+    assert older_link, newest
+    oldest = page(node, older_link.group(1))
+    assert [h for h in hashes if h in oldest] == hashes[:2] and "?before=" not in oldest.split("Newest")[-1]
     # Search sends each kind of thing to its page.
     for q, target in ((str(block), f"/explorer/blocks/{block}"), (tx, f"/explorer/tx/{tx}"),
                       (OWNER.address, f"/explorer/address/{OWNER.address}")):
@@ -92,6 +109,7 @@ def test_bad_input_gets_a_page_that_says_what_was_wrong(node, loaded):
         ("/explorer/tx/0x12", 400, "is not a transaction hash"),
         ("/explorer/tx/0x" + "ab" * 32, 404, "knows no transaction"),
         ("/explorer/address/nope", 400, "is not an address"),
+        ("/explorer/address/0x" + "11" * 20 + "?before=12", 400, "is not a position in the chain"),
         ("/explorer/search?q=%3Cscript%3E", 400, "is neither a block number"),
         ("/explorer?before=abc", 400, "parameters cannot be read"),
         ("/explorer?before=0", 400, "no block before block 0"),

@@ -10,7 +10,8 @@ use crate::{
     block::{decode_block, encode_block, Block, CorruptBlock},
     state::{Account, ChangeSet, WorldState},
 };
-use alloy_primitives::{Address, Bytes, B256, U256};
+use alloy_consensus::Transaction;
+use alloy_primitives::{Address, Bytes, TxKind, B256, U256};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
 
@@ -28,11 +29,15 @@ const ACCOUNT_HISTORY: TableDefinition<&[u8; 28], &[u8]> = TableDefinition::new(
 /// Address ++ slot ++ block number → the slot's value after that block.
 const STORAGE_HISTORY: TableDefinition<&[u8; 60], &[u8; 32]> =
     TableDefinition::new("storage_history");
+/// Address ++ block number ++ index in block (big-endian) → nothing: every transaction an
+/// address sent, was sent, or was created by, in chain order.
+const ADDRESS_TXS: TableDefinition<&[u8; 32], ()> = TableDefinition::new("address_txs");
 /// Transaction hash → EIP-2718 bytes of an accepted transaction not yet in a block.
 const MEMPOOL: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("mempool");
 
 const HEAD_KEY: &str = "head";
 const CHAIN_ID_KEY: &str = "chain_id";
+const ADDRESS_INDEX_KEY: &str = "address_index";
 
 /// A failure of the embedded store.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +67,34 @@ db_err!(
     redb::StorageError,
     redb::CommitError
 );
+
+fn address_key(address: &Address, block: u64, index: u32) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..20].copy_from_slice(address.as_slice());
+    key[20..28].copy_from_slice(&block.to_be_bytes());
+    key[28..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// Adds a block's transactions to the address index: under the sender, the recipient and the
+/// contract a creation makes.
+fn index_block(
+    table: &mut redb::Table<&[u8; 32], ()>,
+    block: &Block,
+) -> Result<(), redb::StorageError> {
+    let number = block.header.number;
+    for (i, tx) in block.txs.iter().enumerate() {
+        let other = match tx.tx.kind() {
+            TxKind::Call(to) => to,
+            TxKind::Create => tx.sender.create(tx.tx.nonce()),
+        };
+        table.insert(&address_key(&tx.sender, number, i as u32), ())?;
+        if other != tx.sender {
+            table.insert(&address_key(&other, number, i as u32), ())?;
+        }
+    }
+    Ok(())
+}
 
 fn storage_key(address: &Address, slot: &U256) -> [u8; 52] {
     let mut key = [0u8; 52];
@@ -96,9 +129,60 @@ impl Store {
             txn.open_table(ACCOUNT_HISTORY)?;
             txn.open_table(STORAGE_HISTORY)?;
             txn.open_table(MEMPOOL)?;
+            txn.open_table(ADDRESS_TXS)?;
         }
         txn.commit()?;
-        Ok(Self { db })
+        let store = Self { db };
+        store.index_addresses_once()?;
+        Ok(store)
+    }
+
+    /// Builds the address index of a database written before it existed, once.
+    fn index_addresses_once(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            if meta.get(ADDRESS_INDEX_KEY)?.is_some() {
+                return Ok(());
+            }
+            let blocks = txn.open_table(BLOCKS)?;
+            let mut index = txn.open_table(ADDRESS_TXS)?;
+            for row in blocks.iter()? {
+                let (_, bytes) = row?;
+                index_block(&mut index, &decode_block(bytes.value())?)?;
+            }
+            meta.insert(ADDRESS_INDEX_KEY, [1u8].as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Up to `limit` positions (block, index) of `address`'s transactions before `before`
+    /// (all, when `None`), newest first.
+    pub fn address_transactions(
+        &self,
+        address: &Address,
+        before: Option<(u64, u32)>,
+        limit: usize,
+    ) -> Result<Vec<(u64, u32)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ADDRESS_TXS)?;
+        let low = address_key(address, 0, 0);
+        let high = match before {
+            Some((block, i)) => address_key(address, block, i),
+            None => address_key(address, u64::MAX, u32::MAX),
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for row in table.range::<&[u8; 32]>(&low..&high)?.rev().take(limit) {
+            let (key, _) = row?;
+            let key = key.value();
+            let block = u64::from_be_bytes(key[20..28].try_into().expect("8 bytes"));
+            out.push((
+                block,
+                u32::from_be_bytes(key[28..].try_into().expect("4 bytes")),
+            ));
+        }
+        Ok(out)
     }
 
     /// The number of the last committed block, if any.
@@ -160,6 +244,7 @@ impl Store {
                 .insert(number, encode_block(block).as_slice())?;
             txn.open_table(BLOCK_NUMBERS)?
                 .insert(&block.hash.0, number)?;
+            index_block(&mut txn.open_table(ADDRESS_TXS)?, block)?;
             let mut index = txn.open_table(TX_INDEX)?;
             let mut pool = txn.open_table(MEMPOOL)?;
             for (i, tx) in block.txs.iter().enumerate() {

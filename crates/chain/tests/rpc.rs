@@ -204,3 +204,110 @@ fn a_data_directory_refuses_another_genesis() {
     // The right genesis still opens it.
     Chain::open(dir.path(), Genesis::dev(), true).unwrap();
 }
+
+/// The hashes of a page of `openledger_getTransactionsByAddress` and its `next` cursor.
+async fn history(t: &TestChain, who: Address, before: Value, limit: Value) -> (Vec<String>, Value) {
+    let page = t
+        .ok(
+            "openledger_getTransactionsByAddress",
+            json!([who, before, limit]),
+        )
+        .await;
+    let hashes = page["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tx| tx["hash"].as_str().unwrap().to_string())
+        .collect();
+    (hashes, page["next"].clone())
+}
+
+#[tokio::test]
+async fn an_address_history_lists_sent_received_and_created_newest_first_in_pages() {
+    let t = TestChain::new();
+    let keys = keys();
+    let (alice, bob, carol) = (&keys[0], address(&keys[1]), address(&keys[2]));
+    let mut sent = Vec::new();
+    for (nonce, to) in [bob, carol, bob].into_iter().enumerate() {
+        let hash = t.send_raw(&transfer(alice, nonce as u64, to, 1)).await;
+        sent.push(hash["result"].as_str().unwrap().to_string());
+        t.mine();
+    }
+    // A creation: listed under its creator and under the contract it made.
+    let create = signed_1559(
+        eip1559(
+            1612,
+            3,
+            None,
+            U256::ZERO,
+            Bytes::from_static(&[0x60, 0x00, 0x60, 0x00, 0xf3]),
+        ),
+        alice,
+    );
+    let created = t.send_raw(&create).await["result"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    t.mine();
+    let contract = address(alice).create(3);
+
+    let (all, next) = history(&t, address(alice), Value::Null, Value::Null).await;
+    let mut newest_first = sent.clone();
+    newest_first.push(created.clone());
+    newest_first.reverse();
+    assert_eq!(all, newest_first);
+    assert_eq!(next, Value::Null);
+    let (to_bob, _) = history(&t, bob, Value::Null, Value::Null).await;
+    assert_eq!(to_bob, vec![sent[2].clone(), sent[0].clone()]);
+    assert_eq!(
+        history(&t, contract, Value::Null, Value::Null).await.0,
+        vec![created]
+    );
+    assert!(history(&t, address(&keys[5]), Value::Null, Value::Null)
+        .await
+        .0
+        .is_empty());
+
+    // Paged one at a time, the cursors walk the same list.
+    let (mut walked, mut cursor) = (Vec::new(), Value::Null);
+    loop {
+        let (page, next) = history(&t, address(alice), cursor, json!("0x1")).await;
+        walked.extend(page);
+        if next.is_null() || walked.len() > 10 {
+            break;
+        }
+        cursor = next;
+    }
+    // The last full page still names a cursor; the page after it is empty.
+    assert_eq!(walked, newest_first);
+
+    for bad in [json!("0x0"), json!("0x65")] {
+        let (code, message) = t
+            .err(
+                "openledger_getTransactionsByAddress",
+                json!([bob, null, bad]),
+            )
+            .await;
+        assert_eq!(code, -32602, "{message}");
+        assert!(message.contains("1 to 100"), "{message}");
+    }
+    let (code, _) = t
+        .err(
+            "openledger_getTransactionsByAddress",
+            json!(["0x12", null, null]),
+        )
+        .await;
+    assert_eq!(code, -32602);
+
+    // The index is in the database: a reopened node answers the same.
+    let TestChain { chain, rpc, dir } = t;
+    drop((rpc, chain));
+    let chain = Chain::open(dir.path(), Genesis::dev(), true).unwrap();
+    let t = TestChain::from_parts(chain, dir);
+    assert_eq!(
+        history(&t, address(alice), Value::Null, Value::Null)
+            .await
+            .0,
+        newest_first
+    );
+}

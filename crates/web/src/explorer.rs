@@ -164,6 +164,7 @@ fn tx_row(web: &Web, t: &Json) -> Value {
         to_name => to.and_then(|a| web.names.contract(a)),
         value => format::open(quantity(&t["value"])),
         call => web.names.call(to, &input),
+        block => number(&t["blockNumber"]),
     }
 }
 
@@ -237,28 +238,81 @@ async fn transaction_page(web: &Web, hash: B256) -> Result<Value, Failure> {
     Ok(context! {tx, logs})
 }
 
-async fn address(State(web): State<Arc<Web>>, Path(raw): Path<String>) -> Response {
+/// Transactions per page of an address's history.
+const HISTORY_PAGE: u64 = 25;
+
+#[derive(serde::Deserialize)]
+struct HistoryPage {
+    /// `BLOCK.INDEX`: list the transactions before that one.
+    before: Option<String>,
+}
+
+/// `BLOCK.INDEX` as a position in the chain.
+fn position(text: &str) -> Option<(u64, u32)> {
+    let (block, index) = text.split_once('.')?;
+    Some((block.parse().ok()?, index.parse().ok()?))
+}
+
+async fn address(
+    State(web): State<Arc<Web>>,
+    Path(raw): Path<String>,
+    page: Result<Query<HistoryPage>, QueryRejection>,
+) -> Response {
     let started = Instant::now();
+    let page = match page {
+        Ok(Query(page)) => page,
+        Err(e) => return web.error(started, Failure::query(e)),
+    };
     let Ok(account) = raw.parse::<Address>() else {
         return web.error(
             started,
             Failure::bad_input(format!("{raw:?} is not an address (0x and 40 hex digits)")),
         );
     };
-    match address_page(&web, account).await {
+    let before = match page.before.as_deref().map(|b| (b, position(b))) {
+        None => None,
+        Some((_, Some(at))) => Some(at),
+        Some((text, None)) => {
+            return web.error(
+                started,
+                Failure::bad_input(format!(
+                    "before={:?} is not a position in the chain (BLOCK.INDEX, as 120.0)",
+                    format::short(text, 40)
+                )),
+            )
+        }
+    };
+    match address_page(&web, account, before).await {
         Ok(ctx) => web.page(started, "explorer", "explorer/address.html", ctx),
         Err(f) => web.error(started, f),
     }
 }
 
-async fn address_page(web: &Web, account: Address) -> Result<Value, Failure> {
-    let (balance, nonce, code) = futures_util::future::try_join3(
+async fn address_page(
+    web: &Web,
+    account: Address,
+    before: Option<(u64, u32)>,
+) -> Result<Value, Failure> {
+    let cursor = before.map(|(b, i)| json!([format!("{b:#x}"), format!("{i:#x}")]));
+    let (balance, nonce, code, history) = futures_util::future::try_join4(
         web.rpc("eth_getBalance", json!([account, "latest"])),
         web.rpc("eth_getTransactionCount", json!([account, "latest"])),
         web.rpc("eth_getCode", json!([account, "latest"])),
+        web.rpc(
+            "openledger_getTransactionsByAddress",
+            json!([account, cursor, format!("{HISTORY_PAGE:#x}")]),
+        ),
     )
     .await?;
     let code: Bytes = serde_json::from_value(code).unwrap_or_default();
+    let txs: Vec<Value> = history["transactions"]
+        .as_array()
+        .map(|list| list.iter().map(|t| tx_row(web, t)).collect())
+        .unwrap_or_default();
+    let older = history["next"]
+        .as_array()
+        .filter(|n| n.len() == 2)
+        .map(|n| format!("{}.{}", number(&n[0]), number(&n[1])));
     let address = context! {
         address => account.to_string(),
         name => web.names.contract(account),
@@ -266,7 +320,7 @@ async fn address_page(web: &Web, account: Address) -> Result<Value, Failure> {
         nonce => number(&nonce),
         code_bytes => code.len(),
     };
-    Ok(context! {address})
+    Ok(context! {address, txs, older, before => before.is_some()})
 }
 
 #[derive(serde::Deserialize)]

@@ -227,6 +227,10 @@ fn templates() -> Environment<'static> {
             "explorer/address.html",
             include_str!("../templates/explorer/address.html"),
         ),
+        (
+            "explorer/txs.html",
+            include_str!("../templates/explorer/txs.html"),
+        ),
     ];
     for (name, source) in all {
         env.add_template(name, source)

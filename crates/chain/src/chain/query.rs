@@ -58,6 +58,23 @@ impl Chain {
             .map(|b| (b, index as usize)))
     }
 
+    /// Up to `limit` mined transactions of `address` (sent, received or creating a contract)
+    /// before position `before` (block, index; all when `None`), newest first.
+    pub fn address_transactions(
+        &self,
+        address: &Address,
+        before: Option<(u64, u32)>,
+        limit: usize,
+    ) -> Result<Vec<(Arc<Block>, usize)>, StoreError> {
+        let mut out = Vec::new();
+        for (number, index) in self.store.address_transactions(address, before, limit)? {
+            if let Some(block) = self.block(BlockId::Number(number))? {
+                out.push((block, index as usize));
+            }
+        }
+        Ok(out)
+    }
+
     /// A pending transaction by hash.
     pub fn pooled(&self, hash: &B256) -> Option<BlockTx> {
         self.pool.lock().get(hash).map(|p| p.tx.clone())

@@ -9,11 +9,14 @@ use super::{
 };
 use crate::chain::{BlockId, Chain};
 use alloy_consensus::Transaction;
-use alloy_primitives::{Address, Bytes, B256, U256};
+use alloy_primitives::{Address, Bytes, B256, U256, U64};
 use serde_json::{json, Value};
 
 /// The priority fee the node suggests (fees go to the fee vault; this only orders the pool).
 const SUGGESTED_TIP: u64 = 1_000_000_000;
+/// Transactions per page of `openledger_getTransactionsByAddress`, by default and at most.
+const ADDRESS_PAGE: u64 = 25;
+const MAX_ADDRESS_PAGE: u64 = 100;
 /// Runs one method.
 pub async fn dispatch(rpc: &Rpc, method: &str, params: &Value) -> Result<Value, RpcError> {
     let chain = &*rpc.chain;
@@ -107,6 +110,41 @@ pub async fn dispatch(rpc: &Rpc, method: &str, params: &Value) -> Result<Value, 
                     None => Value::Null,
                 },
             }
+        }
+        // An explorer's history of an address, newest first, a page at a time: the
+        // transactions it sent, received or created a contract with. `next` is the position
+        // to pass as `before` for the next page (absent on the last).
+        "openledger_getTransactionsByAddress" => {
+            let address: Address = p.required(0, "address")?;
+            let before: Option<(U64, U64)> = p.optional(1, "before")?;
+            let limit = match p.get(2) {
+                None | Some(Value::Null) => ADDRESS_PAGE,
+                Some(v) => quantity(v, "limit")?,
+            };
+            if limit == 0 || limit > MAX_ADDRESS_PAGE {
+                return Err(RpcError::invalid_params(format!(
+                    "limit {limit} is out of range: ask for 1 to {MAX_ADDRESS_PAGE} transactions"
+                )));
+            }
+            let before = before
+                .map(|(b, i)| u32::try_from(i.to::<u64>()).map(|i| (b.to::<u64>(), i)))
+                .transpose()
+                .map_err(|_| RpcError::invalid_params("before: the index is past u32"))?;
+            let found = chain
+                .address_transactions(&address, before, limit as usize)
+                .map_err(store)?;
+            let next = (found.len() == limit as usize)
+                .then(|| {
+                    found
+                        .last()
+                        .map(|(b, i)| json!([q(b.header.number), q(*i)]))
+                })
+                .flatten();
+            let txs: Vec<Value> = found
+                .iter()
+                .map(|(block, i)| format::transaction(&block.txs[*i], Some((block, *i))))
+                .collect();
+            json!({"transactions": txs, "next": next})
         }
         "eth_getTransactionReceipt" => {
             let hash: B256 = p.required(0, "transaction hash")?;
