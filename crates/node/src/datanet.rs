@@ -168,7 +168,26 @@ pub async fn run(
             tags,
             format,
         } => {
-            contribute(&api, signer().await?, id, &file, &licence, &tags, format).await?;
+            let (client, info) = signer().await?;
+            let done =
+                contribute(&api, (&client, &info), id, &file, &licence, &tags, format).await?;
+            let report = &done.report;
+            eprintln!(
+                "checked: {} records, {} bytes, content hash {}; {} near-duplicates, {} personal-data flags, {} short, {} repeated",
+                report.records, report.bytes, report.content_hash, report.near_duplicates,
+                report.personal_data, report.quality.short_records, report.quality.repeated_records
+            );
+            println!("{}", done.id);
+            match done.transaction {
+                Some(_) => eprintln!(
+                    "contribution {} submitted to datanet {id}; it now waits for curators",
+                    done.id
+                ),
+                None => eprintln!(
+                    "this file already is your contribution {}; nothing sent",
+                    done.id
+                ),
+            }
         }
         DatanetCommand::Queue { id } => {
             let queue = api.get(&format!("/api/datanets/{id}/queue")).await?;
@@ -290,15 +309,24 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-async fn contribute(
+/// A contribution submitted (or found already submitted: no transaction) and its upload's
+/// validation report.
+pub struct Contributed {
+    pub id: u64,
+    pub transaction: Option<alloy_primitives::B256>,
+    pub report: openledger_datanets::Report,
+}
+
+/// Uploads `file` to datanet `id` signed by the client's key, then submits it on chain.
+pub async fn contribute(
     api: &Api,
-    (client, info): (ProtocolClient, Value),
+    (client, info): (&ProtocolClient, &Value),
     id: u64,
     file: &Path,
     licence: &str,
     tags: &[String],
     format: Option<Format>,
-) -> Result<()> {
+) -> Result<Contributed> {
     let format = match format {
         Some(f) => f,
         None => Format::from_path(file)?,
@@ -365,16 +393,12 @@ async fn contribute(
     }
     let uploaded: Uploaded =
         serde_json::from_value(uploaded?).context("the API's upload answer")?;
-    let report = &uploaded.report;
-    eprintln!(
-        "checked: {} records, {} bytes, content hash {}; {} near-duplicates, {} personal-data flags, {} short, {} repeated",
-        report.records, report.bytes, report.content_hash, report.near_duplicates,
-        report.personal_data, report.quality.short_records, report.quality.repeated_records
-    );
     if let Some(existing) = uploaded.existing {
-        println!("{existing}");
-        eprintln!("this file already is your contribution {existing}; nothing sent");
-        return Ok(());
+        return Ok(Contributed {
+            id: existing,
+            transaction: None,
+            report: uploaded.report,
+        });
     }
     let signed = SignedMetadata::sign(uploaded.metadata(licence, tags), &domain, &key);
     let call = api
@@ -386,14 +410,16 @@ async fn contribute(
             &serde_json::to_value(&signed)?,
         )
         .await?;
-    let receipt = send(&client, call, "contribute").await?;
+    let receipt = send(client, call, "contribute").await?;
     let e = event::<DatanetRegistry::ContributionSubmitted>(&receipt)?;
-    println!("{}", e.contributionId);
-    eprintln!(
-        "contribution {} submitted to datanet {id}; it now waits for curators",
-        e.contributionId
-    );
-    Ok(())
+    Ok(Contributed {
+        id: e
+            .contributionId
+            .try_into()
+            .context("a contribution id past u64")?,
+        transaction: Some(receipt.transaction_hash),
+        report: uploaded.report,
+    })
 }
 
 /// How long an upload's signature stays valid: the upload must start within it.
@@ -423,13 +449,13 @@ fn hash_file(file: &Path) -> Result<alloy_primitives::B256> {
 }
 
 /// Sends a call the API prepared, from `client`'s account.
-async fn send(client: &ProtocolClient, call: Value, what: &str) -> Result<Receipt> {
+pub async fn send(client: &ProtocolClient, call: Value, what: &str) -> Result<Receipt> {
     let call: Call =
         serde_json::from_value(call).with_context(|| format!("the API's {what} call"))?;
     Ok(call.send(client, what).await?)
 }
 
-fn event<E: SolEvent>(receipt: &Receipt) -> Result<E> {
+pub fn event<E: SolEvent>(receipt: &Receipt) -> Result<E> {
     receipt
         .logs
         .iter()

@@ -284,7 +284,11 @@ async fn train(api: &Api, client: ProtocolClient, args: &TrainArgs) -> Result<()
     let job = api.post("/v1/fine_tuning/jobs", &body).await?;
     let id = job["id"].as_str().context("the job has no id")?.to_string();
     println!("{id}");
-    pay(&client, &job).await?;
+    let (fee, transaction) = pay(&client, &job).await?;
+    eprintln!(
+        "factory: paid the job fee of {} OPEN (transaction {transaction})",
+        fee as f64 / 1e18
+    );
     if args.detach {
         eprintln!(
             "factory: {id} is paid for; follow it with `openledger factory logs {id} --follow`"
@@ -304,8 +308,9 @@ async fn train(api: &Api, client: ProtocolClient, args: &TrainArgs) -> Result<()
     }
 }
 
-/// Funds the job's key in the escrow with the operator's fee.
-async fn pay(client: &ProtocolClient, job: &Value) -> Result<()> {
+/// Funds the job's key in the escrow with the operator's fee: the fee (wei) and the
+/// transaction.
+pub async fn pay(client: &ProtocolClient, job: &Value) -> Result<(u128, B256)> {
     let p = &job["payment"];
     let escrow: Address = p["escrow"]
         .as_str()
@@ -325,12 +330,7 @@ async fn pay(client: &ProtocolClient, job: &Value) -> Result<()> {
         )
         .await
         .context("paying the job fee")?;
-    eprintln!(
-        "factory: paid the job fee of {} OPEN (transaction {})",
-        fee as f64 / 1e18,
-        receipt.transaction_hash
-    );
-    Ok(())
+    Ok((fee, receipt.transaction_hash))
 }
 
 /// Follows a job's event stream: a live progress line on a terminal, the messages always.
@@ -449,6 +449,30 @@ async fn logs(api: &Api, id: &str, follow_on: bool) -> Result<()> {
 }
 
 async fn publish(api: &Api, client: ProtocolClient, id: &str) -> Result<()> {
+    let published = publish_adapter(api, &client, id).await?;
+    println!("{}", published.adapter);
+    let p = &published.publication;
+    eprintln!(
+        "factory: adapter {} registered: weights {}, manifest {}, config {}, at {}",
+        published.adapter,
+        p["weights_hash"].as_str().unwrap_or("?"),
+        p["manifest_hash"].as_str().unwrap_or("?"),
+        p["training_config_hash"].as_str().unwrap_or("?"),
+        p["uri"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+/// An adapter registered in the model registry from a job's artifacts.
+pub struct Published {
+    pub adapter: u64,
+    pub transaction: B256,
+    /// The API's account of what was published: hashes and where the artifacts are.
+    pub publication: Value,
+}
+
+/// Registers job `id`'s adapter, with its lineage, from the client's account.
+pub async fn publish_adapter(api: &Api, client: &ProtocolClient, id: &str) -> Result<Published> {
     let answer = api
         .post(&format!("/v1/fine_tuning/jobs/{id}/publish"), &json!({}))
         .await?;
@@ -462,7 +486,7 @@ async fn publish(api: &Api, client: ProtocolClient, id: &str) -> Result<()> {
         .send_raw("registerAdapter", to, data, U256::ZERO)
         .await
         .context("registering the adapter")?;
-    let id = receipt
+    let adapter = receipt
         .logs
         .iter()
         .find_map(|l| {
@@ -474,14 +498,9 @@ async fn publish(api: &Api, client: ProtocolClient, id: &str) -> Result<()> {
         })
         .context("registerAdapter emitted no AdapterRegistered")?
         .adapterId;
-    println!("{id}");
-    let p = &answer["publication"];
-    eprintln!(
-        "factory: adapter {id} registered: weights {}, manifest {}, config {}, at {}",
-        p["weights_hash"].as_str().unwrap_or("?"),
-        p["manifest_hash"].as_str().unwrap_or("?"),
-        p["training_config_hash"].as_str().unwrap_or("?"),
-        p["uri"].as_str().unwrap_or("?")
-    );
-    Ok(())
+    Ok(Published {
+        adapter: adapter.try_into().context("an adapter id past u64")?,
+        transaction: receipt.transaction_hash,
+        publication: answer["publication"].clone(),
+    })
 }

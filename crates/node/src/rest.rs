@@ -9,7 +9,8 @@ use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::TokioExecutor,
 };
-use serde_json::Value;
+use openledger_protocol::Signer;
+use serde_json::{json, Value};
 use std::path::Path;
 use tokio::io::AsyncReadExt;
 
@@ -36,16 +37,6 @@ impl Api {
         })
     }
 
-    async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Body,
-        kind: &str,
-    ) -> Result<hyper::Response<hyper::body::Incoming>> {
-        self.request_with(method, path, body, kind, &[]).await
-    }
-
     async fn request_with(
         &self,
         method: Method,
@@ -69,7 +60,18 @@ impl Api {
     }
 
     async fn send(&self, method: Method, path: &str, body: Body, kind: &str) -> Result<Vec<u8>> {
-        let response = self.request(method, path, body, kind).await?;
+        self.send_with(method, path, body, kind, &[]).await
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        kind: &str,
+        headers: &[(&str, String)],
+    ) -> Result<Vec<u8>> {
+        let response = self.request_with(method, path, body, kind, headers).await?;
         let status = response.status();
         let bytes = response
             .into_body()
@@ -98,16 +100,7 @@ impl Api {
     /// A GET with `headers`: the status and the JSON answer (`null` if it is not JSON), for
     /// callers that act on the status.
     pub async fn get_with(&self, path: &str, headers: &[(&str, String)]) -> Result<(u16, Value)> {
-        let response = self
-            .request_with(Method::GET, path, empty(), "application/json", headers)
-            .await?;
-        let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| anyhow!("reading the answer to {path}: {e}"))?
-            .to_bytes();
+        let (status, bytes) = self.get_raw_with(path, headers).await?;
         Ok((
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
@@ -116,8 +109,12 @@ impl Api {
 
     /// The status and raw bytes at `path`, for callers that act on the status.
     pub async fn get_raw(&self, path: &str) -> Result<(u16, Vec<u8>)> {
+        self.get_raw_with(path, &[]).await
+    }
+
+    async fn get_raw_with(&self, path: &str, headers: &[(&str, String)]) -> Result<(u16, Vec<u8>)> {
         let response = self
-            .request(Method::GET, path, empty(), "application/json")
+            .request_with(Method::GET, path, empty(), "application/json", headers)
             .await?;
         let status = response.status().as_u16();
         let bytes = response
@@ -136,13 +133,52 @@ impl Api {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        self.post_with(path, body, &[]).await
+    }
+
+    /// A POST of JSON with `headers` (an API key, say).
+    pub async fn post_with(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, String)],
+    ) -> Result<Value> {
         let body = Full::new(body.to_string().into())
             .map_err(|never| match never {})
             .boxed();
         let bytes = self
-            .send(Method::POST, path, body, "application/json")
+            .send_with(Method::POST, path, body, "application/json", headers)
             .await?;
         Self::json_of(&bytes, path)
+    }
+
+    /// Signs in with Ethereum (EIP-4361) as `signer` and returns the API key issued, labelled
+    /// `label`.
+    pub async fn sign_in(&self, signer: &Signer, statement: &str, label: &str) -> Result<String> {
+        let nonce = self.post("/v1/auth/nonce", &json!({})).await?;
+        let domain = nonce["domain"]
+            .as_str()
+            .context("the nonce names no domain")?;
+        let text = openledger_studio::siwe::sign_in_message(
+            domain,
+            signer.address(),
+            nonce["chain_id"]
+                .as_u64()
+                .context("the nonce names no chain")?,
+            nonce["nonce"].as_str().context("no nonce")?,
+            statement,
+        );
+        let hash = alloy_primitives::eip191_hash_message(text.as_bytes());
+        let (signature, recovery) = signer
+            .key()
+            .sign_prehash_recoverable(hash.as_slice())
+            .context("signing the sign-in message")?;
+        let mut bytes = signature.to_bytes().to_vec();
+        bytes.push(27 + recovery.to_byte());
+        let login = json!({"message": text, "signature": format!("0x{}", alloy_primitives::hex::encode(bytes)),
+                           "label": label});
+        let issued = self.post("/v1/auth/login", &login).await?;
+        Ok(issued["key"].as_str().context("no key issued")?.to_string())
     }
 
     /// POSTs a multipart form: text `fields`, then the file `bytes` as field `file`.

@@ -13,7 +13,7 @@
 mod receipt;
 
 use crate::rest::Api;
-use alloy_primitives::{hex, keccak256, Address, B256, U256};
+use alloy_primitives::{keccak256, Address, B256, U256};
 use alloy_sol_types::{SolCall, SolEvent};
 use anyhow::{bail, Context, Result};
 use openledger_protocol::{
@@ -189,38 +189,16 @@ async fn api_key(api: &Api, client: &ProtocolClient, file: &Path) -> Result<Stri
             return Ok(key);
         }
     }
-    let key = sign_in(api, client).await?;
+    let signer = client.signer().context("signing in needs --key")?;
+    let key = api
+        .sign_in(
+            signer,
+            "Read attribution receipts as a validator.",
+            "validator",
+        )
+        .await?;
     std::fs::write(file, &key).with_context(|| format!("writing {}", file.display()))?;
     Ok(key)
-}
-
-/// Signs in to the host's API with Ethereum (EIP-4361) and returns the API key it issues.
-async fn sign_in(api: &Api, client: &ProtocolClient) -> Result<String> {
-    let signer = client.signer().context("signing in needs --key")?;
-    let nonce = api.post("/v1/auth/nonce", &json!({})).await?;
-    let domain = nonce["domain"]
-        .as_str()
-        .context("the nonce names no domain")?;
-    let text = openledger_studio::siwe::sign_in_message(
-        domain,
-        signer.address(),
-        nonce["chain_id"]
-            .as_u64()
-            .context("the nonce names no chain")?,
-        nonce["nonce"].as_str().context("no nonce")?,
-        "Read attribution receipts as a validator.",
-    );
-    let hash = alloy_primitives::eip191_hash_message(text.as_bytes());
-    let (signature, recovery) = signer
-        .key()
-        .sign_prehash_recoverable(hash.as_slice())
-        .context("signing the sign-in message")?;
-    let mut bytes = signature.to_bytes().to_vec();
-    bytes.push(27 + recovery.to_byte());
-    let login = json!({"message": text, "signature": format!("0x{}", hex::encode(bytes)),
-                       "label": "validator"});
-    let issued = api.post("/v1/auth/login", &login).await?;
-    Ok(issued["key"].as_str().context("no key issued")?.to_string())
 }
 
 /// The batches `host` settled in blocks `from..=to`: (batch, its transaction, its block).
