@@ -86,7 +86,7 @@ fn index_block(
     for (i, tx) in block.txs.iter().enumerate() {
         let other = match tx.tx.kind() {
             TxKind::Call(to) => to,
-            TxKind::Create => tx.sender.create(tx.tx.nonce()),
+            TxKind::Create => tx.created_address().expect("a creation"),
         };
         table.insert(&address_key(&tx.sender, number, i as u32), ())?;
         if other != tx.sender {

@@ -358,8 +358,6 @@ fn factory_settings(args: &NodeArgs) -> Result<FactorySettings> {
     })
 }
 
-/// Opens the datanet service in `<data-dir>/datanets` and the factory in
-/// `<data-dir>/factory`, and serves the REST API.
 /// The datanets service (its index kept in sync, stale uploads swept) and the attribution
 /// service reading its blob store.
 fn open_datanets(

@@ -6,7 +6,7 @@
 
 mod query;
 
-pub use query::QueryError;
+pub use query::{AddressPage, QueryError};
 
 use crate::{
     block::{Block, BlockTx},

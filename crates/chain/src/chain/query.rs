@@ -19,6 +19,13 @@ pub enum QueryError {
     Store(#[from] StoreError),
 }
 
+/// A page of an address's transactions: each as its block and index, newest first.
+pub struct AddressPage {
+    pub txs: Vec<(Arc<Block>, usize)>,
+    /// The page holds as many as were asked for: there may be more before its last.
+    pub full: bool,
+}
+
 impl Chain {
     /// A block by number or hash; `pending` answers the head.
     pub fn block(&self, id: BlockId) -> Result<Option<Arc<Block>>, StoreError> {
@@ -59,20 +66,30 @@ impl Chain {
     }
 
     /// Up to `limit` mined transactions of `address` (sent, received or creating a contract)
-    /// before position `before` (block, index; all when `None`), newest first.
+    /// before position `before` (block, index; all when `None`), newest first, and whether
+    /// the page is full (there may be more before its last).
     pub fn address_transactions(
         &self,
         address: &Address,
         before: Option<(u64, u32)>,
         limit: usize,
-    ) -> Result<Vec<(Arc<Block>, usize)>, StoreError> {
-        let mut out = Vec::new();
-        for (number, index) in self.store.address_transactions(address, before, limit)? {
-            if let Some(block) = self.block(BlockId::Number(number))? {
-                out.push((block, index as usize));
-            }
+    ) -> Result<AddressPage, StoreError> {
+        let positions = self.store.address_transactions(address, before, limit)?;
+        let full = positions.len() == limit;
+        let mut out: Vec<(Arc<Block>, usize)> = Vec::with_capacity(positions.len());
+        for (number, index) in positions {
+            // Positions come newest first, so one block's transactions are adjacent: each
+            // block is read once however many of its transactions the page holds.
+            let block = match out.last() {
+                Some((b, _)) if b.header.number == number => b.clone(),
+                _ => match self.block(BlockId::Number(number))? {
+                    Some(block) => block,
+                    None => continue,
+                },
+            };
+            out.push((block, index as usize));
         }
-        Ok(out)
+        Ok(AddressPage { txs: out, full })
     }
 
     /// A pending transaction by hash.

@@ -130,10 +130,10 @@ pub async fn dispatch(rpc: &Rpc, method: &str, params: &Value) -> Result<Value, 
                 .map(|(b, i)| u32::try_from(i.to::<u64>()).map(|i| (b.to::<u64>(), i)))
                 .transpose()
                 .map_err(|_| RpcError::invalid_params("before: the index is past u32"))?;
-            let found = chain
+            let crate::chain::AddressPage { txs: found, full } = chain
                 .address_transactions(&address, before, limit as usize)
                 .map_err(store)?;
-            let next = (found.len() == limit as usize)
+            let next = full
                 .then(|| {
                     found
                         .last()

@@ -79,12 +79,18 @@ impl Steps {
     }
 }
 
-/// OPEN with up to six decimals, for the progress lines.
-pub fn open_text(wei: U256) -> String {
+/// Whole OPEN and millionths of one in `wei` (rounded down).
+pub fn micro_open(wei: U256) -> (u128, u128) {
     let micro: u128 = (wei / U256::from(1_000_000_000_000u64))
         .try_into()
         .unwrap_or(u128::MAX);
-    let text = format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000);
+    (micro / 1_000_000, micro % 1_000_000)
+}
+
+/// OPEN with up to six decimals, for the progress lines.
+pub fn open_text(wei: U256) -> String {
+    let (whole, micro) = micro_open(wei);
+    let text = format!("{whole}.{micro:06}");
     format!("{} OPEN", text.trim_end_matches('0').trim_end_matches('.'))
 }
 
@@ -96,22 +102,14 @@ struct NodeOnly {
 }
 
 pub async fn run(args: DemoArgs) -> Result<()> {
-    let dir = match args.data_dir {
-        Some(dir) => dir,
-        None => {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-            crate::default_home()
-                .join("demo")
-                .join(now.as_secs().to_string())
-        }
-    };
-    if dir.join("protocol.json").exists() {
-        bail!(
-            "{} already holds a network: the demo plays on a fresh one (name a new --data-dir)",
-            dir.display()
-        );
-    }
+    let dir = claim_directory(args.data_dir)?;
     let (rpc, api, metrics) = (free_port()?, free_port()?, free_port()?);
+    let hex = |key: openledger_genesis::devkeys::DevKey| {
+        alloy_primitives::hex::encode(key.key.to_bytes())
+    };
+    // Every setting the node would otherwise take from the environment is given here, so
+    // that the demo's node is the dev network the story expects: hosted by the dev host key,
+    // its factory run by the dev deployer, its APIs open (an empty key list).
     let argv = [
         "node".to_string(),
         "--dev".into(),
@@ -120,11 +118,23 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         format!("--http-addr=127.0.0.1:{rpc}"),
         format!("--api-addr=127.0.0.1:{api}"),
         format!("--metrics-addr=127.0.0.1:{metrics}"),
+        format!(
+            "--host-key={}",
+            hex(openledger_protocol::genesis::dev_host())
+        ),
+        format!(
+            "--factory-key={}",
+            hex(openledger_protocol::genesis::dev_deployer())
+        ),
+        "--api-key=".into(),
     ];
+    let node_args = NodeOnly::try_parse_from(argv)
+        .context("the demo's node settings")?
+        .args;
     println!("OpenLedger demo: a fresh dev network in {}", dir.display());
     let mut steps = Steps::new(10);
     steps.step("starting the node: chain, protocol contracts, APIs, serving, web app");
-    let started = start::start(NodeOnly::parse_from(argv).args).await?;
+    let started = start::start(node_args).await?;
     let api_addr = started.api_addr.context("the dev node serves its API")?;
     let (rpc_url, web) = (
         format!("http://{}", started.node.http_addr),
@@ -160,7 +170,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     story.agent().await?;
     let key = story.ask().await?;
     story.settlement(&key).await?;
-    story.release_and_claim(&key, window).await?;
+    story.release(&key, window).await?;
+    story.claim().await?;
     let made = std::mem::take(&mut story.made);
     steps.finish_step();
     ledger::close(&cast, &made, supply).await?;
@@ -183,8 +194,45 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
+/// The demo's data directory, made now so that no other run shares it: a new one under
+/// `$OPENLEDGER_HOME/demo`, or `dir` if it does not exist or is empty.
+fn claim_directory(dir: Option<PathBuf>) -> Result<PathBuf> {
+    let dir = match dir {
+        Some(dir) => dir,
+        None => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+            let parent = crate::default_home().join("demo");
+            std::fs::create_dir_all(&parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+            parent.join(format!("{}-{}", now.as_secs(), std::process::id()))
+        }
+    };
+    let empty = match std::fs::read_dir(&dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            true
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    if !empty {
+        bail!(
+            "{} is not empty: the demo plays on a fresh network (name a new --data-dir)",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
 /// Waits until the serving engine has loaded the model (`/health` answers 200).
 async fn wait_for_model(api: &crate::rest::Api, steps: &Steps) -> Result<()> {
+    let model = openledger_model::default_model_path();
+    if !model.exists() {
+        bail!(
+            "the default model is not at {} (fetch it with `scripts/fetch-model`)",
+            model.display()
+        );
+    }
     let deadline = Instant::now() + std::time::Duration::from_secs(300);
     while api.get_raw("/health").await.map(|(s, _)| s).unwrap_or(0) != 200 {
         if Instant::now() > deadline {
