@@ -16,6 +16,7 @@ from web3 import Web3
 
 from conftest import REPO_ROOT
 from test_factory import OWNER, cli, send
+from test_validator import two_contribution_version
 from test_keys import loaded  # noqa: F401  (`loaded` is a fixture: the API is up)
 
 
@@ -114,7 +115,36 @@ def test_bad_input_gets_a_page_that_says_what_was_wrong(node, loaded):
         ("/explorer?before=abc", 400, "parameters cannot be read"),
         ("/explorer?before=0", 400, "no block before block 0"),
         ("/datanets?before=-1", 400, "parameters cannot be read"),
+        ("/datanets/abc", 400, "is not a datanet id"),
+        ("/datanets/4000000", 404, "there is no datanet 4000000"),
+        ("/datanets/1?before=x", 400, "parameters cannot be read"),
     ):
         got, body, _ = get(node, path)
         assert got == status and words in body, (path, got, body)
         assert "<script>" not in body
+
+
+def test_a_datanet_page_shows_its_contributions_versions_and_proofs(node, loaded, tmp_path):
+    datanet, version, contributions = two_contribution_version(node, tmp_path)
+    deadline = time.monotonic() + 30
+    while "matches the accepted contributions" not in (shown := page(node, f"/datanets/{datanet}")):
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.3)
+    assert "Datanet" in shown and "vaults" in shown
+    assert "2 (2 accepted, 0 pending review)" in shown, shown
+    assert '"required"' in shown or "&quot;required&quot;" in shown  # the schema, escaped
+    for c in contributions:
+        assert f"<td>{c}</td>" in shown
+    # Each accepted contribution links its inclusion proof in the version, which verifies.
+    proofs = re.findall(r'href="([^"]+proofs[^"]+)"', shown)
+    assert len(proofs) == 2, proofs
+    link = proofs[0].replace("&#x2f;", "/")
+    assert link.startswith(f"/api/versions/{version}/proofs/"), link
+    with urllib.request.urlopen(f"{node.api_url}{link}", timeout=30) as r:
+        proof = json.loads(r.read())
+    req = urllib.request.Request(f"{node.api_url}/api/proofs/verify", data=json.dumps(proof).encode(),
+                                 headers={"content-type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        verdict = json.loads(r.read())
+    assert verdict["here"] is True and verdict["on_chain"] is True, verdict
+    assert f'href="/datanets/{datanet}"' in page(node, "/datanets").replace("&#x2f;", "/")

@@ -75,9 +75,9 @@ async fn blocks(
     page: Result<Query<Page>, QueryRejection>,
 ) -> Response {
     let started = Instant::now();
-    let page = match page {
-        Ok(Query(page)) => page,
-        Err(e) => return web.error(started, Failure::query(e)),
+    let page = match crate::params(page) {
+        Ok(page) => page,
+        Err(f) => return web.error(started, f),
     };
     if page.before == Some(0) {
         return web.error(
@@ -259,9 +259,9 @@ async fn address(
     page: Result<Query<HistoryPage>, QueryRejection>,
 ) -> Response {
     let started = Instant::now();
-    let page = match page {
-        Ok(Query(page)) => page,
-        Err(e) => return web.error(started, Failure::query(e)),
+    let page = match crate::params(page) {
+        Ok(page) => page,
+        Err(f) => return web.error(started, f),
     };
     let Ok(account) = raw.parse::<Address>() else {
         return web.error(
@@ -335,9 +335,9 @@ async fn search(
     search: Result<Query<Search>, QueryRejection>,
 ) -> Response {
     let started = Instant::now();
-    let search = match search {
-        Ok(Query(search)) => search,
-        Err(e) => return web.error(started, Failure::query(e)),
+    let search = match crate::params(search) {
+        Ok(search) => search,
+        Err(f) => return web.error(started, f),
     };
     let q = search.q.trim();
     let target = if let Ok(n) = q.parse::<u64>() {

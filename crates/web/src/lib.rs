@@ -4,6 +4,7 @@
 //!
 //! - [`router`]: the pages and the assets; every page is linkable and says how long the
 //!   server took (`Server-Timing: app;dur=…`).
+//! - `datanets`: the datanets, and each with its contributions and versions.
 //! - `explorer`: blocks, transactions (calls to the protocol's contracts named by their ABIs),
 //!   addresses, and search by number, hash or address.
 //! - `abi`: function names by selector, from the committed contract artifacts.
@@ -12,10 +13,10 @@
 //! datanets through their service; nothing below it knows it exists.
 
 mod abi;
+mod datanets;
 mod explorer;
 mod format;
 
-use alloy_primitives::U256;
 use axum::{
     extract::{rejection::QueryRejection, Query, State},
     http::{header, HeaderValue, StatusCode},
@@ -158,6 +159,11 @@ impl Failure {
     }
 }
 
+/// A page's query parameters, or why they cannot be read.
+pub(crate) fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Failure> {
+    query.map(|Query(q)| q).map_err(Failure::query)
+}
+
 /// `text` with HTML's special characters escaped.
 fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -211,6 +217,7 @@ fn templates() -> Environment<'static> {
         ("home.html", include_str!("../templates/home.html")),
         ("error.html", include_str!("../templates/error.html")),
         ("datanets.html", include_str!("../templates/datanets.html")),
+        ("datanet.html", include_str!("../templates/datanet.html")),
         (
             "explorer/blocks.html",
             include_str!("../templates/explorer/blocks.html"),
@@ -244,7 +251,7 @@ pub fn router(web: Arc<Web>) -> Router {
     Router::new()
         .route("/", get(home))
         .route("/assets/app.css", get(stylesheet))
-        .route("/datanets", get(datanets))
+        .merge(datanets::routes())
         .merge(explorer::routes())
         .with_state(web)
 }
@@ -273,82 +280,6 @@ async fn home(State(web): State<Arc<Web>>) -> Response {
         Err(e) => return web.error(started, Failure::index(e)),
     };
     web.page(started, "", "home.html", context! {head, datanets})
-}
-
-/// Datanets per page.
-const DATANETS_PER_PAGE: usize = 25;
-
-#[derive(serde::Deserialize)]
-struct Page {
-    before: Option<u64>,
-}
-
-async fn datanets(
-    State(web): State<Arc<Web>>,
-    page: Result<Query<Page>, QueryRejection>,
-) -> Response {
-    let started = Instant::now();
-    let page = match page {
-        Ok(Query(page)) => page,
-        Err(e) => return web.error(started, Failure::query(e)),
-    };
-    let rows = match web.datanets.index().datanets() {
-        Ok(rows) => rows,
-        Err(e) => return web.error(started, Failure::index(e)),
-    };
-    let before = page.before.unwrap_or(u64::MAX);
-    let shown: Vec<_> = rows
-        .iter()
-        .rev()
-        .filter(|d| d.id < before)
-        .take(DATANETS_PER_PAGE)
-        .collect();
-    let mut list = Vec::with_capacity(shown.len());
-    for d in &shown {
-        let description = web.datanets.description(d).await.ok().flatten();
-        let text = |k: &str| {
-            description
-                .as_ref()
-                .and_then(|v| v.get(k))
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
-        list.push(context! {
-            id => d.id,
-            name => format::short(&text("name"), 80),
-            description => format::short(&text("description"), 80),
-            owner => d.owner.to_string(),
-            quorum => d.quorum,
-            fee => format::open(U256::from(d.fee)),
-        });
-    }
-    let older = shown
-        .last()
-        .filter(|last| rows.first().is_some_and(|first| first.id < last.id))
-        .map(|last| last.id);
-    // The page before this one: the next DATANETS_PER_PAGE newer datanets.
-    let newer = page.before.and_then(|before| {
-        let above: Vec<u64> = rows
-            .iter()
-            .map(|d| d.id)
-            .filter(|&id| id >= before)
-            .take(DATANETS_PER_PAGE + 1)
-            .collect();
-        match above.len() {
-            0 => None,
-            n if n > DATANETS_PER_PAGE => Some(Some(above[DATANETS_PER_PAGE - 1] + 1)),
-            _ => Some(None), // the newest page
-        }
-    });
-    let (has_newer, newer) = (newer.is_some(), newer.flatten());
-    let any = !rows.is_empty();
-    web.page(
-        started,
-        "datanets",
-        "datanets.html",
-        context! {datanets => list, older, newer, has_newer, any},
-    )
 }
 
 #[cfg(test)]
@@ -389,6 +320,8 @@ mod tests {
             "explorer/block.html",
             "explorer/tx.html",
             "explorer/address.html",
+            "explorer/txs.html",
+            "datanet.html",
         ] {
             assert!(env.get_template(name).is_ok(), "{name}");
         }
