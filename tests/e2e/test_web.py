@@ -148,3 +148,38 @@ def test_a_datanet_page_shows_its_contributions_versions_and_proofs(node, loaded
         verdict = json.loads(r.read())
     assert verdict["here"] is True and verdict["on_chain"] is True, verdict
     assert f'href="/datanets/{datanet}"' in page(node, "/datanets").replace("&#x2f;", "/")
+
+
+def test_models_and_agents_pages_show_lineage_prices_and_hosts(node, loaded, w3, tmp_path):
+    from test_paid import HOST, PRICE_IN, registered_adapter
+    models, adapter = registered_adapter(node, w3, tmp_path, seed=21)
+    _, lineage = models.functions.adapter(adapter).call()
+    metadata = "data:application/json," + json.dumps(
+        {"name": "<script>x</script> tutor", "description": "Answers & explains.",
+         "system_prompt": "Be brief."})
+    send(w3, OWNER, models.functions.deployAgent(adapter, HOST.address, PRICE_IN, 3 * 10**15, 0, metadata))
+    agent_id = models.functions.counts().call()[2]
+
+    # The version links its datanet once the node's index has followed the chain (2 s).
+    deadline = time.monotonic() + 30
+    while 'href="/datanets/' not in (listed := page(node, "/models").replace("&#x2f;", "/")):
+        assert time.monotonic() < deadline, listed
+        time.sleep(0.3)
+    weights = models.functions.adapter(adapter).call()[0][4].hex()
+    assert f"<td>{adapter}</td>" in listed and weights in listed, listed
+    assert f"version {lineage[-1]}" in listed and 'href="/datanets/' in listed, listed
+
+    agents = page(node, "/agents").replace("&#x2f;", "/")
+    assert f'href="/agents/{agent_id}"' in agents and "waiting for its host" in agents, agents
+    assert "&lt;script&gt;x&lt;/script&gt; tutor" in agents and "<script>x" not in agents
+    assert "0.003" in agents and HOST.address in agents, agents
+    for path in (f"/agents/{agent_id}", f"/agents/agent-{agent_id}"):
+        shown = page(node, path)
+        assert "Be brief." in shown and "Answers &amp; explains." in shown, shown
+        assert f"adapter {adapter}" in shown and "OPEN per 1,000 output tokens" in shown
+
+    for path, status, words in (("/agents/xyz", 400, "is not an agent id"),
+                                ("/agents/999999", 404, "there is no agent 999999"),
+                                ("/models?before=x", 400, "parameters cannot be read")):
+        got, body, _ = get(node, path)
+        assert got == status and words in body, (path, got, body)

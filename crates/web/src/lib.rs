@@ -5,6 +5,7 @@
 //! - [`router`]: the pages and the assets; every page is linkable and says how long the
 //!   server took (`Server-Timing: app;dur=…`).
 //! - `datanets`: the datanets, and each with its contributions and versions.
+//! - `models`: adapters with their lineage, and agents with their prices and hosts.
 //! - `explorer`: blocks, transactions (calls to the protocol's contracts named by their ABIs),
 //!   addresses, and search by number, hash or address.
 //! - `abi`: function names by selector, from the committed contract artifacts.
@@ -16,6 +17,7 @@ mod abi;
 mod datanets;
 mod explorer;
 mod format;
+mod models;
 
 use axum::{
     extract::{rejection::QueryRejection, Query, State},
@@ -32,6 +34,8 @@ use std::{sync::Arc, time::Instant};
 /// The top navigation: (section key, label, link).
 const NAV: &[(&str, &str, &str)] = &[
     ("datanets", "Datanets", "/datanets"),
+    ("models", "Models", "/models"),
+    ("agents", "Agents", "/agents"),
     ("explorer", "Explorer", "/explorer"),
 ];
 
@@ -218,6 +222,9 @@ fn templates() -> Environment<'static> {
         ("error.html", include_str!("../templates/error.html")),
         ("datanets.html", include_str!("../templates/datanets.html")),
         ("datanet.html", include_str!("../templates/datanet.html")),
+        ("models.html", include_str!("../templates/models.html")),
+        ("agents.html", include_str!("../templates/agents.html")),
+        ("agent.html", include_str!("../templates/agent.html")),
         (
             "explorer/blocks.html",
             include_str!("../templates/explorer/blocks.html"),
@@ -252,6 +259,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/", get(home))
         .route("/assets/app.css", get(stylesheet))
         .merge(datanets::routes())
+        .merge(models::routes())
         .merge(explorer::routes())
         .with_state(web)
 }
@@ -322,6 +330,9 @@ mod tests {
             "explorer/address.html",
             "explorer/txs.html",
             "datanet.html",
+            "models.html",
+            "agents.html",
+            "agent.html",
         ] {
             assert!(env.get_template(name).is_ok(), "{name}");
         }
