@@ -183,3 +183,26 @@ def test_models_and_agents_pages_show_lineage_prices_and_hosts(node, loaded, w3,
                                 ("/models?before=x", 400, "parameters cannot be read")):
         got, body, _ = get(node, path)
         assert got == status and words in body, (path, got, body)
+
+
+def test_the_token_page_reads_supply_and_vesting_from_the_chain(node, loaded, w3):
+    shown = page(node, "/token")
+    for name in ("community", "ecosystem", "investors", "team"):
+        assert f"<td>{name}</td>" in shown, shown
+    assert "1000000000 OPEN" in shown and "<path d=\"M0.0," in shown, shown
+
+    def figure(label: str, text: str) -> float:
+        return float(re.search(rf"<dt>{label}</dt><dd>([0-9.]+) OPEN", text).group(1))
+    assert abs(figure("Locked in vesting wallets", shown) + figure("Circulating", shown) - 1e9) < 1e-3
+
+    # Anyone may release a wallet's vested OPEN; the page then shows what the wallet says.
+    vesting_abi = json.loads((REPO_ROOT / "contracts/out/OpenVesting.json").read_text())["abi"]
+    community = Web3.to_checksum_address("0x" + Web3.keccak(text="openledger.allocation.community").hex()[-40:])
+    wallet = w3.eth.contract(address=community, abi=vesting_abi)
+    send(w3, OWNER, wallet.functions.release())
+    released = wallet.functions.released().call() / 10**18
+    assert released > 0
+    after = page(node, "/token")
+    row = re.search(r"<td>community</td>(.*?)</tr>", after, re.S).group(1)
+    cells = re.findall(r"<td>([0-9.]+)</td>", row)
+    assert abs(float(cells[1]) - released) < 1e-5, (cells, released)

@@ -6,6 +6,8 @@
 //!   server took (`Server-Timing: app;dur=…`).
 //! - `datanets`: the datanets, and each with its contributions and versions.
 //! - `models`: adapters with their lineage, and agents with their prices and hosts.
+//! - `token`: supply, locked and circulating OPEN, and the unlock schedule, from the vesting
+//!   wallets on chain.
 //! - `explorer`: blocks, transactions (calls to the protocol's contracts named by their ABIs),
 //!   addresses, and search by number, hash or address.
 //! - `abi`: function names by selector, from the committed contract artifacts.
@@ -18,6 +20,7 @@ mod datanets;
 mod explorer;
 mod format;
 mod models;
+mod token;
 
 use axum::{
     extract::{rejection::QueryRejection, Query, State},
@@ -36,6 +39,7 @@ const NAV: &[(&str, &str, &str)] = &[
     ("datanets", "Datanets", "/datanets"),
     ("models", "Models", "/models"),
     ("agents", "Agents", "/agents"),
+    ("token", "Token", "/token"),
     ("explorer", "Explorer", "/explorer"),
 ];
 
@@ -225,6 +229,7 @@ fn templates() -> Environment<'static> {
         ("models.html", include_str!("../templates/models.html")),
         ("agents.html", include_str!("../templates/agents.html")),
         ("agent.html", include_str!("../templates/agent.html")),
+        ("token.html", include_str!("../templates/token.html")),
         (
             "explorer/blocks.html",
             include_str!("../templates/explorer/blocks.html"),
@@ -260,6 +265,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/assets/app.css", get(stylesheet))
         .merge(datanets::routes())
         .merge(models::routes())
+        .merge(token::routes())
         .merge(explorer::routes())
         .with_state(web)
 }
@@ -333,6 +339,7 @@ mod tests {
             "models.html",
             "agents.html",
             "agent.html",
+            "token.html",
         ] {
             assert!(env.get_template(name).is_ok(), "{name}");
         }
