@@ -81,7 +81,11 @@ def test_the_explorer_names_protocol_calls_and_events(node, loaded, w3, tmp_path
     address = page(node, f"/explorer/address/{addresses['staking']}")
     assert "Staking" in address and "bytes" in address
     assert f'href="/explorer/tx/{tx}"' in address and f'href="/explorer/blocks/{block}"' in address
-    assert f'href="/explorer/tx/{tx}"' in page(node, f"/explorer/address/{OWNER.address}")
+    owner_page = page(node, f"/explorer/address/{OWNER.address}")
+    assert f'href="/explorer/tx/{tx}"' in owner_page
+    # Its roles in the protocol: the stake it just made, what it may claim, its voting power.
+    assert "In the protocol" in owner_page and "<td>validator</td><td>100</td>" in owner_page, owner_page
+    assert "Rewards to claim" in owner_page and "Voting power" in owner_page
 
     # An address's history comes a page of 25 at a time, newest first, with a link to older.
     recipient = Web3.to_checksum_address("0x" + "5e" * 20)
@@ -148,6 +152,9 @@ def test_a_datanet_page_shows_its_contributions_versions_and_proofs(node, loaded
         verdict = json.loads(r.read())
     assert verdict["here"] is True and verdict["on_chain"] is True, verdict
     assert f'href="/datanets/{datanet}"' in page(node, "/datanets").replace("&#x2f;", "/")
+    from test_factory import CURATOR
+    curator = page(node, f"/explorer/address/{CURATOR.address}")
+    assert f'curator of <a href="/datanets/{datanet}">datanet {datanet}</a></td><td>10</td>' in curator.replace("&#x2f;", "/"), curator
 
 
 def test_models_and_agents_pages_show_lineage_prices_and_hosts(node, loaded, w3, tmp_path):

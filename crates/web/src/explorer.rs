@@ -294,7 +294,7 @@ async fn address_page(
     before: Option<(u64, u32)>,
 ) -> Result<Value, Failure> {
     let cursor = before.map(|(b, i)| json!([format!("{b:#x}"), format!("{i:#x}")]));
-    let (balance, nonce, code, history) = futures_util::future::try_join4(
+    let (balance, nonce, code, history, roles) = futures_util::future::try_join5(
         web.rpc("eth_getBalance", json!([account, "latest"])),
         web.rpc("eth_getTransactionCount", json!([account, "latest"])),
         web.rpc("eth_getCode", json!([account, "latest"])),
@@ -302,6 +302,7 @@ async fn address_page(
             "openledger_getTransactionsByAddress",
             json!([account, cursor, format!("{HISTORY_PAGE:#x}")]),
         ),
+        crate::account::roles(web, account),
     )
     .await?;
     let code: Bytes = serde_json::from_value(code).unwrap_or_default();
@@ -320,7 +321,7 @@ async fn address_page(
         nonce => number(&nonce),
         code_bytes => code.len(),
     };
-    Ok(context! {address, txs, older, before => before.is_some()})
+    Ok(context! {address, txs, older, roles, before => before.is_some()})
 }
 
 #[derive(serde::Deserialize)]

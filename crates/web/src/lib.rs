@@ -16,6 +16,7 @@
 //! datanets through their service; nothing below it knows it exists.
 
 mod abi;
+mod account;
 mod datanets;
 mod explorer;
 mod format;

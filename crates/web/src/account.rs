@@ -1,0 +1,120 @@
+//! What an address is to the protocol, for its explorer page: its stakes by role (validator,
+//! host, curator of a datanet) with their pending withdrawals, its voting power, the rewards
+//! it can claim from inference settlement, and its inference credit as a consumer.
+
+use crate::{format, Failure, Web};
+use alloy_primitives::{Address, B256, U256};
+use alloy_sol_types::{SolCall, SolEvent};
+use minijinja::{context, Value};
+use openledger_protocol::{
+    staking::Staking::{Staked, UnstakeRequested},
+    InferenceSettlement, Staking,
+};
+use serde_json::json;
+use std::collections::BTreeSet;
+
+/// Stakes (role and subject) shown at most: an account could stake on many datanets.
+const MAX_STAKES: usize = 50;
+
+fn role_name(role: u8, subject: U256) -> String {
+    match role {
+        0 => "validator".into(),
+        1 => format!("curator of datanet {subject}"),
+        2 => "host".into(),
+        _ => format!("role {role}"),
+    }
+}
+
+impl Web {
+    /// Every log of event `E` whose first indexed argument is `who`.
+    async fn logs_of<E: SolEvent>(
+        &self,
+        contract: Address,
+        who: Address,
+    ) -> Result<Vec<E>, Failure> {
+        let filter = json!({"address": contract,
+                            "topics": [E::SIGNATURE_HASH, B256::left_padding_from(who.as_slice())]});
+        let head = self.client.block_number().await.map_err(Failure::chain)?;
+        let (mut out, mut from) = (Vec::new(), 0);
+        while from <= head {
+            let (logs, end) = self
+                .client
+                .logs_page(&filter, from, head)
+                .await
+                .map_err(Failure::chain)?;
+            out.extend(
+                logs.iter()
+                    .filter_map(|l| E::decode_raw_log(l.topics.iter().copied(), &l.data).ok()),
+            );
+            from = end + 1;
+        }
+        Ok(out)
+    }
+
+    async fn view<C: SolCall>(&self, to: Address, call: C) -> Result<C::Return, Failure> {
+        self.client.call(to, call).await.map_err(Failure::chain)
+    }
+}
+
+/// `who`'s roles in the protocol, or `None` where the protocol's addresses are not known.
+pub(crate) async fn roles(web: &Web, who: Address) -> Result<Option<Value>, Failure> {
+    let Some(a) = web.client.addresses().copied() else {
+        return Ok(None);
+    };
+    let (staked, requested, votes, claimable, credit, now) = futures_util::try_join!(
+        web.logs_of::<Staked>(a.staking, who),
+        web.logs_of::<UnstakeRequested>(a.staking, who),
+        web.view(a.staking, Staking::getVotesCall::new((who,))),
+        web.view(
+            a.inference_settlement,
+            InferenceSettlement::claimableCall::new((who,)),
+        ),
+        web.view(
+            a.inference_settlement,
+            InferenceSettlement::creditOfCall::new((who,)),
+        ),
+        async { web.client.latest_timestamp().await.map_err(Failure::chain) },
+    )?;
+    let kinds: BTreeSet<(u8, U256)> = staked.iter().map(|e| (e.role, e.subject)).collect();
+    let kinds: Vec<(u8, U256)> = kinds.into_iter().take(MAX_STAKES).collect();
+    let amounts = futures_util::future::try_join_all(kinds.iter().map(|&(role, subject)| {
+        web.view(a.staking, Staking::stakeOfCall::new((who, role, subject)))
+    }))
+    .await?;
+    let stakes: Vec<Value> = kinds
+        .iter()
+        .zip(amounts)
+        .filter(|(_, amount)| !amount.is_zero())
+        .map(|(&(role, subject), amount)| {
+            let datanet = (role == 1).then(|| subject.saturating_to::<u64>());
+            context! {role => role_name(role, subject), datanet, amount => format::open(amount)}
+        })
+        .collect();
+    let pending = futures_util::future::try_join_all(
+        requested
+            .iter()
+            .take(MAX_STAKES)
+            .map(|e| web.view(a.staking, Staking::withdrawalCall::new((e.withdrawalId,)))),
+    )
+    .await?;
+    let withdrawals: Vec<Value> = requested
+        .iter()
+        .zip(pending)
+        .filter(|(_, w)| !w.amount.is_zero())
+        .map(|(e, w)| {
+            context! {
+                id => e.withdrawalId.to_string(),
+                role => role_name(w.role, w.subject),
+                amount => format::open(w.amount),
+                ready => w.readyAt <= now,
+                ready_at => format::iso(w.readyAt),
+            }
+        })
+        .collect();
+    Ok(Some(context! {
+        stakes, withdrawals,
+        votes => format::open(votes),
+        claimable => format::open(claimable),
+        credit => format::open(credit),
+    }))
+}
