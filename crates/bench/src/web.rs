@@ -101,6 +101,9 @@ async fn run(args: Args) -> Result<()> {
             "contract address",
             format!("/explorer/address/{}", addresses.staking),
         ),
+        ("token", "/token".into()),
+        ("models", "/models".into()),
+        ("agents", "/agents".into()),
     ];
     let mut server: Vec<Vec<f64>> = vec![Vec::new(); pages.len()];
     let mut wall: Vec<Vec<f64>> = vec![Vec::new(); pages.len()];

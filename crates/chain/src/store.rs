@@ -11,7 +11,7 @@ use crate::{
     state::{Account, ChangeSet, WorldState},
 };
 use alloy_consensus::Transaction;
-use alloy_primitives::{Address, Bytes, TxKind, B256, U256};
+use alloy_primitives::{Address, Bloom, Bytes, TxKind, B256, U256};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
 
@@ -32,12 +32,15 @@ const STORAGE_HISTORY: TableDefinition<&[u8; 60], &[u8; 32]> =
 /// Address ++ block number ++ index in block (big-endian) → nothing: every transaction an
 /// address sent, was sent, or was created by, in chain order.
 const ADDRESS_TXS: TableDefinition<&[u8; 32], ()> = TableDefinition::new("address_txs");
+/// Block number → the block's logs bloom: log queries read these 256 bytes, not the block,
+/// for the blocks that cannot match.
+const BLOOMS: TableDefinition<u64, &[u8; 256]> = TableDefinition::new("blooms");
 /// Transaction hash → EIP-2718 bytes of an accepted transaction not yet in a block.
 const MEMPOOL: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("mempool");
 
 const HEAD_KEY: &str = "head";
 const CHAIN_ID_KEY: &str = "chain_id";
-const ADDRESS_INDEX_KEY: &str = "address_index";
+const ADDRESS_INDEX_KEY: &str = "address_and_bloom_index";
 
 /// A failure of the embedded store.
 #[derive(Debug, thiserror::Error)]
@@ -130,15 +133,16 @@ impl Store {
             txn.open_table(STORAGE_HISTORY)?;
             txn.open_table(MEMPOOL)?;
             txn.open_table(ADDRESS_TXS)?;
+            txn.open_table(BLOOMS)?;
         }
         txn.commit()?;
         let store = Self { db };
-        store.index_addresses_once()?;
+        store.build_indexes_once()?;
         Ok(store)
     }
 
-    /// Builds the address index of a database written before it existed, once.
-    fn index_addresses_once(&self) -> Result<(), StoreError> {
+    /// Builds the address and bloom indexes of a database written before they existed, once.
+    fn build_indexes_once(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
@@ -147,9 +151,12 @@ impl Store {
             }
             let blocks = txn.open_table(BLOCKS)?;
             let mut index = txn.open_table(ADDRESS_TXS)?;
+            let mut blooms = txn.open_table(BLOOMS)?;
             for row in blocks.iter()? {
                 let (_, bytes) = row?;
-                index_block(&mut index, &decode_block(bytes.value())?)?;
+                let block = decode_block(bytes.value())?;
+                index_block(&mut index, &block)?;
+                blooms.insert(block.header.number, &block.header.logs_bloom.0 .0)?;
             }
             meta.insert(ADDRESS_INDEX_KEY, [1u8].as_slice())?;
         }
@@ -245,6 +252,8 @@ impl Store {
             txn.open_table(BLOCK_NUMBERS)?
                 .insert(&block.hash.0, number)?;
             index_block(&mut txn.open_table(ADDRESS_TXS)?, block)?;
+            txn.open_table(BLOOMS)?
+                .insert(number, &block.header.logs_bloom.0 .0)?;
             let mut index = txn.open_table(TX_INDEX)?;
             let mut pool = txn.open_table(MEMPOOL)?;
             for (i, tx) in block.txs.iter().enumerate() {
@@ -347,6 +356,18 @@ impl Store {
             return Ok(None);
         };
         Ok(Some(decode_block(bytes.value())?))
+    }
+
+    /// The logs blooms of blocks `from..=to` that have one, in order.
+    pub fn blooms(&self, from: u64, to: u64) -> Result<Vec<(u64, Bloom)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BLOOMS)?;
+        let mut out = Vec::new();
+        for row in table.range(from..=to)? {
+            let (number, bloom) = row?;
+            out.push((number.value(), Bloom::from(*bloom.value())));
+        }
+        Ok(out)
     }
 
     /// A block's number by its hash.

@@ -92,6 +92,15 @@ impl Chain {
         Ok(AddressPage { txs: out, full })
     }
 
+    /// The logs blooms of blocks `from..=to`, in order.
+    pub fn blooms(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, alloy_primitives::Bloom)>, StoreError> {
+        self.store.blooms(from, to)
+    }
+
     /// A pending transaction by hash.
     pub fn pooled(&self, hash: &B256) -> Option<BlockTx> {
         self.pool.lock().get(hash).map(|p| p.tx.clone())

@@ -110,9 +110,8 @@ impl LogFilter {
         })
     }
 
-    /// Whether the block's bloom admits a match (false means certainly none).
-    fn may_match(&self, block: &Block) -> bool {
-        let bloom = &block.header.logs_bloom;
+    /// Whether a block with this bloom may hold a match (false means certainly none).
+    fn may_match(&self, bloom: &alloy_primitives::Bloom) -> bool {
         let addresses =
             self.address_blooms.is_empty() || self.address_blooms.iter().any(|a| bloom.contains(a));
         addresses
@@ -124,7 +123,7 @@ impl LogFilter {
 
     /// The matching logs of one block, as JSON.
     pub fn block_logs(&self, block: &Block, out: &mut Vec<Value>) {
-        if !self.may_match(block) {
+        if !self.may_match(&block.header.logs_bloom) {
             return;
         }
         let mut log_index = 0;
@@ -174,9 +173,11 @@ pub fn get_logs(chain: &Chain, limits: &RpcLimits, v: &Value) -> Result<Value, R
             limits.max_log_range
         )));
     }
-    for number in from..=to {
+    // The stored blooms first: only the blocks that may match are read and decoded.
+    let blooms = chain.blooms(from, to).map_err(RpcError::internal)?;
+    for (number, _) in blooms.iter().filter(|(_, b)| filter.may_match(b)) {
         if let Some(block) = chain
-            .block(BlockId::Number(number))
+            .block(BlockId::Number(*number))
             .map_err(RpcError::internal)?
         {
             filter.block_logs(&block, &mut out);
