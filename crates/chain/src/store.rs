@@ -40,7 +40,8 @@ const MEMPOOL: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("mempool
 
 const HEAD_KEY: &str = "head";
 const CHAIN_ID_KEY: &str = "chain_id";
-const ADDRESS_INDEX_KEY: &str = "address_and_bloom_index";
+const ADDRESS_INDEX_KEY: &str = "address_index";
+const BLOOM_INDEX_KEY: &str = "bloom_index";
 
 /// A failure of the embedded store.
 #[derive(Debug, thiserror::Error)]
@@ -141,24 +142,32 @@ impl Store {
         Ok(store)
     }
 
-    /// Builds the address and bloom indexes of a database written before they existed, once.
+    /// Builds the address index and the blooms of a database written before they existed,
+    /// each once (a key in `META` marks each as built).
     fn build_indexes_once(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
-            if meta.get(ADDRESS_INDEX_KEY)?.is_some() {
+            let addresses = meta.get(ADDRESS_INDEX_KEY)?.is_none();
+            let blooms = meta.get(BLOOM_INDEX_KEY)?.is_none();
+            if !addresses && !blooms {
                 return Ok(());
             }
             let blocks = txn.open_table(BLOCKS)?;
             let mut index = txn.open_table(ADDRESS_TXS)?;
-            let mut blooms = txn.open_table(BLOOMS)?;
+            let mut bloom_table = txn.open_table(BLOOMS)?;
             for row in blocks.iter()? {
                 let (_, bytes) = row?;
                 let block = decode_block(bytes.value())?;
-                index_block(&mut index, &block)?;
-                blooms.insert(block.header.number, &block.header.logs_bloom.0 .0)?;
+                if addresses {
+                    index_block(&mut index, &block)?;
+                }
+                if blooms {
+                    bloom_table.insert(block.header.number, &block.header.logs_bloom.0 .0)?;
+                }
             }
             meta.insert(ADDRESS_INDEX_KEY, [1u8].as_slice())?;
+            meta.insert(BLOOM_INDEX_KEY, [1u8].as_slice())?;
         }
         txn.commit()?;
         Ok(())

@@ -90,20 +90,22 @@ pub(crate) async fn roles(web: &Web, who: Address) -> Result<Option<Value>, Fail
             context! {role => role_name(role, subject), datanet, amount => format::open(amount)}
         })
         .collect();
+    // A second request adds to a pending withdrawal under the same id: one row per id, the
+    // newest ids (those still likely unpaid) first.
+    let ids: BTreeSet<U256> = requested.iter().map(|e| e.withdrawalId).collect();
+    let ids: Vec<U256> = ids.into_iter().rev().take(MAX_STAKES).collect();
     let pending = futures_util::future::try_join_all(
-        requested
-            .iter()
-            .take(MAX_STAKES)
-            .map(|e| web.view(a.staking, Staking::withdrawalCall::new((e.withdrawalId,)))),
+        ids.iter()
+            .map(|&id| web.view(a.staking, Staking::withdrawalCall::new((id,)))),
     )
     .await?;
-    let withdrawals: Vec<Value> = requested
+    let withdrawals: Vec<Value> = ids
         .iter()
         .zip(pending)
         .filter(|(_, w)| !w.amount.is_zero())
-        .map(|(e, w)| {
+        .map(|(id, w)| {
             context! {
-                id => e.withdrawalId.to_string(),
+                id => id.to_string(),
                 role => role_name(w.role, w.subject),
                 amount => format::open(w.amount),
                 ready => w.readyAt <= now,

@@ -166,7 +166,12 @@ async fn datanet_page(web: &Web, id: u64, before: Option<u64>) -> Result<Value, 
         .and_then(|s| serde_json::to_string_pretty(&s).ok());
     let contributions = index.contributions(id).map_err(Failure::index)?;
     let versions = index.versions(Some(id)).map_err(Failure::index)?;
-    let latest = versions.last().map(|v| (v.id, v.block));
+    // The latest version's members (cached by the service): the contributions a proof exists for.
+    let latest = versions.last().map(|v| v.id);
+    let members = match latest {
+        Some(v) => web.datanets.members(v).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
     let ids: Vec<u64> = contributions.iter().map(|c| c.id).collect();
     let p = paged(&ids, before);
     let rows: Vec<Value> = contributions
@@ -174,10 +179,9 @@ async fn datanet_page(web: &Web, id: u64, before: Option<u64>) -> Result<Value, 
         .rev()
         .filter(|c| p.shown.contains(&c.id))
         .map(|c| {
-            // Accepted before the latest version was published: it is in that version.
             let proof = latest
-                .filter(|&(_, block)| c.status == Status::Accepted && c.block <= block)
-                .map(|(version, _)| format!("/api/versions/{version}/proofs/{}", c.id));
+                .filter(|_| members.binary_search(&c.id).is_ok())
+                .map(|version| format!("/api/versions/{version}/proofs/{}", c.id));
             context! {
                 id => c.id,
                 contributor => c.contributor.to_string(),

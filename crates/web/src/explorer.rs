@@ -302,7 +302,11 @@ async fn address_page(
             "openledger_getTransactionsByAddress",
             json!([account, cursor, format!("{HISTORY_PAGE:#x}")]),
         ),
-        crate::account::roles(web, account),
+        async {
+            // The protocol's view of the address is extra: without it the page still shows
+            // the account and its history.
+            Ok::<_, Failure>(crate::account::roles(web, account).await.ok().flatten())
+        },
     )
     .await?;
     let code: Bytes = serde_json::from_value(code).unwrap_or_default();

@@ -30,6 +30,12 @@ struct Wallet {
 }
 
 impl Wallet {
+    /// Not yet vested. Saturating: the reads are separate calls, and a deposit landing between
+    /// them can show more vested than the balance read before it.
+    fn locked(&self) -> U256 {
+        self.allocation.saturating_sub(self.vested)
+    }
+
     /// What this wallet has unlocked by `time` (linear from `start` over `duration`).
     fn unlocked_at(&self, time: u64) -> U256 {
         if time < self.start {
@@ -107,7 +113,7 @@ async fn token_page(web: &Web) -> Result<Value, Failure> {
         .request::<U256>("openledger_totalSupply", json!([]))
         .await
         .unwrap_or(TOTAL_SUPPLY);
-    let locked: U256 = wallets.iter().map(|w| w.allocation - w.vested).sum();
+    let locked: U256 = wallets.iter().map(Wallet::locked).sum();
     let rows: Vec<Value> = wallets
         .iter()
         .map(|w| {
@@ -118,7 +124,7 @@ async fn token_page(web: &Web) -> Result<Value, Failure> {
                 allocation => format::open(w.allocation),
                 released => format::open(w.released),
                 releasable => format::open(w.releasable),
-                locked => format::open(w.allocation - w.vested),
+                locked => format::open(w.locked()),
                 starts => format::iso(w.start),
                 ends => format::iso(w.start.saturating_add(w.duration)),
             }
@@ -143,7 +149,10 @@ const HEIGHT: f64 = 240.0;
 fn chart(wallets: &[Wallet], supply: U256, now: u64) -> Value {
     let (Some(first), Some(last)) = (
         wallets.iter().map(|w| w.start).min(),
-        wallets.iter().map(|w| w.start + w.duration).max(),
+        wallets
+            .iter()
+            .map(|w| w.start.saturating_add(w.duration))
+            .max(),
     ) else {
         return Value::from(());
     };

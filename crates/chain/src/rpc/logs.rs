@@ -173,11 +173,19 @@ pub fn get_logs(chain: &Chain, limits: &RpcLimits, v: &Value) -> Result<Value, R
             limits.max_log_range
         )));
     }
-    // The stored blooms first: only the blocks that may match are read and decoded.
-    let blooms = chain.blooms(from, to).map_err(RpcError::internal)?;
-    for (number, _) in blooms.iter().filter(|(_, b)| filter.may_match(b)) {
+    // The stored blooms first: a block whose bloom rules out a match is not read or decoded
+    // (one without a stored bloom always is).
+    let blooms: std::collections::HashMap<u64, alloy_primitives::Bloom> = chain
+        .blooms(from, to)
+        .map_err(RpcError::internal)?
+        .into_iter()
+        .collect();
+    for number in from..=to {
+        if blooms.get(&number).is_some_and(|b| !filter.may_match(b)) {
+            continue;
+        }
         if let Some(block) = chain
-            .block(BlockId::Number(*number))
+            .block(BlockId::Number(number))
             .map_err(RpcError::internal)?
         {
             filter.block_logs(&block, &mut out);
