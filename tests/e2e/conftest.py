@@ -152,3 +152,11 @@ def signing_w3(node, dev_account) -> Web3:
     client = Web3(Web3.HTTPProvider(node.http_url, request_kwargs={"timeout": 30}))
     client.middleware_onion.inject(SignAndSendRawMiddlewareBuilder.build(dev_account), layer=0)
     return client
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Lets a fixture see whether its test failed (the browser tests save the page then)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

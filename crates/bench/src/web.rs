@@ -81,7 +81,14 @@ async fn run(args: Args) -> Result<()> {
     datanets.sync().await?;
     let web = openledger_chain::rpc::serve(
         "127.0.0.1:0".parse()?,
-        openledger_web::router(openledger_web::Web::new(reader, datanets)),
+        openledger_web::router(openledger_web::Web::new(
+            reader,
+            datanets,
+            openledger_web::WalletSettings {
+                rpc_url: url.clone(),
+                dev_keys: Vec::new(),
+            },
+        )),
     )
     .await?;
     let half = args.blocks / 2;

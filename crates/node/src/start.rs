@@ -273,6 +273,7 @@ pub async fn start(args: NodeArgs) -> Result<Started> {
         )?;
         let addr = serve_api(
             &node,
+            args.dev,
             &data_dir,
             &addresses_file,
             args.api_addr,
@@ -408,6 +409,7 @@ fn open_datanets(
 #[allow(clippy::too_many_arguments)]
 async fn serve_api(
     node: &Node,
+    dev: bool,
     data_dir: &Path,
     addresses_file: &Path,
     addr: SocketAddr,
@@ -421,9 +423,19 @@ async fn serve_api(
     let pages = ProtocolClient::connect(&format!("http://{}", node.http_addr), None)
         .await?
         .with_addresses(addresses);
+    // The dev wallet signs for the dev accounts only on a dev node, whose keys everyone knows.
+    let wallet = openledger_web::WalletSettings {
+        rpc_url: format!("http://{}", node.http_addr),
+        dev_keys: if dev {
+            openledger_genesis::devkeys::dev_accounts()
+        } else {
+            Vec::new()
+        },
+    };
     router = router.merge(openledger_web::router(openledger_web::Web::new(
         pages,
         service.clone(),
+        wallet,
     )));
     router = router.merge(inference);
     router = router.merge(openledger_attribution::api::router(attributor).route_layer(

@@ -87,7 +87,12 @@ pub(crate) async fn roles(web: &Web, who: Address) -> Result<Option<Value>, Fail
         .filter(|(_, amount)| !amount.is_zero())
         .map(|(&(role, subject), amount)| {
             let datanet = (role == 1).then(|| subject.saturating_to::<u64>());
-            context! {role => role_name(role, subject), datanet, amount => format::open(amount)}
+            let kind = ["validator", "curator", "host"]
+                .get(usize::from(role))
+                .copied();
+            context! {
+                role => role_name(role, subject), kind, datanet, amount => format::open(amount),
+            }
         })
         .collect();
     // A second request adds to a pending withdrawal under the same id: one row per id, the
@@ -117,6 +122,7 @@ pub(crate) async fn roles(web: &Web, who: Address) -> Result<Option<Value>, Fail
         stakes, withdrawals,
         votes => format::open(votes),
         claimable => format::open(claimable),
+        can_claim => !claimable.is_zero(),
         credit => format::open(credit),
     }))
 }

@@ -216,7 +216,52 @@ async fn datanet_page(web: &Web, id: u64, before: Option<u64>) -> Result<Value, 
         total => contributions.len(),
     };
     let (has_newer, newer) = (p.newer.is_some(), p.newer.flatten());
-    Ok(context! {datanet, contributions => rows, versions, older => p.older, newer, has_newer})
+    let accepted = contributions
+        .iter()
+        .filter(|c| c.status == Status::Accepted)
+        .count();
+    // Accepted contributions that no version holds yet: what the owner may publish.
+    let unpublished = accepted.saturating_sub(members.len());
+    let queue = review_queue(web, id).await;
+    Ok(context! {
+        datanet, contributions => rows, versions, older => p.older, newer, has_newer,
+        queue, unpublished,
+    })
+}
+
+/// Pending contributions shown for review at most.
+const QUEUE_SHOWN: usize = 25;
+
+/// The oldest pending contributions with their reports, for curators; empty where the queue
+/// cannot be read (the page still shows the rest).
+async fn review_queue(web: &Web, id: u64) -> Vec<Value> {
+    let queue = match web.datanets.queue(id).await {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::warn!(datanet = id, error = %e, "the review queue could not be read");
+            return Vec::new();
+        }
+    };
+    queue
+        .iter()
+        .take(QUEUE_SHOWN)
+        .map(|entry| {
+            let c = &entry.contribution;
+            let report = entry.report.as_ref().map(|r| {
+                context! {
+                    records => r.records, bytes => r.bytes, flags => r.flags.len(),
+                    near_duplicates => r.near_duplicates, secrets => r.secrets,
+                    personal_data => r.personal_data,
+                }
+            });
+            let licence = entry.metadata.as_ref().map(|m| m.metadata.licence.clone());
+            context! {
+                id => c.id, contributor => c.contributor.to_string(),
+                approvals => c.approvals.len(), rejections => c.rejections.len(),
+                report, licence,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -11,17 +11,25 @@
 //! - `explorer`: blocks, transactions (calls to the protocol's contracts named by their ABIs),
 //!   addresses, and search by number, hash or address.
 //! - `abi`: function names by selector, from the committed contract artifacts.
+//! - `wallet`: the dev accounts' signer on a `--dev` node, and revert data in words; the
+//!   browser side is `assets/wallet.js` (any EIP-1193 wallet, or the dev accounts).
+//! - `calls`: the transactions the forms prepare for the person's wallet to sign; the
+//!   browser side is `assets/forms.js`.
 //!
 //! This is the web layer: it reads the chain through JSON-RPC (`openledger-protocol`) and the
 //! datanets through their service; nothing below it knows it exists.
 
 mod abi;
 mod account;
+mod calls;
 mod datanets;
 mod explorer;
 mod format;
 mod models;
 mod token;
+mod wallet;
+
+pub use wallet::WalletSettings;
 
 use axum::{
     extract::{rejection::QueryRejection, Query, State},
@@ -50,27 +58,48 @@ pub struct Web {
     client: ProtocolClient,
     datanets: Arc<Datanets>,
     names: abi::Names,
+    wallet: WalletSettings,
 }
 
 impl Web {
-    /// The app over `client` (with the protocol's addresses) and the datanets service.
-    pub fn new(client: ProtocolClient, datanets: Arc<Datanets>) -> Arc<Self> {
+    /// The app over `client` (with the protocol's addresses) and the datanets service;
+    /// `wallet` says what browser wallets are told and whom the dev wallet signs for.
+    pub fn new(
+        client: ProtocolClient,
+        datanets: Arc<Datanets>,
+        wallet: WalletSettings,
+    ) -> Arc<Self> {
         let names = abi::Names::new(client.addresses());
         Arc::new(Self {
             templates: templates(),
             client,
             datanets,
             names,
+            wallet,
         })
     }
 
-    /// Renders template `name` for section `section` with `ctx`, or the error page.
-    fn page(&self, started: Instant, section: &str, name: &str, ctx: Value) -> Response {
+    /// What every page's layout shows: the navigation and the wallet's settings.
+    fn base(&self, section: &str) -> Value {
         let nav: Vec<Value> = NAV
             .iter()
             .map(|(key, label, href)| context! {key, label, href})
             .collect();
-        let base = context! {nav, section, chain_id => self.client.chain_id()};
+        let dev_accounts: Vec<String> = self
+            .wallet
+            .dev_keys
+            .iter()
+            .map(|k| k.address.to_string())
+            .collect();
+        context! {
+            nav, section, chain_id => self.client.chain_id(),
+            rpc_url => self.wallet.rpc_url.clone(), dev_accounts,
+        }
+    }
+
+    /// Renders template `name` for section `section` with `ctx`, or the error page.
+    fn page(&self, started: Instant, section: &str, name: &str, ctx: Value) -> Response {
+        let base = self.base(section);
         let rendered = self
             .templates
             .get_template(name)
@@ -89,17 +118,13 @@ impl Web {
 
     /// The error page for `failure`.
     fn error(&self, started: Instant, failure: Failure) -> Response {
-        let nav: Vec<Value> = NAV
-            .iter()
-            .map(|(key, label, href)| context! {key, label, href})
-            .collect();
+        let base = self.base("");
         let html = self
             .templates
             .get_template("error.html")
             .and_then(|t| {
                 t.render(context! {
-                    nav, section => "", chain_id => self.client.chain_id(),
-                    heading => failure.heading, message => failure.message.clone(),
+                    heading => failure.heading, message => failure.message.clone(), ..base
                 })
             })
             .unwrap_or_else(|_| escape(&failure.message));
@@ -263,23 +288,57 @@ fn templates() -> Environment<'static> {
 pub fn router(web: Arc<Web>) -> Router {
     Router::new()
         .route("/", get(home))
-        .route("/assets/app.css", get(stylesheet))
+        .route("/assets/{name}", get(asset))
         .merge(datanets::routes())
         .merge(models::routes())
         .merge(token::routes())
         .merge(explorer::routes())
+        .merge(wallet::routes())
+        .merge(calls::routes())
         .with_state(web)
 }
 
-async fn stylesheet() -> Response {
+/// The stylesheet and the scripts, embedded: (name, content type, text).
+const ASSETS: &[(&str, &str, &str)] = &[
     (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=300"),
-        ],
+        "app.css",
+        "text/css; charset=utf-8",
         include_str!("../assets/app.css"),
-    )
-        .into_response()
+    ),
+    (
+        "wallet.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/wallet.js"),
+    ),
+    (
+        "forms.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/forms.js"),
+    ),
+    (
+        "keccak.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/keccak.js"),
+    ),
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_str!("../assets/favicon.svg"),
+    ),
+];
+
+async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
+    match ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, content_type, text)) => (
+            [
+                (header::CONTENT_TYPE, *content_type),
+                (header::CACHE_CONTROL, "public, max-age=300"),
+            ],
+            *text,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    }
 }
 
 async fn home(State(web): State<Arc<Web>>) -> Response {

@@ -317,6 +317,27 @@ impl ProtocolClient {
         self.wait(what, hash).await
     }
 
+    /// Signs and sends prepared calldata `input` to `to` with `value` wei, returning the hash
+    /// once the node has accepted it, without waiting for it to be mined. A call the contract
+    /// refuses fails with its decoded error before anything is sent.
+    pub async fn submit_raw(
+        &self,
+        what: &str,
+        to: Address,
+        input: Bytes,
+        value: U256,
+    ) -> Result<B256, ClientError> {
+        self.submit(Outgoing {
+            what: what.to_string(),
+            to: Some(to),
+            input,
+            value,
+            gas_limit: None,
+            fees: None,
+        })
+        .await
+    }
+
     /// Sends `value` wei of OPEN to `to` and waits for it to be mined.
     pub async fn transfer(&self, to: Address, value: U256) -> Result<Receipt, ClientError> {
         let hash = self

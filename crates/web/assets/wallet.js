@@ -1,0 +1,186 @@
+// The wallet: who signs. Either a browser wallet (any EIP-1193 provider, MetaMask and others),
+// asked to add or switch to this chain, or, on a --dev node, one of the dev accounts, which
+// the node signs for (POST /wallet/dev) so that nothing needs installing.
+//
+// Every state change goes through `send`: it shows the transaction, waits for its receipt and
+// says why a refusal happened, with the contract's custom error in words.
+
+const widget = document.getElementById("wallet");
+const picker = document.getElementById("account");
+const me = document.getElementById("me");
+const CHOSEN = "openledger.account";
+
+/** The node's dev signer, with the EIP-1193 `request` shape. */
+const devWallet = {
+  async request({ method, params }) {
+    const answer = await fetch("/wallet/dev", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method, params: params || [] }),
+    });
+    if (!answer.ok) throw new Error(await answer.text());
+    const body = await answer.json();
+    if (body.error) throw Object.assign(new Error(body.error.message), body.error);
+    return body.result;
+  },
+};
+
+let provider = null;
+let account = null;
+
+/** The chain as a wallet wants it for wallet_addEthereumChain. */
+function chain() {
+  const id = "0x" + Number(widget.dataset.chainId).toString(16);
+  return {
+    chainId: id,
+    chainName: `OpenLedger (chain ${widget.dataset.chainId})`,
+    nativeCurrency: { name: "OPEN", symbol: "OPEN", decimals: 18 },
+    rpcUrls: [widget.dataset.rpcUrl],
+  };
+}
+
+/** Connects the browser's wallet and puts it on this chain. */
+async function connectBrowserWallet() {
+  if (!window.ethereum) throw new Error("no browser wallet found: install one (MetaMask…) or pick a dev account");
+  const [first] = await window.ethereum.request({ method: "eth_requestAccounts" });
+  const wanted = chain();
+  try {
+    await window.ethereum.request({ method: "wallet_switchEthereumChain", params: [{ chainId: wanted.chainId }] });
+  } catch (e) {
+    // 4902: the wallet does not know the chain yet.
+    if (e.code !== 4902 && e?.data?.originalError?.code !== 4902) throw e;
+    await window.ethereum.request({ method: "wallet_addEthereumChain", params: [wanted] });
+  }
+  window.ethereum.on?.("accountsChanged", (accounts) => choose(accounts[0] || null, window.ethereum));
+  return first;
+}
+
+function choose(address, using) {
+  account = address ? address.toLowerCase() : null;
+  provider = address ? using : null;
+  if (me) {
+    me.hidden = !account;
+    if (account) me.href = `/explorer/address/${address}`;
+  }
+  document.dispatchEvent(new CustomEvent("openledger:account", { detail: account }));
+}
+
+async function pick(value, status) {
+  localStorage.setItem(CHOSEN, value);
+  if (value === "browser") {
+    try {
+      choose(await connectBrowserWallet(), window.ethereum);
+    } catch (e) {
+      choose(null, null);
+      if (status) say(status, `The wallet did not connect: ${await reason(e)}`, "error");
+    }
+  } else {
+    choose(value || null, devWallet);
+  }
+}
+
+/** The signing account (lower-case), or null when the app is read only. */
+export function currentAccount() {
+  return account;
+}
+
+/** The EIP-1193 provider signing now; throws, in words, when nobody is chosen. */
+function signer() {
+  if (!provider || !account) throw new Error("choose who signs first (the “Sign as” menu at the top)");
+  return provider;
+}
+
+/** Writes `text` into the status element `out` (an aria-live region); `kind` styles it. */
+export function say(out, text, kind = "") {
+  out.textContent = text;
+  out.className = `status ${kind}`;
+}
+
+/** Shows a transaction's hash as a link to its explorer page, after `text`. */
+function sayTx(out, text, hash, kind = "") {
+  say(out, text + " ", kind);
+  const link = document.createElement("a");
+  link.href = `/explorer/tx/${hash}`;
+  link.className = "hash";
+  link.textContent = hash;
+  out.append(link);
+}
+
+/** Revert data hidden in a wallet's error, if any (wallets nest it differently). */
+function revertData(e) {
+  for (const d of [e?.data, e?.data?.data, e?.data?.originalError?.data, e?.error?.data]) {
+    if (typeof d === "string" && /^0x[0-9a-fA-F]{8,}$/.test(d)) return d;
+  }
+  return null;
+}
+
+/** Why `e` happened, in words: a contract's custom error decoded by the node. */
+export async function reason(e) {
+  if (e?.code === 4001) return "you declined in the wallet";
+  const data = revertData(e);
+  if (data && e?.code !== 3) {
+    try {
+      const answer = await fetch("/wallet/explain", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ data }),
+      });
+      if (answer.ok) return `the contract refused: ${(await answer.json()).reason}`;
+    } catch (_) { /* fall through to the wallet's own words */ }
+  }
+  return e?.message || String(e);
+}
+
+const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
+
+/**
+ * Sends `call` ({to, data, value, what}) from the chosen account, showing each step in `out`,
+ * and resolves with the receipt once mined; throws (having said why) when refused or failed.
+ */
+export async function send(call, out) {
+  const wallet = signer();
+  say(out, `Asking the wallet to sign ${call.what || "the transaction"}…`);
+  let hash;
+  try {
+    hash = await wallet.request({
+      method: "eth_sendTransaction",
+      params: [{ from: account, to: call.to, data: call.data, value: call.value || "0x0" }],
+    });
+  } catch (e) {
+    const why = await reason(e);
+    say(out, `Not sent: ${why}`, "error");
+    throw new Error(why);
+  }
+  sayTx(out, "Sent; waiting for it to be mined:", hash);
+  for (let i = 0; ; i++) {
+    const receipt = await wallet.request({ method: "eth_getTransactionReceipt", params: [hash] });
+    if (receipt) {
+      if (receipt.status === "0x1") {
+        sayTx(out, `Done in block ${Number(receipt.blockNumber)}:`, hash, "ok");
+        return receipt;
+      }
+      sayTx(out, "The transaction was mined but failed; its page says why:", hash, "error");
+      throw new Error("the transaction failed");
+    }
+    if (i > 240) {
+      sayTx(out, "Not mined after two minutes; it may still be:", hash, "error");
+      throw new Error("not mined yet");
+    }
+    await sleep(500);
+  }
+}
+
+/** Asks the chosen account to sign EIP-712 typed data; the 65-byte signature as hex. */
+export async function signTyped(typed) {
+  return signer().request({ method: "eth_signTypedData_v4", params: [account, JSON.stringify(typed)] });
+}
+
+if (widget && picker) {
+  if (!window.ethereum) picker.querySelector('option[value="browser"]').textContent = "a browser wallet (none found)";
+  const remembered = localStorage.getItem(CHOSEN) || "";
+  if ([...picker.options].some((o) => o.value === remembered)) picker.value = remembered;
+  // A browser wallet is only asked again when the person picks it: no pop-up on page load.
+  if (picker.value && picker.value !== "browser") pick(picker.value);
+  else if (picker.value === "browser") picker.value = "";
+  picker.addEventListener("change", () => pick(picker.value));
+}

@@ -1,0 +1,216 @@
+"""The web app in a real browser: Playwright driving Debian's Chromium (no browser download)
+against the running dev node, signing with the dev accounts through the app's own wallet
+picker.
+
+Each test saves screenshots under tests/e2e/.artifacts/screenshots (and, with
+SCREENSHOTS_DIR set, there too: `SCREENSHOTS_DIR=docs/screenshots scripts/test-e2e
+tests/e2e/test_browser.py` refreshes the README's); a failing test saves the page's HTML and
+its console log beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT
+from test_factory import CONTRIBUTOR, CURATOR, OWNER
+from test_keys import loaded  # noqa: F401  (`loaded` is a fixture: the API is up)
+from test_validator import records
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = REPO_ROOT / "tests/e2e/.artifacts"
+# Flags for a sandboxed, offline machine: no background calls home, no GPU, no setuid sandbox
+# (CI runs as root).
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# Signing, mining and the page's reload after each form.
+ACTION_TIMEOUT_MS = 60_000
+
+if CHROMIUM is None and os.environ.get("OPENLEDGER_REQUIRE_BROWSER"):
+    raise RuntimeError("the browser tests need Chromium (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (scripts/test installs it)")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser, request):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(ACTION_TIMEOUT_MS)
+    tab = context.new_page()
+    console: list[str] = []
+    tab.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    tab.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+    tab.console = console
+    yield tab
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        out = ARTIFACTS / "failures" / request.node.name
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "page.html").write_text(tab.content())
+        (out / "console.log").write_text("\n".join(console))
+        tab.screenshot(path=str(out / "page.png"), full_page=True)
+    context.close()
+
+
+def shot(tab, name: str) -> None:
+    """Saves a screenshot of the whole page as NAME.png."""
+    path = ARTIFACTS / "screenshots" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tab.screenshot(path=str(path), full_page=True)
+    if os.environ.get("SCREENSHOTS_DIR"):
+        wanted = Path(os.environ["SCREENSHOTS_DIR"])
+        wanted.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, wanted / path.name)
+
+
+def sign_as(tab, account) -> None:
+    tab.select_option("#account", account.address)
+    tab.wait_for_function("(a) => !document.getElementById('me').hidden", arg=account.address)
+
+
+def wait_text(tab, text: str) -> None:
+    """Waits until the page (reloaded by the form once mined) shows `text`."""
+    tab.wait_for_function("(t) => document.body.innerText.includes(t)", arg=text, timeout=ACTION_TIMEOUT_MS)
+
+
+def no_script_errors(tab, expected: tuple[str, ...] = ()) -> None:
+    """No script failed and nothing failed to load, but the refusals the test asked for."""
+    errors = [line for line in tab.console if line.startswith(("error", "pageerror"))
+              and not any(e in line for e in expected)]
+    assert not errors, errors
+
+
+def test_a_datanet_is_created_contributed_reviewed_and_published_through_the_forms(node, loaded, page):
+    tab = page
+    tab.goto(f"{node.api_url}/datanets")
+    sign_as(tab, OWNER)
+    name = f"browser-vaults-{int(time.time() * 1000) % 10**8}"
+    tab.click("text=Create a datanet")
+    tab.fill("#new-name", name)
+    tab.fill("#new-description", "Gates and vaults, contributed from a browser")
+    tab.fill("#new-quorum", "1")
+    tab.click("button:has-text('Create the datanet')")
+    wait_text(tab, name)
+    link = tab.locator(f"a:has-text('{name}')").first.get_attribute("href")
+    datanet = int(link.rsplit("/", 1)[1])
+    shot(tab, "datanets")
+
+    # The curator stakes on it from its own address page.
+    tab.goto(f"{node.api_url}/explorer/address/{CURATOR.address}")
+    sign_as(tab, CURATOR)
+    tab.click("text=Stake OPEN")
+    tab.select_option("#stake-role", "curator")
+    tab.fill("#stake-datanet", str(datanet))
+    tab.fill("#stake-amount", "10")
+    tab.click("button:has-text('Stake')")
+    wait_text(tab, f"curator of datanet {datanet}")
+
+    # A file that breaks the schema is refused with its reason, before anything is signed.
+    tab.goto(f"{node.api_url}/datanets/{datanet}")
+    sign_as(tab, CONTRIBUTOR)
+    bad = json.dumps({"text": "no messages here"}) + "\n"
+    tab.set_input_files("#contribute-file", files=[{"name": "bad.jsonl", "mimeType": "application/json", "buffer": bad.encode()}])
+    tab.click("button:has-text('Check the file')")
+    status = tab.locator("#contribute output.status")
+    status.filter(has_text="refused").wait_for()
+    assert "messages" in status.inner_text(), status.inner_text()
+
+    # A good one: the report first, then the signed contribution.
+    good = records(200, 12).encode()
+    tab.set_input_files("#contribute-file", files=[{"name": "vaults.jsonl", "mimeType": "application/json", "buffer": good}])
+    tab.click("button:has-text('Check the file')")
+    tab.locator("#contribute .report").filter(has_text="Records: 12").wait_for()
+    shot(tab, "contribute-report")
+    tab.click("button:has-text('Sign and submit the contribution')")
+    wait_text(tab, "1 (0 accepted, 1 pending review)")
+
+    # Someone who is not a curator is refused, with the contract's error in words.
+    row = tab.locator("form[data-prepare='/wallet/calls/review']").first
+    row.locator("input[name=reason]").fill("looks fine")
+    row.locator("button:has-text('Approve')").click()
+    row.locator("output.status").filter(has_text="the contract refused").wait_for()
+    assert "not curator" in row.locator("output.status").inner_text()
+
+    sign_as(tab, CURATOR)
+    row.locator("input[name=reason]").fill("clean records")
+    row.locator("button:has-text('Approve')").click()
+    wait_text(tab, "1 (1 accepted, 0 pending review)")
+
+    sign_as(tab, OWNER)
+    tab.click("button:has-text('Publish a version')")
+    wait_text(tab, "matches the accepted contributions")
+    assert tab.locator("a:has-text('inclusion proof')").count() == 1
+    shot(tab, "datanet")
+    no_script_errors(tab, expected=("status of 422",))  # the refused file
+
+
+def test_a_stake_is_unstaked_and_shows_its_unbonding(node, loaded, page):
+    tab = page
+    tab.goto(f"{node.api_url}/explorer/address/{CONTRIBUTOR.address}")
+    sign_as(tab, CONTRIBUTOR)
+    tab.click("text=Stake OPEN")
+    tab.select_option("#stake-role", "validator")
+    tab.fill("#stake-amount", "abc")
+    tab.click("button:has-text('Stake')")
+    refused = tab.locator("details output.status").filter(has_text="is not an amount of OPEN")
+    refused.wait_for()
+    # Under the validators' minimum: the contract's custom error, in words.
+    tab.fill("#stake-amount", "3")
+    tab.click("button:has-text('Stake')")
+    tab.locator("details output.status").filter(has_text="the contract refused: insufficient stake").wait_for()
+    tab.fill("#stake-amount", "100")
+    tab.click("button:has-text('Stake')")
+    stake = tab.locator("tr:has(td:text-is('validator'))")
+    stake.wait_for()
+    stake.locator("input[name=amount]").fill("100")
+    stake.locator("button:has-text('Unstake')").click()
+    wait_text(tab, "unbonding until")
+    shot(tab, "address")
+    no_script_errors(tab, expected=("status of 422",))  # the amount that is not one
+
+
+def test_every_page_renders_without_script_errors_and_fits_a_phone(node, loaded, page, w3):
+    tab = page
+    head = w3.eth.block_number
+    tx = next(t for n in range(head, 0, -1) for t in w3.eth.get_block(n)["transactions"])
+    pages = {
+        "home": "/", "models": "/models", "agents": "/agents", "token": "/token",
+        "explorer": "/explorer", "block": f"/explorer/blocks/{head}",
+        "transaction": f"/explorer/tx/0x{bytes(tx).hex()}",
+    }
+    for name, path in pages.items():
+        answer = tab.goto(f"{node.api_url}{path}")
+        assert answer.status == 200, (path, answer.status)
+        shot(tab, name)
+    no_script_errors(tab)
+    # A phone's width: nothing wider than the screen but the tables' own scrolling regions.
+    tab.set_viewport_size({"width": 390, "height": 844})
+    for path in ("/", "/datanets", "/token", f"/explorer/address/{OWNER.address}"):
+        tab.goto(f"{node.api_url}{path}")
+        overflow = tab.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, (path, overflow)
+    shot(tab, "phone-address")
+    # The keyboard reaches the wallet picker from the top of the page.
+    tab.goto(f"{node.api_url}/")
+    for _ in range(12):
+        tab.keyboard.press("Tab")
+        if tab.evaluate("document.activeElement.id") == "account":
+            break
+    else:
+        pytest.fail("the wallet picker is not reachable by keyboard")
+    assert re.search(r"Chain \d+", tab.inner_text("footer"))
