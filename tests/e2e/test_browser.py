@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
+from web3 import Web3
 
 from conftest import REPO_ROOT
-from test_factory import CONTRIBUTOR, CURATOR, OWNER
+from test_factory import CONTRIBUTOR, CURATOR, OWNER, STRANGER, cli
 from test_keys import loaded  # noqa: F401  (`loaded` is a fixture: the API is up)
 from test_validator import records
 
@@ -53,7 +54,7 @@ def page(browser, request):
     context.set_default_timeout(ACTION_TIMEOUT_MS)
     tab = context.new_page()
     console: list[str] = []
-    tab.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    tab.on("console", lambda m: console.append(f"{m.type}: {m.text} @ {m.location.get('url', '')}"))
     tab.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
     tab.console = console
     yield tab
@@ -141,14 +142,15 @@ def test_a_datanet_is_created_contributed_reviewed_and_published_through_the_for
 
     # Someone who is not a curator is refused, with the contract's error in words.
     row = tab.locator("form[data-prepare='/wallet/calls/review']").first
+    row.locator("select[name=decision]").select_option("approve")
     row.locator("input[name=reason]").fill("looks fine")
-    row.locator("button:has-text('Approve')").click()
+    row.locator("input[name=reason]").press("Enter")
     row.locator("output.status").filter(has_text="the contract refused").wait_for()
     assert "not curator" in row.locator("output.status").inner_text()
 
     sign_as(tab, CURATOR)
     row.locator("input[name=reason]").fill("clean records")
-    row.locator("button:has-text('Approve')").click()
+    row.locator("button:has-text('Vote')").click()
     wait_text(tab, "1 (1 accepted, 0 pending review)")
 
     sign_as(tab, OWNER)
@@ -156,7 +158,7 @@ def test_a_datanet_is_created_contributed_reviewed_and_published_through_the_for
     wait_text(tab, "matches the accepted contributions")
     assert tab.locator("a:has-text('inclusion proof')").count() == 1
     shot(tab, "datanet")
-    no_script_errors(tab, expected=("status of 422",))  # the refused file
+    no_script_errors(tab, expected=("/uploads?",))  # the refused file
 
 
 def test_a_stake_is_unstaked_and_shows_its_unbonding(node, loaded, page):
@@ -181,7 +183,7 @@ def test_a_stake_is_unstaked_and_shows_its_unbonding(node, loaded, page):
     stake.locator("button:has-text('Unstake')").click()
     wait_text(tab, "unbonding until")
     shot(tab, "address")
-    no_script_errors(tab, expected=("status of 422",))  # the amount that is not one
+    no_script_errors(tab, expected=("/wallet/calls/stake",))  # the amount that is not one
 
 
 def test_every_page_renders_without_script_errors_and_fits_a_phone(node, loaded, page, w3):
@@ -200,7 +202,10 @@ def test_every_page_renders_without_script_errors_and_fits_a_phone(node, loaded,
     no_script_errors(tab)
     # A phone's width: nothing wider than the screen but the tables' own scrolling regions.
     tab.set_viewport_size({"width": 390, "height": 844})
-    for path in ("/", "/datanets", "/token", f"/explorer/address/{OWNER.address}"):
+    tab.goto(f"{node.api_url}/datanets")
+    sign_as(tab, OWNER)  # the forms show for a signed-in account: they must fit too
+    first = tab.locator("td a[href^='/datanets/']").first.get_attribute("href")
+    for path in ("/", "/datanets", first, "/token", f"/explorer/address/{OWNER.address}"):
         tab.goto(f"{node.api_url}{path}")
         overflow = tab.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, (path, overflow)
@@ -214,3 +219,128 @@ def test_every_page_renders_without_script_errors_and_fits_a_phone(node, loaded,
     else:
         pytest.fail("the wallet picker is not reachable by keyboard")
     assert re.search(r"Chain \d+", tab.inner_text("footer"))
+
+
+def test_keccak_in_the_page_matches_web3(node, loaded, page):
+    page.goto(f"{node.api_url}/")
+    lengths = [0, 1, 135, 136, 137, 272, 1000]
+    hashes = page.evaluate("""(lengths) => import('/assets/keccak.js').then(
+        (m) => lengths.map((n) => m.keccak256(new Uint8Array(n).map((_, i) => i % 251))))""", lengths)
+    for n, got in zip(lengths, hashes):
+        assert got == "0x" + Web3.keccak(bytes(i % 251 for i in range(n))).hex().removeprefix("0x"), n
+
+
+def test_the_dev_wallet_signs_only_for_this_nodes_pages_and_contracts(node, loaded):
+    import urllib.error
+    import urllib.request
+
+    def dev(body, headers=None):
+        request = urllib.request.Request(f"{node.api_url}/wallet/dev", data=json.dumps(body).encode(),
+                                         headers={"content-type": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    accounts = {"jsonrpc": "2.0", "id": 1, "method": "eth_accounts", "params": []}
+    status, answer = dev(accounts)
+    assert status == 200 and OWNER.address.lower() in answer["result"], answer
+    assert dev(accounts, {"content-type": "text/plain"})[0] == 415
+    assert dev(accounts, {"origin": "http://attacker.example"})[0] == 403
+    host = node.api_url.split("//", 1)[1]
+    assert dev(accounts, {"host": f"rebound.example:{host.rsplit(':', 1)[1]}"})[0] == 403
+    # Value goes only to the protocol's contracts; only a sign-in to this host is signed.
+    send = {"jsonrpc": "2.0", "id": 2, "method": "eth_sendTransaction",
+            "params": [{"from": OWNER.address, "to": STRANGER.address, "value": hex(10**18)}]}
+    status, answer = dev(send)
+    assert "only to the protocol's contracts" in answer["error"]["message"], answer
+    sign = {"jsonrpc": "2.0", "id": 3, "method": "personal_sign",
+            "params": ["0x" + b"transfer everything".hex(), OWNER.address]}
+    status, answer = dev(sign)
+    assert "only a sign-in" in answer["error"]["message"], answer
+
+
+# A browser wallet the page sees as window.ethereum, answering from Python: it records what the
+# app asks, refuses to switch to an unknown chain (4902) until the app adds it, and signs typed
+# data and transactions with STRANGER's key, as MetaMask would.
+FAKE_WALLET = """
+window.ethereum = {
+  async request({ method, params }) {
+    const answer = JSON.parse(await window.pyWallet(method, params || []));
+    if (answer && answer.error) throw Object.assign(new Error(answer.error.message), answer.error);
+    return answer;
+  },
+  on() {},
+};
+"""
+
+
+def test_a_browser_wallet_is_asked_to_add_the_chain_and_signs_a_contribution(node, loaded, page, w3, tmp_path):
+    from eth_account import Account
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "object", "required": ["messages"]}))
+    datanet = int(cli(node, "datanet", "create", "--name", "wallet-vaults", "--schema", str(schema), key=OWNER).strip())
+    chain_id = w3.eth.chain_id
+    asked: list[tuple[str, list]] = []
+    added: list[dict] = []
+
+    def wallet(method, params):
+        asked.append((method, params))
+        if method in ("eth_requestAccounts", "eth_accounts"):
+            return [STRANGER.address]
+        if method == "eth_chainId":
+            return hex(chain_id) if added else "0x1"
+        if method == "wallet_switchEthereumChain":
+            return None if added else {"error": {"code": 4902, "message": "unknown chain"}}
+        if method == "wallet_addEthereumChain":
+            added.append(params[0])
+            return None
+        if method == "eth_signTypedData_v4":
+            typed = json.loads(params[1])
+            return "0x" + Account.sign_typed_data(STRANGER.key, full_message=typed).signature.hex().removeprefix("0x")
+        if method == "eth_sendTransaction":
+            p = params[0]
+            tx = {"from": STRANGER.address, "to": Web3.to_checksum_address(p["to"]), "data": p["data"],
+                  "value": int(p.get("value", "0x0"), 16), "chainId": chain_id,
+                  "nonce": w3.eth.get_transaction_count(STRANGER.address, "pending")}
+            tx["gas"] = w3.eth.estimate_gas(tx) * 2
+            tx["maxFeePerGas"], tx["maxPriorityFeePerGas"] = w3.eth.gas_price * 2, 1
+            raw = Account.sign_transaction(tx, STRANGER.key).raw_transaction
+            return "0x" + w3.eth.send_raw_transaction(raw).hex().removeprefix("0x")
+        if method == "eth_getTransactionReceipt":
+            try:
+                r = w3.eth.get_transaction_receipt(params[0])
+            except Exception:  # not mined yet
+                return None
+            return {"status": hex(r["status"]), "blockNumber": hex(r["blockNumber"])}
+        return {"error": {"code": 4200, "message": f"unsupported {method}"}}
+
+    tab = page
+    tab.expose_function("pyWallet", lambda method, params: json.dumps(wallet(method, params)))
+    tab.add_init_script(FAKE_WALLET)
+    # The node's index follows the chain every two seconds.
+    deadline = time.monotonic() + 30
+    while tab.goto(f"{node.api_url}/datanets/{datanet}").status != 200:
+        assert time.monotonic() < deadline, tab.content()
+        time.sleep(0.3)
+    tab.console.clear()  # the 404s of the pages asked before the index had it
+    tab.select_option("#account", "browser")
+    tab.wait_for_function("() => !document.getElementById('me').hidden")
+    assert added and added[0]["chainId"] == hex(chain_id), added
+    assert added[0]["nativeCurrency"]["symbol"] == "OPEN"
+    assert added[0]["rpcUrls"] == [node.http_url.rstrip("/")], (added, node.http_url)
+
+    tab.set_input_files("#contribute-file", files=[{"name": "vaults.jsonl", "mimeType": "application/json",
+                                                    "buffer": records(300, 6).encode()}])
+    tab.click("button:has-text('Check the file')")
+    tab.locator("#contribute .report").filter(has_text="Records: 6").wait_for()
+    tab.click("button:has-text('Sign and submit the contribution')")
+    wait_text(tab, "1 (0 accepted, 1 pending review)")
+    assert STRANGER.address in tab.inner_text("body")
+    signed = [m for m, _ in asked]
+    assert signed.count("eth_signTypedData_v4") == 2 and "eth_sendTransaction" in signed, signed
+    # The choice survives the reload without a pop-up: eth_accounts, never eth_requestAccounts.
+    assert signed.count("eth_requestAccounts") == 1, signed
+    shot(tab, "browser-wallet")
+    no_script_errors(tab)

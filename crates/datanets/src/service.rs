@@ -268,13 +268,21 @@ impl Datanets {
 
     /// Pending contributions of a datanet with their reports and signed metadata.
     pub async fn queue(&self, datanet: u64) -> Result<Vec<QueueEntry>, DatanetsError> {
+        self.queue_first(datanet, usize::MAX).await
+    }
+
+    /// The oldest `limit` pending contributions of a datanet, with their reports and signed
+    /// metadata (only those are read from the store).
+    pub async fn queue_first(
+        &self,
+        datanet: u64,
+        limit: usize,
+    ) -> Result<Vec<QueueEntry>, DatanetsError> {
         self.sync().await?;
         self.datanet(datanet)?;
         let mut out = Vec::new();
-        for c in self.index.contributions(datanet)? {
-            if c.status != Status::Pending {
-                continue;
-            }
+        let pending = self.index.contributions(datanet)?.into_iter();
+        for c in pending.filter(|c| c.status == Status::Pending).take(limit) {
             let report = self
                 .store
                 .get_json(&keys::contribution(datanet, c.content_hash, "report.json"))

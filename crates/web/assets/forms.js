@@ -133,6 +133,10 @@ async function checkFile(form, out, box) {
   if (!format) throw new Error(`${file.name}: pick its format (the name does not say)`);
   const datanet = form.dataset.datanet;
   const info = await (await fetch("/api/info")).json();
+  // Refused here rather than after reading (and hashing) a file the node would refuse anyway.
+  const limit = info.policy?.max_bytes;
+  if (limit && file.size > limit) throw new Error(`${file.name} is ${file.size} bytes; this node takes at most ${limit}`);
+  if (file.size === 0) throw new Error(`${file.name} is empty`);
   say(out, "Hashing the file…");
   const bytes = new Uint8Array(await file.arrayBuffer());
   const request = {
@@ -159,8 +163,12 @@ function wireContribution(form) {
   const confirm = form.querySelector("button[data-step=confirm]");
   let checked = null;
   form.elements.file.addEventListener("change", () => { checked = null; confirm.hidden = true; box.replaceChildren(); });
+  const check = form.querySelector("button[type=submit]");
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    if (check.disabled) return;
+    check.disabled = true;
+    confirm.hidden = true;
     try {
       checked = await checkFile(form, out, box);
       if (checked.uploaded.existing != null) {
@@ -171,7 +179,10 @@ function wireContribution(form) {
       confirm.hidden = false;
       confirm.focus();
     } catch (e) {
+      checked = null;
       say(out, await reason(e), "error");
+    } finally {
+      check.disabled = false;
     }
   });
   confirm.addEventListener("click", async () => {

@@ -8,6 +8,7 @@
 const widget = document.getElementById("wallet");
 const picker = document.getElementById("account");
 const me = document.getElementById("me");
+const walletStatus = document.getElementById("wallet-status");
 const CHOSEN = "openledger.account";
 
 /** The node's dev signer, with the EIP-1193 `request` shape. */
@@ -28,6 +29,14 @@ const devWallet = {
 let provider = null;
 let account = null;
 
+/** The node's JSON-RPC URL as this browser reaches it: a node bound to a loopback or
+ * wildcard address is reached under the name this page was loaded from. */
+function rpcUrl() {
+  const url = new URL(widget.dataset.rpcUrl);
+  if (["0.0.0.0", "127.0.0.1", "[::]", "[::1]", "localhost"].includes(url.hostname)) url.hostname = location.hostname;
+  return url.toString().replace(/\/$/, "");
+}
+
 /** The chain as a wallet wants it for wallet_addEthereumChain. */
 function chain() {
   const id = "0x" + Number(widget.dataset.chainId).toString(16);
@@ -35,7 +44,7 @@ function chain() {
     chainId: id,
     chainName: `OpenLedger (chain ${widget.dataset.chainId})`,
     nativeCurrency: { name: "OPEN", symbol: "OPEN", decimals: 18 },
-    rpcUrls: [widget.dataset.rpcUrl],
+    rpcUrls: [rpcUrl()],
   };
 }
 
@@ -71,6 +80,7 @@ async function pick(value, status) {
     try {
       choose(await connectBrowserWallet(), window.ethereum);
     } catch (e) {
+      picker.value = "";
       choose(null, null);
       if (status) say(status, `The wallet did not connect: ${await reason(e)}`, "error");
     }
@@ -175,12 +185,31 @@ export async function signTyped(typed) {
   return signer().request({ method: "eth_signTypedData_v4", params: [account, JSON.stringify(typed)] });
 }
 
+/** On a page load, the browser wallet picked before, if it still grants this page an
+ * account on this chain: asked with eth_accounts, which never opens a pop-up. */
+async function restoreBrowserWallet() {
+  try {
+    const [first] = (await window.ethereum?.request({ method: "eth_accounts" })) || [];
+    if (!first) throw new Error("the browser wallet no longer grants this page an account; pick it again");
+    const on = await window.ethereum.request({ method: "eth_chainId" });
+    if (Number(on) !== Number(widget.dataset.chainId)) throw new Error("the browser wallet is on another chain; pick it again to switch");
+    window.ethereum.on?.("accountsChanged", (accounts) => choose(accounts[0] || null, window.ethereum));
+    choose(first, window.ethereum);
+  } catch (e) {
+    picker.value = "";
+    choose(null, null);
+    say(walletStatus, e.message, "error");
+  }
+}
+
 if (widget && picker) {
   if (!window.ethereum) picker.querySelector('option[value="browser"]').textContent = "a browser wallet (none found)";
   const remembered = localStorage.getItem(CHOSEN) || "";
   if ([...picker.options].some((o) => o.value === remembered)) picker.value = remembered;
-  // A browser wallet is only asked again when the person picks it: no pop-up on page load.
-  if (picker.value && picker.value !== "browser") pick(picker.value);
-  else if (picker.value === "browser") picker.value = "";
-  picker.addEventListener("change", () => pick(picker.value));
+  if (picker.value === "browser") restoreBrowserWallet();
+  else if (picker.value) pick(picker.value);
+  picker.addEventListener("change", () => {
+    say(walletStatus, "");
+    pick(picker.value, walletStatus);
+  });
 }

@@ -92,6 +92,7 @@ pub(crate) async fn roles(web: &Web, who: Address) -> Result<Option<Value>, Fail
                 .copied();
             context! {
                 role => role_name(role, subject), kind, datanet, amount => format::open(amount),
+                exact => format::open_exact(amount),
             }
         })
         .collect();

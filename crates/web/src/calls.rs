@@ -90,6 +90,14 @@ fn fields<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Refused> {
     })
 }
 
+/// Refuses `text` longer than `max` characters: what the forms store is bounded.
+fn at_most(name: &str, text: &str, max: usize) -> Result<(), Refused> {
+    if text.chars().count() > max {
+        return Err(Refused::field(name, format!("at most {max} characters")));
+    }
+    Ok(())
+}
+
 fn number<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, Refused> {
     text.trim()
         .parse()
@@ -152,6 +160,9 @@ async fn datanet(
     if form.name.trim().is_empty() {
         return Err(Refused::field("name", "a datanet needs a name"));
     }
+    at_most("name", &form.name, 80)?;
+    at_most("description", &form.description, 2_000)?;
+    at_most("schema", &form.schema, 64 * 1024)?;
     let schema: Value = serde_json::from_str(&form.schema)
         .map_err(|e| Refused::field("schema", format!("not JSON: {e}")))?;
     let fee = open_amount("fee", &form.fee)?;
@@ -190,6 +201,7 @@ async fn review(
             ))
         }
     };
+    at_most("reason", &form.reason, 1_000)?;
     let contribution = number("contribution", &form.contribution)?;
     let call = web
         .datanets

@@ -216,16 +216,25 @@ async fn datanet_page(web: &Web, id: u64, before: Option<u64>) -> Result<Value, 
         total => contributions.len(),
     };
     let (has_newer, newer) = (p.newer.is_some(), p.newer.flatten());
-    let accepted = contributions
+    // What a new version would change: accepted contributions that no version holds yet, and
+    // members of the latest version that are no longer accepted (poisoned, say).
+    let accepted: Vec<u64> = contributions
         .iter()
         .filter(|c| c.status == Status::Accepted)
+        .map(|c| c.id)
+        .collect();
+    let unpublished = accepted
+        .iter()
+        .filter(|id| members.binary_search(id).is_err())
         .count();
-    // Accepted contributions that no version holds yet: what the owner may publish.
-    let unpublished = accepted.saturating_sub(members.len());
+    let dropped = members
+        .iter()
+        .filter(|id| accepted.binary_search(id).is_err())
+        .count();
     let queue = review_queue(web, id).await;
     Ok(context! {
         datanet, contributions => rows, versions, older => p.older, newer, has_newer,
-        queue, unpublished,
+        queue, unpublished, dropped,
     })
 }
 
@@ -235,7 +244,7 @@ const QUEUE_SHOWN: usize = 25;
 /// The oldest pending contributions with their reports, for curators; empty where the queue
 /// cannot be read (the page still shows the rest).
 async fn review_queue(web: &Web, id: u64) -> Vec<Value> {
-    let queue = match web.datanets.queue(id).await {
+    let queue = match web.datanets.queue_first(id, QUEUE_SHOWN).await {
         Ok(q) => q,
         Err(e) => {
             tracing::warn!(datanet = id, error = %e, "the review queue could not be read");
@@ -244,7 +253,6 @@ async fn review_queue(web: &Web, id: u64) -> Vec<Value> {
     };
     queue
         .iter()
-        .take(QUEUE_SHOWN)
         .map(|entry| {
             let c = &entry.contribution;
             let report = entry.report.as_ref().map(|r| {

@@ -14,6 +14,17 @@ pub fn open(wei: U256) -> String {
     format!("{whole}.{}", fraction.trim_end_matches('0'))
 }
 
+/// Wei as OPEN with every decimal it has (`1.000000000000000001`): what a form may send back.
+pub fn open_exact(wei: U256) -> String {
+    let unit = U256::from(10u64).pow(U256::from(18));
+    let (whole, fraction) = (wei / unit, wei % unit);
+    if fraction.is_zero() {
+        return whole.to_string();
+    }
+    let fraction = format!("{:0>18}", fraction.to_string());
+    format!("{whole}.{}", fraction.trim_end_matches('0'))
+}
+
 /// `text` cut to `chars` characters, with an ellipsis when cut.
 pub fn short(text: &str, chars: usize) -> String {
     match text.char_indices().nth(chars) {
@@ -66,6 +77,13 @@ mod tests {
         assert_eq!(open(wei(1_500_000_000_000_000_000)), "1.5");
         assert_eq!(open(wei(2_000_000_000_000)), "0.000002");
         assert_eq!(open(wei(10u128.pow(27))), "1000000000");
+        assert_eq!(
+            open_exact(wei(1_000_000_000_000_000_001)),
+            "1.000000000000000001"
+        );
+        assert_eq!(open_exact(wei(2_500_000_000_000_000_000)), "2.5");
+        assert_eq!(open_exact(wei(7)), "0.000000000000000007");
+        assert_eq!(open_exact(wei(0)), "0");
         assert_eq!(iso(0), "1970-01-01T00:00:00Z");
         assert_eq!(iso(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(iso(1_796_515_200 + 3_723), "2026-12-06T01:02:03Z");

@@ -59,6 +59,8 @@ pub struct Web {
     datanets: Arc<Datanets>,
     names: abi::Names,
     wallet: WalletSettings,
+    /// One lock per dev account: the dev wallet sends from each one at a time.
+    dev_turns: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl Web {
@@ -70,12 +72,14 @@ impl Web {
         wallet: WalletSettings,
     ) -> Arc<Self> {
         let names = abi::Names::new(client.addresses());
+        let dev_turns = wallet.dev_keys.iter().map(|_| Default::default()).collect();
         Arc::new(Self {
             templates: templates(),
             client,
             datanets,
             names,
             wallet,
+            dev_turns,
         })
     }
 

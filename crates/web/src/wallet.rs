@@ -7,8 +7,10 @@
 //! never a deployment), `eth_signTypedData_v4` for the datanets' two EIP-712 types in this
 //! node's domain, `personal_sign`, and the reads a page waits on (`eth_getTransactionReceipt`,
 //! `eth_blockNumber`). It signs for keys everyone knows (the test mnemonic's), on a dev chain
-//! only; it still wants a JSON body, which a cross-site form cannot send without a CORS
-//! preflight this node never grants.
+//! only, and still keeps strangers out: it wants a JSON body (which a cross-site form cannot
+//! send without a CORS preflight this node never grants), this node's own pages as the origin,
+//! a host given as an address (no DNS rebinding), transactions to the protocol's contracts
+//! only, and `personal_sign` only of a sign-in to this host.
 
 use crate::Web;
 use alloy_primitives::{eip191_hash_message, hex, Address, Bytes, Signature, B256, U256};
@@ -92,6 +94,32 @@ struct Request {
     params: Value,
 }
 
+/// The page's host, if the request may use the dev wallet: sent by this node's own pages
+/// (an `Origin`, when there is one, naming the host asked for) to a host given as an address
+/// or `localhost`. A name that is neither is how a DNS-rebinding page would reach a node on
+/// loopback, so it is refused.
+fn trusted_host(headers: &HeaderMap) -> Result<&str, &'static str> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .ok_or("the request names no host")?;
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    if name != "localhost" && name.parse::<std::net::IpAddr>().is_err() {
+        return Err("the dev wallet answers only at an IP address or localhost");
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        if origin != format!("http://{host}") && origin != format!("https://{host}") {
+            return Err("the dev wallet answers only this node's own pages");
+        }
+    }
+    Ok(host)
+}
+
 async fn dev_rpc(State(web): State<Arc<Web>>, headers: HeaderMap, body: String) -> Response {
     if web.wallet.dev_keys.is_empty() {
         return (
@@ -100,6 +128,10 @@ async fn dev_rpc(State(web): State<Arc<Web>>, headers: HeaderMap, body: String) 
         )
             .into_response();
     }
+    let host = match trusted_host(&headers) {
+        Ok(host) => host,
+        Err(why) => return (StatusCode::FORBIDDEN, why).into_response(),
+    };
     let json_body = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -119,7 +151,7 @@ async fn dev_rpc(State(web): State<Arc<Web>>, headers: HeaderMap, body: String) 
             .into_response()
         }
     };
-    let answer = match dev_method(&web, &request.method, &request.params).await {
+    let answer = match dev_method(&web, host, &request.method, &request.params).await {
         Ok(result) => json!({"jsonrpc": "2.0", "id": request.id, "result": result}),
         Err(f) => {
             json!({"jsonrpc": "2.0", "id": request.id,
@@ -129,7 +161,12 @@ async fn dev_rpc(State(web): State<Arc<Web>>, headers: HeaderMap, body: String) 
     Json(answer).into_response()
 }
 
-async fn dev_method(web: &Web, method: &str, params: &Value) -> Result<Value, RpcFailure> {
+async fn dev_method(
+    web: &Web,
+    host: &str,
+    method: &str,
+    params: &Value,
+) -> Result<Value, RpcFailure> {
     let keys = &web.wallet.dev_keys;
     match method {
         "eth_accounts" | "eth_requestAccounts" => {
@@ -151,6 +188,13 @@ async fn dev_method(web: &Web, method: &str, params: &Value) -> Result<Value, Rp
             let key = key_of(keys, &params[1])?;
             let message: Bytes = serde_json::from_value(params[0].clone())
                 .map_err(|_| RpcFailure::invalid("personal_sign takes the message as hex"))?;
+            // Only a sign-in with Ethereum to this very host: the one message the app signs.
+            let sign_in = format!("{host} wants you to sign in with your Ethereum account:\n");
+            if !message.starts_with(sign_in.as_bytes()) {
+                return Err(RpcFailure::invalid(
+                    "the dev wallet signs only a sign-in with Ethereum to this node",
+                ));
+            }
             Ok(json!(sign(key, eip191_hash_message(&message))))
         }
         "eth_getTransactionReceipt" | "eth_blockNumber" => web
@@ -195,7 +239,19 @@ async fn send(web: &Web, tx: &Value) -> Result<Value, RpcFailure> {
     let to = tx
         .to
         .ok_or_else(|| RpcFailure::invalid("the dev wallet does not deploy contracts"))?;
-    // A client of its own: the nonce is asked afresh, whatever else used the key since.
+    let protocol = web.client.addresses().map(|a| a.contracts());
+    if !protocol.is_some_and(|contracts| contracts.iter().any(|(_, a)| *a == to)) {
+        return Err(RpcFailure::invalid(format!(
+            "the dev wallet sends only to the protocol's contracts, not to {to}"
+        )));
+    }
+    // One send at a time per account, each with a client of its own: the nonce is asked
+    // afresh (whatever else used the key since) and two sends never take the same one.
+    let index = web.wallet.dev_keys.iter().position(|k| k.key == key);
+    let _turn = match index.and_then(|i| web.dev_turns.get(i)) {
+        Some(turn) => Some(turn.lock().await),
+        None => None,
+    };
     let client = ProtocolClient::connect(web.client.rpc().url(), Some(Signer::from_key(key)))
         .await
         .map_err(RpcFailure::from_client)?;
