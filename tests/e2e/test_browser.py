@@ -79,6 +79,11 @@ def shot(tab, name: str) -> None:
         shutil.copy(path, wanted / path.name)
 
 
+def stake_button(tab):
+    """The stake form's button (not the stakes table's "Unstake" ones)."""
+    return tab.get_by_role("button", name="Stake", exact=True)
+
+
 def sign_as(tab, account) -> None:
     tab.select_option("#account", account.address)
     tab.wait_for_function("(a) => !document.getElementById('me').hidden", arg=account.address)
@@ -118,7 +123,7 @@ def test_a_datanet_is_created_contributed_reviewed_and_published_through_the_for
     tab.select_option("#stake-role", "curator")
     tab.fill("#stake-datanet", str(datanet))
     tab.fill("#stake-amount", "10")
-    tab.click("button:has-text('Stake')")
+    stake_button(tab).click()
     wait_text(tab, f"curator of datanet {datanet}")
 
     # A file that breaks the schema is refused with its reason, before anything is signed.
@@ -168,15 +173,15 @@ def test_a_stake_is_unstaked_and_shows_its_unbonding(node, loaded, page):
     tab.click("text=Stake OPEN")
     tab.select_option("#stake-role", "validator")
     tab.fill("#stake-amount", "abc")
-    tab.click("button:has-text('Stake')")
+    stake_button(tab).click()
     refused = tab.locator("details output.status").filter(has_text="is not an amount of OPEN")
     refused.wait_for()
     # Under the validators' minimum: the contract's custom error, in words.
     tab.fill("#stake-amount", "3")
-    tab.click("button:has-text('Stake')")
+    stake_button(tab).click()
     tab.locator("details output.status").filter(has_text="the contract refused: insufficient stake").wait_for()
     tab.fill("#stake-amount", "100")
-    tab.click("button:has-text('Stake')")
+    stake_button(tab).click()
     stake = tab.locator("tr:has(td:text-is('validator'))")
     stake.wait_for()
     stake.locator("input[name=amount]").fill("100")
