@@ -349,3 +349,45 @@ def test_a_browser_wallet_is_asked_to_add_the_chain_and_signs_a_contribution(nod
     assert signed.count("eth_requestAccounts") == 1, signed
     shot(tab, "browser-wallet")
     no_script_errors(tab)
+
+
+def test_the_playground_answers_an_agent_with_its_cost_and_attribution(node, loaded, page, w3, tmp_path):
+    from test_factory import ACCOUNTS
+    from test_validator import QUESTION, trained_agent
+    model, agent_id, _adapter, _version, contributions = trained_agent(node, w3, tmp_path)
+    consumer = ACCOUNTS[6]
+    tab = page
+    tab.goto(f"{node.api_url}/agents/{agent_id}")
+    assert tab.locator("#chat").is_hidden()  # nobody signs yet
+    sign_as(tab, consumer)
+    tab.click("text=Add credit and let this agent's host use it")
+    tab.fill("#credit-amount", "1")
+    tab.click("button:has-text('Deposit and authorise')")
+    tab.locator("#credit output.status").filter(has_text="deposited").wait_for()
+
+    tab.fill("#chat-prompt", QUESTION)
+    tab.click("#chat button")
+    chat_status = tab.locator("#chat output.status")
+    chat_status.filter(has_text="Answered").wait_for(timeout=180_000)
+    cost = tab.locator(".turn .cost").first.inner_text()
+    shown = re.search(r"(\d+) tokens in, (\d+) out: ([0-9.]+ OPEN|[1-9]\d* wei of OPEN) \(receipt \d+\)", cost)
+    assert shown, cost
+    # What the answer cost, by the agent's prices and its tokens.
+    from test_paid import fee
+    wei = fee(int(shown.group(1)), int(shown.group(2)))
+    assert shown.group(3) == (f"{wei} wei of OPEN" if wei < 10**12 else f"{wei / 10**18:g} OPEN"), (cost, wei)
+    chat_status.filter(has_text="attributed").wait_for(timeout=180_000)
+    assert "Answered and attributed" in chat_status.inner_text(), chat_status.inner_text()
+
+    # The panel: the contributions credited, and a highlighted passage that shows its sources.
+    credited = tab.locator("#credited tr")
+    assert credited.count() >= 1
+    shown = {int(credited.nth(i).locator("td").first.inner_text()) for i in range(credited.count())}
+    assert shown <= set(contributions), (shown, contributions)
+    passage = tab.locator("#attributed-answer button.span").first
+    passage.click()
+    assert passage.get_attribute("aria-pressed") == "true"
+    detail = tab.locator("#span-detail").inner_text()
+    assert "occurs" in detail and "contribution" in detail, detail
+    shot(tab, "playground")
+    no_script_errors(tab)

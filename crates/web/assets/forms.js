@@ -4,22 +4,8 @@
 // have seen it. The contribution form checks the file on the node first and shows the report
 // before anything is signed on chain.
 
-import { currentAccount, reason, say, send, signTyped } from "/assets/wallet.js";
+import { currentAccount, postJson, reason, say, send, signTyped } from "/assets/wallet.js";
 import { keccak256 } from "/assets/keccak.js";
-
-/** POSTs `body` as JSON to `url`; the answer's JSON, or an Error with the node's words. */
-async function postJson(url, body) {
-  const answer = await fetch(url, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  const text = await answer.text();
-  let json = null;
-  try { json = JSON.parse(text); } catch (_) { /* not JSON: use the text */ }
-  if (!answer.ok) throw new Error(json?.error || text || `the node answered ${answer.status}`);
-  return json;
-}
 
 /** Reloads the page once the node's datanet index has followed the chain (asking for the
  * datanets makes the node catch its index up first). */
@@ -63,6 +49,7 @@ function showFor(account) {
     el.hidden = !account || el.dataset.owner.toLowerCase() !== account;
   }
   for (const el of document.querySelectorAll("[data-signed-in]")) el.hidden = !account;
+  for (const el of document.querySelectorAll("[data-signed-out]")) el.hidden = !!account;
 }
 
 // ---- contributing a file ----------------------------------------------------------------

@@ -2,6 +2,8 @@
 // asked to add or switch to this chain, or, on a --dev node, one of the dev accounts, which
 // the node signs for (POST /wallet/dev) so that nothing needs installing.
 //
+import { keccak256 } from "/assets/keccak.js";
+
 // Every state change goes through `send`: it shows the transaction, waits for its receipt and
 // says why a refusal happened, with the contract's custom error in words.
 
@@ -141,6 +143,24 @@ export async function reason(e) {
   return e?.message || String(e);
 }
 
+/** POSTs `body` as JSON to `url`; the answer's JSON, or an Error with the node's words. */
+export async function postJson(url, body, headers = {}) {
+  const answer = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: JSON.stringify(body),
+  });
+  const text = await answer.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch (_) { /* not JSON: use the text */ }
+  if (!answer.ok) {
+    // The datanets API says {"error": "…"}, the OpenAI-shaped one {"error": {"message": "…"}}.
+    const said = json?.error?.message || json?.error || text;
+    throw Object.assign(new Error(said || `the node answered ${answer.status}`), { status: answer.status });
+  }
+  return json;
+}
+
 const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
 
 /**
@@ -178,6 +198,22 @@ export async function send(call, out) {
     }
     await sleep(500);
   }
+}
+
+/** `address` with EIP-55's mixed-case checksum, as sign-in messages must write it. */
+export function checksummed(address) {
+  const hex = address.toLowerCase().replace(/^0x/, "");
+  const hash = keccak256(new TextEncoder().encode(hex)).slice(2);
+  let out = "0x";
+  for (let i = 0; i < 40; i++) out += parseInt(hash[i], 16) >= 8 ? hex[i].toUpperCase() : hex[i];
+  return out;
+}
+
+/** Asks the chosen account to sign `text` (EIP-191 personal_sign); the signature as hex. */
+export async function signMessage(text) {
+  const bytes = new TextEncoder().encode(text);
+  const hex = "0x" + [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return signer().request({ method: "personal_sign", params: [hex, account] });
 }
 
 /** Asks the chosen account to sign EIP-712 typed data; the 65-byte signature as hex. */

@@ -12,6 +12,8 @@
 //! | `POST /wallet/calls/unstake` | `requestUnstake` |
 //! | `POST /wallet/calls/withdraw` | `withdraw` of an unbonded stake |
 //! | `POST /wallet/calls/claim` | `claim` of inference rewards |
+//! | `POST /wallet/calls/deposit` | `deposit` of OPEN as credit for paid answers |
+//! | `POST /wallet/calls/authorize` | `authorize` of a host to take up to an amount of that credit |
 
 use crate::Web;
 use alloy_primitives::{Address, Bytes, U256};
@@ -38,6 +40,8 @@ pub(crate) fn routes() -> Router<Arc<Web>> {
         .route("/wallet/calls/unstake", post(unstake))
         .route("/wallet/calls/withdraw", post(withdraw))
         .route("/wallet/calls/claim", post(claim))
+        .route("/wallet/calls/deposit", post(deposit))
+        .route("/wallet/calls/authorize", post(authorize))
 }
 
 /// A form that cannot become a transaction, and why.
@@ -323,6 +327,45 @@ async fn claim(
     let call = InferenceSettlement::claimCall { account };
     let to = addresses(&web)?.inference_settlement;
     prepared("claim", to, call.abi_encode().into(), U256::ZERO)
+}
+
+#[derive(Deserialize)]
+struct CreditForm {
+    amount: String,
+    #[serde(default)]
+    host: String,
+}
+
+async fn deposit(
+    State(web): State<Arc<Web>>,
+    body: Result<Json<CreditForm>, JsonRejection>,
+) -> Prepared {
+    let form = fields(body)?;
+    let amount = open_amount("amount", &form.amount)?;
+    if amount.is_zero() {
+        return Err(Refused::field("amount", "deposit more than nothing"));
+    }
+    let call = InferenceSettlement::depositCall {};
+    let to = addresses(&web)?.inference_settlement;
+    prepared("deposit", to, call.abi_encode().into(), amount)
+}
+
+async fn authorize(
+    State(web): State<Arc<Web>>,
+    body: Result<Json<CreditForm>, JsonRejection>,
+) -> Prepared {
+    let form = fields(body)?;
+    let host: Address = form
+        .host
+        .trim()
+        .parse()
+        .map_err(|_| Refused::field("host", "not a 0x address"))?;
+    let allowance: u128 = open_amount("amount", &form.amount)?
+        .try_into()
+        .map_err(|_| Refused::field("amount", "too large"))?;
+    let call = InferenceSettlement::authorizeCall { host, allowance };
+    let to = addresses(&web)?.inference_settlement;
+    prepared("authorize", to, call.abi_encode().into(), U256::ZERO)
 }
 
 #[cfg(test)]

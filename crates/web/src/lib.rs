@@ -325,6 +325,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../assets/keccak.js"),
     ),
     (
+        "playground.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/playground.js"),
+    ),
+    (
         "favicon.svg",
         "image/svg+xml",
         include_str!("../assets/favicon.svg"),
