@@ -391,3 +391,52 @@ def test_the_playground_answers_an_agent_with_its_cost_and_attribution(node, loa
     assert "occurs" in detail and "contribution" in detail, detail
     shot(tab, "playground")
     no_script_errors(tab)
+
+
+def test_a_job_is_planned_paid_charted_evaluated_and_published_from_the_factory_pages(node, loaded, page, w3, tmp_path):
+    from test_factory import PAYER
+    from test_validator import two_contribution_version
+    datanet, version, _ = two_contribution_version(node, tmp_path)
+    tab = page
+    deadline = time.monotonic() + 30
+    option = f"datanet:{datanet}@{version}"
+    while True:  # the node's index follows the chain every two seconds
+        tab.goto(f"{node.api_url}/factory")
+        if tab.locator(f"#job-version option[value='{option}']").count():
+            break
+        assert time.monotonic() < deadline, tab.content()
+        time.sleep(0.3)
+    sign_as(tab, PAYER)
+    tab.select_option("#job-version", option)
+    for field, value in (("#job-epochs", "1"), ("#job-eval", "2"), ("#job-compare", "1"), ("#job-eval-tokens", "12")):
+        tab.fill(field, value)
+    tab.click("button:has-text('Check the data and plan the job')")
+    tab.wait_for_url(re.compile(r".*/factory/jobs/ftjob-\d+$"))
+    job = tab.url.rsplit("/", 1)[1]
+
+    # The plan and the fee first, then the payment from the signer's account.
+    tab.locator("#job-pay").wait_for(state="visible")
+    plan = tab.inner_text("#job-plan")
+    assert re.search(r"Planned: 24 examples, \d+ tokens .*\d+ training steps, about \d+ s\. The fee is 1 OPEN", plan), plan
+    tab.click("#pay")
+    tab.locator("#job-pay output.status").filter(has_text="Paid").wait_for()
+    tab.locator("#job-facts").filter(has_text="succeeded").wait_for(timeout=600_000)
+    assert tab.locator("#loss-chart polyline.line").count() == 1
+    assert "training loss" in tab.inner_text("#loss-caption")
+    tab.locator("#evaluation").wait_for(state="visible")
+    assert tab.locator("#comparisons tr").count() == 1
+    assert "→" in tab.inner_text("#evaluation-facts")
+
+    # A reload replays the history: the chart is whole again.
+    caption = tab.inner_text("#loss-caption")
+    tab.reload()
+    tab.locator("#loss-caption").filter(has_text=caption).wait_for()
+    shot(tab, "factory-job")
+
+    tab.click("#publish")
+    tab.locator("#job-publish output.status").filter(has_text="See it among the models").wait_for(timeout=120_000)
+    listed = tab.goto(f"{node.api_url}/factory")
+    assert listed.status == 200
+    tab.locator("#jobs").filter(has_text=job).wait_for()
+    shot(tab, "factory")
+    no_script_errors(tab)

@@ -12,6 +12,7 @@
 //! | `POST /wallet/calls/unstake` | `requestUnstake` |
 //! | `POST /wallet/calls/withdraw` | `withdraw` of an unbonded stake |
 //! | `POST /wallet/calls/claim` | `claim` of inference rewards |
+//! | `POST /wallet/calls/fund` | `fund` of a fine-tuning job's fee in the factory's escrow |
 //! | `POST /wallet/calls/deposit` | `deposit` of OPEN as credit for paid answers |
 //! | `POST /wallet/calls/authorize` | `authorize` of a host to take up to an amount of that credit |
 
@@ -26,7 +27,7 @@ use axum::{
     Json, Router,
 };
 use openledger_datanets::{Call, DatanetsError, NewDatanet};
-use openledger_protocol::{deploy::Addresses, InferenceSettlement, Staking};
+use openledger_protocol::{deploy::Addresses, InferenceSettlement, ModelFactory, Staking};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub(crate) fn routes() -> Router<Arc<Web>> {
         .route("/wallet/calls/unstake", post(unstake))
         .route("/wallet/calls/withdraw", post(withdraw))
         .route("/wallet/calls/claim", post(claim))
+        .route("/wallet/calls/fund", post(fund))
         .route("/wallet/calls/deposit", post(deposit))
         .route("/wallet/calls/authorize", post(authorize))
 }
@@ -327,6 +329,39 @@ async fn claim(
     let call = InferenceSettlement::claimCall { account };
     let to = addresses(&web)?.inference_settlement;
     prepared("claim", to, call.abi_encode().into(), U256::ZERO)
+}
+
+#[derive(Deserialize)]
+struct FundForm {
+    operator: String,
+    job_key: String,
+    /// Wei, as the job's payment states it.
+    fee: String,
+}
+
+async fn fund(
+    State(web): State<Arc<Web>>,
+    body: Result<Json<FundForm>, JsonRejection>,
+) -> Prepared {
+    let form = fields(body)?;
+    let operator: Address = form
+        .operator
+        .trim()
+        .parse()
+        .map_err(|_| Refused::field("operator", "not a 0x address"))?;
+    let job_key = form
+        .job_key
+        .trim()
+        .parse()
+        .map_err(|_| Refused::field("job_key", "not a 32-byte hex key"))?;
+    let fee = U256::from_str_radix(form.fee.trim(), 10)
+        .map_err(|_| Refused::field("fee", "not an amount in wei"))?;
+    let call = ModelFactory::fundCall {
+        operator,
+        jobKey: job_key,
+    };
+    let to = addresses(&web)?.model_factory;
+    prepared("fund", to, call.abi_encode().into(), fee)
 }
 
 #[derive(Deserialize)]

@@ -73,7 +73,7 @@ fn paged(ids: &[u64], before: Option<u64>) -> Paged {
 }
 
 /// A datanet's description field, cut for a table.
-async fn described(web: &Web, d: &DatanetRow) -> (String, String) {
+pub(crate) async fn described(web: &Web, d: &DatanetRow) -> (String, String) {
     let description = web.datanets.description(d).await.ok().flatten();
     let text = |k: &str| {
         description

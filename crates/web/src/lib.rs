@@ -5,6 +5,8 @@
 //! - [`router`]: the pages and the assets; every page is linkable and says how long the
 //!   server took (`Server-Timing: app;dur=…`).
 //! - `datanets`: the datanets, and each with its contributions and versions.
+//! - `factory`: the fine-tuning form and a job's page (filled by `assets/factory.js` from the
+//!   factory's API: plan, fee, live loss chart, evaluation, publication).
 //! - `models`: adapters with their lineage, and agents with their prices and hosts.
 //! - `token`: supply, locked and circulating OPEN, and the unlock schedule, from the vesting
 //!   wallets on chain.
@@ -24,6 +26,7 @@ mod account;
 mod calls;
 mod datanets;
 mod explorer;
+mod factory;
 mod format;
 mod models;
 mod token;
@@ -46,6 +49,7 @@ use std::{sync::Arc, time::Instant};
 /// The top navigation: (section key, label, link).
 const NAV: &[(&str, &str, &str)] = &[
     ("datanets", "Datanets", "/datanets"),
+    ("factory", "Factory", "/factory"),
     ("models", "Models", "/models"),
     ("agents", "Agents", "/agents"),
     ("token", "Token", "/token"),
@@ -257,6 +261,8 @@ fn templates() -> Environment<'static> {
         ("datanets.html", include_str!("../templates/datanets.html")),
         ("datanet.html", include_str!("../templates/datanet.html")),
         ("models.html", include_str!("../templates/models.html")),
+        ("factory.html", include_str!("../templates/factory.html")),
+        ("job.html", include_str!("../templates/job.html")),
         ("agents.html", include_str!("../templates/agents.html")),
         ("agent.html", include_str!("../templates/agent.html")),
         ("token.html", include_str!("../templates/token.html")),
@@ -297,6 +303,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .merge(models::routes())
         .merge(token::routes())
         .merge(explorer::routes())
+        .merge(factory::routes())
         .merge(wallet::routes())
         .merge(calls::routes())
         .with_state(web)
@@ -328,6 +335,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "playground.js",
         "text/javascript; charset=utf-8",
         include_str!("../assets/playground.js"),
+    ),
+    (
+        "factory.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/factory.js"),
     ),
     (
         "favicon.svg",
@@ -409,6 +421,8 @@ mod tests {
             "agents.html",
             "agent.html",
             "token.html",
+            "factory.html",
+            "job.html",
         ] {
             assert!(env.get_template(name).is_ok(), "{name}");
         }
