@@ -111,6 +111,7 @@ async fn run(args: Args) -> Result<()> {
         ("token", "/token".into()),
         ("models", "/models".into()),
         ("agents", "/agents".into()),
+        ("factory", "/factory".into()),
     ];
     let mut server: Vec<Vec<f64>> = vec![Vec::new(); pages.len()];
     let mut wall: Vec<Vec<f64>> = vec![Vec::new(); pages.len()];

@@ -367,14 +367,29 @@ impl Store {
         Ok(Some(decode_block(bytes.value())?))
     }
 
-    /// The logs blooms of blocks `from..=to` that have one, in order.
-    pub fn blooms(&self, from: u64, to: u64) -> Result<Vec<(u64, Bloom)>, StoreError> {
+    /// The blocks of `from..=to` whose logs may pass `may_match`, in order: those whose stored
+    /// bloom it accepts, and those without a stored bloom (they must be read to know).
+    pub fn blocks_maybe_matching(
+        &self,
+        from: u64,
+        to: u64,
+        may_match: impl Fn(&Bloom) -> bool,
+    ) -> Result<Vec<u64>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(BLOOMS)?;
         let mut out = Vec::new();
+        let mut next = from;
         for row in table.range(from..=to)? {
             let (number, bloom) = row?;
-            out.push((number.value(), Bloom::from(*bloom.value())));
+            let number = number.value();
+            out.extend(next..number); // no bloom stored for these
+            if may_match(&Bloom::from(*bloom.value())) {
+                out.push(number);
+            }
+            next = number + 1;
+        }
+        if next <= to {
+            out.extend(next..=to);
         }
         Ok(out)
     }

@@ -5,6 +5,8 @@
 
 import { currentAccount, postJson, say, send } from "/assets/wallet.js";
 
+let job = null;
+
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 
 function element(tag, text, className) {
@@ -91,10 +93,11 @@ if (page) {
   const points = [];     // [step, train loss]
   const validation = []; // [step, validation loss]
   let total = 0;
-  let job = null;
+  let shown = "";       // the job as last rendered: a poll that changes nothing redraws nothing
   let planned = null;   // the validation's summary: examples, tokens, steps, time
   let awaitingFee = false;
   let paidHere = false; // keeps the payment's own status in view once paid
+  let publishedHere = false; // and the publication's
 
   const fact = (dl, label, value) => {
     const div = element("div");
@@ -185,20 +188,34 @@ if (page) {
       }
       document.getElementById("evaluation").hidden = false;
     }
-    document.getElementById("job-publish").hidden = job.status !== "succeeded";
+    // Publishing registers the adapter to whoever signs: offered to the job's payer, once.
+    const payer = job.payment?.payer?.toLowerCase();
+    const offered = job.status === "succeeded" && !job.publication && payer && currentAccount() === payer;
+    document.getElementById("job-publish").hidden = !offered && !publishedHere;
+    document.getElementById("publish").hidden = !offered;
   }
 
+  const state = document.getElementById("job-state");
   async function refresh() {
-    const answer = await fetch(`/v1/fine_tuning/jobs/${id}`);
-    const body = await answer.json();
-    if (!answer.ok) {
-      document.getElementById("job-status").textContent = body?.error?.message || `the factory answered ${answer.status}`;
+    try {
+      const answer = await fetch(`/v1/fine_tuning/jobs/${id}`);
+      const body = await answer.json();
+      if (!answer.ok) {
+        state.textContent = body?.error?.message || `the factory answered ${answer.status}`;
+        return false;
+      }
+      const text = JSON.stringify(body) + (currentAccount() || "");
+      if (text === shown) return true;
+      if (job?.status !== body.status) state.textContent = `The job is ${body.status.replace("_", " ")}.`;
+      shown = text;
+      job = body;
+      renderJob();
+      drawChart();
+      return true;
+    } catch (e) {
+      state.textContent = `The job could not be read: ${e.message}`;
       return false;
     }
-    job = body;
-    renderJob();
-    drawChart();
-    return true;
   }
 
   const seen = new Set();
@@ -209,7 +226,7 @@ if (page) {
     document.getElementById("events").prepend(item);
     const d = e.data || {};
     if (e.message.startsWith("Files validated")) planned = e.message.replace(/^Files validated: /, "Planned: ") + ".";
-    if (d.payment) { awaitingFee = true; if (job) renderJob(); }
+    if (d.payment) { awaitingFee = true; shown = ""; if (job) renderJob(); }
     if (e.type === "metrics") {
       if (d.total_steps) total = d.total_steps;
       if (d.train_loss != null) points.push([d.step, d.train_loss]);
@@ -232,6 +249,9 @@ if (page) {
     }, 2000);
   })();
 
+  // Who signs decides what is offered (publication is the payer's).
+  document.addEventListener("openledger:account", () => { if (job) renderJob(); });
+
   document.getElementById("pay").addEventListener("click", async (event) => {
     const out = event.target.parentElement.querySelector("output.status");
     event.target.disabled = true;
@@ -239,6 +259,7 @@ if (page) {
       const p = job.payment;
       await send(await postJson("/wallet/calls/fund", { operator: p.operator, job_key: p.job_key, fee: p.fee }), out);
       paidHere = true;
+      shown = "";
       say(out, "Paid: the job starts once the factory sees the payment.", "ok");
       await refresh();
     } catch (e) {
@@ -254,6 +275,8 @@ if (page) {
       say(out, "Storing the adapter and its lineage…");
       const published = await postJson(`/v1/fine_tuning/jobs/${id}/publish`, {});
       await send({ ...published.call, what: "the adapter's registration" }, out);
+      publishedHere = true;
+      shown = "";
       out.append(" ", link("/models", "See it among the models."));
     } catch (e) {
       if (!out.classList.contains("error")) say(out, e.message, "error");

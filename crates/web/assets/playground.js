@@ -39,7 +39,8 @@ document.getElementById("credit").addEventListener("submit", async (event) => {
   try {
     const amount = form.elements.amount.value;
     await send(await postJson("/wallet/calls/deposit", { amount }), out);
-    await send(await postJson("/wallet/calls/authorize", { amount, host }), out);
+    // The host's allowance is replaced, not added to: the node adds the deposit to what is left.
+    await send(await postJson("/wallet/calls/authorize", { amount, host, account: currentAccount() }), out);
     say(out, `${amount} OPEN deposited; this agent's host may spend it on your answers.`, "ok");
   } catch (e) {
     if (!out.classList.contains("error")) say(out, e.message, "error");
@@ -52,22 +53,27 @@ document.getElementById("credit").addEventListener("submit", async (event) => {
 
 const keyName = (account) => `openledger.key.${account}`;
 
-/** This account's API key for this tab, signing in with Ethereum for one when there is none. */
+/** This account's API key for this tab ({id, key}), signing in with Ethereum for one when there
+ * is none. The key is limited (a rate), so it cannot make or revoke the account's other keys. */
 async function apiKey(out) {
   const account = currentAccount();
   const kept = sessionStorage.getItem(keyName(account));
-  if (kept) return kept;
+  if (kept) return JSON.parse(kept);
   const nonce = await postJson("/v1/auth/nonce", {});
+  if (nonce.domain !== location.host) {
+    throw new Error(`sign-in names ${nonce.domain}: open this page at ${location.protocol}//${nonce.domain}/ to sign in`);
+  }
   const issued = new Date().toISOString().replace(/\.\d+Z$/, "Z");
   const message =
     `${nonce.domain} wants you to sign in with your Ethereum account:\n${checksummed(account)}\n\n` +
-    `Get an OpenLedger API key.\n\nURI: http://${nonce.domain}\nVersion: 1\nChain ID: ${nonce.chain_id}\n` +
+    `Get an OpenLedger API key.\n\nURI: ${location.protocol}//${nonce.domain}\nVersion: 1\nChain ID: ${nonce.chain_id}\n` +
     `Nonce: ${nonce.nonce}\nIssued At: ${issued}`;
   say(out, "Asking the wallet to sign you in (no transaction)…");
   const signature = await signMessage(message);
-  const login = await postJson("/v1/auth/login", { message, signature, label: "web playground" });
-  sessionStorage.setItem(keyName(account), login.key);
-  return login.key;
+  const login = await postJson("/v1/auth/login", { message, signature, label: "web playground", rate_per_minute: 600 });
+  const key = { id: login.id, key: login.key };
+  sessionStorage.setItem(keyName(account), JSON.stringify(key));
+  return key;
 }
 
 // ---- the chat ------------------------------------------------------------------------------
@@ -76,7 +82,7 @@ async function apiKey(out) {
 async function stream(key, into) {
   const answer = await fetch("/v1/chat/completions", {
     method: "POST",
-    headers: { "content-type": "application/json", authorization: `Bearer ${key}` },
+    headers: { "content-type": "application/json", authorization: `Bearer ${key.key}` },
     body: JSON.stringify({
       model, messages: history, stream: true, stream_options: { include_usage: true }, max_tokens: 96,
     }),
@@ -91,14 +97,17 @@ async function stream(key, into) {
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
-    buffer += decoder.decode(value, { stream: true });
+    buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
     let cut;
     while ((cut = buffer.indexOf("\n\n")) >= 0) {
       const event = buffer.slice(0, cut);
       buffer = buffer.slice(cut + 2);
       for (const line of event.split("\n")) {
-        if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
-        const chunk = JSON.parse(line.slice(6));
+        if (!line.startsWith("data:")) continue;
+        const data = line.slice(5).trim();
+        if (data === "[DONE]") continue;
+        const chunk = JSON.parse(data);
+        if (chunk.error) throw new Error(chunk.error.message || "the answer failed");
         if (chunk.usage) usage = chunk.usage;
         const delta = chunk.choices?.[0]?.delta?.content;
         if (delta) { text += delta; into.textContent = text; }
@@ -108,13 +117,14 @@ async function stream(key, into) {
   return { text, usage };
 }
 
-/** The receipt of the answer just streamed: the newest one past `after`, once recorded. */
-async function newestReceipt(key, after) {
-  for (let i = 0; i < 40; i++) {
-    const list = await (await fetch("/v1/receipts?limit=1", { headers: { authorization: `Bearer ${key}` } })).json();
-    const newest = list.data?.[0];
-    if (newest && newest.id > after) return newest;
-    await sleep(250);
+/** This key's newest receipt for this agent past `after`, waiting for it to be recorded
+ * (`tries` times); receipts of the account's other keys and agents are not this answer's. */
+async function newestReceipt(key, after, tries = 40) {
+  for (let i = 0; i < tries; i++) {
+    const list = await (await fetch("/v1/receipts?limit=20", { headers: { authorization: `Bearer ${key.key}` } })).json();
+    const mine = (list.data || []).find((r) => r.key_id === key.id && r.agent === model);
+    if (mine && mine.id > after) return mine;
+    if (i + 1 < tries) await sleep(250);
   }
   return null;
 }
@@ -131,7 +141,8 @@ document.getElementById("chat").addEventListener("submit", async (event) => {
   button.disabled = true;
   try {
     let key = await apiKey(out);
-    if (lastReceipt < 0) lastReceipt = (await newestReceipt(key, -Infinity))?.id ?? 0;
+    if (lastReceipt < 0) lastReceipt = (await newestReceipt(key, -Infinity, 1))?.id ?? 0;
+    document.getElementById("attribution").hidden = true; // the last answer's, until this one's
     const turn = element("div", undefined, "turn");
     const said = element("p");
     said.append(element("span", "You: ", "who"), element("span", prompt));
@@ -140,18 +151,27 @@ document.getElementById("chat").addEventListener("submit", async (event) => {
     reply.append(element("span", `${model}: `, "who"), text);
     const cost = element("p", "", "cost");
     turn.append(said, reply, cost);
+    turn.setAttribute("aria-busy", "true"); // announced once answered, not token by token
     document.getElementById("transcript").append(turn);
     history.push({ role: "user", content: prompt });
     say(out, "The agent is answering…");
     let answered;
     try {
-      answered = await stream(key, text);
+      try {
+        answered = await stream(key, text);
+      } catch (e) {
+        if (e.status !== 401) throw e;
+        // A key revoked or expired: sign in again, once.
+        sessionStorage.removeItem(keyName(currentAccount()));
+        key = await apiKey(out);
+        answered = await stream(key, text);
+      }
     } catch (e) {
-      if (e.status !== 401) throw e;
-      // A key revoked or expired: sign in again, once.
-      sessionStorage.removeItem(keyName(currentAccount()));
-      key = await apiKey(out);
-      answered = await stream(key, text);
+      history.pop(); // the question was not answered: it is not part of the conversation
+      turn.remove();
+      throw e;
+    } finally {
+      turn.removeAttribute("aria-busy");
     }
     history.push({ role: "assistant", content: answered.text });
     form.elements.prompt.value = "";
@@ -175,11 +195,13 @@ document.getElementById("chat").addEventListener("submit", async (event) => {
 
 async function showAttribution(key, id, out) {
   let attribution = null;
-  for (let i = 0; i < 120; i++) {
-    const receipt = await (await fetch(`/v1/receipts/${id}`, { headers: { authorization: `Bearer ${key}` } })).json();
-    attribution = receipt.attribution;
-    if (attribution && attribution.status !== "pending") break;
-    await sleep(500);
+  for (let i = 0; i < 90; i++) {
+    const answer = await fetch(`/v1/receipts/${id}`, { headers: { authorization: `Bearer ${key.key}` } });
+    if (answer.ok) {
+      attribution = (await answer.json()).attribution;
+      if (attribution && attribution.status !== "pending") break;
+    }
+    await sleep(1000);
   }
   if (!attribution || attribution.status === "pending") {
     say(out, "The answer's attribution is still being computed; ask again later.", "error");

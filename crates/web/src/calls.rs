@@ -369,6 +369,9 @@ struct CreditForm {
     amount: String,
     #[serde(default)]
     host: String,
+    /// The consumer, whose allowance for the host grows by `amount` (when given).
+    #[serde(default)]
+    account: Option<String>,
 }
 
 async fn deposit(
@@ -395,11 +398,27 @@ async fn authorize(
         .trim()
         .parse()
         .map_err(|_| Refused::field("host", "not a 0x address"))?;
-    let allowance: u128 = open_amount("amount", &form.amount)?
+    let to = addresses(&web)?.inference_settlement;
+    let mut allowance = open_amount("amount", &form.amount)?;
+    // `authorize` replaces the allowance: adding credit for a host keeps what it had left.
+    if let Some(account) = form.account.as_deref().filter(|a| !a.trim().is_empty()) {
+        let consumer: Address = account
+            .trim()
+            .parse()
+            .map_err(|_| Refused::field("account", "not a 0x address"))?;
+        let call = InferenceSettlement::authorizationCall { consumer, host };
+        let current = web.client.call(to, call).await.map_err(|e| {
+            Refused(
+                StatusCode::BAD_GATEWAY,
+                format!("the allowance could not be read: {e}"),
+            )
+        })?;
+        allowance = allowance.saturating_add(U256::from(current.allowance));
+    }
+    let allowance: u128 = allowance
         .try_into()
         .map_err(|_| Refused::field("amount", "too large"))?;
     let call = InferenceSettlement::authorizeCall { host, allowance };
-    let to = addresses(&web)?.inference_settlement;
     prepared("authorize", to, call.abi_encode().into(), U256::ZERO)
 }
 

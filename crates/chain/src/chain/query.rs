@@ -92,13 +92,15 @@ impl Chain {
         Ok(AddressPage { txs: out, full })
     }
 
-    /// The logs blooms of blocks `from..=to`, in order.
-    pub fn blooms(
+    /// The blocks of `from..=to` whose logs may pass `may_match` (by their stored blooms;
+    /// a block without one is included).
+    pub fn blocks_maybe_matching(
         &self,
         from: u64,
         to: u64,
-    ) -> Result<Vec<(u64, alloy_primitives::Bloom)>, StoreError> {
-        self.store.blooms(from, to)
+        may_match: impl Fn(&alloy_primitives::Bloom) -> bool,
+    ) -> Result<Vec<u64>, StoreError> {
+        self.store.blocks_maybe_matching(from, to, may_match)
     }
 
     /// A pending transaction by hash.

@@ -175,15 +175,10 @@ pub fn get_logs(chain: &Chain, limits: &RpcLimits, v: &Value) -> Result<Value, R
     }
     // The stored blooms first: a block whose bloom rules out a match is not read or decoded
     // (one without a stored bloom always is).
-    let blooms: std::collections::HashMap<u64, alloy_primitives::Bloom> = chain
-        .blooms(from, to)
-        .map_err(RpcError::internal)?
-        .into_iter()
-        .collect();
-    for number in from..=to {
-        if blooms.get(&number).is_some_and(|b| !filter.may_match(b)) {
-            continue;
-        }
+    let candidates = chain
+        .blocks_maybe_matching(from, to, |bloom| filter.may_match(bloom))
+        .map_err(RpcError::internal)?;
+    for number in candidates {
         if let Some(block) = chain
             .block(BlockId::Number(number))
             .map_err(RpcError::internal)?
