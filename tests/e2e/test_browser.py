@@ -14,13 +14,14 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from web3 import Web3
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, launch, stop
 from test_factory import CONTRIBUTOR, CURATOR, OWNER, STRANGER, cli
 from test_keys import loaded  # noqa: F401  (`loaded` is a fixture: the API is up)
 from test_validator import records
@@ -37,6 +38,24 @@ ACTION_TIMEOUT_MS = 60_000
 if CHROMIUM is None and os.environ.get("OPENLEDGER_REQUIRE_BROWSER"):
     raise RuntimeError("the browser tests need Chromium (apt-get install chromium)")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (scripts/test installs it)")
+
+
+@pytest.fixture(scope="module")
+def node():
+    """A node of the browser tests' own: what they contribute, pay, train and attribute stays
+    out of the accounts and datanets of the other tests, which count exact payouts."""
+    workdir = Path(tempfile.mkdtemp(prefix="openledger-browser-"))
+    n = launch(workdir / "data", workdir / "node.log", workdir)
+    try:
+        yield n
+    finally:
+        stop(n)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def w3(node) -> Web3:
+    return Web3(Web3.HTTPProvider(node.http_url, request_kwargs={"timeout": 30}))
 
 
 @pytest.fixture(scope="module")
