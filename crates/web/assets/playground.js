@@ -53,11 +53,13 @@ document.getElementById("credit").addEventListener("submit", async (event) => {
 
 const keyName = (account) => `openledger.key.${account}`;
 
-/** This account's API key for this tab ({id, key}), signing in with Ethereum for one when there
- * is none. The key is limited (a rate), so it cannot make or revoke the account's other keys. */
+/** This account's API key in this browser ({id, key}), signing in with Ethereum for one when
+ * there is none. Kept across tabs and reloads: the node holds at most 64 keys per account, so a
+ * key per visit would lock the account out. It is limited (a rate), so it cannot make or
+ * revoke the account's other keys. */
 async function apiKey(out) {
   const account = currentAccount();
-  const kept = sessionStorage.getItem(keyName(account));
+  const kept = localStorage.getItem(keyName(account));
   if (kept) return JSON.parse(kept);
   const nonce = await postJson("/v1/auth/nonce", {});
   if (nonce.domain !== location.host) {
@@ -72,7 +74,7 @@ async function apiKey(out) {
   const signature = await signMessage(message);
   const login = await postJson("/v1/auth/login", { message, signature, label: "web playground", rate_per_minute: 600 });
   const key = { id: login.id, key: login.key };
-  sessionStorage.setItem(keyName(account), JSON.stringify(key));
+  localStorage.setItem(keyName(account), JSON.stringify(key));
   return key;
 }
 
@@ -162,7 +164,7 @@ document.getElementById("chat").addEventListener("submit", async (event) => {
       } catch (e) {
         if (e.status !== 401) throw e;
         // A key revoked or expired: sign in again, once.
-        sessionStorage.removeItem(keyName(currentAccount()));
+        localStorage.removeItem(keyName(currentAccount()));
         key = await apiKey(out);
         answered = await stream(key, text);
       }
