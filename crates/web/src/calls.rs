@@ -104,6 +104,12 @@ fn at_most(name: &str, text: &str, max: usize) -> Result<(), Refused> {
     Ok(())
 }
 
+fn address(name: &str, text: &str) -> Result<Address, Refused> {
+    text.trim()
+        .parse()
+        .map_err(|_| Refused::field(name, format!("{text:?} is not a 0x address")))
+}
+
 fn number<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, Refused> {
     text.trim()
         .parse()
@@ -321,11 +327,7 @@ async fn claim(
     body: Result<Json<ClaimForm>, JsonRejection>,
 ) -> Prepared {
     let form = fields(body)?;
-    let account: Address = form
-        .account
-        .trim()
-        .parse()
-        .map_err(|_| Refused::field("account", "not a 0x address"))?;
+    let account = address("account", &form.account)?;
     let call = InferenceSettlement::claimCall { account };
     let to = addresses(&web)?.inference_settlement;
     prepared("claim", to, call.abi_encode().into(), U256::ZERO)
@@ -344,11 +346,7 @@ async fn fund(
     body: Result<Json<FundForm>, JsonRejection>,
 ) -> Prepared {
     let form = fields(body)?;
-    let operator: Address = form
-        .operator
-        .trim()
-        .parse()
-        .map_err(|_| Refused::field("operator", "not a 0x address"))?;
+    let operator = address("operator", &form.operator)?;
     let job_key = form
         .job_key
         .trim()
@@ -393,19 +391,12 @@ async fn authorize(
     body: Result<Json<CreditForm>, JsonRejection>,
 ) -> Prepared {
     let form = fields(body)?;
-    let host: Address = form
-        .host
-        .trim()
-        .parse()
-        .map_err(|_| Refused::field("host", "not a 0x address"))?;
+    let host = address("host", &form.host)?;
     let to = addresses(&web)?.inference_settlement;
     let mut allowance = open_amount("amount", &form.amount)?;
     // `authorize` replaces the allowance: adding credit for a host keeps what it had left.
     if let Some(account) = form.account.as_deref().filter(|a| !a.trim().is_empty()) {
-        let consumer: Address = account
-            .trim()
-            .parse()
-            .map_err(|_| Refused::field("account", "not a 0x address"))?;
+        let consumer = address("account", account)?;
         let call = InferenceSettlement::authorizationCall { consumer, host };
         let current = web.client.call(to, call).await.map_err(|e| {
             Refused(
