@@ -210,6 +210,41 @@ def test_a_stake_is_unstaked_and_shows_its_unbonding(node, loaded, page):
     no_script_errors(tab, expected=("/wallet/calls/stake",))  # the amount that is not one
 
 
+def test_a_permissioned_datanet_is_asked_for_access_and_grants_it(node, loaded, page, w3):
+    """The first test's datanet, made permissioned by its owner from its page; a stranger asks
+    and pays the fee; the owner grants it."""
+    registry_abi = json.loads((REPO_ROOT / "contracts/out/DatanetRegistry.json").read_text())["abi"]
+    addresses = json.loads((node.data_dir / "protocol.json").read_text())
+    registry = w3.eth.contract(address=Web3.to_checksum_address(addresses["datanetRegistry"]), abi=registry_abi)
+    tab = page
+    tab.goto(f"{node.api_url}/datanets")
+    datanet = int(tab.locator("td a[href^='/datanets/']").first.get_attribute("href").rsplit("/", 1)[1])
+    assert registry.functions.hasAccess(datanet, STRANGER.address).call()  # open so far
+    tab.goto(f"{node.api_url}/datanets/{datanet}")
+    sign_as(tab, OWNER)
+    tab.click("text=Change who may train on it")
+    tab.check("#policy-permissioned")
+    tab.fill("#access-fee", "2")
+    tab.click("button:has-text('Set the policy')")
+    tab.locator("#access-policy").filter(has_text="A request pays 2 OPEN").wait_for()
+    assert tab.locator("#request-access").is_hidden()  # the owner needs no access
+    assert not registry.functions.hasAccess(datanet, STRANGER.address).call()
+
+    sign_as(tab, STRANGER)
+    before = w3.eth.get_balance(STRANGER.address)
+    tab.click("button:has-text('Request access and pay 2 OPEN')")
+    row = tab.locator(f"#access-accounts tr:has(a:text-is('{STRANGER.address}'))")
+    row.filter(has_text="waiting").wait_for()
+    assert before - w3.eth.get_balance(STRANGER.address) >= 2 * 10**18  # the fee, and gas
+
+    sign_as(tab, OWNER)
+    row.locator("button:has-text('Grant')").click()
+    tab.locator(f"#access-accounts tr:has(a:text-is('{STRANGER.address}'))").filter(has_text="granted").wait_for()
+    assert registry.functions.hasAccess(datanet, STRANGER.address).call()
+    shot(tab, "datanet-access")
+    no_script_errors(tab)
+
+
 def test_every_page_renders_without_script_errors_and_fits_a_phone(node, loaded, page, w3):
     tab = page
     head = w3.eth.block_number
@@ -229,14 +264,15 @@ def test_every_page_renders_without_script_errors_and_fits_a_phone(node, loaded,
     tab.goto(f"{node.api_url}/datanets")
     sign_as(tab, OWNER)  # the forms show for a signed-in account: they must fit too
     first = tab.locator("td a[href^='/datanets/']").first.get_attribute("href")
-    for path in ("/", "/datanets", first, "/token", f"/explorer/address/{OWNER.address}"):
+    for path in ("/", "/datanets", first, "/token", "/governance", "/rewards", f"/rewards?address={OWNER.address}",
+                 f"/explorer/address/{OWNER.address}"):
         tab.goto(f"{node.api_url}{path}")
         overflow = tab.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, (path, overflow)
     shot(tab, "phone-address")
     # The keyboard reaches the wallet picker from the top of the page.
     tab.goto(f"{node.api_url}/")
-    for _ in range(12):
+    for _ in range(20):
         tab.keyboard.press("Tab")
         if tab.evaluate("document.activeElement.id") == "account":
             break
@@ -412,6 +448,44 @@ def test_the_playground_answers_an_agent_with_its_cost_and_attribution(node, loa
     no_script_errors(tab)
 
 
+def test_rewards_show_earnings_by_role_and_are_claimed_from_the_rewards_page(node, loaded, page, w3):
+    """After the playground's paid answer: its batch settles, the challenge window passes, the
+    batch is released, and the adapter's owner sees its share and claims it."""
+    from test_factory import PAYER
+    from test_paid import SETTLEMENT_ABI
+    addresses = json.loads((node.data_dir / "protocol.json").read_text())
+    settlement = w3.eth.contract(address=Web3.to_checksum_address(addresses["inferenceSettlement"]),
+                                 abi=SETTLEMENT_ABI)
+    deadline = time.monotonic() + 120
+    while settlement.functions.claimable(PAYER.address).call() == 0:
+        assert time.monotonic() < deadline, "the playground's batch was never released"
+        w3.provider.make_request("evm_increaseTime", [601])
+        w3.provider.make_request("evm_mine", [])
+        time.sleep(1)
+    owed = settlement.functions.claimable(PAYER.address).call()
+    tab = page
+    tab.goto(f"{node.api_url}/rewards")
+    sign_as(tab, PAYER)
+    # The signer's own address is filled in.
+    assert tab.input_value("#rewards-address").lower() == PAYER.address.lower()
+    tab.click("button:has-text('Show')")
+    earnings = tab.locator("#earnings").inner_text()
+    assert "model owner" in earnings, earnings
+    # The claimable amount is shown exactly: a single answer's share is a few thousand wei.
+    shown = tab.inner_text("#claimable")
+    assert shown.startswith(f"{owed} wei" if owed < 10**12 else f"{owed / 10**18:g}"), (shown, owed)
+    assert tab.locator("#payouts tr:has(td:text-is('model owner'))").count() >= 1
+    tab.click("#claimable button:has-text('Claim')")
+    wait_text(tab, "Claimable now\n0 OPEN")
+    tab.wait_for_load_state()  # the page reloads once the claim is mined
+    shot(tab, "rewards")
+    assert settlement.functions.claimable(PAYER.address).call() == 0
+    claimed = settlement.events.Claimed().get_logs(from_block=0, argument_filters={"account": PAYER.address})
+    assert [e["args"]["amount"] for e in claimed] == [owed]
+    assert tab.locator("#claims tbody tr").count() == 1
+    no_script_errors(tab)
+
+
 def test_a_job_is_planned_paid_charted_evaluated_and_published_from_the_factory_pages(node, loaded, page, w3, tmp_path):
     from test_factory import PAYER
     from test_validator import two_contribution_version
@@ -459,3 +533,98 @@ def test_a_job_is_planned_paid_charted_evaluated_and_published_from_the_factory_
     tab.locator("#jobs").filter(has_text=job).wait_for()
     shot(tab, "factory")
     no_script_errors(tab)
+
+
+def test_an_agent_is_deployed_from_the_agents_page_and_served_once_its_host_accepts(node, loaded, page, w3):
+    """On the adapter the factory test published (PAYER owns it)."""
+    from test_factory import PAYER, send
+    from test_paid import HOST, MODELS_ABI, wait_listed
+    addresses = json.loads((node.data_dir / "protocol.json").read_text())
+    models = w3.eth.contract(address=Web3.to_checksum_address(addresses["modelRegistry"]), abi=MODELS_ABI)
+    adapter = models.functions.counts().call()[1]
+    assert models.functions.adapter(adapter).call()[0][0] == PAYER.address
+    tab = page
+    tab.goto(f"{node.api_url}/agents")
+    sign_as(tab, PAYER)
+    tab.click("text=Deploy an agent")
+    assert tab.input_value("#agent-host") == HOST.address  # the dev node's own host
+    tab.fill("#agent-adapter", str(adapter))
+    tab.fill("#agent-name", "vault-guide")
+    tab.fill("#agent-description", "Answers about gates and vaults")
+    tab.fill("#agent-prompt", "Answer briefly.")
+    tab.fill("#agent-temperature", "7")  # refused by field, nothing sent
+    tab.click("#deploy-agent button:has-text('Deploy')")
+    tab.locator("#deploy-agent output.status").filter(has_text="temperature: between 0 and 2").wait_for()
+    tab.fill("#agent-temperature", "0")
+    tab.click("#deploy-agent button:has-text('Deploy')")
+    row = tab.locator("tr:has(td:text-is('vault-guide'))")
+    row.filter(has_text="waiting for its host").wait_for()
+    agent_id = models.functions.counts().call()[2]
+    assert models.functions.agent(agent_id).call()[0] == HOST.address
+
+    send(w3, HOST, models.functions.acceptAgent(agent_id))
+    wait_listed(node, f"agent-{agent_id}")
+    tab.goto(f"{node.api_url}/agents/{agent_id}")
+    assert "active" in tab.inner_text("dl.facts")
+    assert tab.locator("#waiting").count() == 0
+    no_script_errors(tab, expected=("/wallet/calls/agent",))  # the wild temperature
+
+
+def test_a_proposal_is_made_voted_queued_and_executed_from_the_governance_pages(node, loaded, page, w3):
+    """Last in this module: the passed proposal changes a protocol setting."""
+    from test_factory import ACCOUNTS
+    voter = ACCOUNTS[8]
+
+    def wait_seconds(seconds: int) -> None:
+        w3.provider.make_request("evm_increaseTime", [seconds])
+        w3.provider.make_request("evm_mine", [])
+
+    tab = page
+    tab.goto(f"{node.api_url}/explorer/address/{voter.address}")
+    sign_as(tab, voter)
+    tab.click("text=Stake OPEN")
+    tab.select_option("#stake-role", "validator")
+    tab.fill("#stake-amount", "500")
+    stake_button(tab).click()
+    tab.locator("tr:has(td:text-is('validator'))").wait_for()
+    wait_seconds(2)  # voting power counts from the second after the stake
+
+    tab.goto(f"{node.api_url}/governance")
+    assert "Unbonding delay\n1200 s" in tab.inner_text("dl.facts")
+    tab.click("text=Propose a change")
+    tab.fill("#proposal-description", "Unbond over 25 minutes\n\nMore time to catch misbehaviour before a stake leaves.")
+    tab.fill("#fee-contributors", "5000")  # half a fee split: refused by field, nothing sent
+    tab.click("button:has-text('Propose')")
+    status = tab.locator("form[data-prepare='/wallet/calls/propose'] output.status")
+    status.filter(has_text="fee_curators: a new fee split needs all five shares").wait_for()
+    tab.fill("#fee-contributors", "")
+    tab.fill("#unbonding-delay", "1500")
+    tab.click("button:has-text('Propose')")
+    tab.locator("table a:has-text('Unbond over 25 minutes')").wait_for()
+    tab.click("table a:has-text('Unbond over 25 minutes')")
+    assert "set the unbonding delay to 1500 s" in tab.inner_text("#proposal-actions")
+
+    wait_seconds(2)  # past the voting delay
+    tab.reload()
+    assert tab.inner_text("#proposal-state") == "active"
+    tab.check("#support-for")
+    tab.fill("#vote-reason", "Worth the wait.")
+    tab.click("#vote button:has-text('Vote')")
+    tab.locator("#proposal-votes").filter(has_text="for 500").wait_for()
+    shot(tab, "proposal")
+
+    wait_seconds(91)  # past the vote and any late-quorum extension
+    tab.reload()
+    assert tab.inner_text("#proposal-state") == "succeeded"
+    tab.click("button:has-text('Queue')")
+    tab.locator("#proposal-state").filter(has_text="queued").wait_for()
+    wait_seconds(61)  # past the timelock's delay
+    tab.reload()
+    tab.click("button:has-text('Execute')")
+    tab.locator("#proposal-state").filter(has_text="executed").wait_for()
+
+    tab.goto(f"{node.api_url}/governance")
+    assert "Unbonding delay\n1500 s" in tab.inner_text("dl.facts")
+    assert "executed" in tab.inner_text("table")
+    shot(tab, "governance")
+    no_script_errors(tab, expected=("/wallet/calls/propose",))  # the half fee split

@@ -126,6 +126,10 @@ def test_bad_input_gets_a_page_that_says_what_was_wrong(node, loaded):
         ("/datanets/abc", 400, "is not a datanet id"),
         ("/datanets/4000000", 404, "there is no datanet 4000000"),
         ("/datanets/1?before=x", 400, "parameters cannot be read"),
+        ("/governance?before=x", 400, "parameters cannot be read"),
+        ("/governance/proposals/abc", 400, "is not a proposal id"),
+        ("/governance/proposals/123", 404, "no proposal 123 on this chain"),
+        ("/rewards?address=nope", 400, "is not a 0x address"),
     ):
         got, body, _ = get(node, path)
         assert got == status and words in body, (path, got, body)
@@ -235,3 +239,80 @@ def test_the_token_page_reads_supply_and_vesting_from_the_chain(node, loaded, w3
     row = re.search(r"<td>community</td>(.*?)</tr>", after, re.S).group(1)
     cells = re.findall(r"<td>([0-9.]+)</td>", row)
     assert abs(float(cells[1]) - released) < 1e-5, (cells, released)
+
+
+def post(node, path: str, fields: dict):
+    """(status, JSON answer) of a form's fields posted as the app's forms post them."""
+    request = urllib.request.Request(f"{node.api_url}{path}", data=json.dumps(fields).encode(),
+                                     headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_the_governance_page_reads_settings_from_the_chain_and_prepares_proposals(node, loaded, w3):
+    addresses = json.loads((node.data_dir / "protocol.json").read_text())
+    out = REPO_ROOT / "contracts/out"
+    params = w3.eth.contract(address=Web3.to_checksum_address(addresses["protocolParams"]),
+                             abi=json.loads((out / "ProtocolParams.json").read_text())["abi"])
+    governor = w3.eth.contract(address=Web3.to_checksum_address(addresses["governor"]),
+                               abi=json.loads((out / "OpenGovernor.json").read_text())["abi"])
+    shown = page(node, "/governance")
+    split = params.functions.feeSplit().call()
+    assert ("contributors {}, curators {}, model owner {}, host {}, treasury {}".format(*split)) in shown, shown
+    assert f"<dd>{params.functions.unbondingDelay().call()} s</dd>" in shown
+    assert f"at least {governor.functions.proposalThreshold().call() // 10**18} OPEN" in shown
+
+    # The form's fields become exactly the governor's propose call; nothing is sent.
+    status, call = post(node, "/wallet/calls/propose", {
+        "description": "Lengthen the window\n\nWhy.", "challenge_window": "900",
+        "min_stake_role": "host", "min_stake": "75.5"})
+    assert status == 200, call
+    assert Web3.to_checksum_address(call["to"]) == governor.address and int(call["value"], 16) == 0
+    fn, args = governor.decode_function_input(call["data"])
+    assert fn.fn_name == "propose" and args["description"] == "Lengthen the window\n\nWhy."
+    assert args["targets"] == [params.address] * 2 and args["values"] == [0, 0]
+    assert args["calldatas"] == [
+        bytes.fromhex(params.encode_abi("setMinStake", [2, 755 * 10**17])[2:]),
+        bytes.fromhex(params.encode_abi("setChallengeWindow", [900])[2:]),
+    ]
+    for fields, words in (
+        ({"description": "x"}, "it changes nothing"),
+        ({"description": "", "review_quorum": "2"}, "description: "),
+        ({"description": "x", "fee_contributors": "5000", "fee_curators": "1000", "fee_model_owner": "2000",
+          "fee_host": "1000", "fee_treasury": "500"}, "9500 basis points, not 10000"),
+        ({"description": "x", "review_quorum": "-1"}, "review_quorum: "),
+        ({"description": "x" * 4001, "review_quorum": "2"}, "at most 4000 characters"),
+    ):
+        status, answer = post(node, "/wallet/calls/propose", fields)
+        assert status == 422 and words in answer["error"], (fields, status, answer)
+    status, answer = post(node, "/wallet/calls/vote", {"proposal": "1", "support": "maybe"})
+    assert status == 422 and "choose for, against or abstain" in answer["error"], answer
+    status, answer = post(node, "/wallet/calls/queue", {"proposal": "77"})
+    assert status == 404 and "no proposal 77" in answer["error"], answer
+
+
+def test_the_rewards_page_matches_the_settlement_contract(node, loaded, w3):
+    """The host of the paid tests (if they ran first) has earnings and a claim; either way the
+    page agrees with the contract's claimable amount and its claim logs."""
+    from test_paid import HOST, SETTLEMENT_ABI
+    addresses = json.loads((node.data_dir / "protocol.json").read_text())
+    settlement = w3.eth.contract(address=Web3.to_checksum_address(addresses["inferenceSettlement"]),
+                                 abi=SETTLEMENT_ABI)
+    shown = page(node, f"/rewards?address={HOST.address}")
+    claimable = settlement.functions.claimable(HOST.address).call()
+    if 0 < claimable < 10**12:
+        expected = f"{claimable} wei"
+    else:
+        whole, micro = claimable // 10**18, claimable % 10**18 // 10**12
+        expected = (f"{whole}.{micro:06d}".rstrip("0") if micro else str(whole)) + " OPEN"
+    assert f'<dd id="claimable">{expected}' in shown, (shown, claimable)
+    claims = settlement.events.Claimed().get_logs(from_block=0, argument_filters={"account": HOST.address})
+    assert shown.count("/explorer/blocks/") >= len(claims)
+    for c in claims:
+        assert f'<a href="/explorer/blocks/{c["blockNumber"]}">' in shown, (shown, c)
+    if claims:
+        assert "<td>host</td>" in shown, shown
+    assert page(node, "/rewards").count('name="address"') == 1  # the form, without an account

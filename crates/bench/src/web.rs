@@ -65,7 +65,8 @@ async fn run(args: Args) -> Result<()> {
     let addresses = deployer
         .deploy(&DeployConfig::dev(), Some(0), |_, _, _| {})
         .await?;
-    let (busy, staking_tx) = fill(&node, &url, addresses, &args).await?;
+    let (busy, staking_tx, proposal) = fill(&node, &url, addresses, &args).await?;
+    let staker = openledger_chain::devkeys::dev_accounts()[0].address;
     let filled = started.elapsed().as_secs_f64();
     let reader = ProtocolClient::connect(&url, None)
         .await?
@@ -112,6 +113,9 @@ async fn run(args: Args) -> Result<()> {
         ("models", "/models".into()),
         ("agents", "/agents".into()),
         ("factory", "/factory".into()),
+        ("governance", "/governance".into()),
+        ("proposal", format!("/governance/proposals/{proposal}")),
+        ("rewards", format!("/rewards?address={staker}")),
     ];
     let mut server: Vec<Vec<f64>> = vec![Vec::new(); pages.len()];
     let mut wall: Vec<Vec<f64>> = vec![Vec::new(); pages.len()];
@@ -172,7 +176,7 @@ async fn fill(
     url: &str,
     addresses: openledger_protocol::deploy::Addresses,
     args: &Args,
-) -> Result<(Address, String)> {
+) -> Result<(Address, String, String)> {
     let busy = Address::repeat_byte(0x5e);
     let keys = openledger_chain::devkeys::dev_accounts()
         .into_iter()
@@ -193,6 +197,22 @@ async fn fill(
         )
         .await?;
     let staking_tx = r.transaction_hash.to_string();
+    // A proposal for the governance pages, once the stake counts (from the next second).
+    senders[0]
+        .rpc()
+        .request::<serde_json::Value>("evm_increaseTime", json!([2]))
+        .await?;
+    let change = openledger_protocol::proposal::Change::UnbondingDelay(1500).action(&addresses);
+    let propose = openledger_protocol::OpenGovernor::proposeCall {
+        targets: vec![change.target],
+        values: vec![U256::ZERO],
+        calldatas: vec![change.calldata],
+        description: "Unbond over 25 minutes".into(),
+    };
+    let proposal = senders[0].call(addresses.governor, propose.clone()).await?;
+    senders[0]
+        .send(addresses.governor, propose, U256::ZERO)
+        .await?;
     for i in 0..args.txs {
         let sender = &senders[i as usize % senders.len()];
         sender.transfer(busy, U256::from(i + 1)).await?;
@@ -203,7 +223,7 @@ async fn fill(
             .request::<serde_json::Value>("evm_mine", json!([]))
             .await?;
     }
-    Ok((busy, staking_tx))
+    Ok((busy, staking_tx, proposal.to_string()))
 }
 
 /// One GET on a fresh connection: status, the server's `app;dur` in ms, and the wall time.

@@ -3,14 +3,12 @@
 //! A proposal's actions are not stored by the governor, only hashed; queue and execute find
 //! them again in the `ProposalCreated` log, so nothing has to be kept on the side.
 
-use alloy_primitives::{keccak256, Address, Bytes, U256};
-use alloy_sol_types::SolCall;
+use alloy_primitives::{keccak256, U256};
 use anyhow::{anyhow, bail, Context, Result};
 use openledger_protocol::{
     deploy::Addresses,
     governor::OpenGovernor::{self, ProposalCreated},
-    model_registry::ModelRegistry,
-    protocol_params::ProtocolParams::{self, FeeSplit},
+    proposal::{Action, Change, STATES},
     ProtocolClient,
 };
 
@@ -43,111 +41,48 @@ pub struct Actions {
     pub call: Vec<String>,
 }
 
-/// One call the timelock will make.
-struct Action {
-    target: Address,
-    calldata: Bytes,
-}
-
 impl Actions {
     fn build(&self, a: &Addresses) -> Result<Vec<Action>> {
-        let mut out = Vec::new();
-        let mut params = |call: Vec<u8>| {
-            out.push(Action {
-                target: a.protocol_params,
-                calldata: call.into(),
-            })
-        };
+        let mut changes = Vec::new();
         if let Some(text) = &self.fee_split {
             let parts: Vec<u16> = text
                 .split(',')
                 .map(|p| p.trim().parse())
                 .collect::<Result<_, _>>()
                 .with_context(|| format!("--fee-split {text:?}: expected five numbers"))?;
-            let [contributors, curators, model_owner, host, treasury] = parts[..] else {
-                bail!(
+            let shares: [u16; 5] = parts.as_slice().try_into().map_err(|_| {
+                anyhow!(
                     "--fee-split {text:?}: expected five shares, got {}",
                     parts.len()
-                );
-            };
-            let total: u32 = parts.iter().map(|&p| u32::from(p)).sum();
-            if total != 10_000 {
-                bail!("--fee-split {text:?}: the shares add up to {total}, not 10000");
-            }
-            params(
-                ProtocolParams::setFeeSplitCall {
-                    split: FeeSplit {
-                        contributors,
-                        curators,
-                        modelOwner: model_owner,
-                        host,
-                        treasury,
-                    },
-                }
-                .abi_encode(),
-            );
+                )
+            })?;
+            changes
+                .push(Change::fee_split(shares).with_context(|| format!("--fee-split {text:?}"))?);
         }
         for entry in &self.min_stake {
             let (role, amount) = entry
                 .split_once('=')
                 .ok_or_else(|| anyhow!("--min-stake {entry:?}: expected ROLE=OPEN"))?;
-            let role = match role {
-                "validator" => 0u8,
-                "curator" => 1,
-                "host" => 2,
-                other => bail!("--min-stake: unknown role {other:?} (validator, curator, host)"),
-            };
-            params(
-                ProtocolParams::setMinStakeCall {
-                    role,
-                    amount: parse_open(amount)?,
-                }
-                .abi_encode(),
-            );
+            changes.push(Change::min_stake(role, parse_open(amount)?).context("--min-stake")?);
         }
         if let Some(quorum) = self.review_quorum {
-            params(ProtocolParams::setReviewQuorumCall { quorum }.abi_encode());
+            changes.push(Change::ReviewQuorum(quorum));
         }
         if let Some(seconds) = self.challenge_window {
-            params(
-                ProtocolParams::setChallengeWindowCall {
-                    secondsLong: seconds,
-                }
-                .abi_encode(),
-            );
+            changes.push(Change::ChallengeWindow(seconds));
         }
         if let Some(seconds) = self.unbonding_delay {
-            params(
-                ProtocolParams::setUnbondingDelayCall {
-                    secondsLong: seconds,
-                }
-                .abi_encode(),
-            );
+            changes.push(Change::UnbondingDelay(seconds));
         }
         for entry in &self.adapter_status {
-            let (id, status) = parse_status(entry)?;
-            out.push(Action {
-                target: a.model_registry,
-                calldata: ModelRegistry::setAdapterStatusCall {
-                    adapterId: id,
-                    status,
-                }
-                .abi_encode()
-                .into(),
-            });
+            let (adapter, status) = parse_status(entry)?;
+            changes.push(Change::AdapterStatus { adapter, status });
         }
         for entry in &self.base_model_status {
-            let (id, status) = parse_status(entry)?;
-            out.push(Action {
-                target: a.model_registry,
-                calldata: ModelRegistry::setBaseModelStatusCall {
-                    baseModelId: id,
-                    status,
-                }
-                .abi_encode()
-                .into(),
-            });
+            let (base_model, status) = parse_status(entry)?;
+            changes.push(Change::BaseModelStatus { base_model, status });
         }
+        let mut out: Vec<Action> = changes.iter().map(|c| c.action(a)).collect();
         for entry in &self.call {
             let (target, data) = entry
                 .split_once(':')
@@ -182,25 +117,9 @@ fn parse_status(entry: &str) -> Result<(U256, u8)> {
     let (id, status) = entry
         .split_once('=')
         .ok_or_else(|| anyhow!("{entry:?}: expected ID=STATUS"))?;
-    let status = match status {
-        "registered" => 1,
-        "endorsed" => 2,
-        "retired" => 3,
-        other => bail!("unknown status {other:?} (registered, endorsed, retired)"),
-    };
+    let status = Change::status(status)?;
     Ok((id.parse().with_context(|| format!("id {id:?}"))?, status))
 }
-
-const STATES: [&str; 8] = [
-    "pending",
-    "active",
-    "canceled",
-    "defeated",
-    "succeeded",
-    "queued",
-    "expired",
-    "executed",
-];
 
 /// Submits a proposal and prints its id.
 pub async fn propose(client: &ProtocolClient, actions: &Actions, description: &str) -> Result<()> {
@@ -346,6 +265,7 @@ async fn find_proposal(client: &ProtocolClient, id: U256) -> Result<ProposalCrea
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloy_primitives::Address;
 
     #[test]
     fn amounts_of_open_parse_to_wei() {

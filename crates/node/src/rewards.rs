@@ -5,13 +5,7 @@
 use alloy_primitives::{Address, U256};
 use alloy_sol_types::SolCall;
 use anyhow::{bail, Result};
-use openledger_protocol::{
-    inference_settlement::InferenceSettlement::{
-        BatchPayouts, BatchReleased, BatchSettled, ContributionPaid,
-    },
-    DatanetRegistry, InferenceSettlement, ProtocolClient,
-};
-use std::collections::{BTreeMap, BTreeSet};
+use openledger_protocol::{rewards, InferenceSettlement, ProtocolClient};
 
 #[derive(clap::Subcommand)]
 pub enum RewardsCommand {
@@ -70,63 +64,25 @@ pub async fn run(client: &ProtocolClient, command: RewardsCommand) -> Result<()>
 
 /// Earnings of `who` from released batches, by role and datanet.
 async fn show(client: &ProtocolClient, who: Address) -> Result<String> {
-    let a = *client.addresses().expect("addresses loaded");
-    let is = a.inference_settlement;
-    let released: BTreeSet<U256> = client
-        .events::<BatchReleased>(is, 0, None)
-        .await?
-        .into_iter()
-        .map(|(_, e)| e.batchId)
-        .collect();
-    // (role, datanet) → wei; datanet 0 for the roles not tied to one.
-    let mut earned: BTreeMap<(&str, u64), U256> = BTreeMap::new();
-    for (_, e) in client.events::<BatchSettled>(is, 0, None).await? {
-        if e.host == who && released.contains(&e.batchId) {
-            let batch = client
-                .call(is, InferenceSettlement::batchCall::new((e.batchId,)))
-                .await?;
-            *earned.entry(("host", 0)).or_default() += U256::from(batch.hostShare);
-        }
-    }
-    for (_, e) in client.events::<BatchPayouts>(is, 0, None).await? {
-        if !released.contains(&e.batchId) {
-            continue;
-        }
-        for o in e.owners.iter().filter(|o| o.owner == who) {
-            *earned.entry(("model owner", 0)).or_default() += U256::from(o.amount);
-        }
-    }
-    for (_, e) in client.events::<ContributionPaid>(is, 0, None).await? {
-        let standing = DatanetRegistry::standingCall::new((e.contributionId,));
-        let datanet = u64::from(client.call(a.datanet_registry, standing).await?.datanetId);
-        if e.contributor == who {
-            *earned.entry(("contributor", datanet)).or_default() += e.contributorAmount;
-        }
-        let reviewers = DatanetRegistry::reviewersCall::new((e.contributionId,));
-        let approvers = client.call(a.datanet_registry, reviewers).await?.approvers;
-        if approvers.contains(&who) && !approvers.is_empty() {
-            let each = e.curatorsAmount / U256::from(approvers.len());
-            *earned.entry(("curator", datanet)).or_default() += each;
-        }
-    }
-    let claimable = client
-        .call(is, InferenceSettlement::claimableCall::new((who,)))
-        .await?;
+    let earnings = rewards::earnings(client, who).await?;
     let mut out = format!("account {who}\n");
-    if earned.is_empty() {
+    let by_role = earnings.by_role();
+    if by_role.is_empty() {
         out.push_str("nothing earned from released batches yet\n");
     }
-    for ((role, datanet), amount) in &earned {
-        let place = if *datanet == 0 {
-            String::new()
-        } else {
-            format!(" in datanet {datanet}")
-        };
-        out.push_str(&format!("{role}{place}: {}\n", crate::stake::open(*amount)));
+    for ((role, datanet), amount) in by_role {
+        let place = datanet
+            .map(|d| format!(" in datanet {d}"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{}{place}: {}\n",
+            role.name(),
+            crate::stake::open(amount)
+        ));
     }
     out.push_str(&format!(
         "claimable now: {}\n",
-        crate::stake::open(claimable)
+        crate::stake::open(earnings.claimable)
     ));
     Ok(out)
 }

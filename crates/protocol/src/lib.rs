@@ -10,6 +10,8 @@
 //! - [`client`]: [`ProtocolClient`], which services use for every read and write over
 //!   JSON-RPC, and which runs deployments.
 //! - [`genesis`]: the OPEN allocations and their vesting wallets in the genesis state.
+//! - [`proposal`]: the protocol settings a governance proposal changes, as calls and in words.
+//! - [`rewards`]: what an account earned from released inference batches, by role and datanet.
 
 /// Runtime parameters owned by governance.
 pub mod protocol_params {
@@ -220,6 +222,8 @@ pub mod inference_settlement {
 pub mod client;
 pub mod deploy;
 pub mod genesis;
+pub mod proposal;
+pub mod rewards;
 
 pub use client::{ClientError, ProtocolClient, Signer};
 pub use datanet_registry::DatanetRegistry;

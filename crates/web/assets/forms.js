@@ -49,7 +49,15 @@ function showFor(account) {
     el.hidden = !account || el.dataset.owner.toLowerCase() !== account;
   }
   for (const el of document.querySelectorAll("[data-signed-in]")) el.hidden = !account;
+  // For anyone signed in but one account (the datanet's owner has access without asking).
+  for (const el of document.querySelectorAll("[data-not-owner]")) {
+    el.hidden = !account || el.dataset.notOwner.toLowerCase() === account;
+  }
   for (const el of document.querySelectorAll("[data-signed-out]")) el.hidden = !!account;
+  // An empty account field (the rewards page's) starts at the signer's own address.
+  for (const el of document.querySelectorAll("input[data-fill-account]")) {
+    if (account && !el.value) el.value = account;
+  }
 }
 
 // ---- contributing a file ----------------------------------------------------------------

@@ -32,8 +32,21 @@ impl Web {
         contract: Address,
         who: Address,
     ) -> Result<Vec<E>, Failure> {
-        let filter = json!({"address": contract,
-                            "topics": [E::SIGNATURE_HASH, B256::left_padding_from(who.as_slice())]});
+        Ok(self
+            .logs_where::<E>(contract, B256::left_padding_from(who.as_slice()))
+            .await?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+
+    /// Every log of event `E` whose first indexed argument is `topic`: (block, event).
+    pub(crate) async fn logs_where<E: SolEvent>(
+        &self,
+        contract: Address,
+        topic: B256,
+    ) -> Result<Vec<(u64, E)>, Failure> {
+        let filter = json!({"address": contract, "topics": [E::SIGNATURE_HASH, topic]});
         let head = self.client.block_number().await.map_err(Failure::chain)?;
         let (mut out, mut from) = (Vec::new(), 0);
         while from <= head {
@@ -42,10 +55,10 @@ impl Web {
                 .logs_page(&filter, from, head)
                 .await
                 .map_err(Failure::chain)?;
-            out.extend(
-                logs.iter()
-                    .filter_map(|l| E::decode_raw_log(l.topics.iter().copied(), &l.data).ok()),
-            );
+            out.extend(logs.iter().filter_map(|l| {
+                let event = E::decode_raw_log(l.topics.iter().copied(), &l.data).ok()?;
+                Some((l.block_number?.to::<u64>(), event))
+            }));
             from = end + 1;
         }
         Ok(out)

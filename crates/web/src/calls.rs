@@ -47,10 +47,11 @@ pub(crate) fn routes() -> Router<Arc<Web>> {
 }
 
 /// A form that cannot become a transaction, and why.
-struct Refused(StatusCode, String);
+#[derive(Debug)]
+pub(crate) struct Refused(pub(crate) StatusCode, pub(crate) String);
 
 impl Refused {
-    fn field(name: &str, why: impl std::fmt::Display) -> Self {
+    pub(crate) fn field(name: &str, why: impl std::fmt::Display) -> Self {
         Self(StatusCode::UNPROCESSABLE_ENTITY, format!("{name}: {why}"))
     }
 }
@@ -74,9 +75,9 @@ impl IntoResponse for Refused {
     }
 }
 
-type Prepared = Result<Json<Value>, Refused>;
+pub(crate) type Prepared = Result<Json<Value>, Refused>;
 
-fn prepared(what: &str, to: Address, data: Bytes, value: U256) -> Prepared {
+pub(crate) fn prepared(what: &str, to: Address, data: Bytes, value: U256) -> Prepared {
     Ok(Json(
         json!({"what": what, "to": to, "data": data, "value": value}),
     ))
@@ -87,7 +88,7 @@ fn from_service(what: &str, call: Call) -> Prepared {
 }
 
 /// The form's fields, or why they cannot be read.
-fn fields<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Refused> {
+pub(crate) fn fields<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Refused> {
     body.map(|Json(b)| b).map_err(|e| {
         Refused(
             StatusCode::BAD_REQUEST,
@@ -97,27 +98,27 @@ fn fields<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Refused> {
 }
 
 /// Refuses `text` longer than `max` characters: what the forms store is bounded.
-fn at_most(name: &str, text: &str, max: usize) -> Result<(), Refused> {
+pub(crate) fn at_most(name: &str, text: &str, max: usize) -> Result<(), Refused> {
     if text.chars().count() > max {
         return Err(Refused::field(name, format!("at most {max} characters")));
     }
     Ok(())
 }
 
-fn address(name: &str, text: &str) -> Result<Address, Refused> {
+pub(crate) fn address(name: &str, text: &str) -> Result<Address, Refused> {
     text.trim()
         .parse()
         .map_err(|_| Refused::field(name, format!("{text:?} is not a 0x address")))
 }
 
-fn number<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, Refused> {
+pub(crate) fn number<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, Refused> {
     text.trim()
         .parse()
         .map_err(|_| Refused::field(name, format!("{text:?} is not a whole number in range")))
 }
 
 /// An amount of OPEN as typed (`10`, `0.5`) in wei; at most 18 decimals.
-fn open_amount(name: &str, text: &str) -> Result<U256, Refused> {
+pub(crate) fn open_amount(name: &str, text: &str) -> Result<U256, Refused> {
     let bad = || {
         Refused::field(
             name,
@@ -147,7 +148,7 @@ fn open_amount(name: &str, text: &str) -> Result<U256, Refused> {
         .ok_or_else(bad)
 }
 
-fn addresses(web: &Web) -> Result<&Addresses, Refused> {
+pub(crate) fn addresses(web: &Web) -> Result<&Addresses, Refused> {
     web.client.addresses().ok_or(Refused(
         StatusCode::SERVICE_UNAVAILABLE,
         "this node does not know the protocol's addresses".into(),

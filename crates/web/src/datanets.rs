@@ -232,9 +232,11 @@ async fn datanet_page(web: &Web, id: u64, before: Option<u64>) -> Result<Value, 
         .filter(|id| accepted.binary_search(id).is_err())
         .count();
     let queue = review_queue(web, id).await;
+    // The rest of the page stands without it: the failure is logged where it happens.
+    let access = crate::access::of(web, id).await.ok();
     Ok(context! {
         datanet, contributions => rows, versions, older => p.older, newer, has_newer,
-        queue, unpublished, dropped,
+        queue, unpublished, dropped, access,
     })
 }
 

@@ -14,6 +14,15 @@ pub fn open(wei: U256) -> String {
     format!("{whole}.{}", fraction.trim_end_matches('0'))
 }
 
+/// An amount with its unit, small ones in wei: a single answer's share of its fee is often
+/// far below the micro-OPEN that [`open`] shows (`0.5 OPEN`, `1234 wei`).
+pub fn open_or_wei(wei: U256) -> String {
+    if !wei.is_zero() && wei < U256::from(1_000_000_000_000u64) {
+        return format!("{wei} wei");
+    }
+    format!("{} OPEN", open(wei))
+}
+
 /// Wei as OPEN with every decimal it has (`1.000000000000000001`): what a form may send back.
 pub fn open_exact(wei: U256) -> String {
     let unit = U256::from(10u64).pow(U256::from(18));
@@ -84,6 +93,9 @@ mod tests {
         assert_eq!(open_exact(wei(2_500_000_000_000_000_000)), "2.5");
         assert_eq!(open_exact(wei(7)), "0.000000000000000007");
         assert_eq!(open_exact(wei(0)), "0");
+        assert_eq!(open_or_wei(wei(1234)), "1234 wei");
+        assert_eq!(open_or_wei(wei(0)), "0 OPEN");
+        assert_eq!(open_or_wei(wei(1_500_000_000_000_000_000)), "1.5 OPEN");
         assert_eq!(iso(0), "1970-01-01T00:00:00Z");
         assert_eq!(iso(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(iso(1_796_515_200 + 3_723), "2026-12-06T01:02:03Z");

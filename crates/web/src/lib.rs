@@ -5,11 +5,17 @@
 //! - [`router`]: the pages and the assets; every page is linkable and says how long the
 //!   server took (`Server-Timing: app;dur=…`).
 //! - `datanets`: the datanets, and each with its contributions and versions.
+//! - `access`: a datanet's access policy and requests, and the forms that answer them.
 //! - `factory`: the fine-tuning form and a job's page (filled by `assets/factory.js` from the
 //!   factory's API: plan, fee, live loss chart, evaluation, publication).
-//! - `models`: adapters with their lineage, and agents with their prices and hosts.
+//! - `models`: adapters with their lineage, and agents with their prices and hosts;
+//!   `deploy` prepares deploying an agent and its host's acceptance.
 //! - `token`: supply, locked and circulating OPEN, and the unlock schedule, from the vesting
 //!   wallets on chain.
+//! - `governance`: the rules of a vote, the proposals with their states and tallies, and one
+//!   proposal's actions in words; `proposals` prepares propose, vote, queue and execute.
+//! - `rewards`: an account's earnings from inference by role and datanet, its payouts and
+//!   claims, and the claim form.
 //! - `explorer`: blocks, transactions (calls to the protocol's contracts named by their ABIs),
 //!   addresses, and search by number, hash or address.
 //! - `abi`: function names by selector, from the committed contract artifacts.
@@ -22,13 +28,18 @@
 //! datanets through their service; nothing below it knows it exists.
 
 mod abi;
+mod access;
 mod account;
 mod calls;
 mod datanets;
+mod deploy;
 mod explorer;
 mod factory;
 mod format;
+mod governance;
 mod models;
+mod proposals;
+mod rewards;
 mod token;
 mod wallet;
 
@@ -53,6 +64,8 @@ const NAV: &[(&str, &str, &str)] = &[
     ("models", "Models", "/models"),
     ("agents", "Agents", "/agents"),
     ("token", "Token", "/token"),
+    ("governance", "Governance", "/governance"),
+    ("rewards", "Rewards", "/rewards"),
     ("explorer", "Explorer", "/explorer"),
 ];
 
@@ -267,6 +280,12 @@ fn templates() -> Environment<'static> {
         ("agent.html", include_str!("../templates/agent.html")),
         ("token.html", include_str!("../templates/token.html")),
         (
+            "governance.html",
+            include_str!("../templates/governance.html"),
+        ),
+        ("proposal.html", include_str!("../templates/proposal.html")),
+        ("rewards.html", include_str!("../templates/rewards.html")),
+        (
             "explorer/blocks.html",
             include_str!("../templates/explorer/blocks.html"),
         ),
@@ -304,6 +323,11 @@ pub fn router(web: Arc<Web>) -> Router {
         .merge(token::routes())
         .merge(explorer::routes())
         .merge(factory::routes())
+        .merge(governance::routes())
+        .merge(proposals::routes())
+        .merge(access::routes())
+        .merge(deploy::routes())
+        .merge(rewards::routes())
         .merge(wallet::routes())
         .merge(calls::routes())
         .with_state(web)

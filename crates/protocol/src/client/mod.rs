@@ -44,6 +44,8 @@ pub enum ClientError {
     NotMined { what: String, hash: B256 },
     #[error("this needs a signing key (pass --key or set OPENLEDGER_KEY)")]
     NoSigner,
+    #[error("the protocol's contract addresses are not known on this chain")]
+    NoAddresses,
     #[error("bad private key: {0}")]
     BadKey(String),
     #[error("the answer to {what} does not match the contract's ABI: {reason}")]
