@@ -126,6 +126,7 @@ impl Factory {
     /// Publishes a succeeded job's adapter and lineage to the blob store (again, harmlessly,
     /// if it was published before) and returns the publication.
     pub async fn publish(&self, seq: u64) -> Result<Publication, JobError> {
+        let _one_at_a_time = self.publishing.lock().await;
         let job = self.stored_job(seq)?;
         if job.status != crate::Status::Succeeded {
             return Err(JobError::new(
@@ -158,6 +159,27 @@ impl Factory {
         let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("the manifest serialises");
         let manifest_hash = keccak256(&manifest_bytes);
         let store = self.datanets.store();
+        // Everything downstream (serving, attribution, receipts, validators) knows an adapter
+        // by its weights: the same weights published again from other training data would
+        // replace the first publication's lineage, and its answers would pay the wrong people.
+        let manifest_key = format!("{prefix}/manifest.json");
+        let published = store
+            .get(&manifest_key)
+            .await
+            .map_err(|e| server(format!("reading {manifest_key}: {e}")))?;
+        if let Some(earlier) = published.filter(|b| b[..] != manifest_bytes[..]) {
+            return Err(JobError::new(
+                "invalid_request",
+                format!(
+                    "identical weights ({weights_hash}) were already published from other \
+                     training data (manifest {}); an adapter is known by its weights, so \
+                     publishing these would make its lineage ambiguous. Train again with \
+                     another seed",
+                    keccak256(&earlier)
+                ),
+                None,
+            ));
+        }
         let put = |key: String, path: std::path::PathBuf| async move {
             store
                 .put_file(&key, &path)
@@ -185,7 +207,7 @@ impl Factory {
                 .map_err(|e| server(format!("storing {key}: {e}")))
         };
         put_bytes(format!("{prefix}/training_config.json"), config).await?;
-        put_bytes(format!("{prefix}/manifest.json"), manifest_bytes).await?;
+        put_bytes(manifest_key, manifest_bytes).await?;
         Ok(Publication {
             base_model_id,
             weights_hash,

@@ -74,6 +74,9 @@ pub struct Factory {
     pub(crate) validating: tokio::sync::Semaphore,
     /// One base-versus-tuned comparison at a time: each runs two generations.
     pub(crate) comparing: tokio::sync::Semaphore,
+    /// One publication at a time: checking that no other training data published the same
+    /// weights and writing the manifest must not interleave.
+    pub(crate) publishing: tokio::sync::Mutex<()>,
     /// The runtime the worker thread sends its transactions on.
     pub(crate) runtime: tokio::runtime::Handle,
 }
@@ -113,6 +116,7 @@ impl Factory {
             limits,
             validating: tokio::sync::Semaphore::new(1),
             comparing: tokio::sync::Semaphore::new(1),
+            publishing: tokio::sync::Mutex::new(()),
             runtime: tokio::runtime::Handle::current(),
         }))
     }

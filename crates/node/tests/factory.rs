@@ -16,7 +16,9 @@ use std::{
 const PAYER: usize = 4;
 
 /// A datanet with one accepted contribution of `records` chat records, and its version.
-fn published_datanet(node: &DevNode, dir: &Path, records: usize) -> String {
+/// Datanet `id` (the next one to be created) with `records` vault records contributed,
+/// approved and published; returns the training file naming its version.
+fn published_datanet(node: &DevNode, dir: &Path, id: u64, records: usize) -> String {
     let run = |key: usize, args: &[&str]| {
         let key = dev_key(key);
         let mut all = vec![args[0], "--rpc-url", &node.rpc_url, "--key", key.as_str()];
@@ -41,10 +43,12 @@ fn published_datanet(node: &DevNode, dir: &Path, records: usize) -> String {
         [&["datanet"][..], &api[..], args].concat()
     }
     let schema = schema.to_str().unwrap();
-    ok(run(
+    let created = ok(run(
         0,
         &datanet(&api, &["create", "--name", "vaults", "--schema", schema]),
     ));
+    assert_eq!(created.trim(), id.to_string());
+    let id = id.to_string();
     let addresses = dir.join("node").join("protocol.json");
     let stake = [
         "stake",
@@ -53,21 +57,28 @@ fn published_datanet(node: &DevNode, dir: &Path, records: usize) -> String {
         "add",
         "curator",
         "--datanet",
-        "1",
+        &id,
         "--amount",
         "10",
     ];
     ok(run(3, &stake));
-    ok(run(
+    let contribution = ok(run(
         2,
-        &datanet(&api, &["contribute", "1", data.to_str().unwrap()]),
+        &datanet(&api, &["contribute", &id, data.to_str().unwrap()]),
     ));
     ok(run(
         3,
-        &datanet(&api, &["review", "1", "approve", "--reason", "ok"]),
+        &datanet(
+            &api,
+            &["review", contribution.trim(), "approve", "--reason", "ok"],
+        ),
     ));
-    ok(run(0, &datanet(&api, &["publish", "1"])));
-    "datanet:1@1".to_string()
+    let published = ok(run(0, &datanet(&api, &["publish", &id])));
+    let version = published
+        .strip_prefix("version ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{published}"));
+    format!("datanet:{id}@{version}")
 }
 
 /// Creates a job and pays its fee from dev account `PAYER`; returns its id.
@@ -401,7 +412,7 @@ async fn a_job_killed_mid_training_resumes_to_the_same_adapter_and_cancel_stops_
     let data = dir.path().join("node");
     let (rpc, api) = (free_addr(), free_addr());
     let mut node = start_at(&data, &[], rpc, api);
-    let file = published_datanet(&node, dir.path(), 24);
+    let file = published_datanet(&node, dir.path(), 1, 24);
     // 24 records, none held out, 2 per step: 12 steps, checkpoints every 3; dropout masks are
     // drawn again on resume.
     let hyper = json!({"n_epochs": 1, "batch_size": 2, "eval_split": 0, "eval_interval": 3,
@@ -472,4 +483,45 @@ async fn a_job_killed_mid_training_resumes_to_the_same_adapter_and_cancel_stops_
         "cancelled at step {at_cancel} but trained to step {last}"
     );
     assert!(last < 240, "the cancelled job ran to its end");
+
+    // The same records in another datanet train the same weights. Publishing them would give
+    // adapter 1's weights a second lineage (its answers would pay datanet 2's contributor):
+    // refused, and adapter 1's manifest is untouched.
+    let copy = published_datanet(&node, dir.path(), 2, 24);
+    let twin = paid_job(&node, &copy, hyper).await;
+    assert_eq!(
+        wait(&node, &twin, "finished", finished)["status"],
+        "succeeded"
+    );
+    assert_eq!(adapter(&data, &twin), adapter(&data, &whole));
+    let hash = job(&node, &whole)["publication"]["weights_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let manifest = data
+        .join("datanets/blobs/adapters")
+        .join(hash.trim_start_matches("0x"))
+        .join("manifest.json");
+    let before = std::fs::read(&manifest).unwrap();
+    let (status, refused) = rest(
+        &node.api_url,
+        "POST",
+        &format!("/v1/fine_tuning/jobs/{twin}/publish"),
+        None,
+    );
+    assert_eq!(status, 400, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("already published from other training data"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(&manifest).unwrap(), before);
+    // Publishing the first job again is harmless: the same manifest.
+    let (status, again) = rest(
+        &node.api_url,
+        "POST",
+        &format!("/v1/fine_tuning/jobs/{whole}/publish"),
+        None,
+    );
+    assert_eq!(status, 200, "{again}");
 }
