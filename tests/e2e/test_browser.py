@@ -113,6 +113,14 @@ def wait_text(tab, text: str) -> None:
     tab.wait_for_function("(t) => document.body.innerText.includes(t)", arg=text, timeout=ACTION_TIMEOUT_MS)
 
 
+def open_or_wei(wei: int) -> str:
+    """An amount as the pages show it: small ones in wei, others in OPEN to six decimals."""
+    if 0 < wei < 10**12:
+        return f"{wei} wei"
+    whole, micro = wei // 10**18, wei % 10**18 // 10**12
+    return (f"{whole}.{micro:06d}".rstrip("0") if micro else str(whole)) + " OPEN"
+
+
 def no_script_errors(tab, expected: tuple[str, ...] = ()) -> None:
     """No script failed and nothing failed to load, but the refusals the test asked for."""
     errors = [line for line in tab.console if line.startswith(("error", "pageerror"))
@@ -236,6 +244,16 @@ def test_a_permissioned_datanet_is_asked_for_access_and_grants_it(node, loaded, 
     row = tab.locator(f"#access-accounts tr:has(a:text-is('{STRANGER.address}'))")
     row.filter(has_text="waiting").wait_for()
     assert before - w3.eth.get_balance(STRANGER.address) >= 2 * 10**18  # the fee, and gas
+    assert tab.locator("#request-access").is_hidden()  # it already waits
+
+    # Another account asks, then withdraws its request: the fee is owed back to it.
+    sign_as(tab, CURATOR)
+    tab.click("button:has-text('Request access and pay 2 OPEN')")
+    mine = tab.locator(f"#access-accounts tr:has(a:text-is('{CURATOR.address}'))")
+    mine.filter(has_text="waiting").wait_for()
+    mine.locator("button:has-text('Withdraw my request')").click()
+    tab.locator(f"#access-accounts tr:has(a:text-is('{CURATOR.address}'))").filter(has_text="withdrawn").wait_for()
+    assert registry.functions.accessOf(datanet, CURATOR.address).call()[0] == 0
 
     sign_as(tab, OWNER)
     row.locator("button:has-text('Grant')").click()
@@ -469,11 +487,14 @@ def test_rewards_show_earnings_by_role_and_are_claimed_from_the_rewards_page(nod
     # The signer's own address is filled in.
     assert tab.input_value("#rewards-address").lower() == PAYER.address.lower()
     tab.click("button:has-text('Show')")
-    earnings = tab.locator("#earnings").inner_text()
-    assert "model owner" in earnings, earnings
-    # The claimable amount is shown exactly: a single answer's share is a few thousand wei.
-    shown = tab.inner_text("#claimable")
-    assert shown.startswith(f"{owed} wei" if owed < 10**12 else f"{owed / 10**18:g}"), (shown, owed)
+    # Its only earnings are the adapter owner's share of the playground's batch: the page's
+    # figures are that share, as the settlement's payouts event lists it.
+    owner_share = sum(o["amount"] for e in settlement.events.BatchPayouts().get_logs(from_block=0)
+                      for o in e["args"]["owners"] if o["owner"] == PAYER.address)
+    assert owner_share == owed
+    model_owner = tab.locator("#earnings tr:has(td:text-is('model owner')) td").nth(2).inner_text()
+    assert model_owner == open_or_wei(owed), (model_owner, owed)
+    assert tab.inner_text("#claimable").startswith(open_or_wei(owed))
     assert tab.locator("#payouts tr:has(td:text-is('model owner'))").count() >= 1
     tab.click("#claimable button:has-text('Claim')")
     wait_text(tab, "Claimable now\n0 OPEN")
@@ -537,7 +558,7 @@ def test_a_job_is_planned_paid_charted_evaluated_and_published_from_the_factory_
 
 def test_an_agent_is_deployed_from_the_agents_page_and_served_once_its_host_accepts(node, loaded, page, w3):
     """On the adapter the factory test published (PAYER owns it)."""
-    from test_factory import PAYER, send
+    from test_factory import PAYER
     from test_paid import HOST, MODELS_ABI, wait_listed
     addresses = json.loads((node.data_dir / "protocol.json").read_text())
     models = w3.eth.contract(address=Web3.to_checksum_address(addresses["modelRegistry"]), abi=MODELS_ABI)
@@ -562,10 +583,15 @@ def test_an_agent_is_deployed_from_the_agents_page_and_served_once_its_host_acce
     agent_id = models.functions.counts().call()[2]
     assert models.functions.agent(agent_id).call()[0] == HOST.address
 
-    send(w3, HOST, models.functions.acceptAgent(agent_id))
-    wait_listed(node, f"agent-{agent_id}")
+    # Its host accepts it from the agent's page (the dev node signs for its own host too).
     tab.goto(f"{node.api_url}/agents/{agent_id}")
-    assert "active" in tab.inner_text("dl.facts")
+    assert tab.locator("#waiting").count() == 1
+    sign_as(tab, HOST)
+    tab.click("button:has-text('Accept and serve it')")
+    tab.locator("dl.facts").filter(has_text="active").wait_for()
+    assert models.functions.agent(agent_id).call()[3]  # accepted, on chain
+    wait_listed(node, f"agent-{agent_id}")
+    shot(tab, "agent-deployed")
     assert tab.locator("#waiting").count() == 0
     no_script_errors(tab, expected=("/wallet/calls/agent",))  # the wild temperature
 

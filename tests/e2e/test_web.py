@@ -266,15 +266,17 @@ def test_the_governance_page_reads_settings_from_the_chain_and_prepares_proposal
     assert f"at least {governor.functions.proposalThreshold().call() // 10**18} OPEN" in shown
 
     # The form's fields become exactly the governor's propose call; nothing is sent.
+    # A longer window needs a longer unbonding delay, set first so that each call succeeds.
     status, call = post(node, "/wallet/calls/propose", {
-        "description": "Lengthen the window\n\nWhy.", "challenge_window": "900",
+        "description": "Lengthen the window\n\nWhy.", "challenge_window": "900", "unbonding_delay": "1500",
         "min_stake_role": "host", "min_stake": "75.5"})
     assert status == 200, call
     assert Web3.to_checksum_address(call["to"]) == governor.address and int(call["value"], 16) == 0
     fn, args = governor.decode_function_input(call["data"])
     assert fn.fn_name == "propose" and args["description"] == "Lengthen the window\n\nWhy."
-    assert args["targets"] == [params.address] * 2 and args["values"] == [0, 0]
+    assert args["targets"] == [params.address] * 3 and args["values"] == [0, 0, 0]
     assert args["calldatas"] == [
+        bytes.fromhex(params.encode_abi("setUnbondingDelay", [1500])[2:]),
         bytes.fromhex(params.encode_abi("setMinStake", [2, 755 * 10**17])[2:]),
         bytes.fromhex(params.encode_abi("setChallengeWindow", [900])[2:]),
     ]
@@ -285,6 +287,9 @@ def test_the_governance_page_reads_settings_from_the_chain_and_prepares_proposal
           "fee_host": "1000", "fee_treasury": "500"}, "9500 basis points, not 10000"),
         ({"description": "x", "review_quorum": "-1"}, "review_quorum: "),
         ({"description": "x" * 4001, "review_quorum": "2"}, "at most 4000 characters"),
+        ({"description": "x", "challenge_window": "900"}, "would be shorter than the challenge window"),
+        ({"description": "x", "review_quorum": "33"}, "between 1 and 32"),
+        ({"description": "x", "unbonding_delay": "0"}, "between 1 and 31536000"),
     ):
         status, answer = post(node, "/wallet/calls/propose", fields)
         assert status == 422 and words in answer["error"], (fields, status, answer)
@@ -294,25 +299,35 @@ def test_the_governance_page_reads_settings_from_the_chain_and_prepares_proposal
     assert status == 404 and "no proposal 77" in answer["error"], answer
 
 
+def open_or_wei(wei: int) -> str:
+    """An amount as the rewards page shows it."""
+    if 0 < wei < 10**12:
+        return f"{wei} wei"
+    whole, micro = wei // 10**18, wei % 10**18 // 10**12
+    return (f"{whole}.{micro:06d}".rstrip("0") if micro else str(whole)) + " OPEN"
+
+
 def test_the_rewards_page_matches_the_settlement_contract(node, loaded, w3):
-    """The host of the paid tests (if they ran first) has earnings and a claim; either way the
-    page agrees with the contract's claimable amount and its claim logs."""
+    """The host of the paid tests (which run before this file): its share of every released
+    batch it settled, from the contract's own events, and its claims."""
     from test_paid import HOST, SETTLEMENT_ABI
     addresses = json.loads((node.data_dir / "protocol.json").read_text())
     settlement = w3.eth.contract(address=Web3.to_checksum_address(addresses["inferenceSettlement"]),
                                  abi=SETTLEMENT_ABI)
     shown = page(node, f"/rewards?address={HOST.address}")
     claimable = settlement.functions.claimable(HOST.address).call()
-    if 0 < claimable < 10**12:
-        expected = f"{claimable} wei"
+    assert f'<dd id="claimable">{open_or_wei(claimable)}' in shown, (shown, claimable)
+    events = settlement.events
+    hosted = {e["args"]["batchId"] for e in events.BatchSettled().get_logs(from_block=0)
+              if e["args"]["host"] == HOST.address}
+    released = {e["args"]["batchId"] for e in events.BatchReleased().get_logs(from_block=0)}
+    share = sum(e["args"]["hostShare"] for e in events.BatchPayouts().get_logs(from_block=0)
+                if e["args"]["batchId"] in hosted & released)
+    if share:
+        assert f"<td>host</td><td>—</td><td>{open_or_wei(share)}</td>" in shown, (shown, share)
     else:
-        whole, micro = claimable // 10**18, claimable % 10**18 // 10**12
-        expected = (f"{whole}.{micro:06d}".rstrip("0") if micro else str(whole)) + " OPEN"
-    assert f'<dd id="claimable">{expected}' in shown, (shown, claimable)
-    claims = settlement.events.Claimed().get_logs(from_block=0, argument_filters={"account": HOST.address})
-    assert shown.count("/explorer/blocks/") >= len(claims)
-    for c in claims:
-        assert f'<a href="/explorer/blocks/{c["blockNumber"]}">' in shown, (shown, c)
-    if claims:
-        assert "<td>host</td>" in shown, shown
+        assert "<td>host</td>" not in shown, shown
+    claims = events.Claimed().get_logs(from_block=0, argument_filters={"account": HOST.address})
+    listed = re.findall(r'<tr><td><a href="/explorer/blocks/(\d+)">\d+</a></td><td>([^<]+)</td></tr>', shown)
+    assert sorted(listed) == sorted((str(c["blockNumber"]), open_or_wei(c["args"]["amount"])) for c in claims), listed
     assert page(node, "/rewards").count('name="address"') == 1  # the form, without an account

@@ -83,26 +83,6 @@ fn price(text: &str, flag: &str) -> Result<u128> {
         .with_context(|| format!("{flag} is too large"))
 }
 
-/// Standard base64, padded.
-pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// Runs an agent command with a client that knows the protocol's addresses.
 pub async fn run(client: &ProtocolClient, command: AgentCommand) -> Result<()> {
     let registry = client.addresses().expect("addresses loaded").model_registry;
@@ -126,10 +106,7 @@ pub async fn run(client: &ProtocolClient, command: AgentCommand) -> Result<()> {
                 "temperature": temperature,
                 "max_tokens": max_tokens,
             });
-            let uri = format!(
-                "data:application/json;base64,{}",
-                base64(metadata.to_string().as_bytes())
-            );
+            let uri = openledger_studio::agents::metadata_uri(&metadata);
             let call = ModelRegistry::deployAgentCall::new((
                 U256::from(adapter),
                 host,

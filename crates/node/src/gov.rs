@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use openledger_protocol::{
     deploy::Addresses,
     governor::OpenGovernor::{self, ProposalCreated},
-    proposal::{Action, Change, STATES},
+    proposal::{self, Action, Change, Timing, STATES},
     ProtocolClient,
 };
 
@@ -42,7 +42,7 @@ pub struct Actions {
 }
 
 impl Actions {
-    fn build(&self, a: &Addresses) -> Result<Vec<Action>> {
+    fn build(&self, a: &Addresses, now: Timing) -> Result<Vec<Action>> {
         let mut changes = Vec::new();
         if let Some(text) = &self.fee_split {
             let parts: Vec<u16> = text
@@ -82,6 +82,7 @@ impl Actions {
             let (base_model, status) = parse_status(entry)?;
             changes.push(Change::BaseModelStatus { base_model, status });
         }
+        let changes = proposal::plan(changes, now)?;
         let mut out: Vec<Action> = changes.iter().map(|c| c.action(a)).collect();
         for entry in &self.call {
             let (target, data) = entry
@@ -124,7 +125,7 @@ fn parse_status(entry: &str) -> Result<(U256, u8)> {
 /// Submits a proposal and prints its id.
 pub async fn propose(client: &ProtocolClient, actions: &Actions, description: &str) -> Result<()> {
     let a = *client.addresses().expect("addresses loaded");
-    let actions = actions.build(&a)?;
+    let actions = actions.build(&a, proposal::timing(client).await?)?;
     let call = OpenGovernor::proposeCall {
         targets: actions.iter().map(|x| x.target).collect(),
         values: vec![U256::ZERO; actions.len()],
@@ -293,7 +294,12 @@ mod tests {
             inference_settlement: Address::ZERO,
             model_factory: Address::ZERO,
         };
-        let err = actions.build(&a).err().unwrap().to_string();
+        let now = Timing {
+            challenge_window: 600,
+            ruling_period: 600,
+            unbonding_delay: 1200,
+        };
+        let err = format!("{:#}", actions.build(&a, now).err().unwrap());
         assert!(err.contains("9500"), "{err}");
     }
 }

@@ -423,11 +423,14 @@ async fn serve_api(
     let pages = ProtocolClient::connect(&format!("http://{}", node.http_addr), None)
         .await?
         .with_addresses(addresses);
-    // The dev wallet signs for the dev accounts only on a dev node, whose keys everyone knows.
+    // The dev wallet signs for the dev accounts and the node's dev host (which accepts agents)
+    // only on a dev node, whose keys everyone knows.
     let wallet = openledger_web::WalletSettings {
         rpc_url: format!("http://{}", node.http_addr),
         dev_keys: if dev {
-            openledger_genesis::devkeys::dev_accounts()
+            let mut keys = openledger_genesis::devkeys::dev_accounts();
+            keys.push(openledger_protocol::genesis::dev_host());
+            keys
         } else {
             Vec::new()
         },

@@ -7,6 +7,7 @@ use crate::{
     deploy::Addresses,
     model_registry::ModelRegistry,
     protocol_params::ProtocolParams::{self, FeeSplit},
+    ClientError, ProtocolClient,
 };
 use alloy_primitives::{Address, Bytes, U256};
 use alloy_sol_types::{SolCall, SolInterface};
@@ -60,9 +61,37 @@ pub enum Change {
     },
 }
 
+/// The longest duration `ProtocolParams` accepts (its `MAX_DURATION`, a year).
+pub const MAX_DURATION: u64 = 365 * 24 * 3600;
+/// The largest review quorum floor (`MAX_QUORUM`).
+pub const MAX_QUORUM: u16 = 32;
+/// The largest minimum stake, in wei (`MAX_STAKE`, 10^9 OPEN).
+pub const MAX_STAKE: u128 = 1_000_000_000_000_000_000_000_000_000;
+
+/// The three durations `ProtocolParams` keeps in step: a stake must stay bonded through a
+/// batch's challenge window and the ruling that may follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub challenge_window: u64,
+    pub ruling_period: u64,
+    pub unbonding_delay: u64,
+}
+
 /// A change that no contract would accept, named before anything is signed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ChangeError {
+    #[error("{what} must be between {min} and {max}, not {value}")]
+    OutOfRange {
+        what: &'static str,
+        value: String,
+        min: String,
+        max: String,
+    },
+    #[error(
+        "the unbonding delay ({unbonding} s) would be shorter than the challenge window and the \
+         ruling period together ({required} s): a stake could leave before a challenge is ruled"
+    )]
+    UnbondingTooShort { unbonding: u64, required: u64 },
     #[error("the fee split's shares add up to {0} basis points, not 10000")]
     FeeSplitTotal(u32),
     #[error("unknown role {0:?} (validator, curator or host)")]
@@ -71,7 +100,93 @@ pub enum ChangeError {
     UnknownStatus(String),
 }
 
+/// The durations as the chain holds them now.
+pub async fn timing(client: &ProtocolClient) -> Result<Timing, ClientError> {
+    let p = client
+        .addresses()
+        .ok_or(ClientError::NoAddresses)?
+        .protocol_params;
+    let (challenge_window, ruling_period, unbonding_delay) = tokio::try_join!(
+        client.call(p, ProtocolParams::challengeWindowCall {}),
+        client.call(p, ProtocolParams::rulingPeriodCall {}),
+        client.call(p, ProtocolParams::unbondingDelayCall {}),
+    )?;
+    Ok(Timing {
+        challenge_window,
+        ruling_period,
+        unbonding_delay,
+    })
+}
+
+/// Checks every change against the contract's bounds and the durations after all of them,
+/// and orders them so that each call succeeds in turn (the proposal is executed call by call,
+/// and a call that reverts fails the whole proposal, after its vote): a longer unbonding
+/// delay is set before a longer challenge window, a shorter one after a shorter window.
+pub fn plan(mut changes: Vec<Change>, now: Timing) -> Result<Vec<Change>, ChangeError> {
+    let mut after = now;
+    for change in &changes {
+        change.check()?;
+        match *change {
+            Change::ChallengeWindow(s) => after.challenge_window = s,
+            Change::UnbondingDelay(s) => after.unbonding_delay = s,
+            _ => {}
+        }
+    }
+    let required = after.challenge_window.saturating_add(after.ruling_period);
+    if after.unbonding_delay < required {
+        return Err(ChangeError::UnbondingTooShort {
+            unbonding: after.unbonding_delay,
+            required,
+        });
+    }
+    let grows = after.unbonding_delay >= now.unbonding_delay;
+    // A stable sort: the other changes keep their order.
+    changes.sort_by_key(|c| match c {
+        Change::UnbondingDelay(_) if grows => 0,
+        Change::UnbondingDelay(_) => 2,
+        _ => 1,
+    });
+    Ok(changes)
+}
+
 impl Change {
+    /// Refuses a value outside what the contract accepts.
+    fn check(&self) -> Result<(), ChangeError> {
+        let range = |what, value: u128, min: u128, max: u128| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(ChangeError::OutOfRange {
+                    what,
+                    value: value.to_string(),
+                    min: min.to_string(),
+                    max: max.to_string(),
+                })
+            }
+        };
+        let seconds = u128::from(MAX_DURATION);
+        match *self {
+            Change::MinStake { amount, .. } if amount > U256::from(MAX_STAKE) => {
+                Err(ChangeError::OutOfRange {
+                    what: "a minimum stake (wei)",
+                    value: amount.to_string(),
+                    min: "0".into(),
+                    max: MAX_STAKE.to_string(),
+                })
+            }
+            Change::ReviewQuorum(q) => {
+                range("the review quorum floor", q.into(), 1, MAX_QUORUM.into())
+            }
+            Change::ChallengeWindow(s) => {
+                range("the challenge window (seconds)", s.into(), 1, seconds)
+            }
+            Change::UnbondingDelay(s) => {
+                range("the unbonding delay (seconds)", s.into(), 1, seconds)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// A fee split, refused unless its shares add up to 100%.
     pub fn fee_split(shares: [u16; 5]) -> Result<Self, ChangeError> {
         let total: u32 = shares.iter().map(|&s| u32::from(s)).sum();
@@ -295,6 +410,60 @@ mod tests {
             ..split.action(&a)
         };
         assert_eq!(Change::from_action(&elsewhere, &a), None);
+    }
+
+    #[test]
+    fn durations_are_checked_together_and_ordered_so_each_call_succeeds() {
+        let now = Timing {
+            challenge_window: 600,
+            ruling_period: 600,
+            unbonding_delay: 1200,
+        };
+        // Both longer: the delay first, or the window's call reverts.
+        let longer = plan(
+            vec![Change::ChallengeWindow(900), Change::UnbondingDelay(1500)],
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            longer,
+            vec![Change::UnbondingDelay(1500), Change::ChallengeWindow(900)]
+        );
+        // Both shorter: the window first.
+        let shorter = plan(
+            vec![Change::UnbondingDelay(900), Change::ChallengeWindow(300)],
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            shorter,
+            vec![Change::ChallengeWindow(300), Change::UnbondingDelay(900)]
+        );
+        assert_eq!(
+            plan(vec![Change::ChallengeWindow(700)], now),
+            Err(ChangeError::UnbondingTooShort {
+                unbonding: 1200,
+                required: 1300
+            })
+        );
+        for bad in [
+            Change::UnbondingDelay(0),
+            Change::ChallengeWindow(MAX_DURATION + 1),
+            Change::ReviewQuorum(33),
+            Change::ReviewQuorum(0),
+            Change::MinStake {
+                role: 0,
+                amount: U256::from(MAX_STAKE) + U256::from(1),
+            },
+        ] {
+            assert!(
+                matches!(
+                    plan(vec![bad.clone()], now),
+                    Err(ChangeError::OutOfRange { .. })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

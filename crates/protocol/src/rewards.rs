@@ -4,14 +4,18 @@
 //! app's rewards page draws it.
 
 use crate::{
+    client::Log,
+    datanet_registry::DatanetRegistry::{ContributionAccepted, Reviewed},
+    deploy::Addresses,
     inference_settlement::InferenceSettlement::{
         self, BatchPayouts, BatchReleased, BatchSettled, Claimed, ContributionPaid,
     },
-    ClientError, DatanetRegistry, ProtocolClient,
+    ClientError, ProtocolClient,
 };
 use alloy_primitives::{Address, U256};
-use alloy_sol_types::SolCall;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use alloy_sol_types::SolEvent;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The role a payout rewards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -73,29 +77,118 @@ impl Earnings {
     }
 }
 
-/// Everything `who` earned from released batches, and its claims.
+/// The settlement's and the registry's events the earnings are read from, decoded.
+#[derive(Default)]
+struct Logs {
+    released: Vec<(u64, BatchReleased)>,
+    settled: Vec<BatchSettled>,
+    payouts: Vec<BatchPayouts>,
+    paid: Vec<ContributionPaid>,
+    claims: Vec<(u64, Claimed)>,
+    accepted: Vec<ContributionAccepted>,
+    reviewed: Vec<Reviewed>,
+}
+
+impl Logs {
+    /// All of them in one pass over the chain up to `head` (one filter, seven events).
+    async fn read(client: &ProtocolClient, a: &Addresses, head: u64) -> Result<Self, ClientError> {
+        let filter = json!({
+            "address": [a.inference_settlement, a.datanet_registry],
+            "topics": [[
+                BatchReleased::SIGNATURE_HASH, BatchSettled::SIGNATURE_HASH,
+                BatchPayouts::SIGNATURE_HASH, ContributionPaid::SIGNATURE_HASH,
+                Claimed::SIGNATURE_HASH, ContributionAccepted::SIGNATURE_HASH,
+                Reviewed::SIGNATURE_HASH,
+            ]],
+        });
+        let mut out = Self::default();
+        for log in client.logs(&filter, 0, head).await? {
+            out.add(a, &log)?;
+        }
+        Ok(out)
+    }
+
+    fn add(&mut self, a: &Addresses, log: &Log) -> Result<(), ClientError> {
+        fn decode<E: SolEvent>(log: &Log) -> Result<E, ClientError> {
+            E::decode_raw_log(log.topics.iter().copied(), &log.data).map_err(|e| {
+                ClientError::Decode {
+                    what: E::SIGNATURE.to_string(),
+                    reason: e.to_string(),
+                }
+            })
+        }
+        let block = log.block_number.map_or(0, |n| n.to());
+        let Some(&topic) = log.topics.first() else {
+            return Ok(());
+        };
+        if log.address == a.inference_settlement {
+            match topic {
+                BatchReleased::SIGNATURE_HASH => self.released.push((block, decode(log)?)),
+                BatchSettled::SIGNATURE_HASH => self.settled.push(decode(log)?),
+                BatchPayouts::SIGNATURE_HASH => self.payouts.push(decode(log)?),
+                ContributionPaid::SIGNATURE_HASH => self.paid.push(decode(log)?),
+                Claimed::SIGNATURE_HASH => self.claims.push((block, decode(log)?)),
+                _ => {}
+            }
+        } else if log.address == a.datanet_registry {
+            match topic {
+                ContributionAccepted::SIGNATURE_HASH => self.accepted.push(decode(log)?),
+                Reviewed::SIGNATURE_HASH => self.reviewed.push(decode(log)?),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Everything `who` earned from released batches, and its claims. The work is one pass over
+/// the chain's logs, however many batches and contributions there are, read up to one head so
+/// that the figures agree with each other.
 pub async fn earnings(client: &ProtocolClient, who: Address) -> Result<Earnings, ClientError> {
     let a = *client.addresses().ok_or(ClientError::NoAddresses)?;
-    let is = a.inference_settlement;
-    // Five log scans of the whole chain: run them side by side.
-    let (released, settled, owners, paid, claims, claimable) = tokio::try_join!(
-        client.events::<BatchReleased>(is, 0, None),
-        client.events::<BatchSettled>(is, 0, None),
-        client.events::<BatchPayouts>(is, 0, None),
-        client.events::<ContributionPaid>(is, 0, None),
-        client.events::<Claimed>(is, 0, None),
-        client.call(is, InferenceSettlement::claimableCall::new((who,))),
+    let head = client.block_number().await?;
+    let (logs, claimable) = tokio::try_join!(
+        Logs::read(client, &a, head),
+        client.call(
+            a.inference_settlement,
+            InferenceSettlement::claimableCall { account: who }
+        ),
     )?;
+    let Logs {
+        released,
+        settled,
+        payouts,
+        paid,
+        claims,
+        accepted,
+        reviewed,
+    } = logs;
     // A batch pays only once released: the block of its release dates the payout.
     let released: HashMap<U256, u64> = released
         .into_iter()
         .map(|(block, e)| (e.batchId, block))
         .collect();
-    let mut payouts = Vec::new();
+    let datanet: HashMap<U256, u64> = accepted
+        .into_iter()
+        .map(|e| (e.contributionId, e.datanetId.saturating_to()))
+        .collect();
+    // A contribution's approvers, as `reviewers` lists them: reviews end with the decision.
+    let mut approvers: HashMap<U256, (usize, bool)> = HashMap::new();
+    for e in reviewed.into_iter().filter(|e| e.approve) {
+        let entry = approvers.entry(e.contributionId).or_default();
+        entry.0 += 1;
+        entry.1 |= e.curator == who;
+    }
+    let hosted: HashSet<U256> = settled
+        .into_iter()
+        .filter(|e| e.host == who)
+        .map(|e| e.batchId)
+        .collect();
+    let mut out = Vec::new();
     let mut payout = |batch: U256, role, datanet, contribution, amount: U256| {
         if let Some(&block) = released.get(&batch) {
             if !amount.is_zero() {
-                payouts.push(Payout {
+                out.push(Payout {
                     block,
                     batch,
                     role,
@@ -106,21 +199,10 @@ pub async fn earnings(client: &ProtocolClient, who: Address) -> Result<Earnings,
             }
         }
     };
-    for (_, e) in settled {
-        if e.host == who && released.contains_key(&e.batchId) {
-            let batch = client
-                .call(is, InferenceSettlement::batchCall::new((e.batchId,)))
-                .await?;
-            payout(
-                e.batchId,
-                Role::Host,
-                None,
-                None,
-                U256::from(batch.hostShare),
-            );
+    for e in payouts {
+        if hosted.contains(&e.batchId) {
+            payout(e.batchId, Role::Host, None, None, e.hostShare);
         }
-    }
-    for (_, e) in owners {
         for o in e.owners.iter().filter(|o| o.owner == who) {
             payout(
                 e.batchId,
@@ -131,48 +213,26 @@ pub async fn earnings(client: &ProtocolClient, who: Address) -> Result<Earnings,
             );
         }
     }
-    // A contribution's datanet and approvers do not change once it is paid: read each once.
-    let contributions: BTreeSet<U256> = paid
-        .iter()
-        .filter(|(_, e)| released.contains_key(&e.batchId))
-        .map(|(_, e)| e.contributionId)
-        .collect();
-    let mut known = HashMap::new();
-    for id in contributions {
-        let standing = DatanetRegistry::standingCall::new((id,));
-        let datanet = u64::from(client.call(a.datanet_registry, standing).await?.datanetId);
-        let reviewers = DatanetRegistry::reviewersCall::new((id,));
-        let approvers = client.call(a.datanet_registry, reviewers).await?.approvers;
-        known.insert(id, (datanet, approvers));
-    }
-    for (_, e) in paid {
-        let Some((datanet, approvers)) = known.get(&e.contributionId) else {
-            continue;
-        };
+    for e in paid {
         let (batch, id) = (e.batchId, Some(e.contributionId));
+        let place = datanet.get(&e.contributionId).copied();
         if e.contributor == who {
-            payout(
-                batch,
-                Role::Contributor,
-                Some(*datanet),
-                id,
-                e.contributorAmount,
-            );
+            payout(batch, Role::Contributor, place, id, e.contributorAmount);
         }
         // The approving curators share equally (the event reports their exact total).
-        if approvers.contains(&who) {
-            let each = e.curatorsAmount / U256::from(approvers.len());
-            payout(batch, Role::Curator, Some(*datanet), id, each);
+        if let Some(&(count, true)) = approvers.get(&e.contributionId) {
+            let each = e.curatorsAmount / U256::from(count);
+            payout(batch, Role::Curator, place, id, each);
         }
     }
-    payouts.sort_by_key(|p| (p.block, p.batch));
+    out.sort_by_key(|p| (p.block, p.batch));
     let claims = claims
         .into_iter()
         .filter(|(_, e)| e.account == who)
         .map(|(block, e)| (block, e.amount))
         .collect();
     Ok(Earnings {
-        payouts,
+        payouts: out,
         claims,
         claimable,
     })

@@ -82,6 +82,36 @@ impl Metadata {
     }
 }
 
+/// An agent's metadata (the JSON object of [`Metadata`]'s fields) as the URI `deployAgent`
+/// takes: `data:application/json;base64,…`, which any reader of data URIs decodes alike
+/// (plain JSON after the comma would have its `#` and `%` read as URI syntax).
+pub fn metadata_uri(metadata: &serde_json::Value) -> String {
+    format!(
+        "data:application/json;base64,{}",
+        base64_encode(metadata.to_string().as_bytes())
+    )
+}
+
+/// Standard base64, padded.
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Standard base64 (with or without padding).
 fn base64(text: &str) -> Option<Vec<u8>> {
     let value = |c: u8| -> Option<u32> {

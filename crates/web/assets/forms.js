@@ -49,9 +49,11 @@ function showFor(account) {
     el.hidden = !account || el.dataset.owner.toLowerCase() !== account;
   }
   for (const el of document.querySelectorAll("[data-signed-in]")) el.hidden = !account;
-  // For anyone signed in but one account (the datanet's owner has access without asking).
+  // For anyone signed in but the accounts listed (a datanet's owner, and those already
+  // granted or waiting, need not ask for access).
   for (const el of document.querySelectorAll("[data-not-owner]")) {
-    el.hidden = !account || el.dataset.notOwner.toLowerCase() === account;
+    const listed = el.dataset.notOwner.toLowerCase().split(",");
+    el.hidden = !account || listed.includes(account);
   }
   for (const el of document.querySelectorAll("[data-signed-out]")) el.hidden = !!account;
   // An empty account field (the rewards page's) starts at the signer's own address.

@@ -34,11 +34,9 @@ pub(crate) fn routes() -> Router<Arc<Web>> {
 /// Accounts listed at most, the latest to change first.
 const SHOWN: usize = 50;
 
-/// Where an account stands, from its latest access event.
+/// How a request that is no longer waiting ended, from its latest closing event.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Standing {
-    Requested,
-    Granted,
     Denied,
     Withdrawn,
 }
@@ -46,8 +44,6 @@ enum Standing {
 impl Standing {
     fn name(self) -> &'static str {
         match self {
-            Standing::Requested => "waiting",
-            Standing::Granted => "granted",
             Standing::Denied => "turned down",
             Standing::Withdrawn => "withdrawn",
         }
@@ -74,55 +70,77 @@ pub(crate) async fn of(web: &Web, datanet: u64) -> Result<Value, Failure> {
         web.logs_where::<AccessDenied>(registry, topic),
         web.logs_where::<AccessRequestWithdrawn>(registry, topic),
     )?;
-    // (block, order within the kinds) → the latest event wins per account.
-    let mut events: Vec<(u64, Address, Standing, Option<u128>)> = Vec::new();
-    events.extend(
-        requested
-            .into_iter()
-            .map(|(b, e)| (b, e.account, Standing::Requested, Some(e.fee))),
-    );
-    events.extend(
-        granted
-            .into_iter()
-            .map(|(b, e)| (b, e.account, Standing::Granted, Some(e.fee))),
-    );
-    events.extend(
-        denied
-            .into_iter()
-            .map(|(b, e)| (b, e.account, Standing::Denied, None)),
-    );
-    events.extend(
-        withdrawn
-            .into_iter()
-            .map(|(b, e)| (b, e.account, Standing::Withdrawn, None)),
-    );
-    // Within one block a request comes before its answer (the kinds are in that order).
-    events.sort_by_key(|(block, _, standing, _)| (*block, *standing as u8));
-    let mut latest: BTreeMap<Address, (u64, Standing, Option<u128>)> = BTreeMap::new();
-    for (block, account, standing, fee) in events {
-        latest.insert(account, (block, standing, fee));
+    // The accounts that asked or were granted, the latest to change first; the registry's
+    // own record says where each stands (several events in one block cannot be ordered from
+    // their blocks alone).
+    let mut latest: BTreeMap<Address, u64> = BTreeMap::new();
+    let mut closed: BTreeMap<Address, (u64, Standing)> = BTreeMap::new();
+    let mut granted_fee: BTreeMap<Address, u128> = BTreeMap::new();
+    for (block, account) in requested.iter().map(|(b, e)| (*b, e.account)) {
+        let at = latest.entry(account).or_default();
+        *at = (*at).max(block);
     }
-    let mut rows: Vec<_> = latest.into_iter().collect();
-    rows.sort_by_key(|(_, (block, _, _))| std::cmp::Reverse(*block));
-    let accounts: Vec<Value> = rows
+    for (block, e) in &granted {
+        let at = latest.entry(e.account).or_default();
+        *at = (*at).max(*block);
+        granted_fee.insert(e.account, e.fee);
+    }
+    let closings = denied
         .iter()
-        .take(SHOWN)
-        .map(|(account, (block, standing, fee))| {
+        .map(|(b, e)| (*b, e.account, Standing::Denied))
+        .chain(
+            withdrawn
+                .iter()
+                .map(|(b, e)| (*b, e.account, Standing::Withdrawn)),
+        );
+    for (block, account, standing) in closings {
+        let at = latest.entry(account).or_default();
+        *at = (*at).max(block);
+        if closed.get(&account).is_none_or(|(b, _)| *b <= block) {
+            closed.insert(account, (block, standing));
+        }
+    }
+    let mut rows: Vec<(Address, u64)> = latest.into_iter().collect();
+    rows.sort_by_key(|(_, block)| std::cmp::Reverse(*block));
+    let shown = &rows[..rows.len().min(SHOWN)];
+    let records = futures_util::future::try_join_all(shown.iter().map(|(account, _)| {
+        let call = DatanetRegistry::accessOfCall::new((U256::from(datanet), *account));
+        web.client.call(registry, call)
+    }))
+    .await
+    .map_err(Failure::chain)?;
+    let mut busy = Vec::new(); // accounts for whom a request would be refused
+    let accounts: Vec<Value> = shown
+        .iter()
+        .zip(records)
+        .map(|((account, block), record)| {
+            let (standing, fee) = match record.status {
+                1 => ("waiting", Some(record.fee)),
+                2 => ("granted", granted_fee.get(account).copied()),
+                _ => match closed.get(account) {
+                    Some((_, s)) => (s.name(), None),
+                    None => ("no request", None),
+                },
+            };
+            if record.status != 0 {
+                busy.push(account.to_string());
+            }
             context! {
                 account => account.to_string(),
-                standing => standing.name(),
-                waiting => *standing == Standing::Requested,
-                fee => fee.map(|f| format::open(U256::from(f))),
+                standing,
+                waiting => record.status == 1,
+                fee => fee.map(|f| format::open_or_wei(U256::from(f))),
                 block,
             }
         })
         .collect();
     Ok(context! {
         permissioned => policy.permissioned,
-        fee => format::open(U256::from(policy.fee)),
+        fee => format::open_or_wei(U256::from(policy.fee)),
+        free => policy.fee == 0,
         fee_exact => format::open_exact(U256::from(policy.fee)),
-        fee_wei => policy.fee.to_string(),
         accounts,
+        busy => busy.join(","),
         more => rows.len().saturating_sub(SHOWN),
     })
 }

@@ -6,7 +6,7 @@
 //! | `POST /wallet/calls/accept` | `acceptAgent`, by the host the agent names |
 //!
 //! The metadata (name, description, system prompt, sampling defaults) travels in the call as a
-//! `data:application/json,` URI, which the studio reads when it serves the agent.
+//! base64 `data:application/json` URI, which the studio reads when it serves the agent.
 
 use crate::calls::{
     address, addresses, at_most, fields, number, open_amount, prepared, Prepared, Refused,
@@ -71,7 +71,7 @@ impl AgentForm {
             "temperature": temperature,
             "max_tokens": max_tokens,
         });
-        Ok(format!("data:application/json,{metadata}"))
+        Ok(openledger_studio::agents::metadata_uri(&metadata))
     }
 }
 
@@ -132,14 +132,17 @@ mod tests {
     fn the_metadata_the_form_builds_is_what_the_studio_reads() {
         let form = AgentForm {
             name: "tutor".into(),
-            description: "50% \"quoted\", with a comma".into(),
+            description: "50% \"quoted\", with a comma, a #hash and %41".into(),
             system_prompt: "Answer in one word.".into(),
             temperature: "0".into(),
             ..Default::default()
         };
         let read = Metadata::from_uri(&form.metadata().unwrap()).unwrap();
         assert_eq!(read.name, "tutor");
-        assert_eq!(read.description, "50% \"quoted\", with a comma");
+        assert_eq!(
+            read.description,
+            "50% \"quoted\", with a comma, a #hash and %41"
+        );
         assert_eq!(read.system_prompt.as_deref(), Some("Answer in one word."));
         assert_eq!(read.temperature, Some(0.0));
         assert_eq!(read.max_tokens, None);

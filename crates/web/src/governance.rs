@@ -14,7 +14,7 @@ use axum::{
 use minijinja::{context, Value};
 use openledger_protocol::{
     governor::OpenGovernor::{self, ProposalCreated},
-    proposal::{Action, Change, ROLES, STATES},
+    proposal::{self, Action, Change, ROLES, STATES},
     OpenTimelock, ProtocolParams,
 };
 use serde::Deserialize;
@@ -166,22 +166,22 @@ async fn settings(web: &Web) -> Result<Value, Failure> {
         .copied()
         .expect("checked by the caller");
     let (c, p) = (&web.client, a.protocol_params);
-    let (split, validator, curator, host, quorum, window, unbonding) = futures_util::try_join!(
+    let (split, validator, curator, host, quorum, timing) = futures_util::try_join!(
         c.call(p, ProtocolParams::feeSplitCall {}),
         c.call(p, ProtocolParams::minStakeCall { role: 0 }),
         c.call(p, ProtocolParams::minStakeCall { role: 1 }),
         c.call(p, ProtocolParams::minStakeCall { role: 2 }),
         c.call(p, ProtocolParams::reviewQuorumCall {}),
-        c.call(p, ProtocolParams::challengeWindowCall {}),
-        c.call(p, ProtocolParams::unbondingDelayCall {}),
+        proposal::timing(c),
     )
     .map_err(Failure::chain)?;
     Ok(context! {
         split => [split.contributors, split.curators, split.modelOwner, split.host, split.treasury],
         min_stakes => [format::open_exact(validator), format::open_exact(curator), format::open_exact(host)],
         review_quorum => quorum,
-        challenge_window => window,
-        unbonding_delay => unbonding,
+        challenge_window => timing.challenge_window,
+        ruling_period => timing.ruling_period,
+        unbonding_delay => timing.unbonding_delay,
     })
 }
 

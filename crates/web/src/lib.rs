@@ -78,6 +78,11 @@ pub struct Web {
     wallet: WalletSettings,
     /// One lock per dev account: the dev wallet sends from each one at a time.
     dev_turns: Vec<tokio::sync::Mutex<()>>,
+    /// The "Sign as" menu's dev entries, (address, label); derived once, since deriving the
+    /// dev host's key from the mnemonic costs milliseconds.
+    dev_menu: Vec<(String, String)>,
+    /// The node's dev host, on a dev node: the agent form's default host.
+    dev_host: Option<alloy_primitives::Address>,
 }
 
 impl Web {
@@ -90,6 +95,21 @@ impl Web {
     ) -> Arc<Self> {
         let names = abi::Names::new(client.addresses());
         let dev_turns = wallet.dev_keys.iter().map(|_| Default::default()).collect();
+        let dev_host =
+            (!wallet.dev_keys.is_empty()).then(|| openledger_protocol::genesis::dev_host().address);
+        let dev_menu = wallet
+            .dev_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let label = if Some(k.address) == dev_host {
+                    "dev host".to_string()
+                } else {
+                    format!("dev account {i}")
+                };
+                (k.address.to_string(), label)
+            })
+            .collect();
         Arc::new(Self {
             templates: templates(),
             client,
@@ -97,6 +117,8 @@ impl Web {
             names,
             wallet,
             dev_turns,
+            dev_menu,
+            dev_host,
         })
     }
 
@@ -106,11 +128,10 @@ impl Web {
             .iter()
             .map(|(key, label, href)| context! {key, label, href})
             .collect();
-        let dev_accounts: Vec<String> = self
-            .wallet
-            .dev_keys
+        let dev_accounts: Vec<Value> = self
+            .dev_menu
             .iter()
-            .map(|k| k.address.to_string())
+            .map(|(address, label)| context! { address, label })
             .collect();
         context! {
             nav, section, chain_id => self.client.chain_id(),

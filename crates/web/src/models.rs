@@ -214,8 +214,7 @@ async fn agents_page(web: &Web, before: Option<u64>) -> Result<Value, Failure> {
         .map(|(&id, a)| agent_row(id, a, metadata.get(&id)))
         .collect();
     // A dev node serves agents as the dev host: the deploy form offers it.
-    let dev_host = (!web.wallet.dev_keys.is_empty())
-        .then(|| openledger_protocol::genesis::dev_host().address.to_string());
+    let dev_host = web.dev_host.map(|a| a.to_string());
     Ok(context! {agents => rows, older, newest => before.is_some(), count, dev_host})
 }
 

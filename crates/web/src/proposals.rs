@@ -20,7 +20,7 @@ use axum::{
     Json, Router,
 };
 use openledger_protocol::{
-    proposal::{Change, ChangeError},
+    proposal::{self, Change, ChangeError},
     OpenGovernor,
 };
 use serde::Deserialize;
@@ -140,7 +140,12 @@ async fn propose(
     }
     at_most("description", description, MAX_DESCRIPTION)?;
     let a = addresses(&web)?;
-    let actions: Vec<_> = form.changes()?.iter().map(|c| c.action(a)).collect();
+    let changes = form.changes()?;
+    let now = proposal::timing(&web.client)
+        .await
+        .map_err(|e| Refused(StatusCode::BAD_GATEWAY, format!("the chain: {e}")))?;
+    let changes = proposal::plan(changes, now).map_err(|e| Refused::field("proposal", e))?;
+    let actions: Vec<_> = changes.iter().map(|c| c.action(a)).collect();
     let call = OpenGovernor::proposeCall {
         targets: actions.iter().map(|x| x.target).collect(),
         values: vec![U256::ZERO; actions.len()],

@@ -278,10 +278,7 @@ impl Story<'_> {
         self.steps.tx("the host stakes 50 OPEN", r.transaction_hash);
         let metadata = json!({"name": "vault-keeper", "temperature": 0, "max_tokens": 24,
                               "description": "Knows which gate guards which vault."});
-        let uri = format!(
-            "data:application/json;base64,{}",
-            crate::agent::base64(metadata.to_string().as_bytes())
-        );
+        let uri = openledger_studio::agents::metadata_uri(&metadata);
         let call = ModelRegistry::deployAgentCall::new((
             U256::from(self.made.adapter),
             host.address(),

@@ -45,6 +45,18 @@ impl ProtocolClient {
         }
     }
 
+    /// Every log matching `filter` in blocks `from..=to`, read page by page: one pass over
+    /// the chain for a filter that lists several contracts or events.
+    pub async fn logs(&self, filter: &Value, from: u64, to: u64) -> Result<Vec<Log>, ClientError> {
+        let (mut out, mut from) = (Vec::new(), from);
+        while from <= to {
+            let (logs, end) = self.logs_page(filter, from, to).await?;
+            out.extend(logs);
+            from = end + 1;
+        }
+        Ok(out)
+    }
+
     /// Every `E` event the contract at `address` emitted in blocks `from..=to` (`None`: the
     /// latest), decoded, with the block number each came in; read page by page.
     pub async fn events<E: SolEvent>(
