@@ -30,8 +30,8 @@ const SETTLED: TableDefinition<u64, u64> = TableDefinition::new("settled");
 /// Batch id → its row.
 const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("batches");
 
-/// Keys one account may hold, revoked ones included (a stranger's sign-ins cannot grow the
-/// store without bound).
+/// Keys one account's records may hold, revoked ones included, so that the store stays bounded;
+/// at the bound a new key takes the place of the oldest revoked one (its receipts stay).
 pub const MAX_KEYS_PER_ACCOUNT: usize = 64;
 /// Used sign-in nonces kept at once (ten minutes' worth of sign-ins); past it, sign-ins are
 /// refused until old ones expire.
@@ -44,7 +44,9 @@ pub enum StoreError {
     Db(String),
     #[error("studio store: a {table} row does not decode: {reason}")]
     Corrupt { table: &'static str, reason: String },
-    #[error("{0} already holds {MAX_KEYS_PER_ACCOUNT} keys (revoked ones count too)")]
+    #[error(
+        "{0} already holds {MAX_KEYS_PER_ACCOUNT} keys that are not revoked; revoke one first"
+    )]
     TooManyKeys(Address),
     #[error("too many sign-ins are pending; try again in a few minutes")]
     TooManyNonces,
@@ -197,19 +199,31 @@ impl Store {
         {
             let account = row.account.0 .0;
             let mut by_account = txn.open_table(ACCOUNT_KEYS)?;
-            let held = by_account
+            let held: Vec<(u64, [u8; 32])> = by_account
                 .range((&account, 0)..=(&account, u64::MAX))?
-                .count();
-            if held >= MAX_KEYS_PER_ACCOUNT {
-                return Err(StoreError::TooManyKeys(row.account));
+                .map(|entry| entry.map(|(k, v)| (k.value().1, *v.value())))
+                .collect::<std::result::Result<_, _>>()?;
+            let mut keys = txn.open_table(KEYS)?;
+            if held.len() >= MAX_KEYS_PER_ACCOUNT {
+                // Oldest first: the first revoked key makes room, or there is none to spare.
+                let mut revoked = None;
+                for (id, hash) in &held {
+                    let Some(old) = keys.get(hash)? else { continue };
+                    if decode::<KeyRow>("key", old.value())?.revoked_at.is_some() {
+                        revoked = Some((*id, *hash));
+                        break;
+                    }
+                }
+                let (id, hash) = revoked.ok_or(StoreError::TooManyKeys(row.account))?;
+                by_account.remove((&account, id))?;
+                keys.remove(&hash)?;
             }
             let mut meta = txn.open_table(META)?;
             let id = meta.get("next_key")?.map_or(1, |v| v.value());
             meta.insert("next_key", id + 1)?;
             row.id = id;
             by_account.insert((&account, id), hash)?;
-            txn.open_table(KEYS)?
-                .insert(hash, encode(&row).as_slice())?;
+            keys.insert(hash, encode(&row).as_slice())?;
         }
         txn.commit()?;
         Ok(row)
@@ -594,6 +608,18 @@ mod tests {
             store.insert_key(&[9; 32], row(bob)),
             Err(StoreError::TooManyKeys(a)) if a == bob
         ));
+        // A revoked key makes room: the oldest revoked one's record goes, the rest stay.
+        let ids: Vec<u64> = store.keys_of(bob).unwrap().iter().map(|k| k.id).collect();
+        for id in [ids[5], ids[9]] {
+            store
+                .update_key(bob, id, |r| r.revoked_at = Some(100))
+                .unwrap();
+        }
+        let fresh = store.insert_key(&[9; 32], row(bob)).unwrap();
+        let now: Vec<u64> = store.keys_of(bob).unwrap().iter().map(|k| k.id).collect();
+        assert_eq!(now.len(), MAX_KEYS_PER_ACCOUNT);
+        assert!(!now.contains(&ids[5]) && now.contains(&ids[9]) && now.contains(&fresh.id));
+        assert!(store.key_of(bob, ids[5]).unwrap().is_none());
     }
 
     fn new_receipt(consumer: Address, key_id: u64, fee: u128) -> NewReceipt {
