@@ -26,18 +26,36 @@ fn role_name(role: u8, subject: U256) -> String {
 }
 
 impl Web {
-    /// Every log of event `E` whose first indexed argument is `who`.
-    async fn logs_of<E: SolEvent>(
+    /// `who`'s stakes and unstake requests, from one pass over the staking contract's logs.
+    async fn staking_logs(
         &self,
-        contract: Address,
+        staking: Address,
         who: Address,
-    ) -> Result<Vec<E>, Failure> {
-        Ok(self
-            .logs_where::<E>(contract, B256::left_padding_from(who.as_slice()))
-            .await?
-            .into_iter()
-            .map(|(_, e)| e)
-            .collect())
+    ) -> Result<(Vec<Staked>, Vec<UnstakeRequested>), Failure> {
+        let filter = json!({"address": staking, "topics": [
+            [Staked::SIGNATURE_HASH, UnstakeRequested::SIGNATURE_HASH],
+            B256::left_padding_from(who.as_slice()),
+        ]});
+        let head = self.client.block_number().await.map_err(Failure::chain)?;
+        let logs = self
+            .client
+            .logs(&filter, 0, head)
+            .await
+            .map_err(Failure::chain)?;
+        let (mut staked, mut requested) = (Vec::new(), Vec::new());
+        for l in &logs {
+            let topics = l.topics.iter().copied();
+            match l.topics.first() {
+                Some(&Staked::SIGNATURE_HASH) => {
+                    staked.extend(Staked::decode_raw_log(topics, &l.data).ok())
+                }
+                Some(&UnstakeRequested::SIGNATURE_HASH) => {
+                    requested.extend(UnstakeRequested::decode_raw_log(topics, &l.data).ok())
+                }
+                _ => {}
+            }
+        }
+        Ok((staked, requested))
     }
 
     /// Every log of event `E` whose first indexed argument is `topic`: (block, event).
@@ -48,20 +66,18 @@ impl Web {
     ) -> Result<Vec<(u64, E)>, Failure> {
         let filter = json!({"address": contract, "topics": [E::SIGNATURE_HASH, topic]});
         let head = self.client.block_number().await.map_err(Failure::chain)?;
-        let (mut out, mut from) = (Vec::new(), 0);
-        while from <= head {
-            let (logs, end) = self
-                .client
-                .logs_page(&filter, from, head)
-                .await
-                .map_err(Failure::chain)?;
-            out.extend(logs.iter().filter_map(|l| {
+        let logs = self
+            .client
+            .logs(&filter, 0, head)
+            .await
+            .map_err(Failure::chain)?;
+        Ok(logs
+            .iter()
+            .filter_map(|l| {
                 let event = E::decode_raw_log(l.topics.iter().copied(), &l.data).ok()?;
                 Some((l.block_number?.to::<u64>(), event))
-            }));
-            from = end + 1;
-        }
-        Ok(out)
+            })
+            .collect())
     }
 
     async fn view<C: SolCall>(&self, to: Address, call: C) -> Result<C::Return, Failure> {
@@ -74,9 +90,8 @@ pub(crate) async fn roles(web: &Web, who: Address) -> Result<Option<Value>, Fail
     let Some(a) = web.client.addresses().copied() else {
         return Ok(None);
     };
-    let (staked, requested, votes, claimable, credit, now) = futures_util::try_join!(
-        web.logs_of::<Staked>(a.staking, who),
-        web.logs_of::<UnstakeRequested>(a.staking, who),
+    let ((staked, requested), votes, claimable, credit, now) = futures_util::try_join!(
+        web.staking_logs(a.staking, who),
         web.view(a.staking, Staking::getVotesCall::new((who,))),
         web.view(
             a.inference_settlement,
