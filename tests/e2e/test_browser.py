@@ -306,6 +306,24 @@ def test_keccak_in_the_page_matches_web3(node, loaded, page):
         (m) => lengths.map((n) => m.keccak256(new Uint8Array(n).map((_, i) => i % 251))))""", lengths)
     for n, got in zip(lengths, hashes):
         assert got == "0x" + Web3.keccak(bytes(i % 251 for i in range(n))).hex().removeprefix("0x"), n
+    # In pieces that split blocks anywhere, as a file is read, and through the page's hashing
+    # worker over a file of two 4 MiB chunks and an odd remainder.
+    size = (9 << 20) + 17
+    want = "0x" + Web3.keccak(bytes(i % 251 for i in range(size))).hex().removeprefix("0x")
+    pieces, hashed = page.evaluate("""(size) => import('/assets/keccak.js').then(async (m) => {
+        const bytes = new Uint8Array(size).map((_, i) => i % 251);
+        const h = new m.Keccak256();
+        let at = 0;
+        for (const n of [1, 135, 136, 7, 300, 4 << 20]) { h.update(bytes.subarray(at, at + n)); at += n; }
+        h.update(bytes.subarray(at));
+        const worker = new Worker('/assets/hash-worker.js', { type: 'module' });
+        const hashed = await new Promise((resolve) => {
+            worker.onmessage = ({ data }) => { if (data.hash || data.error) resolve(data.hash || data.error); };
+            worker.postMessage(new File([bytes], 'records.jsonl'));
+        });
+        return [h.digest(), hashed];
+    })""", size)
+    assert pieces == want and hashed == want, (pieces, hashed, want)
 
 
 def test_the_dev_wallet_signs_only_for_this_nodes_pages_and_contracts(node, loaded):

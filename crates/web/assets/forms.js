@@ -5,7 +5,6 @@
 // before anything is signed on chain.
 
 import { currentAccount, postJson, reason, say, send, signTyped } from "/assets/wallet.js";
-import { keccak256 } from "/assets/keccak.js";
 
 /** Reloads the page once the node's datanet index has followed the chain (asking for the
  * datanets makes the node catch its index up first). */
@@ -120,6 +119,21 @@ function showReport(box, uploaded) {
   box.append(heading, list);
 }
 
+/** The file's keccak-256, computed by a worker off this thread, with progress in `out`. */
+function hashFile(file, out) {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker("/assets/hash-worker.js", { type: "module" });
+    worker.onmessage = ({ data }) => {
+      if (data.hash || data.error) worker.terminate();
+      if (data.hash) resolve(data.hash);
+      else if (data.error) reject(new Error(data.error));
+      else say(out, `Hashing the file… ${Math.floor((100 * data.done) / data.size)}%`);
+    };
+    worker.onerror = (e) => { worker.terminate(); reject(new Error(`hashing failed: ${e.message}`)); };
+    worker.postMessage(file);
+  });
+}
+
 async function checkFile(form, out, box) {
   const file = form.elements.file.files[0];
   if (!file) throw new Error("choose a file first");
@@ -135,10 +149,9 @@ async function checkFile(form, out, box) {
   if (limit && file.size > limit) throw new Error(`${file.name} is ${file.size} bytes; this node takes at most ${limit}`);
   if (file.size === 0) throw new Error(`${file.name} is empty`);
   say(out, "Hashing the file…");
-  const bytes = new Uint8Array(await file.arrayBuffer());
   const request = {
-    datanetId: datanet, contributor: account, fileHash: keccak256(bytes),
-    size: bytes.length, deadline: Math.floor(Date.now() / 1000) + 600,
+    datanetId: datanet, contributor: account, fileHash: await hashFile(file, out),
+    size: file.size, deadline: Math.floor(Date.now() / 1000) + 600,
   };
   say(out, "Asking the wallet to sign the upload (no transaction yet)…");
   const signature = await signTyped(typed(info, "UploadRequest", UPLOAD_FIELDS, request));
@@ -146,7 +159,7 @@ async function checkFile(form, out, box) {
   const answer = await fetch(`/api/datanets/${datanet}/uploads?contributor=${account}&format=${format}`, {
     method: "PUT",
     headers: { "x-upload-signature": signature, "x-upload-deadline": String(request.deadline) },
-    body: bytes,
+    body: file, // the browser streams it from disk
   });
   const uploaded = await answer.json().catch(() => ({ error: `the node answered ${answer.status}` }));
   if (!answer.ok) throw new Error(`The node refused the file: ${uploaded.error}`);

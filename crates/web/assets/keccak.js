@@ -69,20 +69,49 @@ function absorb(s, block, at) {
   permute(s);
 }
 
+/** Keccak-256 over bytes given in pieces (a file read chunk by chunk): `update` as often as
+ * needed, then `digest` once. */
+export class Keccak256 {
+  constructor() {
+    this.s = new Uint32Array(50);
+    this.pending = new Uint8Array(RATE); // a block's start, carried to the next piece
+    this.held = 0;
+  }
+
+  update(bytes) {
+    let at = 0;
+    if (this.held > 0) {
+      const take = Math.min(RATE - this.held, bytes.length);
+      this.pending.set(bytes.subarray(0, take), this.held);
+      this.held += take;
+      at = take;
+      if (this.held < RATE) return this;
+      absorb(this.s, this.pending, 0);
+      this.held = 0;
+    }
+    for (; at + RATE <= bytes.length; at += RATE) absorb(this.s, bytes, at);
+    this.pending.set(bytes.subarray(at), 0);
+    this.held = bytes.length - at;
+    return this;
+  }
+
+  /** The hash as 0x-prefixed hex. */
+  digest() {
+    const last = new Uint8Array(RATE);
+    last.set(this.pending.subarray(0, this.held));
+    last[this.held] ^= 0x01;
+    last[RATE - 1] ^= 0x80;
+    absorb(this.s, last, 0);
+    let hex = "0x";
+    for (let i = 0; i < 32; i++) {
+      const byte = (this.s[i >> 2] >>> (8 * (i & 3))) & 0xff;
+      hex += byte.toString(16).padStart(2, "0");
+    }
+    return hex;
+  }
+}
+
 /** keccak256 of `bytes` (a Uint8Array), as 0x-prefixed hex. */
 export function keccak256(bytes) {
-  const s = new Uint32Array(50);
-  let at = 0;
-  for (; at + RATE <= bytes.length; at += RATE) absorb(s, bytes, at);
-  const last = new Uint8Array(RATE);
-  last.set(bytes.subarray(at));
-  last[bytes.length - at] ^= 0x01;
-  last[RATE - 1] ^= 0x80;
-  absorb(s, last, 0);
-  let hex = "0x";
-  for (let i = 0; i < 32; i++) {
-    const byte = (s[i >> 2] >>> (8 * (i & 3))) & 0xff;
-    hex += byte.toString(16).padStart(2, "0");
-  }
-  return hex;
+  return new Keccak256().update(bytes).digest();
 }

@@ -372,6 +372,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../assets/forms.js"),
     ),
     (
+        "hash-worker.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/hash-worker.js"),
+    ),
+    (
         "keccak.js",
         "text/javascript; charset=utf-8",
         include_str!("../assets/keccak.js"),
