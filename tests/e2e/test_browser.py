@@ -255,10 +255,21 @@ def test_a_permissioned_datanet_is_asked_for_access_and_grants_it(node, loaded, 
     tab.locator(f"#access-accounts tr:has(a:text-is('{CURATOR.address}'))").filter(has_text="withdrawn").wait_for()
     assert registry.functions.accessOf(datanet, CURATOR.address).call()[0] == 0
 
+    from test_factory import ACCOUNTS
+    turned_down = ACCOUNTS[7]
+    sign_as(tab, turned_down)
+    tab.click("button:has-text('Request access and pay 2 OPEN')")
+    tab.locator(f"#access-accounts tr:has(a:text-is('{turned_down.address}'))").filter(has_text="waiting").wait_for()
+
     sign_as(tab, OWNER)
     row.locator("button:has-text('Grant')").click()
     tab.locator(f"#access-accounts tr:has(a:text-is('{STRANGER.address}'))").filter(has_text="granted").wait_for()
     assert registry.functions.hasAccess(datanet, STRANGER.address).call()
+    denied = tab.locator(f"#access-accounts tr:has(a:text-is('{turned_down.address}'))")
+    denied.locator("button:has-text('Turn down')").click()
+    tab.locator(f"#access-accounts tr:has(a:text-is('{turned_down.address}'))").filter(has_text="turned down").wait_for()
+    assert not registry.functions.hasAccess(datanet, turned_down.address).call()
+    assert registry.functions.accessOf(datanet, turned_down.address).call()[0] == 0
     shot(tab, "datanet-access")
     no_script_errors(tab)
 
