@@ -82,6 +82,7 @@ impl From<DatanetsError> for ApiError {
             ContributorQuota { .. }
             | PendingFull { .. }
             | PendingBytesFull { .. }
+            | DraftsFull { .. }
             | Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             Chain(_) => StatusCode::BAD_GATEWAY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,

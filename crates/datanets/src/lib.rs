@@ -19,6 +19,7 @@
 
 pub mod api;
 mod contribute;
+mod drafts;
 pub mod format;
 pub mod index;
 mod lines;
@@ -66,6 +67,8 @@ pub enum DatanetsError {
         "the service is checking the most uploads it checks at once ({limit}); try again shortly"
     )]
     Busy { limit: usize },
+    #[error("the service holds the most prepared calls waiting for their transactions ({limit}); try again later")]
+    DraftsFull { limit: String },
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error(transparent)]

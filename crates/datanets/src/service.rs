@@ -4,6 +4,7 @@
 
 use crate::{
     contribute::Call,
+    drafts::Anchor,
     index::{ContributionRow, DatanetRow, Index, Status},
     merkle::VersionTree,
     metadata::{self, SignedMetadata},
@@ -205,10 +206,18 @@ impl Datanets {
             json!({"name": spec.name, "description": spec.description, "schema": schema_hash});
         let description_bytes = canonical_json(&description);
         let description_hash = keccak256(&description_bytes);
+        let description_key = keys::description(description_hash);
+        // Marked first, so that a crash part-way leaves something the sweep finds.
+        let size = (schema_bytes.len() + description_bytes.len()) as u64;
+        let anchor = Anchor::Datanet {
+            description: description_key.clone(),
+            schema: schema_hash,
+        };
+        let written = vec![keys::schema(schema_hash), description_key.clone()];
+        self.draft(description_hash, anchor, written, size).await?;
         self.store
             .put(&keys::schema(schema_hash), schema_bytes)
             .await?;
-        let description_key = keys::description(description_hash);
         self.store.put(&description_key, description_bytes).await?;
         Ok(Call::new(
             self.registry,
@@ -314,15 +323,21 @@ impl Datanets {
             .contribution(contribution)?
             .ok_or(DatanetsError::UnknownContribution(contribution))?;
         let reason_hash = keccak256(reason.as_bytes());
+        let key = keys::contribution(
+            row.datanet,
+            row.content_hash,
+            &format!("reasons/{reason_hash:x}.json"),
+        );
+        let anchor = Anchor::Review {
+            contribution,
+            reason: reason_hash,
+        };
+        // Named by what it holds: the same reason for another contribution is another draft.
+        let id = keccak256([key.as_bytes(), &[u8::from(approve)]].concat());
+        let size = reason.len() as u64 + 64;
+        self.draft(id, anchor, vec![key.clone()], size).await?;
         self.store
-            .put_json(
-                &keys::contribution(
-                    row.datanet,
-                    row.content_hash,
-                    &format!("reasons/{reason_hash:x}.json"),
-                ),
-                &json!({"approve": approve, "reason": reason}),
-            )
+            .put_json(&key, &json!({"approve": approve, "reason": reason}))
             .await?;
         Ok(Call::new(
             self.registry,

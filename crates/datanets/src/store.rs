@@ -221,6 +221,10 @@ pub mod keys {
     pub fn pending_of(datanet: u64, content_hash: B256) -> String {
         format!("pending/{datanet}/{content_hash:x}")
     }
+    /// The mark of a prepared call's blobs, waiting for its transaction.
+    pub fn draft(id: B256) -> String {
+        format!("drafts/{id:x}.json")
+    }
     /// A contributor's signed metadata for these bytes.
     pub fn metadata(datanet: u64, content_hash: B256, contributor: Address) -> String {
         contribution(

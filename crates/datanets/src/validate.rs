@@ -115,6 +115,12 @@ pub struct Policy {
     /// per-contributor quota alone does not bound the disk.
     #[serde(default = "default_pending_bytes_total")]
     pub pending_bytes_total: u64,
+    /// Prepared calls' blobs (schemas, descriptions, reasons) waiting for their
+    /// transactions, at most, and their bytes.
+    #[serde(default = "default_drafts_total")]
+    pub drafts_total: usize,
+    #[serde(default = "default_drafts_bytes_total")]
+    pub drafts_bytes_total: u64,
 }
 
 fn default_pending_bytes_total() -> u64 {
@@ -127,6 +133,14 @@ fn default_pending_per_contributor() -> usize {
 fn default_pending_bytes_per_contributor() -> u64 {
     Policy::default().pending_bytes_per_contributor
 }
+fn default_drafts_total() -> usize {
+    Policy::default().drafts_total
+}
+
+fn default_drafts_bytes_total() -> u64 {
+    Policy::default().drafts_bytes_total
+}
+
 fn default_pending_total() -> usize {
     Policy::default().pending_total
 }
@@ -143,6 +157,8 @@ impl Default for Policy {
             pending_bytes_per_contributor: 2 << 30,
             pending_total: 1024,
             pending_bytes_total: 16 << 30,
+            drafts_total: 1024,
+            drafts_bytes_total: 64 << 20,
         }
     }
 }

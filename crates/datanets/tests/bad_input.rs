@@ -6,6 +6,7 @@
 mod common;
 
 use alloy_primitives::U256;
+use alloy_sol_types::SolCall;
 use common::{chat_datanet, chat_line, chat_only_datanet, write_jsonl, World};
 use openledger_datanets::{store::keys, ContributionMetadata, Datanets, Policy, SignedMetadata};
 use openledger_protocol::{datanet_registry::DatanetRegistry, ProtocolClient};
@@ -286,4 +287,81 @@ async fn a_stored_contribution_whose_transaction_never_landed_is_swept() {
     assert_eq!(service.sweep(Duration::from_secs(60)).await.unwrap(), 1);
     assert!(store.list("pending").await.unwrap().is_empty());
     let _ = U256::ZERO;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_calls_blobs_are_bounded_and_swept_unless_the_chain_refers_to_them() {
+    let world = World::start().await;
+    let policy = Policy {
+        drafts_total: 3,
+        ..Policy::default()
+    };
+    let service = world.service("service", policy).await;
+    let owner = world.account(0).await;
+    let curator = world.account(3).await;
+    let alice = world.account(1).await;
+    let store = service.store();
+
+    // Landed: a datanet created and a review cast through the service.
+    let datanet = service.create(&owner, &chat_datanet(1)).await.unwrap();
+    world.stake_curator(&curator, datanet).await;
+    let path = world.dir.path().join("a.jsonl");
+    write_jsonl(
+        &path,
+        &(0..5).map(|n| chat_line(n, "a")).collect::<Vec<_>>(),
+    );
+    let contribution = service
+        .contribute(&alice, datanet, &path, "CC0-1.0", &[])
+        .await
+        .unwrap();
+    service
+        .review(&curator, contribution.id, true, "clear and sourced")
+        .await
+        .unwrap();
+    assert_eq!(store.list("drafts").await.unwrap().len(), 2);
+
+    // A stranger's prepared datanet that is never sent; the same one again is the same draft.
+    let stranger = |n: usize| openledger_datanets::NewDatanet {
+        name: format!("never sent {n}"),
+        schema: serde_json::json!({"type": "object", "title": format!("schema {n}")}),
+        ..chat_datanet(1)
+    };
+    let call = service.prepare_create(&stranger(1)).await.unwrap();
+    service.prepare_create(&stranger(1)).await.unwrap();
+    assert_eq!(store.list("drafts").await.unwrap().len(), 3);
+    // Past the bound: refused by name, nothing written.
+    let before = store.list("").await.unwrap();
+    let err = service.prepare_create(&stranger(2)).await.unwrap_err();
+    assert!(
+        matches!(err, openledger_datanets::DatanetsError::DraftsFull { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("prepared calls"), "{err}");
+    assert_eq!(store.list("").await.unwrap(), before);
+
+    // Young drafts stay; old ones that never landed go, blobs and all; landed ones keep their
+    // blobs and lose only their marks.
+    let forever = Duration::from_secs(3600 * 24 * 365 * 100);
+    assert_eq!(service.sweep_drafts(forever).await.unwrap(), 0);
+    assert_eq!(store.list("drafts").await.unwrap().len(), 1);
+    let unsent = DatanetRegistry::createDatanetCall::abi_decode(&call.data).unwrap();
+    let description = keys::from_metadata_uri(&unsent.metadataURI).unwrap();
+    assert!(store.exists(&description).await.unwrap());
+    assert_eq!(service.sweep_drafts(Duration::ZERO).await.unwrap(), 1);
+    assert!(!store.exists(&description).await.unwrap());
+    assert!(!store
+        .exists(&keys::schema(unsent.schemaHash))
+        .await
+        .unwrap());
+    assert!(store.list("drafts").await.unwrap().is_empty());
+    let row = service.datanet(datanet).unwrap();
+    assert!(service.description(&row).await.unwrap().is_some());
+    assert!(service.schema(&row).await.is_ok());
+    let reasons = format!(
+        "contributions/{datanet}/{:x}/reasons",
+        contribution.report.content_hash
+    );
+    assert_eq!(store.list(&reasons).await.unwrap().len(), 1);
+    // Room again.
+    service.prepare_create(&stranger(2)).await.unwrap();
 }

@@ -394,6 +394,14 @@ fn open_datanets(
                     }
                     Err(e) => tracing::warn!(error = %e, "sweeping uploads failed"),
                 }
+                match maintained.sweep_drafts(UPLOAD_TTL).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        removed = n,
+                        "swept prepared calls' blobs whose transaction never landed"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "sweeping prepared calls failed"),
+                }
             }
             tokio::time::sleep(DATANETS_SYNC).await;
         }

@@ -63,6 +63,7 @@ impl From<DatanetsError> for Refused {
                 StatusCode::NOT_FOUND
             }
             DatanetsError::Chain(_) => StatusCode::BAD_GATEWAY,
+            DatanetsError::DraftsFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         };
         Self(status, e.to_string())
