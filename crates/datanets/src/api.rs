@@ -73,6 +73,7 @@ impl From<DatanetsError> for ApiError {
             Validation(_)
             | Metadata(_)
             | BadSchema(_)
+            | TooLarge { .. }
             | NotInVersion { .. }
             | NothingToPublish { .. }
             | NoUpload { .. }

@@ -1,8 +1,11 @@
 //! Drafts: the blobs a prepared call refers to (a new datanet's schema and description, a
 //! curator's written reason), stored before its transaction exists. Anyone may ask for them,
-//! so they are bounded like uploads: each is marked under `drafts/` with its size, the service
-//! refuses new ones past its policy's count and bytes, and `sweep_drafts` unmarks those the
-//! chain came to refer to and deletes those that never landed.
+//! so they are bounded like uploads: each is marked under `drafts/` with its size before its
+//! blobs are written, the service refuses new ones past its policy's count and bytes, and
+//! `sweep_drafts` deletes those that never landed and unmarks those the chain refers to.
+//!
+//! One lock orders drafting and sweeping, and holds the running count and bytes, so a sweep
+//! never deletes blobs a prepare is writing and the bound holds under concurrent prepares.
 
 use crate::{service::now, store::keys, Datanets, DatanetsError};
 use alloy_primitives::{B256, U256};
@@ -10,13 +13,23 @@ use alloy_sol_types::SolEvent;
 use openledger_protocol::datanet_registry::DatanetRegistry::Reviewed;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
+
+/// The drafts waiting: how many, and their bytes (read from the marks on first use).
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    count: usize,
+    bytes: u64,
+}
+
+/// The lock drafting and sweeping share; `None` until the marks were first counted.
+pub(crate) type DraftLock = tokio::sync::Mutex<Option<Tally>>;
 
 /// What lands a draft on chain.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Anchor {
     /// A datanet whose metadata URI names this description key (the schema is kept while any
-    /// datanet uses its hash).
+    /// datanet or other draft uses its hash).
     Datanet { description: String, schema: B256 },
     /// A review of the contribution with this reason hash.
     Review { contribution: u64, reason: B256 },
@@ -33,128 +46,153 @@ struct Draft {
 }
 
 impl Datanets {
-    /// Marks the blobs at `keys` (`size` bytes in all) as a draft named by `id`, before they
-    /// are written, or refuses when the drafts waiting would pass the policy's bounds.
+    /// Marks blobs as the draft `id` and writes them, `blobs` being (key, bytes), or refuses
+    /// when the drafts waiting would pass the policy's bounds. The same draft again refreshes
+    /// its mark (its call may be sent later than the first one's).
     pub(crate) async fn draft(
         &self,
         id: B256,
         anchor: Anchor,
-        keys: Vec<String>,
-        size: u64,
+        blobs: Vec<(String, Vec<u8>)>,
     ) -> Result<(), DatanetsError> {
-        let marks = self.store.list("drafts").await?;
+        let mut lock = self.drafting.lock().await;
+        let tally = match &mut *lock {
+            Some(tally) => tally,
+            empty => empty.insert(self.count_drafts().await?),
+        };
         let mark = keys::draft(id);
-        if marks.contains(&mark) {
-            return Ok(()); // the same draft again: its blobs are the same bytes
-        }
-        let policy = &self.policy;
-        if marks.len() >= policy.drafts_total {
-            return Err(DatanetsError::DraftsFull {
-                limit: format!("{} drafts", policy.drafts_total),
-            });
-        }
-        let mut bytes = size;
-        for key in &marks {
-            if let Some(d) = self.store.get_json::<Draft>(key).await? {
-                bytes += d.size;
+        let size: u64 = blobs.iter().map(|(_, b)| b.len() as u64).sum();
+        let again = self.store.get_json::<Draft>(&mark).await?;
+        if again.is_none() {
+            let policy = &self.policy;
+            if tally.count >= policy.drafts_total {
+                return Err(DatanetsError::DraftsFull {
+                    limit: format!("{} drafts", policy.drafts_total),
+                });
             }
-        }
-        if bytes > policy.drafts_bytes_total {
-            return Err(DatanetsError::DraftsFull {
-                limit: format!("{} bytes of drafts", policy.drafts_bytes_total),
-            });
+            if tally.bytes + size > policy.drafts_bytes_total {
+                return Err(DatanetsError::DraftsFull {
+                    limit: format!("{} bytes of drafts", policy.drafts_bytes_total),
+                });
+            }
         }
         let draft = Draft {
             anchor,
-            keys,
+            keys: blobs.iter().map(|(k, _)| k.clone()).collect(),
             size,
             created: now(),
         };
+        // Marked first, so that a crash part-way leaves something the sweep finds.
         self.store.put_json(&mark, &draft).await?;
+        if again.is_none() {
+            tally.count += 1;
+            tally.bytes += size;
+        }
+        for (key, bytes) in blobs {
+            self.store.put(&key, bytes).await?;
+        }
         Ok(())
     }
 
-    /// Settles drafts: those the chain refers to lose their mark (their blobs stay); those
-    /// older than `max_age` that never landed are deleted. Returns how many were deleted.
+    async fn count_drafts(&self) -> Result<Tally, DatanetsError> {
+        let mut tally = Tally::default();
+        for mark in self.store.list("drafts").await? {
+            if let Some(d) = self.store.get_json::<Draft>(&mark).await? {
+                tally.count += 1;
+                tally.bytes += d.size;
+            }
+        }
+        Ok(tally)
+    }
+
+    /// Settles drafts: those older than `max_age` that never landed are deleted, blobs and
+    /// all; those the chain refers to lose their mark and keep their blobs. Returns how many
+    /// were deleted.
     pub async fn sweep_drafts(&self, max_age: Duration) -> Result<usize, DatanetsError> {
         self.sync().await?;
+        let mut lock = self.drafting.lock().await;
         let datanets = self.index.datanets()?;
-        let mut removed = 0;
+        let mut drafts = Vec::new();
         for mark in self.store.list("drafts").await? {
-            let Some(draft) = self.store.get_json::<Draft>(&mark).await? else {
-                continue;
-            };
+            if let Some(d) = self.store.get_json::<Draft>(&mark).await? {
+                drafts.push((mark, d));
+            }
+        }
+        // Schemas are shared by hash: how many drafts wrote each.
+        let mut schemas: HashMap<B256, usize> = HashMap::new();
+        for (_, d) in &drafts {
+            if let Anchor::Datanet { schema, .. } = d.anchor {
+                *schemas.entry(schema).or_default() += 1;
+            }
+        }
+        let mut removed = 0;
+        for (mark, draft) in drafts {
+            let expired = now().saturating_sub(draft.created) >= max_age.as_secs();
             let landed = match &draft.anchor {
                 Anchor::Datanet { description, .. } => {
                     let uri = format!("openledger:{description}");
                     datanets.iter().any(|d| d.metadata_uri == uri)
                 }
+                // A log query each: asked only once the draft is old enough to go.
                 Anchor::Review {
                     contribution,
                     reason,
-                } => self.reviewed_with(*contribution, *reason).await?,
+                } if expired => self.reason_landed(*contribution, *reason).await?,
+                Anchor::Review { .. } => continue,
             };
-            if landed {
-                self.store.delete(&mark).await?;
+            if !landed && !expired {
                 continue;
             }
-            if now().saturating_sub(draft.created) < max_age.as_secs() {
-                continue;
-            }
-            for key in &draft.keys {
-                // A schema is shared by hash: kept while any datanet (or another draft) uses it.
-                if let Anchor::Datanet { schema, .. } = &draft.anchor {
-                    if *key == keys::schema(*schema)
-                        && (datanets.iter().any(|d| d.schema_hash == *schema)
-                            || self.schema_drafted_elsewhere(*schema, &mark).await?)
-                    {
-                        continue;
+            if !landed {
+                for key in &draft.keys {
+                    if let Anchor::Datanet { schema, .. } = draft.anchor {
+                        let shared = schemas.get(&schema).copied().unwrap_or(0) > 1
+                            || datanets.iter().any(|d| d.schema_hash == schema);
+                        if *key == keys::schema(schema) && shared {
+                            continue;
+                        }
                     }
+                    self.store.delete(key).await?;
                 }
-                self.store.delete(key).await?;
+                removed += 1;
+            }
+            if let Anchor::Datanet { schema, .. } = draft.anchor {
+                schemas.entry(schema).and_modify(|n| *n -= 1);
             }
             self.store.delete(&mark).await?;
-            removed += 1;
+            if let Some(tally) = lock.as_mut() {
+                tally.count = tally.count.saturating_sub(1);
+                tally.bytes = tally.bytes.saturating_sub(draft.size);
+            }
         }
         Ok(removed)
     }
 
-    /// Whether a draft other than `mark` wrote this schema.
-    async fn schema_drafted_elsewhere(
-        &self,
-        schema: B256,
-        mark: &str,
-    ) -> Result<bool, DatanetsError> {
-        for other in self.store.list("drafts").await? {
-            if other == mark {
-                continue;
-            }
-            if let Some(Draft {
-                anchor: Anchor::Datanet { schema: s, .. },
-                ..
-            }) = self.store.get_json::<Draft>(&other).await?
-            {
-                if s == schema {
-                    return Ok(true);
-                }
-            }
-        }
-        Ok(false)
-    }
-
-    /// Whether the chain holds a review of `contribution` with this reason hash.
-    async fn reviewed_with(&self, contribution: u64, reason: B256) -> Result<bool, DatanetsError> {
+    /// Whether a review on chain gave this reason to `contribution` or to another
+    /// contribution of the same bytes to the same datanet (they share the reason's blob).
+    async fn reason_landed(&self, contribution: u64, reason: B256) -> Result<bool, DatanetsError> {
         let Some(row) = self.index.contribution(contribution)? else {
             return Ok(false);
         };
-        let filter = json!({"address": self.registry, "topics": [
-            Reviewed::SIGNATURE_HASH, B256::from(U256::from(contribution)),
-        ]});
+        let same_bytes = self
+            .index
+            .contributions(row.datanet)?
+            .into_iter()
+            .filter(|c| c.content_hash == row.content_hash);
         let head = self.client.block_number().await?;
-        let logs = self.client.logs(&filter, row.block, head).await?;
-        Ok(logs.iter().any(|l| {
-            Reviewed::decode_raw_log(l.topics.iter().copied(), &l.data)
-                .is_ok_and(|e| e.reasonHash == reason)
-        }))
+        for c in same_bytes {
+            let filter = json!({"address": self.registry, "topics": [
+                Reviewed::SIGNATURE_HASH, B256::from(U256::from(c.id)),
+            ]});
+            let logs = self.client.logs(&filter, c.block, head).await?;
+            let found = logs.iter().any(|l| {
+                Reviewed::decode_raw_log(l.topics.iter().copied(), &l.data)
+                    .is_ok_and(|e| e.reasonHash == reason)
+            });
+            if found {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }

@@ -38,7 +38,10 @@ pub use contribute::{Call, Contributed, Uploaded};
 pub use format::{Format, Place};
 pub use index::{ContributionRow, DatanetRow, Status, VersionRow};
 pub use metadata::{ContributionMetadata, SignedMetadata, UploadRequest};
-pub use service::{Datanets, NewDatanet, Progress, QueueEntry};
+pub use service::{
+    Datanets, NewDatanet, Progress, QueueEntry, MAX_DESCRIPTION_BYTES, MAX_REASON_BYTES,
+    MAX_SCHEMA_BYTES,
+};
 pub use validate::{Policy, Report, ValidationError};
 pub use versions::{ExportSummary, Proof, Published};
 
@@ -69,6 +72,8 @@ pub enum DatanetsError {
     Busy { limit: usize },
     #[error("the service holds the most prepared calls waiting for their transactions ({limit}); try again later")]
     DraftsFull { limit: String },
+    #[error("the {what} is too large: at most {max} bytes")]
+    TooLarge { what: &'static str, max: usize },
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error(transparent)]

@@ -63,10 +63,19 @@ pub struct Datanets {
     /// Version trees already built, by version id.
     pub(crate) trees: std::sync::Mutex<std::collections::HashMap<u64, Arc<VersionTree>>>,
     sync_lock: tokio::sync::Mutex<()>,
+    /// Orders drafting and sweeping drafts, and counts the drafts waiting.
+    pub(crate) drafting: crate::drafts::DraftLock,
     /// Uploads being received and checked at once; more are refused (429), so that strangers
     /// cannot fill the staging disk with concurrent streams.
     uploads: Arc<tokio::sync::Semaphore>,
 }
+
+/// The largest schema a new datanet may have, canonical JSON bytes.
+pub const MAX_SCHEMA_BYTES: usize = 64 << 10;
+/// The largest name and description a new datanet may have together, JSON bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 16 << 10;
+/// The longest reason a curator may give, bytes.
+pub const MAX_REASON_BYTES: usize = 4 << 10;
 
 /// How many uploads the service receives and checks at once.
 pub const CONCURRENT_UPLOADS: usize = 4;
@@ -122,6 +131,7 @@ impl Datanets {
             near_cache: Default::default(),
             trees: Default::default(),
             sync_lock: tokio::sync::Mutex::new(()),
+            drafting: Default::default(),
             uploads: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_UPLOADS)),
         })
     }
@@ -207,18 +217,27 @@ impl Datanets {
         let description_bytes = canonical_json(&description);
         let description_hash = keccak256(&description_bytes);
         let description_key = keys::description(description_hash);
-        // Marked first, so that a crash part-way leaves something the sweep finds.
-        let size = (schema_bytes.len() + description_bytes.len()) as u64;
+        for (what, bytes, max) in [
+            ("schema", &schema_bytes, MAX_SCHEMA_BYTES),
+            (
+                "name and description",
+                &description_bytes,
+                MAX_DESCRIPTION_BYTES,
+            ),
+        ] {
+            if bytes.len() > max {
+                return Err(DatanetsError::TooLarge { what, max });
+            }
+        }
         let anchor = Anchor::Datanet {
             description: description_key.clone(),
             schema: schema_hash,
         };
-        let written = vec![keys::schema(schema_hash), description_key.clone()];
-        self.draft(description_hash, anchor, written, size).await?;
-        self.store
-            .put(&keys::schema(schema_hash), schema_bytes)
-            .await?;
-        self.store.put(&description_key, description_bytes).await?;
+        let blobs = vec![
+            (keys::schema(schema_hash), schema_bytes),
+            (description_key.clone(), description_bytes),
+        ];
+        self.draft(description_hash, anchor, blobs).await?;
         Ok(Call::new(
             self.registry,
             DatanetRegistry::createDatanetCall {
@@ -328,17 +347,22 @@ impl Datanets {
             row.content_hash,
             &format!("reasons/{reason_hash:x}.json"),
         );
+        if reason.len() > MAX_REASON_BYTES {
+            return Err(DatanetsError::TooLarge {
+                what: "reason",
+                max: MAX_REASON_BYTES,
+            });
+        }
         let anchor = Anchor::Review {
             contribution,
             reason: reason_hash,
         };
-        // Named by what it holds: the same reason for another contribution is another draft.
-        let id = keccak256([key.as_bytes(), &[u8::from(approve)]].concat());
-        let size = reason.len() as u64 + 64;
-        self.draft(id, anchor, vec![key.clone()], size).await?;
-        self.store
-            .put_json(&key, &json!({"approve": approve, "reason": reason}))
-            .await?;
+        // One draft per contribution and reason: the same words for another contribution of
+        // the same bytes share the blob, and the sweep checks both before deleting it.
+        let id = keccak256([key.as_bytes(), &contribution.to_be_bytes()].concat());
+        let bytes = serde_json::to_vec(&json!({"approve": approve, "reason": reason}))
+            .expect("JSON serialises");
+        self.draft(id, anchor, vec![(key, bytes)]).await?;
         Ok(Call::new(
             self.registry,
             DatanetRegistry::reviewCall {

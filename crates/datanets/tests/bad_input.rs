@@ -339,11 +339,12 @@ async fn prepared_calls_blobs_are_bounded_and_swept_unless_the_chain_refers_to_t
     assert!(err.to_string().contains("prepared calls"), "{err}");
     assert_eq!(store.list("").await.unwrap(), before);
 
-    // Young drafts stay; old ones that never landed go, blobs and all; landed ones keep their
-    // blobs and lose only their marks.
+    // Young drafts stay (a landed datanet loses its mark at once; a review's is looked up on
+    // chain only once old); old ones that never landed go, blobs and all; landed ones keep
+    // their blobs and lose only their marks.
     let forever = Duration::from_secs(3600 * 24 * 365 * 100);
     assert_eq!(service.sweep_drafts(forever).await.unwrap(), 0);
-    assert_eq!(store.list("drafts").await.unwrap().len(), 1);
+    assert_eq!(store.list("drafts").await.unwrap().len(), 2);
     let unsent = DatanetRegistry::createDatanetCall::abi_decode(&call.data).unwrap();
     let description = keys::from_metadata_uri(&unsent.metadataURI).unwrap();
     assert!(store.exists(&description).await.unwrap());
@@ -364,4 +365,13 @@ async fn prepared_calls_blobs_are_bounded_and_swept_unless_the_chain_refers_to_t
     assert_eq!(store.list(&reasons).await.unwrap().len(), 1);
     // Room again.
     service.prepare_create(&stranger(2)).await.unwrap();
+    // Too long a reason is refused by name before anything is written.
+    let before = store.list("").await.unwrap();
+    let long = "x".repeat(openledger_datanets::MAX_REASON_BYTES + 1);
+    let err = service
+        .prepare_review(contribution.id, false, &long)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("reason is too large"), "{err}");
+    assert_eq!(store.list("").await.unwrap(), before);
 }

@@ -113,6 +113,21 @@ pub fn hash_file(path: &Path) -> std::io::Result<B256> {
     }
 }
 
+/// Whether two manifests record the same lineage: equal but for the job that made them.
+fn same_lineage(a: &[u8], b: &[u8]) -> bool {
+    let without_job = |bytes: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .map(|mut v| {
+                if let Some(map) = v.as_object_mut() {
+                    map.remove("job");
+                }
+                v
+            })
+    };
+    matches!((without_job(a), without_job(b)), (Some(x), Some(y)) if x == y)
+}
+
 /// Where a published adapter's files live in the blob store.
 pub fn adapter_prefix(weights_hash: B256) -> String {
     format!("adapters/{weights_hash:x}")
@@ -156,8 +171,8 @@ impl Factory {
                 weights_hash,
             )
             .await?;
-        let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("the manifest serialises");
-        let manifest_hash = keccak256(&manifest_bytes);
+        let mut manifest_bytes =
+            serde_json::to_vec_pretty(&manifest).expect("the manifest serialises");
         let store = self.datanets.store();
         // Everything downstream (serving, attribution, receipts, validators) knows an adapter
         // by its weights: the same weights published again from other training data would
@@ -168,18 +183,25 @@ impl Factory {
             .await
             .map_err(|e| server(format!("reading {manifest_key}: {e}")))?;
         if let Some(earlier) = published.filter(|b| b[..] != manifest_bytes[..]) {
-            return Err(JobError::new(
-                "invalid_request",
-                format!(
-                    "identical weights ({weights_hash}) were already published from other \
-                     training data (manifest {}); an adapter is known by its weights, so \
-                     publishing these would make its lineage ambiguous. Train again with \
-                     another seed",
-                    keccak256(&earlier)
-                ),
-                None,
-            ));
+            // Another job on the same data with the same settings trains the same weights:
+            // its lineage is the first one's, which stays as published.
+            if same_lineage(&earlier, &manifest_bytes) {
+                manifest_bytes = earlier.to_vec();
+            } else {
+                return Err(JobError::new(
+                    "invalid_request",
+                    format!(
+                        "identical weights ({weights_hash}) were already published from other \
+                         training data (manifest {}); an adapter is known by its weights, so \
+                         publishing these would make its lineage ambiguous. Train again with \
+                         another seed",
+                        keccak256(&earlier)
+                    ),
+                    None,
+                ));
+            }
         }
+        let manifest_hash = keccak256(&manifest_bytes);
         let put = |key: String, path: std::path::PathBuf| async move {
             store
                 .put_file(&key, &path)

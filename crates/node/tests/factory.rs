@@ -516,6 +516,20 @@ async fn a_job_killed_mid_training_resumes_to_the_same_adapter_and_cancel_stops_
         "{message}"
     );
     assert_eq!(std::fs::read(&manifest).unwrap(), before);
+    // The resumed job trained the same weights on the same data and settings: its
+    // publication is the first one's lineage, manifest and all.
+    let (status, resumed) = rest(
+        &node.api_url,
+        "POST",
+        &format!("/v1/fine_tuning/jobs/{killed}/publish"),
+        None,
+    );
+    assert_eq!(status, 200, "{resumed}");
+    assert_eq!(
+        resumed["publication"]["manifest_hash"],
+        job(&node, &whole)["publication"]["manifest_hash"]
+    );
+    assert_eq!(std::fs::read(&manifest).unwrap(), before);
     // Publishing the first job again is harmless: the same manifest.
     let (status, again) = rest(
         &node.api_url,

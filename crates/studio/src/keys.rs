@@ -437,7 +437,11 @@ fn check_manager(keys: &Keys, consumer: &Consumer) -> Result<(), ApiError> {
         .store
         .key_of(consumer.account, consumer.key_id)
         .map_err(KeyError::from)?;
-    if row.is_some_and(|r| r.spend_limit.is_some() || r.rate_per_minute.is_some()) {
+    // A key revoked (or its record replaced) since it authenticated manages nothing.
+    let Some(row) = row.filter(|r| r.revoked_at.is_none()) else {
+        return Err(ApiError::forbidden("this key has been revoked"));
+    };
+    if row.spend_limit.is_some() || row.rate_per_minute.is_some() {
         return Err(ApiError::forbidden(
             "a key with limits cannot make or revoke keys: use a key without limits, or sign in again",
         ));

@@ -129,7 +129,9 @@ function hashFile(file, out) {
       else if (data.error) reject(new Error(data.error));
       else say(out, `Hashing the file… ${Math.floor((100 * data.done) / data.size)}%`);
     };
-    worker.onerror = (e) => { worker.terminate(); reject(new Error(`hashing failed: ${e.message}`)); };
+    const failed = (why) => { worker.terminate(); reject(new Error(`hashing failed: ${why}`)); };
+    worker.onerror = (e) => failed(e.message || "the hashing worker did not load");
+    worker.onmessageerror = () => failed("the hashing worker's answer could not be read");
     worker.postMessage(file);
   });
 }

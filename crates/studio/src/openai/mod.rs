@@ -522,9 +522,13 @@ impl Studio {
             .store
             .unsettled_fees(consumer.account)
             .map_err(internal)?;
+        // Revoked (or its record replaced) since it authenticated: it spends nothing more.
+        let Some(key) = key.filter(|k| k.revoked_at.is_none()) else {
+            return Err(ApiError::forbidden("this key has been revoked"));
+        };
         let mut holds = self.holds.lock();
         let held_key = holds.keys.get(&consumer.key_id).copied().unwrap_or(0);
-        if let Some((limit, spent)) = key.and_then(|k| k.spend_limit.map(|l| (l, k.spent))) {
+        if let Some((limit, spent)) = key.spend_limit.map(|l| (l, key.spent)) {
             let committed = spent.saturating_add(held_key);
             if committed.saturating_add(most) > limit {
                 return Err(ApiError::quota(format!(
