@@ -25,6 +25,7 @@ from conftest import REPO_ROOT, launch, stop
 from test_factory import CONTRIBUTOR, CURATOR, OWNER, STRANGER, cli
 from test_keys import loaded  # noqa: F401  (`loaded` is a fixture: the API is up)
 from test_validator import records
+from test_web import open_or_wei
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = REPO_ROOT / "tests/e2e/.artifacts"
@@ -103,6 +104,14 @@ def stake_button(tab):
     return tab.get_by_role("button", name="Stake", exact=True)
 
 
+def open_stake_form(tab, node, account, role: str) -> None:
+    """The account's own address page, signed in, with the stake form open for `role`."""
+    tab.goto(f"{node.api_url}/explorer/address/{account.address}")
+    sign_as(tab, account)
+    tab.click("text=Stake OPEN")
+    tab.select_option("#stake-role", role)
+
+
 def sign_as(tab, account) -> None:
     tab.select_option("#account", account.address)
     tab.wait_for_function("(a) => !document.getElementById('me').hidden", arg=account.address)
@@ -111,14 +120,6 @@ def sign_as(tab, account) -> None:
 def wait_text(tab, text: str) -> None:
     """Waits until the page (reloaded by the form once mined) shows `text`."""
     tab.wait_for_function("(t) => document.body.innerText.includes(t)", arg=text, timeout=ACTION_TIMEOUT_MS)
-
-
-def open_or_wei(wei: int) -> str:
-    """An amount as the pages show it: small ones in wei, others in OPEN to six decimals."""
-    if 0 < wei < 10**12:
-        return f"{wei} wei"
-    whole, micro = wei // 10**18, wei % 10**18 // 10**12
-    return (f"{whole}.{micro:06d}".rstrip("0") if micro else str(whole)) + " OPEN"
 
 
 def no_script_errors(tab, expected: tuple[str, ...] = ()) -> None:
@@ -144,10 +145,7 @@ def test_a_datanet_is_created_contributed_reviewed_and_published_through_the_for
     shot(tab, "datanets")
 
     # The curator stakes on it from its own address page.
-    tab.goto(f"{node.api_url}/explorer/address/{CURATOR.address}")
-    sign_as(tab, CURATOR)
-    tab.click("text=Stake OPEN")
-    tab.select_option("#stake-role", "curator")
+    open_stake_form(tab, node, CURATOR, "curator")
     tab.fill("#stake-datanet", str(datanet))
     tab.fill("#stake-amount", "10")
     stake_button(tab).click()
@@ -195,10 +193,7 @@ def test_a_datanet_is_created_contributed_reviewed_and_published_through_the_for
 
 def test_a_stake_is_unstaked_and_shows_its_unbonding(node, loaded, page):
     tab = page
-    tab.goto(f"{node.api_url}/explorer/address/{CONTRIBUTOR.address}")
-    sign_as(tab, CONTRIBUTOR)
-    tab.click("text=Stake OPEN")
-    tab.select_option("#stake-role", "validator")
+    open_stake_form(tab, node, CONTRIBUTOR, "validator")
     tab.fill("#stake-amount", "abc")
     stake_button(tab).click()
     refused = tab.locator("details output.status").filter(has_text="is not an amount of OPEN")
@@ -635,10 +630,7 @@ def test_a_proposal_is_made_voted_queued_and_executed_from_the_governance_pages(
         w3.provider.make_request("evm_mine", [])
 
     tab = page
-    tab.goto(f"{node.api_url}/explorer/address/{voter.address}")
-    sign_as(tab, voter)
-    tab.click("text=Stake OPEN")
-    tab.select_option("#stake-role", "validator")
+    open_stake_form(tab, node, voter, "validator")
     tab.fill("#stake-amount", "500")
     stake_button(tab).click()
     tab.locator("tr:has(td:text-is('validator'))").wait_for()

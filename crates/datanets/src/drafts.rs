@@ -179,16 +179,14 @@ impl Datanets {
             .contributions(row.datanet)?
             .into_iter()
             .filter(|c| c.content_hash == row.content_hash);
-        let head = self.client.block_number().await?;
         for c in same_bytes {
             let filter = json!({"address": self.registry, "topics": [
                 Reviewed::SIGNATURE_HASH, B256::from(U256::from(c.id)),
             ]});
-            let logs = self.client.logs(&filter, c.block, head).await?;
-            let found = logs.iter().any(|l| {
-                Reviewed::decode_raw_log(l.topics.iter().copied(), &l.data)
-                    .is_ok_and(|e| e.reasonHash == reason)
-            });
+            let logs = self.client.logs_from(&filter, c.block).await?;
+            let found = logs
+                .iter()
+                .any(|l| l.decode::<Reviewed>().is_ok_and(|e| e.reasonHash == reason));
             if found {
                 return Ok(true);
             }

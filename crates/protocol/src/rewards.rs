@@ -109,31 +109,23 @@ impl Logs {
     }
 
     fn add(&mut self, a: &Addresses, log: &Log) -> Result<(), ClientError> {
-        fn decode<E: SolEvent>(log: &Log) -> Result<E, ClientError> {
-            E::decode_raw_log(log.topics.iter().copied(), &log.data).map_err(|e| {
-                ClientError::Decode {
-                    what: E::SIGNATURE.to_string(),
-                    reason: e.to_string(),
-                }
-            })
-        }
-        let block = log.block_number.map_or(0, |n| n.to());
+        let block = log.block();
         let Some(&topic) = log.topics.first() else {
             return Ok(());
         };
         if log.address == a.inference_settlement {
             match topic {
-                BatchReleased::SIGNATURE_HASH => self.released.push((block, decode(log)?)),
-                BatchSettled::SIGNATURE_HASH => self.settled.push(decode(log)?),
-                BatchPayouts::SIGNATURE_HASH => self.payouts.push(decode(log)?),
-                ContributionPaid::SIGNATURE_HASH => self.paid.push(decode(log)?),
-                Claimed::SIGNATURE_HASH => self.claims.push((block, decode(log)?)),
+                BatchReleased::SIGNATURE_HASH => self.released.push((block, log.decode()?)),
+                BatchSettled::SIGNATURE_HASH => self.settled.push(log.decode()?),
+                BatchPayouts::SIGNATURE_HASH => self.payouts.push(log.decode()?),
+                ContributionPaid::SIGNATURE_HASH => self.paid.push(log.decode()?),
+                Claimed::SIGNATURE_HASH => self.claims.push((block, log.decode()?)),
                 _ => {}
             }
         } else if log.address == a.datanet_registry {
             match topic {
-                ContributionAccepted::SIGNATURE_HASH => self.accepted.push(decode(log)?),
-                Reviewed::SIGNATURE_HASH => self.reviewed.push(decode(log)?),
+                ContributionAccepted::SIGNATURE_HASH => self.accepted.push(log.decode()?),
+                Reviewed::SIGNATURE_HASH => self.reviewed.push(log.decode()?),
                 _ => {}
             }
         }

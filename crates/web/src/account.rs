@@ -36,21 +36,17 @@ impl Web {
             [Staked::SIGNATURE_HASH, UnstakeRequested::SIGNATURE_HASH],
             B256::left_padding_from(who.as_slice()),
         ]});
-        let head = self.client.block_number().await.map_err(Failure::chain)?;
         let logs = self
             .client
-            .logs(&filter, 0, head)
+            .logs_from(&filter, 0)
             .await
             .map_err(Failure::chain)?;
         let (mut staked, mut requested) = (Vec::new(), Vec::new());
         for l in &logs {
-            let topics = l.topics.iter().copied();
             match l.topics.first() {
-                Some(&Staked::SIGNATURE_HASH) => {
-                    staked.extend(Staked::decode_raw_log(topics, &l.data).ok())
-                }
+                Some(&Staked::SIGNATURE_HASH) => staked.extend(l.decode::<Staked>().ok()),
                 Some(&UnstakeRequested::SIGNATURE_HASH) => {
-                    requested.extend(UnstakeRequested::decode_raw_log(topics, &l.data).ok())
+                    requested.extend(l.decode::<UnstakeRequested>().ok())
                 }
                 _ => {}
             }
@@ -65,18 +61,14 @@ impl Web {
         topic: B256,
     ) -> Result<Vec<(u64, E)>, Failure> {
         let filter = json!({"address": contract, "topics": [E::SIGNATURE_HASH, topic]});
-        let head = self.client.block_number().await.map_err(Failure::chain)?;
         let logs = self
             .client
-            .logs(&filter, 0, head)
+            .logs_from(&filter, 0)
             .await
             .map_err(Failure::chain)?;
         Ok(logs
             .iter()
-            .filter_map(|l| {
-                let event = E::decode_raw_log(l.topics.iter().copied(), &l.data).ok()?;
-                Some((l.block_number?.to::<u64>(), event))
-            })
+            .filter_map(|l| Some((l.block(), l.decode::<E>().ok()?)))
             .collect())
     }
 

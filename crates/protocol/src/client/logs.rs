@@ -45,6 +45,12 @@ impl ProtocolClient {
         }
     }
 
+    /// Every log matching `filter` from block `from` to the latest, read page by page.
+    pub async fn logs_from(&self, filter: &Value, from: u64) -> Result<Vec<Log>, ClientError> {
+        let head = self.block_number().await?;
+        self.logs(filter, from, head).await
+    }
+
     /// Every log matching `filter` in blocks `from..=to`, read page by page: one pass over
     /// the chain for a filter that lists several contracts or events.
     pub async fn logs(&self, filter: &Value, from: u64, to: u64) -> Result<Vec<Log>, ClientError> {
@@ -71,20 +77,8 @@ impl ProtocolClient {
         };
         let filter = json!({"address": address, "topics": [E::SIGNATURE_HASH]});
         let mut events = Vec::new();
-        let mut from = from;
-        while from <= to {
-            let (logs, end) = self.logs_page(&filter, from, to).await?;
-            for log in logs {
-                let event =
-                    E::decode_raw_log(log.topics.iter().copied(), &log.data).map_err(|e| {
-                        ClientError::Decode {
-                            what: E::SIGNATURE.to_string(),
-                            reason: e.to_string(),
-                        }
-                    })?;
-                events.push((log.block_number.map_or(0, |n| n.to()), event));
-            }
-            from = end + 1;
+        for log in self.logs(&filter, from, to).await? {
+            events.push((log.block(), log.decode::<E>()?));
         }
         Ok(events)
     }

@@ -140,6 +140,23 @@ pub struct Log {
     pub transaction_hash: Option<B256>,
 }
 
+impl Log {
+    /// This log as event `E`, or why it is not one.
+    pub fn decode<E: alloy_sol_types::SolEvent>(&self) -> Result<E, ClientError> {
+        E::decode_raw_log(self.topics.iter().copied(), &self.data).map_err(|e| {
+            ClientError::Decode {
+                what: E::SIGNATURE.to_string(),
+                reason: e.to_string(),
+            }
+        })
+    }
+
+    /// The block it came in (0 for a pending log).
+    pub fn block(&self) -> u64 {
+        self.block_number.map_or(0, |n| n.to())
+    }
+}
+
 /// The parts of a transaction receipt the protocol needs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
