@@ -1,103 +1,181 @@
-//! The vector kernels: 256-bit tiles for AVX2 and AVX-VNNI (one macro, two instruction
-//! sets), and 512-bit tiles of four rows for AVX-512 VNNI. Every path sums each output in the
-//! order `plain` does.
+//! The vector kernels. Lane `r` of a register is weight row `r` of a group (see
+//! [`super::layout`]): a block's 32 products for all the group's rows take eight 4-byte dot
+//! product steps, each against four bytes of one input broadcast to every lane, and the
+//! block's scales are applied once per row, not once per eight values. AVX-512 runs the
+//! group's 16 rows in one register against up to eight inputs; the 256-bit kernels (AVX-VNNI,
+//! or AVX2's two-step products, which give the same integers) run its two halves of eight.
+//! Every kernel sums in the order of [`super::plain`].
 
 #[cfg(target_arch = "x86_64")]
-use super::{minimum, Matrix, QRows, GROUP, QK};
+pub(super) mod avx512 {
+    use super::super::{Matrix, QRows, Shared, GROUP, QK};
+    use std::arch::x86_64::*;
 
-/// One tile kernel per instruction set: the block loop is the same, only the integer dot
-/// product of 32 bytes differs (and gives the same integers).
-macro_rules! tiles {
+    /// Bytes ahead of the record being read to prefetch: past the 4 KiB pages at which the
+    /// hardware prefetcher stops.
+    const AHEAD: usize = 2048;
+
+    /// Group `g`'s rows against inputs `i0..i0 + M`, into `y` `(m, out)`. `Q4` says the
+    /// matrix is Q4_1 (else Q8_0); `fetch` prefetches its records (the first input tile).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW and VNNI; no one else writes these columns of `y`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn tile<const Q4: bool, const M: usize>(
+        w: &Matrix,
+        g: usize,
+        x: &QRows,
+        i0: usize,
+        y: &Shared<f32>,
+        fetch: bool,
+    ) {
+        let blocks = w.inp / QK;
+        let (qs, rec) = w.format.layout();
+        assert!((g + 1) * blocks * rec <= w.data.len() && (i0 + M) * w.inp <= x.q.len());
+        assert!(Q4 == (w.format == super::super::Format::Q4_1));
+        let first = w.data.as_ptr().add(g * blocks * rec);
+        let low = _mm512_set1_epi8(0x0f);
+        let zero = _mm512_setzero_si512();
+        let mut acc = [_mm512_setzero_ps(); M];
+        for b in 0..blocks {
+            let r = first.add(b * rec);
+            if fetch {
+                for line in (0..rec).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(AHEAD + line) as *const i8);
+                }
+            }
+            // Values 4c..4c + 4 of every row, c = 0..8 (Q4_1: chunk c's low nibbles, then
+            // their high nibbles for values 16 on).
+            let mut wv = [zero; 8];
+            if Q4 {
+                for c in 0..4 {
+                    let v = _mm512_loadu_si512(r.add(64 * c) as *const _);
+                    wv[c] = _mm512_and_si512(v, low);
+                    wv[c + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+                }
+            } else {
+                for (c, wv) in wv.iter_mut().enumerate() {
+                    *wv = _mm512_loadu_si512(r.add(64 * c) as *const _);
+                }
+            }
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(r.add(qs) as *const __m256i));
+            let mw = if Q4 {
+                _mm512_cvtph_ps(_mm256_loadu_si256(r.add(qs + 32) as *const __m256i))
+            } else {
+                _mm512_setzero_ps()
+            };
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let at = (i0 + i) * blocks + b;
+                let xq = x.q.as_ptr().add(at * QK) as *const i32;
+                // Two chains of four steps: integer sums, so any order gives the same.
+                let mut p = [zero; 2];
+                for (c, wv) in wv.iter().enumerate() {
+                    let xc = _mm512_set1_epi32(xq.add(c).read_unaligned());
+                    p[c % 2] = _mm512_dpbusd_epi32(p[c % 2], *wv, xc);
+                }
+                let mut dot = _mm512_add_epi32(p[0], p[1]);
+                if !Q4 {
+                    dot = _mm512_sub_epi32(dot, _mm512_set1_epi32(*x.bias.get_unchecked(at)));
+                }
+                let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*x.d.get_unchecked(at)));
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, *acc);
+                if Q4 {
+                    let s = _mm512_set1_ps(*x.s.get_unchecked(at));
+                    *acc = _mm512_fmadd_ps(mw, s, *acc);
+                }
+            }
+        }
+        let n0 = g * GROUP;
+        let valid = (w.out - n0).min(GROUP);
+        let mask: __mmask16 = if valid == GROUP {
+            u16::MAX
+        } else {
+            (1 << valid) - 1
+        };
+        for (i, acc) in acc.iter().enumerate() {
+            _mm512_mask_storeu_ps(y.at((i0 + i) * w.out + n0), mask, *acc);
+        }
+    }
+}
+
+/// The 256-bit kernel for one instruction set: only the dot product step differs.
+macro_rules! half_tiles {
     ($module:ident, $features:literal, $dp:item) => {
         #[cfg(target_arch = "x86_64")]
         pub(super) mod $module {
-            use super::{minimum, Matrix, QRows, QK};
+            use super::super::{Matrix, QRows, Shared, GROUP, QK};
             use std::arch::x86_64::*;
 
-            /// Eight i32 lanes, each the sum of four products `a·b` (`a` unsigned bytes below
-            /// 128, `b` signed bytes).
+            /// Eight i32 lanes, each `acc` plus the sum of four products `a·b` (`a` the
+            /// stored unsigned values, `b` an input's signed bytes).
             $dp
 
+            /// Group `g`'s rows, eight at a time, against inputs `i0..i0 + M`.
+            ///
+            /// # Safety
+            /// The CPU has the module's features; no one else writes these columns of `y`.
             #[target_feature(enable = $features)]
-            pub unsafe fn q4_1<const R: usize, const M: usize>(
+            pub unsafe fn tile<const Q4: bool, const M: usize>(
                 w: &Matrix,
-                n0: usize,
+                g: usize,
                 x: &QRows,
                 i0: usize,
-                out: &mut [f32],
+                y: &Shared<f32>,
+                _fetch: bool,
             ) {
                 let blocks = w.inp / QK;
-                assert!((n0 + R) * blocks * 16 <= w.qs.len() && (i0 + M) * w.inp <= x.q.len() && out.len() == R * M);
-                assert!(n0 % R == 0 && super::GROUP % R == 0);
-                let mask = _mm_set1_epi8(0x0f);
-                let mut acc = [[_mm256_setzero_ps(); M]; R];
-                for b in 0..blocks {
-                    for (j, acc) in acc.iter_mut().enumerate() {
-                        let at = w.at(n0 + j, b);
-                        let raw = _mm_loadu_si128(w.qs.as_ptr().add(at * 16) as *const __m128i);
-                        let lo = _mm_and_si128(raw, mask);
-                        let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
-                        let wv = _mm256_set_m128i(hi, lo);
-                        let dw = *w.d.get_unchecked(at);
+                let (qs, rec) = w.format.layout();
+                assert!((g + 1) * blocks * rec <= w.data.len() && (i0 + M) * w.inp <= x.q.len());
+                assert!(Q4 == (w.format == super::super::Format::Q4_1));
+                let n0 = g * GROUP;
+                for half in 0..2 {
+                    let valid = (w.out - n0).saturating_sub(8 * half).min(8);
+                    if valid == 0 {
+                        break;
+                    }
+                    let first = w.data.as_ptr().add(g * blocks * rec);
+                    let low = _mm256_set1_epi8(0x0f);
+                    let zero = _mm256_setzero_si256();
+                    let mut acc = [_mm256_setzero_ps(); M];
+                    for b in 0..blocks {
+                        let r = first.add(b * rec);
+                        let mut wv = [zero; 8];
+                        for c in 0..if Q4 { 4 } else { 8 } {
+                            let v = _mm256_loadu_si256(r.add(64 * c + 32 * half) as *const __m256i);
+                            if Q4 {
+                                wv[c] = _mm256_and_si256(v, low);
+                                wv[c + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                            } else {
+                                wv[c] = v;
+                            }
+                        }
+                        let halves = |at: usize| _mm_loadu_si128(r.add(at + 16 * half) as *const __m128i);
+                        let dw = _mm256_cvtph_ps(halves(qs));
+                        let mw = if Q4 { _mm256_cvtph_ps(halves(qs + 32)) } else { _mm256_setzero_ps() };
                         for (i, acc) in acc.iter_mut().enumerate() {
-                            let row = i0 + i;
-                            let xv = _mm256_loadu_si256(x.q.as_ptr().add(row * w.inp + b * QK) as *const __m256i);
-                            let p = dp(wv, xv);
-                            let scale = _mm256_set1_ps(dw * *x.d.get_unchecked(row * blocks + b));
-                            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, *acc);
+                            let at = (i0 + i) * blocks + b;
+                            let xq = x.q.as_ptr().add(at * QK) as *const i32;
+                            let mut p = [zero; 2];
+                            for (c, wv) in wv.iter().enumerate() {
+                                let xc = _mm256_set1_epi32(xq.add(c).read_unaligned());
+                                p[c % 2] = dp::<Q4>(p[c % 2], *wv, xc);
+                            }
+                            let mut dot = _mm256_add_epi32(p[0], p[1]);
+                            if !Q4 {
+                                dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(*x.bias.get_unchecked(at)));
+                            }
+                            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*x.d.get_unchecked(at)));
+                            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, *acc);
+                            if Q4 {
+                                *acc = _mm256_fmadd_ps(mw, _mm256_set1_ps(*x.s.get_unchecked(at)), *acc);
+                            }
                         }
                     }
-                }
-                store::<R, M>(&acc, w, n0, x, i0, out);
-            }
-
-            #[target_feature(enable = $features)]
-            pub unsafe fn q8_0<const R: usize, const M: usize>(
-                w: &Matrix,
-                n0: usize,
-                x: &QRows,
-                i0: usize,
-                out: &mut [f32],
-            ) {
-                let blocks = w.inp / QK;
-                assert!((n0 + R) * blocks * 32 <= w.qs.len() && (i0 + M) * w.inp <= x.q.len() && out.len() == R * M);
-                assert!(n0 % R == 0 && super::GROUP % R == 0);
-                let mut acc = [[_mm256_setzero_ps(); M]; R];
-                for b in 0..blocks {
-                    for (j, acc) in acc.iter_mut().enumerate() {
-                        let at = w.at(n0 + j, b);
-                        let wv = _mm256_loadu_si256(w.qs.as_ptr().add(at * 32) as *const __m256i);
-                        let magnitude = _mm256_sign_epi8(wv, wv);
-                        let dw = *w.d.get_unchecked(at);
-                        for (i, acc) in acc.iter_mut().enumerate() {
-                            let row = i0 + i;
-                            let xv = _mm256_loadu_si256(x.q.as_ptr().add(row * w.inp + b * QK) as *const __m256i);
-                            // |w|·(x with w's sign) = w·x, with the unsigned operand below 128.
-                            let p = dp(magnitude, _mm256_sign_epi8(xv, wv));
-                            let scale = _mm256_set1_ps(dw * *x.d.get_unchecked(row * blocks + b));
-                            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, *acc);
-                        }
-                    }
-                }
-                store::<R, M>(&acc, w, n0, x, i0, out);
-            }
-
-            #[target_feature(enable = $features)]
-            #[inline]
-            unsafe fn store<const R: usize, const M: usize>(
-                acc: &[[__m256; M]; R],
-                w: &Matrix,
-                n0: usize,
-                x: &QRows,
-                i0: usize,
-                out: &mut [f32],
-            ) {
-                for (j, acc) in acc.iter().enumerate() {
                     for (i, acc) in acc.iter().enumerate() {
-                        let mut l = [0f32; 8];
-                        _mm256_storeu_ps(l.as_mut_ptr(), *acc);
-                        let sum = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
-                        out[j * M + i] = sum + minimum(w, n0 + j, x, i0 + i);
+                        let mut lanes = [0f32; 8];
+                        _mm256_storeu_ps(lanes.as_mut_ptr(), *acc);
+                        let to = y.at((i0 + i) * w.out + n0 + 8 * half);
+                        std::ptr::copy_nonoverlapping(lanes.as_ptr(), to, valid);
                     }
                 }
             }
@@ -105,179 +183,33 @@ macro_rules! tiles {
     };
 }
 
-tiles!(
+half_tiles!(
     vnni,
-    "avx2,fma,avxvnni",
-    #[target_feature(enable = "avx2,fma,avxvnni")]
+    "avx2,fma,f16c,avxvnni",
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
     #[inline]
-    unsafe fn dp(a: __m256i, b: __m256i) -> __m256i {
-        _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a, b)
+    unsafe fn dp<const Q4: bool>(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_dpbusd_avx_epi32(acc, a, b)
     }
 );
 
-tiles!(
+half_tiles!(
     avx2,
-    "avx2,fma",
-    #[target_feature(enable = "avx2,fma")]
+    "avx2,fma,f16c",
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn dp(a: __m256i, b: __m256i) -> __m256i {
-        _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))
+    unsafe fn dp<const Q4: bool>(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        let ones = _mm256_set1_epi16(1);
+        if Q4 {
+            // Nibbles times bytes: pairs' sums stay far inside i16.
+            return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
+        }
+        // Q8_0's `w + 128` reaches 255, and 255·127·2 would saturate `vpmaddubsw`'s i16
+        // pairs: the low seven bits and the top bit go in separate products.
+        let lo = _mm256_and_si256(a, _mm256_set1_epi8(0x7f));
+        let hi = _mm256_and_si256(a, _mm256_set1_epi8(-128));
+        let lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, b), ones);
+        let hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, b), ones);
+        _mm256_add_epi32(acc, _mm256_add_epi32(lo, hi))
     }
 );
-
-/// The four-row tiles (any number of inputs up to eight) in 512-bit registers: a step reads block `b`
-/// of the four rows (one cache line of Q4_1), unpacks it into two registers of two rows each,
-/// and runs each against the input's block broadcast to both halves. Each row's eight lanes
-/// get exactly the sums the 256-bit tiles give them.
-#[cfg(target_arch = "x86_64")]
-pub(super) mod avx512 {
-    use super::{Matrix, QRows, GROUP, QK};
-    use std::arch::x86_64::*;
-
-    /// Bytes of Q4_1 blocks prefetched ahead of the one being read (twice that of Q8_0).
-    const AHEAD: usize = 1024;
-
-    /// The four rows' scales of block `at`, spread over the two halves of two registers
-    /// (rows 0 and 1, rows 2 and 3) as the products' lanes are.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-    #[inline]
-    unsafe fn scales(w: &Matrix, at: usize) -> (__m512, __m512) {
-        let s = _mm512_castps128_ps512(_mm_loadu_ps(w.d.as_ptr().add(at)));
-        let first = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-        let second = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
-        (
-            _mm512_permutexvar_ps(first, s),
-            _mm512_permutexvar_ps(second, s),
-        )
-    }
-
-    /// Four Q4_1 rows against `M` inputs (up to eight: a prompt's tokens share each unpacked
-    /// block).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-    pub unsafe fn q4_1_x4<const M: usize>(
-        w: &Matrix,
-        n0: usize,
-        x: &QRows,
-        i0: usize,
-        out: &mut [f32],
-    ) {
-        let blocks = w.inp / QK;
-        assert!(n0.is_multiple_of(GROUP) && (n0 + 4) * blocks * 16 <= w.qs.len());
-        assert!((i0 + M) * w.inp <= x.q.len() && out.len() == 4 * M);
-        let mask = _mm512_set1_epi8(0x0f);
-        // 64-bit lanes: row 0 low, row 0 high, row 1 low, row 1 high (and rows 2, 3).
-        let rows01 = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
-        let rows23 = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
-        let mut acc = [[_mm512_setzero_ps(); 2]; M];
-        // Q4_1's minimum term of the four rows, per input: one fused multiply-add per block,
-        // here for a few inputs, in a second pass for many (registers run out).
-        let mut minimums = [_mm_setzero_ps(); M];
-        let first = (n0 / GROUP) * blocks * GROUP;
-        for b in 0..blocks {
-            let at = first + b * GROUP;
-            // The rows ahead, past the 4 KiB pages the hardware prefetcher stops at.
-            _mm_prefetch::<_MM_HINT_T0>(w.qs.as_ptr().wrapping_add(at * 16 + AHEAD) as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(w.d.as_ptr().wrapping_add(at + AHEAD / 16) as *const i8);
-            let v = _mm512_loadu_si512(w.qs.as_ptr().add(at * 16) as *const _);
-            let lo = _mm512_and_si512(v, mask);
-            let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask);
-            let w01 = _mm512_permutex2var_epi64(lo, rows01, hi);
-            let w23 = _mm512_permutex2var_epi64(lo, rows23, hi);
-            let (d01, d23) = scales(w, at);
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let row = i0 + i;
-                if M <= 4 {
-                    let mins = _mm_loadu_ps(w.m.as_ptr().add(at));
-                    let sx = _mm_set1_ps(*x.s.get_unchecked(row * blocks + b));
-                    minimums[i] = _mm_fmadd_ps(mins, sx, minimums[i]);
-                }
-                let xq = x.q.as_ptr().add(row * w.inp + b * QK);
-                let xv = _mm512_broadcast_i64x4(_mm256_loadu_si256(xq as *const __m256i));
-                let p01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w01, xv);
-                let p23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w23, xv);
-                let dx = _mm512_set1_ps(*x.d.get_unchecked(row * blocks + b));
-                acc[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p01), _mm512_mul_ps(d01, dx), acc[0]);
-                acc[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p23), _mm512_mul_ps(d23, dx), acc[1]);
-            }
-        }
-        if M > 4 {
-            for b in 0..blocks {
-                let mins = _mm_loadu_ps(w.m.as_ptr().add(first + b * GROUP));
-                for (i, minimum) in minimums.iter_mut().enumerate() {
-                    let sx = _mm_set1_ps(*x.s.get_unchecked((i0 + i) * blocks + b));
-                    *minimum = _mm_fmadd_ps(mins, sx, *minimum);
-                }
-            }
-        }
-        store::<M>(&acc, Some(&minimums), out);
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-    pub unsafe fn q8_0_x4<const M: usize>(
-        w: &Matrix,
-        n0: usize,
-        x: &QRows,
-        i0: usize,
-        out: &mut [f32],
-    ) {
-        let blocks = w.inp / QK;
-        assert!(n0.is_multiple_of(GROUP) && (n0 + 4) * blocks * 32 <= w.qs.len());
-        assert!((i0 + M) * w.inp <= x.q.len() && out.len() == 4 * M);
-        let mut acc = [[_mm512_setzero_ps(); 2]; M];
-        let zero = _mm512_setzero_si512();
-        for b in 0..blocks {
-            let at = ((n0 / GROUP) * blocks + b) * GROUP;
-            _mm_prefetch::<_MM_HINT_T0>(
-                w.qs.as_ptr().wrapping_add(at * 32 + 2 * AHEAD) as *const i8
-            );
-            _mm_prefetch::<_MM_HINT_T0>(
-                w.qs.as_ptr().wrapping_add(at * 32 + 2 * AHEAD + 64) as *const i8
-            );
-            _mm_prefetch::<_MM_HINT_T0>(w.d.as_ptr().wrapping_add(at + AHEAD / 16) as *const i8);
-            let wv = [
-                _mm512_loadu_si512(w.qs.as_ptr().add(at * 32) as *const _),
-                _mm512_loadu_si512(w.qs.as_ptr().add((at + 2) * 32) as *const _),
-            ];
-            let magnitude = [_mm512_abs_epi8(wv[0]), _mm512_abs_epi8(wv[1])];
-            let negative = [_mm512_movepi8_mask(wv[0]), _mm512_movepi8_mask(wv[1])];
-            let (d01, d23) = scales(w, at);
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let row = i0 + i;
-                let xq = x.q.as_ptr().add(row * w.inp + b * QK);
-                let xv = _mm512_broadcast_i64x4(_mm256_loadu_si256(xq as *const __m256i));
-                let dx = _mm512_set1_ps(*x.d.get_unchecked(row * blocks + b));
-                let s = [_mm512_mul_ps(d01, dx), _mm512_mul_ps(d23, dx)];
-                for k in 0..2 {
-                    // |w|·(x with w's sign) = w·x, as the 256-bit tiles compute it.
-                    let signed = _mm512_mask_sub_epi8(xv, negative[k], zero, xv);
-                    let p = _mm512_dpbusd_epi32(zero, magnitude[k], signed);
-                    acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), s[k], acc[k]);
-                }
-            }
-        }
-        store::<M>(&acc, None, out);
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")]
-    #[inline]
-    unsafe fn store<const M: usize>(
-        acc: &[[__m512; 2]; M],
-        minimums: Option<&[__m128; M]>,
-        out: &mut [f32],
-    ) {
-        for (i, acc) in acc.iter().enumerate() {
-            let mut lanes = [0f32; 32];
-            _mm512_storeu_ps(lanes.as_mut_ptr(), acc[0]);
-            _mm512_storeu_ps(lanes.as_mut_ptr().add(16), acc[1]);
-            let mut mins = [0f32; 4];
-            if let Some(m) = minimums {
-                _mm_storeu_ps(mins.as_mut_ptr(), m[i]);
-            }
-            for (j, l) in lanes.chunks_exact(8).enumerate() {
-                let sum = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
-                // Output layout `(rows, inputs)`: row j, input i.
-                out[j * M + i] = sum + mins[j];
-            }
-        }
-    }
-}
