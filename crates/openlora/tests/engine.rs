@@ -201,6 +201,15 @@ fn adapters_that_do_not_fit_are_refused_without_harm() {
     huge.config.r = 1 << 40;
     let e = ServedAdapter::new(&huge, &base).err().expect("refused");
     assert!(e.to_string().contains("rank"), "{e}");
+    // A weight no half holds: it would turn the adapter's rows to infinities.
+    let mut wild = good.clone();
+    let pair = wild.pairs.values_mut().next().unwrap();
+    pair.a = (pair.a.clone() * 1e9).unwrap();
+    let e = ServedAdapter::new(&wild, &base).err().expect("refused");
+    assert!(
+        e.to_string().contains("beyond what the server holds"),
+        "{e}"
+    );
     // A module the model does not have.
     let mut stray = good;
     let pair = stray.pairs.values().next().unwrap().clone();

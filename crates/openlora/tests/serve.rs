@@ -71,8 +71,8 @@ fn collect(mut rx: UnboundedReceiver<Event>) -> (Vec<u32>, Finish, usize) {
 fn a_mixed_batch_gives_each_request_its_tokens_alone() {
     let dir = tempfile::tempdir().unwrap();
     let settings = Settings {
-        step_tokens: 8,        // prompts prefill in chunks between the others' decode tokens
-        cache_bytes: 16 << 20, // alpha and gamma do not fit together: one is evicted and reloads
+        step_tokens: 8,       // prompts prefill in chunks between the others' decode tokens
+        cache_bytes: 8 << 20, // alpha and gamma do not fit together: one is evicted and reloads
         ..Settings::default()
     };
     let (engine, model) = engine(dir.path(), settings);

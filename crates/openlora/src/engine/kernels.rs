@@ -2,8 +2,8 @@
 //! on its own, in an order that does not depend on the other rows, so a sequence gets the
 //! same numbers whatever batch it runs in.
 
-/// Whether the CPU has AVX2 and FMA (checked once; the same path for the whole process, so
-/// results never depend on which thread ran a row).
+/// Whether the CPU has AVX2, FMA and F16C (checked once; the same path for the whole
+/// process, so results never depend on which thread ran a row).
 fn avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -11,6 +11,7 @@ fn avx2() -> bool {
         *HAS.get_or_init(|| {
             std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -86,6 +87,81 @@ unsafe fn axpy_avx2(c: f32, x: &[f32], y: &mut [f32]) {
     }
     for (y, x) in y[n..].iter_mut().zip(&x[n..]) {
         *y = c.mul_add(*x, *y);
+    }
+}
+
+fn half_to_f32(h: u16) -> f32 {
+    half::f16::from_bits(h).to_f32()
+}
+
+/// [`dot`] with `a` in IEEE halves (an adapter's weights).
+pub(crate) fn dot_half(a: &[u16], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU has AVX2, FMA and F16C; the lengths are equal (asserted above).
+        return unsafe { dot_half_avx2(a, b) };
+    }
+    let a: Vec<f32> = a.iter().map(|&h| half_to_f32(h)).collect();
+    dot(&a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_half_avx2(a: &[u16], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len() / 8 * 8;
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i < n {
+        let av = _mm256_cvtph_ps(_mm_loadu_si128(pa.add(i) as *const __m128i));
+        acc = _mm256_fmadd_ps(av, _mm256_loadu_ps(pb.add(i)), acc);
+        i += 8;
+    }
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+    let tail: f32 = a[n..]
+        .iter()
+        .zip(&b[n..])
+        .map(|(x, y)| half_to_f32(*x) * y)
+        .sum();
+    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+        + tail
+}
+
+/// [`axpy`] with `x` in IEEE halves.
+pub(crate) fn axpy_half(c: f32, x: &[u16], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len());
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU has AVX2, FMA and F16C; the lengths are equal (asserted above).
+        return unsafe { axpy_half_avx2(c, x, y) };
+    }
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = c.mul_add(half_to_f32(*x), *y);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn axpy_half_avx2(c: f32, x: &[u16], y: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = x.len() / 8 * 8;
+    let cv = _mm256_set1_ps(c);
+    let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+    let mut i = 0;
+    while i < n {
+        let xv = _mm256_cvtph_ps(_mm_loadu_si128(px.add(i) as *const __m128i));
+        _mm256_storeu_ps(
+            py.add(i),
+            _mm256_fmadd_ps(cv, xv, _mm256_loadu_ps(py.add(i))),
+        );
+        i += 8;
+    }
+    for (y, x) in y[n..].iter_mut().zip(&x[n..]) {
+        *y = c.mul_add(half_to_f32(*x), *y);
     }
 }
 
@@ -184,6 +260,22 @@ mod tests {
         let b: Vec<f32> = (0..37).map(|i| (i % 5) as f32 - 1.5).collect();
         let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
         assert!((dot(&a, &b) - plain).abs() < 1e-3);
+    }
+
+    #[test]
+    fn half_kernels_match_the_f32_ones_on_the_same_values() {
+        let h: Vec<u16> = (0..37)
+            .map(|i| half::f16::from_f32(i as f32 * 0.25 - 3.0).to_bits())
+            .collect();
+        let a: Vec<f32> = h.iter().map(|&v| half_to_f32(v)).collect();
+        let b: Vec<f32> = (0..37).map(|i| (i % 5) as f32 - 1.5).collect();
+        assert_eq!(dot_half(&h, &b), dot(&a, &b));
+        let (mut y1, mut y2) = (b.clone(), b.clone());
+        axpy_half(0.5, &h, &mut y1);
+        for (y, x) in y2.iter_mut().zip(&a) {
+            *y = 0.5f32.mul_add(*x, *y);
+        }
+        assert_eq!(y1, y2);
     }
 
     #[test]
