@@ -6,7 +6,7 @@
 //! cost a sixth of a 16-sequence step.
 
 use super::dims::{Dims, Kind};
-use super::kernels::{axpy_half, dot_half};
+use super::kernels::{axpy_half, dot_half, to_halves};
 use crate::ServeError;
 use openledger_model::lora::LoraAdapter;
 use std::sync::Arc;
@@ -20,20 +20,17 @@ struct Pair {
 }
 
 /// Rounds `values` to halves, refusing any a half cannot hold.
-fn halves(values: impl Iterator<Item = f32>) -> Result<Vec<u16>, String> {
-    values
-        .map(|v| {
-            let h = half::f16::from_f32(v);
-            if h.is_finite() {
-                Ok(h.to_bits())
-            } else {
-                Err(format!(
-                    "a weight of {v} is beyond what the server holds (±{})",
-                    half::f16::MAX
-                ))
-            }
-        })
-        .collect()
+fn halves(values: &[f32]) -> Result<Vec<u16>, String> {
+    let h = to_halves(values);
+    // Exponent all ones: infinite or not a number.
+    match h.iter().position(|&h| h & 0x7c00 == 0x7c00) {
+        None => Ok(h),
+        Some(i) => Err(format!(
+            "a weight of {} is beyond what the server holds (±{})",
+            values[i],
+            half::f16::MAX
+        )),
+    }
 }
 
 /// The largest rank served.
@@ -74,14 +71,13 @@ impl ServedAdapter {
             let to_vec = |t: &candle_core::Tensor| t.flatten_all().and_then(|t| t.to_vec1());
             let a: Vec<f32> = to_vec(&pair.a).map_err(|e| bad(e.to_string()))?;
             let b: Vec<f32> = to_vec(&pair.b).map_err(|e| bad(e.to_string()))?;
-            let bt = (0..r * out).map(|i| {
-                let (j, o) = (i / out, i % out);
-                b[o * r + j] * scale
-            });
-            let (a, bt) = (
-                halves(a.into_iter()).map_err(bad)?,
-                halves(bt).map_err(bad)?,
-            );
+            let mut bt = vec![0f32; r * out];
+            for (o, row) in b.chunks_exact(r.max(1)).enumerate() {
+                for (j, v) in row.iter().enumerate() {
+                    bt[j * out + o] = v * scale;
+                }
+            }
+            let (a, bt) = (halves(&a).map_err(bad)?, halves(&bt).map_err(bad)?);
             bytes += 2 * (a.len() + bt.len());
             pairs[layer * 7 + kind.index()] = Some(Pair { r, a, bt });
         }
@@ -151,11 +147,14 @@ mod tests {
 
     fn adapter(r: usize, inp: usize, out: usize, seed: u32) -> Arc<ServedAdapter> {
         let v = |n: usize, k: u32| -> Vec<u16> {
-            halves((0..n).map(|i| {
-                ((i as u32).wrapping_mul(2_654_435_761) ^ (seed * 7 + k)) as f32 / u32::MAX as f32
-                    - 0.5
-            }))
-            .unwrap()
+            let values: Vec<f32> = (0..n)
+                .map(|i| {
+                    ((i as u32).wrapping_mul(2_654_435_761) ^ (seed * 7 + k)) as f32
+                        / u32::MAX as f32
+                        - 0.5
+                })
+                .collect();
+            halves(&values).unwrap()
         };
         let mut pairs: Vec<Option<Pair>> = (0..7).map(|_| None).collect();
         pairs[0] = Some(Pair {

@@ -94,6 +94,36 @@ fn half_to_f32(h: u16) -> f32 {
     half::f16::from_bits(h).to_f32()
 }
 
+/// `values` rounded to IEEE halves (to nearest, ties to even), as bits.
+pub(crate) fn to_halves(values: &[f32]) -> Vec<u16> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the CPU has F16C (with AVX2 and FMA).
+        return unsafe { to_halves_f16c(values) };
+    }
+    values
+        .iter()
+        .map(|&v| half::f16::from_f32(v).to_bits())
+        .collect()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn to_halves_f16c(values: &[f32]) -> Vec<u16> {
+    use std::arch::x86_64::*;
+    let mut out = vec![0u16; values.len()];
+    let n = values.len() / 8 * 8;
+    for i in (0..n).step_by(8) {
+        let h =
+            _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(values.as_ptr().add(i)));
+        _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, h);
+    }
+    for (o, &v) in out[n..].iter_mut().zip(&values[n..]) {
+        *o = half::f16::from_f32(v).to_bits();
+    }
+    out
+}
+
 /// [`dot`] with `a` in IEEE halves (an adapter's weights).
 pub(crate) fn dot_half(a: &[u16], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -226,6 +256,16 @@ pub(crate) fn attend(
     out: &mut [f32],
 ) {
     let d = q.len();
+    #[cfg(target_arch = "x86_64")]
+    if avx2() && n > 0 && (n - 1) * stride + offset + d <= keys.len().min(values.len()) {
+        // SAFETY: the CPU has AVX2 and FMA; every row read is inside `keys` and `values`
+        // (checked just above) and the kernels check `q` and `out` hold `d`.
+        match d {
+            64 => return unsafe { attend_avx2::<8>(q, keys, values, n, stride, offset, out) },
+            128 => return unsafe { attend_avx2::<16>(q, keys, values, n, stride, offset, out) },
+            _ => {}
+        }
+    }
     let scale = 1.0 / (d as f32).sqrt();
     let mut scores: Vec<f32> = (0..n)
         .map(|j| dot(q, &keys[j * stride + offset..][..d]) * scale)
@@ -239,6 +279,59 @@ pub(crate) fn attend(
     out.fill(0.0);
     for (j, p) in scores.iter().enumerate() {
         axpy(p / sum, &values[j * stride + offset..][..d], out);
+    }
+}
+
+/// [`attend`] for heads of `8·V` values: the query and the output's sums stay in registers
+/// over all positions, instead of a call per position.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_avx2<const V: usize>(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    n: usize,
+    stride: usize,
+    offset: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    assert!(q.len() == 8 * V && out.len() == 8 * V);
+    assert!(n > 0 && (n - 1) * stride + offset + 8 * V <= keys.len().min(values.len()));
+    let scale = 1.0 / ((8 * V) as f32).sqrt();
+    let mut qv = [_mm256_setzero_ps(); V];
+    for (k, qv) in qv.iter_mut().enumerate() {
+        *qv = _mm256_loadu_ps(q.as_ptr().add(8 * k));
+    }
+    let mut scores = Vec::with_capacity(n);
+    let mut max = f32::NEG_INFINITY;
+    for j in 0..n {
+        let key = keys.as_ptr().add(j * stride + offset);
+        let mut acc = _mm256_mul_ps(qv[0], _mm256_loadu_ps(key));
+        for (k, qv) in qv.iter().enumerate().skip(1) {
+            acc = _mm256_fmadd_ps(*qv, _mm256_loadu_ps(key.add(8 * k)), acc);
+        }
+        let half = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        let half = _mm_add_ps(half, _mm_movehl_ps(half, half));
+        let s = _mm_cvtss_f32(_mm_add_ss(half, _mm_shuffle_ps(half, half, 1))) * scale;
+        max = max.max(s);
+        scores.push(s);
+    }
+    let mut sum = 0f32;
+    for s in &mut scores {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    let mut acc = [_mm256_setzero_ps(); V];
+    for (j, p) in scores.iter().enumerate() {
+        let value = values.as_ptr().add(j * stride + offset);
+        let weight = _mm256_set1_ps(p / sum);
+        for (k, acc) in acc.iter_mut().enumerate() {
+            *acc = _mm256_fmadd_ps(weight, _mm256_loadu_ps(value.add(8 * k)), *acc);
+        }
+    }
+    for (k, acc) in acc.iter().enumerate() {
+        _mm256_storeu_ps(out.as_mut_ptr().add(8 * k), *acc);
     }
 }
 
@@ -260,6 +353,34 @@ mod tests {
         let b: Vec<f32> = (0..37).map(|i| (i % 5) as f32 - 1.5).collect();
         let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
         assert!((dot(&a, &b) - plain).abs() < 1e-3);
+    }
+
+    #[test]
+    fn rounding_to_halves_is_the_same_in_vectors_and_one_by_one() {
+        let mut values: Vec<f32> = (0..1001).map(|i| (i as f32 - 500.0) * 0.37e-3).collect();
+        values.extend([
+            1e9,
+            -1e9,
+            f32::NAN,
+            65504.0,
+            65520.0,
+            1e-8,
+            1.0 + 2f32.powi(-11),
+        ]);
+        let each: Vec<u16> = values
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_bits())
+            .collect();
+        let fast = to_halves(&values);
+        for (i, (a, b)) in fast.iter().zip(&each).enumerate() {
+            // NaNs may differ in payload; they must stay NaNs.
+            let nan = |h: u16| h & 0x7c00 == 0x7c00 && h & 0x3ff != 0;
+            assert!(
+                a == b || (nan(*a) && nan(*b)),
+                "{}: {a:#x} vs {b:#x}",
+                values[i]
+            );
+        }
     }
 
     #[test]
@@ -286,6 +407,46 @@ mod tests {
         let mut out = [0f32; 4];
         attend(&q, &keys, &values, 1, 6, 2, &mut out);
         assert_eq!(out, [1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn attention_in_registers_agrees_with_the_plain_kernel() {
+        for d in [64, 128] {
+            let (n, stride, offset) = (37, 3 * d, d);
+            let v = |k: usize, len: usize| -> Vec<f32> {
+                (0..len)
+                    .map(|i| ((i * 7 + k) % 13) as f32 * 0.1 - 0.6)
+                    .collect()
+            };
+            let (q, keys, values) = (v(1, d), v(2, n * stride), v(3, n * stride));
+            let mut fast = vec![0f32; d];
+            attend(&q, &keys, &values, n, stride, offset, &mut fast);
+            // Attention written out: softmax of q·k/√d, then the weighted sum of values.
+            let row = |x: &[f32], j: usize| x[j * stride + offset..][..d].to_vec();
+            let scores: Vec<f32> = (0..n)
+                .map(|j| {
+                    row(&keys, j)
+                        .iter()
+                        .zip(&q)
+                        .map(|(k, q)| k * q)
+                        .sum::<f32>()
+                })
+                .map(|s| s / (d as f32).sqrt())
+                .collect();
+            let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+            let total: f32 = scores.iter().map(|s| (s - max).exp()).sum();
+            let mut plain = vec![0f32; d];
+            for (j, s) in scores.iter().enumerate() {
+                let p = (s - max).exp() / total;
+                plain
+                    .iter_mut()
+                    .zip(row(&values, j))
+                    .for_each(|(o, v)| *o += p * v);
+            }
+            for (a, b) in fast.iter().zip(&plain) {
+                assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+            }
+        }
     }
 
     #[test]

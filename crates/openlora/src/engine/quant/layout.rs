@@ -66,7 +66,9 @@ impl Matrix {
     /// llama.cpp's Q4_1 blocks (20 bytes: f16 d, f16 m, 16 bytes of nibbles).
     pub fn from_q4_1(rows: usize, cols: usize, bytes: &[u8]) -> Option<Self> {
         let blocks = cols / QK;
-        if !cols.is_multiple_of(QK) || bytes.len() != rows * blocks * 20 {
+        if !cols.is_multiple_of(QK)
+            || Some(bytes.len()) != blocks.checked_mul(20).and_then(|b| rows.checked_mul(b))
+        {
             return None;
         }
         let mut w = Self::empty(Format::Q4_1, rows, cols);
@@ -79,7 +81,9 @@ impl Matrix {
     /// llama.cpp's Q8_0 blocks (34 bytes: f16 d, 32 signed bytes).
     pub fn from_q8_0(rows: usize, cols: usize, bytes: &[u8]) -> Option<Self> {
         let blocks = cols / QK;
-        if !cols.is_multiple_of(QK) || bytes.len() != rows * blocks * 34 {
+        if !cols.is_multiple_of(QK)
+            || Some(bytes.len()) != blocks.checked_mul(34).and_then(|b| rows.checked_mul(b))
+        {
             return None;
         }
         let mut w = Self::empty(Format::Q8_0, rows, cols);
@@ -97,7 +101,7 @@ impl Matrix {
     /// Rounds f32 weights `(rows, cols)` to Q8_0 blocks (scales rounded to halves, as a
     /// model file stores them).
     pub fn quantize_q8_0(values: &[f32], rows: usize, cols: usize) -> Option<Self> {
-        if !cols.is_multiple_of(QK) || values.len() != rows * cols {
+        if !cols.is_multiple_of(QK) || Some(values.len()) != rows.checked_mul(cols) {
             return None;
         }
         let blocks = cols / QK;
