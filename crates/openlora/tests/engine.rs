@@ -210,6 +210,15 @@ fn adapters_that_do_not_fit_are_refused_without_harm() {
         e.to_string().contains("beyond what the server holds"),
         "{e}"
     );
+    // And in B, checked after the adapter's scale.
+    let mut wild = good.clone();
+    let pair = wild.pairs.values_mut().next().unwrap();
+    pair.b = (pair.b.ones_like().unwrap() * 1e5).unwrap();
+    let e = ServedAdapter::new(&wild, &base).err().expect("refused");
+    assert!(
+        e.to_string().contains("beyond what the server holds"),
+        "{e}"
+    );
     // A module the model does not have.
     let mut stray = good;
     let pair = stray.pairs.values().next().unwrap().clone();

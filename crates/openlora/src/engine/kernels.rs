@@ -257,7 +257,10 @@ pub(crate) fn attend(
 ) {
     let d = q.len();
     #[cfg(target_arch = "x86_64")]
-    if avx2() && n > 0 && (n - 1) * stride + offset + d <= keys.len().min(values.len()) {
+    let end = (n.checked_sub(1))
+        .and_then(|last| last.checked_mul(stride))
+        .and_then(|at| at.checked_add(offset + d));
+    if avx2() && end.is_some_and(|end| end <= keys.len().min(values.len())) {
         // SAFETY: the CPU has AVX2 and FMA; every row read is inside `keys` and `values`
         // (checked just above) and the kernels check `q` and `out` hold `d`.
         match d {

@@ -121,29 +121,55 @@ impl Matrix {
     }
 
     /// The rows of `parts` one after another (q|k|v, gate|up); `None` if they differ in
-    /// format or width, or a part before the last is not whole groups of rows (its padding
-    /// would land among the next part's rows).
+    /// format or width.
     pub fn concat(parts: Vec<Matrix>) -> Option<Self> {
         let first = parts.first()?;
         let (format, inp) = (first.format, first.inp);
-        let last = parts.len() - 1;
-        let fits = |(i, p): (usize, &Matrix)| {
-            p.format == format && p.inp == inp && (i == last || p.out.is_multiple_of(GROUP))
-        };
-        if !parts.iter().enumerate().all(fits) {
+        if parts.iter().any(|p| p.format != format || p.inp != inp) {
             return None;
         }
-        let mut all = Self {
-            format,
-            out: 0,
-            inp,
-            data: Vec::new(),
-        };
-        for p in parts {
-            all.out += p.out;
-            all.data.extend(p.data);
+        let out = parts.iter().map(|p| p.out).sum();
+        let last = parts.len() - 1;
+        if parts[..last].iter().all(|p| p.out.is_multiple_of(GROUP)) {
+            // Whole groups: the records simply follow each other.
+            let data = parts.into_iter().flat_map(|p| p.data).collect();
+            return Some(Self {
+                format,
+                out,
+                inp,
+                data,
+            });
+        }
+        // A part's padding would land among the next part's rows: move row by row.
+        let mut all = Self::empty(format, out, inp);
+        let mut to = 0;
+        for p in &parts {
+            for n in 0..p.out {
+                all.copy_row(to, p, n);
+                to += 1;
+            }
         }
         Some(all)
+    }
+
+    /// Row `n` of `from` (same format and width) into row `to`.
+    fn copy_row(&mut self, to: usize, from: &Matrix, n: usize) {
+        let (qs, _) = self.format.layout();
+        let chunks = qs / 64;
+        for b in 0..self.inp / QK {
+            let (src, dst) = (from.record(n, b), self.record(to, b));
+            let (rs, rd) = (4 * (n % GROUP), 4 * (to % GROUP));
+            for c in 0..chunks {
+                self.data[dst + 64 * c + rd..][..4]
+                    .copy_from_slice(&from.data[src + 64 * c + rs..][..4]);
+            }
+            // Scales (and Q4_1's minimums, 32 bytes further on).
+            for extra in (qs..self.format.layout().1).step_by(32) {
+                let (rs, rd) = (2 * (n % GROUP), 2 * (to % GROUP));
+                self.data[dst + extra + rd..][..2]
+                    .copy_from_slice(&from.data[src + extra + rs..][..2]);
+            }
+        }
     }
 
     /// `(out, in)`.

@@ -378,11 +378,21 @@ mod tests {
 
     #[test]
     fn every_path_and_tile_gives_the_same_products() {
-        // 72 rows: four whole groups and a half-empty one.
-        let (out, inp) = (72, 96);
+        // 75 rows: four whole groups and one of 11 (a full half and one of three).
+        let (out, inp) = (75, 96);
         let w = values(out * inp, 1);
         let q4 = Matrix::from_q4_1(out, inp, &q4_1_bytes(&w)).unwrap();
         let q8 = Matrix::quantize_q8_0(&w, out, inp).unwrap();
+        // The layout keeps each row's own values: within half a step of the source.
+        for n in 0..out {
+            let source = &w[n * inp..][..inp];
+            for (matrix, step) in [(&q4, 1.0 / 15.0), (&q8, 0.5 / 127.0)] {
+                let row = matrix.row(n);
+                for (a, b) in row.iter().zip(source) {
+                    assert!((a - b).abs() <= 0.51 * step + 1e-3, "row {n}: {a} vs {b}");
+                }
+            }
+        }
         for m in [1, 2, 3, 5, 9, 15] {
             let x = values(m * inp, 7 + m as u32);
             let xq = QRows::new(&x, inp);
@@ -413,20 +423,53 @@ mod tests {
     }
 
     #[test]
+    fn fused_parts_of_any_row_count_give_each_parts_products() {
+        let inp = 64;
+        let (w1, w2, w3) = (values(20 * inp, 2), values(9 * inp, 3), values(16 * inp, 4));
+        let part = |w: &[f32]| Matrix::from_q4_1(w.len() / inp, inp, &q4_1_bytes(w)).unwrap();
+        let fused = Matrix::concat(vec![part(&w1), part(&w2), part(&w3)]).unwrap();
+        assert_eq!(fused.shape(), (45, inp));
+        let x = QRows::new(&values(3 * inp, 9), inp);
+        let y = fused.matmul(&x);
+        let parts: Vec<Vec<f32>> = [&w1, &w2, &w3].map(|w| part(w).matmul(&x)).into();
+        for r in 0..3 {
+            let mut want = Vec::new();
+            for (p, rows) in parts.iter().zip([20, 9, 16]) {
+                want.extend_from_slice(&p[r * rows..][..rows]);
+            }
+            assert_eq!(y[r * 45..][..45], want[..], "input {r}");
+        }
+        // Aligned parts take the quick way and give the same.
+        let aligned = Matrix::concat(vec![part(&w3), part(&w2)]).unwrap();
+        let y = aligned.matmul(&x);
+        assert_eq!(y[..16], parts[2][..16]);
+        assert_eq!(y[16..25], parts[1][..9]);
+        let q8 = Matrix::quantize_q8_0(&w1, 20, inp).unwrap();
+        assert!(Matrix::concat(vec![part(&w1), q8]).is_none());
+    }
+
+    #[test]
     fn q8_0_blocks_keep_every_value_including_the_most_negative() {
-        // One row, one block: scale 0.5 (half 0x3800), values -128..=-97.
+        // Two rows of one block, scale 0.5 (half 0x3800): values -128..=-97, and all 127
+        // (stored as 255, the most a two-step AVX2 product must hold without saturating).
         let mut bytes = vec![0x00, 0x38];
         bytes.extend((0..32).map(|k: i32| (k - 128) as i8 as u8));
-        let w = Matrix::from_q8_0(1, 32, &bytes).unwrap();
+        bytes.extend([0x00, 0x38]);
+        bytes.extend([127u8; 32]);
+        let w = Matrix::from_q8_0(2, 32, &bytes).unwrap();
         let row = w.row(0);
         assert_eq!(row[0], -64.0);
         assert_eq!(row[31], 0.5 * -97.0);
+        assert_eq!(w.row(1), vec![63.5; 32]);
         // Products with an input of ones (rounded exactly: amax 1 → q = 127, d = 1/127).
         let x = QRows::new(&[1.0; 32], 32);
-        let sum: i32 = (0..32).map(|k| (k - 128) * 127).sum();
+        let sums = [
+            (0..32).map(|k| (k - 128) * 127).sum::<i32>(),
+            32 * 127 * 127,
+        ];
+        let want: Vec<f32> = sums.map(|s| s as f32 * (0.5 * (1.0 / 127.0))).into();
         for path in paths() {
-            let y = w.matmul_on(path, &x);
-            assert_eq!(y, vec![sum as f32 * (0.5 * (1.0 / 127.0))], "{path:?}");
+            assert_eq!(w.matmul_on(path, &x), want, "{path:?}");
         }
     }
 
