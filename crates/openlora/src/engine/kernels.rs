@@ -51,12 +51,18 @@ pub(crate) unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
         acc = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc);
         i += 8;
     }
-    let mut lanes = [0f32; 8];
-    _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
     let tail: f32 = a[n..].iter().zip(&b[n..]).map(|(x, y)| x * y).sum();
-    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
-        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
-        + tail
+    lanes_sum(acc) + tail
+}
+
+/// The eight lanes of `acc` added pairwise, in the order the plain [`dot`] adds its sums.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn lanes_sum(acc: std::arch::x86_64::__m256) -> f32 {
+    let mut l = [0f32; 8];
+    std::arch::x86_64::_mm256_storeu_ps(l.as_mut_ptr(), acc);
+    ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
 }
 
 /// `y += c·x`.
@@ -149,16 +155,12 @@ unsafe fn dot_half_avx2(a: &[u16], b: &[f32]) -> f32 {
         acc = _mm256_fmadd_ps(av, _mm256_loadu_ps(pb.add(i)), acc);
         i += 8;
     }
-    let mut lanes = [0f32; 8];
-    _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
     let tail: f32 = a[n..]
         .iter()
         .zip(&b[n..])
         .map(|(x, y)| half_to_f32(*x) * y)
         .sum();
-    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
-        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
-        + tail
+    lanes_sum(acc) + tail
 }
 
 /// [`axpy`] with `x` in IEEE halves.

@@ -32,6 +32,14 @@ fn half_at(bytes: &[u8], at: usize) -> f32 {
     half_to_f32(u16::from_le_bytes([bytes[at], bytes[at + 1]]))
 }
 
+/// Blocks per row of a `(rows, cols)` matrix stored as `len` bytes of `width`-byte blocks;
+/// `None` unless rows are whole blocks and the sizes agree (checked, never wrapping).
+fn whole_blocks(rows: usize, cols: usize, len: usize, width: usize) -> Option<usize> {
+    let blocks = cols / QK;
+    let expected = blocks.checked_mul(width).and_then(|b| rows.checked_mul(b));
+    (cols.is_multiple_of(QK) && expected == Some(len)).then_some(blocks)
+}
+
 impl Matrix {
     /// An all-zero matrix of `out` rows (padded to whole groups) to fill row by row.
     fn empty(format: Format, out: usize, inp: usize) -> Self {
@@ -65,12 +73,7 @@ impl Matrix {
 
     /// llama.cpp's Q4_1 blocks (20 bytes: f16 d, f16 m, 16 bytes of nibbles).
     pub fn from_q4_1(rows: usize, cols: usize, bytes: &[u8]) -> Option<Self> {
-        let blocks = cols / QK;
-        if !cols.is_multiple_of(QK)
-            || Some(bytes.len()) != blocks.checked_mul(20).and_then(|b| rows.checked_mul(b))
-        {
-            return None;
-        }
+        let blocks = whole_blocks(rows, cols, bytes.len(), 20)?;
         let mut w = Self::empty(Format::Q4_1, rows, cols);
         for (i, b) in bytes.chunks_exact(20).enumerate() {
             w.put(i / blocks, i % blocks, &b[4..], [b[0], b[1]], [b[2], b[3]]);
@@ -80,12 +83,7 @@ impl Matrix {
 
     /// llama.cpp's Q8_0 blocks (34 bytes: f16 d, 32 signed bytes).
     pub fn from_q8_0(rows: usize, cols: usize, bytes: &[u8]) -> Option<Self> {
-        let blocks = cols / QK;
-        if !cols.is_multiple_of(QK)
-            || Some(bytes.len()) != blocks.checked_mul(34).and_then(|b| rows.checked_mul(b))
-        {
-            return None;
-        }
+        let blocks = whole_blocks(rows, cols, bytes.len(), 34)?;
         let mut w = Self::empty(Format::Q8_0, rows, cols);
         let mut biased = [0u8; QK];
         for (i, b) in bytes.chunks_exact(34).enumerate() {

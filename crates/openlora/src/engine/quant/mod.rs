@@ -500,6 +500,17 @@ mod tests {
     }
 
     #[test]
+    fn sizes_that_disagree_or_overflow_are_refused() {
+        // A shape whose byte count wraps past usize must not pass as 40 bytes.
+        let wraps = (usize::MAX / 40 + 1) * 2;
+        assert!(Matrix::from_q4_1(wraps, 64, &[0u8; 40]).is_none());
+        assert!(Matrix::from_q4_1(1, 64, &[0u8; 39]).is_none());
+        assert!(Matrix::from_q8_0(1, 33, &[0u8; 34]).is_none());
+        assert!(Matrix::quantize_q8_0(&[0.0; 32], usize::MAX, 32).is_none());
+        assert!(Matrix::from_q4_1(1, 64, &[0u8; 40]).is_some());
+    }
+
+    #[test]
     fn halves_convert() {
         assert_eq!(half_to_f32(0x3c00), 1.0);
         assert_eq!(half_to_f32(0xc000), -2.0);
